@@ -1,0 +1,55 @@
+"""The contract every LLM backend implements (vllm, openai, transformers).
+
+A rating backend turns chat prompts into label judgments: the generated text (kept raw) and the
+probability of each label read from the next-token log-probabilities at the answer position.
+An embedding backend turns texts into vectors. Backends never decide a label on their own: an
+answer that is not a label is returned with ``label=None`` and counted as a failure upstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+LABELS: tuple[str, ...] = ("High", "Medium", "Low")
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """One rated prompt.
+
+    Args:
+        text: the raw generated answer.
+        label: the label parsed from ``text``; ``None`` when the answer is not a label.
+        probs: probability of each label from the answer position's log-probabilities,
+            renormalised over the labels; ``None`` when the backend could not read them.
+        label_mass: total probability the model put on the label tokens before
+            renormalising (how much the model "wanted" to answer with a label).
+    """
+
+    text: str
+    label: str | None
+    probs: dict[str, float] | None
+    label_mass: float | None = None
+
+
+class RatingBackend(Protocol):
+    model_id: str  # stable id of the model (and adapter) used in the judgment store
+
+    def rate(self, prompts: Sequence[list[dict[str, str]]]) -> list[Judgment]:
+        """Judge each chat prompt (a list of ``{"role", "content"}`` messages)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class EmbeddingBackend(Protocol):
+    model_id: str
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), dim)`` float32 vectors (pooling / normalisation per settings)."""
+        ...
+
+    def close(self) -> None: ...
