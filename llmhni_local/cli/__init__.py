@@ -1,0 +1,49 @@
+"""The ``llmhni`` command line: one typer app, one module per command group.
+
+Heavy imports (torch, vLLM, transformers) happen inside commands so ``--help`` is instant.
+A :class:`~llmhni_local.errors.UserError` becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from llmhni_local.errors import UserError
+
+app = typer.Typer(
+    name="llmhni",
+    help="Offline LLM-assisted denoising of recommender training data (LLMHNI).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _mount() -> None:
+    from llmhni_local.cli import data, train
+
+    app.add_typer(data.app, name="data", help="Inspect data sets.")
+    app.command("train", help=train.train.__doc__)(train.train)
+    for module, name in (("models", "models"),):
+        try:
+            mod = __import__(f"llmhni_local.cli.{module}", fromlist=["app"])
+        except ImportError:
+            continue
+        app.add_typer(mod.app, name=name)
+
+
+_mount()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``llmhni`` and ``python cli.py``."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

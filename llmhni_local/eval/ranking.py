@@ -1,0 +1,73 @@
+"""Batched full-ranking evaluation with masking.
+
+Scores every item for a batch of users at a time (never a users x items matrix for all users),
+sets the user's training items (and validation items when testing) to -inf, takes the top
+``max(ks)`` and averages :func:`ranking_metrics` over users with at least one truth item.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from llmhni_local.eval.metrics import ranking_metrics
+
+
+def _by_user(pairs: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr, items)`` CSR-style grouping of (user, item) pairs."""
+    order = np.argsort(pairs[:, 0], kind="stable")
+    items = pairs[order, 1]
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.add.at(indptr, pairs[:, 0] + 1, 1)
+    return np.cumsum(indptr), items
+
+
+def evaluate_ranking(user_emb: torch.Tensor, item_emb: torch.Tensor, truth: np.ndarray,
+                     masked: list[np.ndarray], *, ks: tuple[int, ...] = (10, 20),
+                     batch_users: int = 1024, progress: bool = False) -> dict[str, float]:
+    """Mean Recall@K / NDCG@K over users with at least one truth item.
+
+    Args:
+        user_emb: ``(U, d)`` final user embeddings.
+        item_emb: ``(I, d)`` final item embeddings.
+        truth: ``(n, 2)`` (user, item) pairs to find (validation or test).
+        masked: (user, item) pair arrays whose items are removed from each user's ranking
+            (training; plus validation when testing).
+        ks: cut-offs.
+        batch_users: users scored at once.
+    """
+    n_users, n_items = user_emb.shape[0], item_emb.shape[0]
+    t_ptr, t_items = _by_user(truth, n_users)
+    m_groups = [_by_user(m, n_users) for m in masked]
+    users = np.flatnonzero(np.diff(t_ptr) > 0)
+    k_max = max(ks)
+    sums = {f"{m}@{k}": 0.0 for m in ("recall", "ndcg") for k in ks}
+    batches = range(0, len(users), batch_users)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="evaluate", leave=False, unit="batch")
+    with torch.no_grad():
+        for start in batches:
+            ub = users[start:start + batch_users]
+            scores = user_emb[torch.from_numpy(ub)] @ item_emb.T
+            for ptr, items in m_groups:
+                rows, cols = _rows_cols(ub, ptr, items)
+                scores[rows, cols] = -torch.inf
+            top = torch.topk(scores, k_max, dim=1).indices.numpy()
+            truth_mask = np.zeros((len(ub), n_items), dtype=bool)
+            rows, cols = _rows_cols(ub, t_ptr, t_items)
+            truth_mask[rows, cols] = True
+            hits = np.take_along_axis(truth_mask, top, axis=1)
+            per_user = ranking_metrics(hits, truth_mask.sum(axis=1), ks)
+            for key, values in per_user.items():
+                sums[key] += float(values.sum())
+    n = max(1, len(users))
+    return {key: value / n for key, value in sums.items()}
+
+
+def _rows_cols(users: np.ndarray, ptr: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    counts = ptr[users + 1] - ptr[users]
+    rows = np.repeat(np.arange(len(users)), counts)
+    cols = np.concatenate([items[ptr[u]:ptr[u + 1]] for u in users]) if len(users) else np.empty(0, int)
+    return rows, cols

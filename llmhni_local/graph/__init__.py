@@ -1,0 +1,1 @@
+"""Graph construction: normalised bipartite adjacency (CSR), edge dropout, denoised graphs."""

@@ -1,0 +1,1 @@
+"""Losses, negative samplers, objectives and the training loop."""

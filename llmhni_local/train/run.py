@@ -1,0 +1,70 @@
+"""One training run written to a run folder: ``metrics.json``, ``history.json``,
+``manifest.json`` and ``model.pt`` (the best checkpoint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmhni_local.config import TrainConfig, to_dict
+from llmhni_local.data.dataset import Interactions
+from llmhni_local.io import atomic_path, write_json
+from llmhni_local.manifest import build_manifest
+from llmhni_local.train.trainer import FitResult, fit
+
+
+def train_run(cfg: TrainConfig, data: Interactions, out: str | Path, *, objective=None,
+              sampler=None, progress: bool = True, extra_manifest: dict | None = None) -> FitResult:
+    """Train the configured backbone on ``data`` and write the run folder ``out``.
+
+    ``objective`` defaults to :class:`~llmhni_local.train.objectives.RecObjective` on the
+    training graph with ``cfg.train.loss``; LLMHNI passes its own.
+    """
+    import torch
+
+    from llmhni_local.models import build_model
+    from llmhni_local.train.objectives import RecObjective
+    from llmhni_local.train.trainer import seed_everything
+
+    out = Path(out)
+    seed_everything(cfg.train.seed)  # initialisation is seeded too, not only sampling
+    m = cfg.model
+    model = build_model(m.name, data.n_users, data.n_items, m.dim, m.layers, m.ngcf_dropout)
+    if objective is None:
+        objective = RecObjective(data.train, data.n_users, data.n_items, cfg.train)
+    result = fit(model, data, objective, train=cfg.train, eval=cfg.eval, sampler=sampler,
+                 progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save({"state_dict": result.state_dict, "model": to_dict(m),
+                    "n_users": data.n_users, "n_items": data.n_items}, tmp)
+    write_json(out / "history.json", result.history)
+    write_json(out / "manifest.json", build_manifest(
+        settings=to_dict(cfg), data_sources=data.sources,
+        seeds={"train": cfg.train.seed, "data": cfg.data.seed}, extra=extra_manifest))
+    write_json(out / "metrics.json", {
+        "val": result.val, "test": result.test, "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run, "epoch_seconds": result.epoch_seconds,
+        "data": data.info(), "config": to_dict(cfg),
+    })
+    return result
+
+
+def load_trained(run_dir: str | Path, data: Interactions):
+    """Rebuild the best model of a run folder (for candidates and reports)."""
+    import torch
+
+    from llmhni_local.errors import UserError
+    from llmhni_local.models import build_model
+
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise UserError(f"{path}: no trained model here (run `llmhni train --out {run_dir}` first)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if (ckpt["n_users"], ckpt["n_items"]) != (data.n_users, data.n_items):
+        raise UserError(f"{path}: model has {ckpt['n_users']} users x {ckpt['n_items']} items, "
+                        f"data has {data.n_users} x {data.n_items}")
+    m = ckpt["model"]
+    model = build_model(m["name"], data.n_users, data.n_items, m["dim"], m["layers"], m["ngcf_dropout"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model

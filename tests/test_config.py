@@ -1,0 +1,43 @@
+import pytest
+
+from llmhni_local.config import TrainConfig, TrainSettings, load_config
+from llmhni_local.errors import ConfigError
+
+
+def test_defaults_follow_method_md():
+    c = TrainConfig()
+    assert (c.model.dim, c.model.layers) == (64, 3)
+    assert (c.train.lr, c.train.batch_size, c.train.l2) == (1e-3, 2048, 1e-4)
+    assert (c.train.ssl_temp, c.train.edge_drop) == (0.2, 0.1)
+    assert 20 in c.eval.ks
+
+
+def test_priority_flags_over_file_over_defaults(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[train]\nepochs = 7\nlr = 0.01\n[model]\nname = "ngcf"\n')
+    c = load_config(TrainConfig, f, {"train.epochs": 3})
+    assert c.train.epochs == 3 and c.train.lr == 0.01 and c.model.name == "ngcf"
+    assert c.train.batch_size == 2048
+
+
+@pytest.mark.parametrize("text,needle", [
+    ('[train]\nepoch = 7\n', "train.epoch"),
+    ('[trian]\nepochs = 7\n', "trian"),
+    ('[model]\nname = "gcn"\n', "model.name"),
+    ('[train]\nepochs = "many"\n', "train.epochs"),
+    ('[train\n', "not valid TOML"),
+])
+def test_bad_settings_name_the_key(tmp_path, text, needle):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[")) as exc:
+        load_config(TrainConfig, f)
+    assert str(f) in str(exc.value)
+
+
+def test_settings_are_frozen_and_validated():
+    s = TrainSettings()
+    with pytest.raises(Exception):
+        s.epochs = 3  # type: ignore[misc]
+    with pytest.raises(ConfigError):
+        TrainSettings(tce_max_drop=1.5)
