@@ -1,0 +1,63 @@
+"""The command line's exit codes and one-line errors (run as a user would, in a subprocess)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args, timeout=300):
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_help_is_fast_and_lists_commands():
+    r = run("--help")
+    assert r.returncode == 0
+    for cmd in ("train", "data"):
+        assert cmd in r.stdout
+
+
+def test_data_info_json():
+    r = run("data", "info", "--data", "ml100k", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["train"] == 79619 and info["train_noise"] == 12663
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("train", "--out", "{tmp}/x", "--data", "nope"), "data.source"),
+    (("train", "--out", "{tmp}/x", "--epochs", "0"), "train.epochs"),
+    (("train", "--out", "{tmp}/x", "--model", "gcn"), "model.name"),
+    (("train", "--out", "{tmp}/x", "--config", "{tmp}/missing.toml"), "missing.toml"),
+    (("data", "info", "--data", "files:{tmp}/none.csv"), "none.csv"),
+])
+def test_bad_input_one_line_error_exit_2_no_output(tmp_path, args, needle):
+    r = run(*(a.format(tmp=tmp_path) for a in args))
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_setting_in_config_file(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nlearning_rate = 0.1\n")
+    r = run("train", "--out", str(tmp_path / "x"), "--config", str(cfg))
+    assert r.returncode == 2 and "train.learning_rate" in r.stderr and str(cfg) in r.stderr
+
+
+def test_train_writes_run_folder(tmp_path):
+    out = tmp_path / "run"
+    r = run("train", "--out", str(out), "--max-users", "100", "--epochs", "2", "--eval-every", "1",
+            "--dim", "8", "--quiet")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"val", "test", "best_epoch", "epoch_seconds", "config"} <= set(metrics)
+    assert (out / "manifest.json").is_file() and (out / "model.pt").is_file()
+    assert "recall@20" in r.stdout
