@@ -1,8 +1,17 @@
-"""Tables printed at the end of commands (and, later, report.md with plots)."""
+"""Tables and plots of a run: printed tables, ``report.md`` and PNG figures.
+
+``write_report(RUN)`` reads only what the pipeline wrote (``results.json``, the train runs'
+``history.json``, ``verdicts.parquet``, ``rec_pre/model.pt``) plus the data, so it can be rerun
+alone (``python cli.py report RUN``).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 def print_metrics(title: str, result, out: Path | None = None) -> None:
@@ -20,3 +29,230 @@ def print_metrics(title: str, result, out: Path | None = None) -> None:
     console.print(table)
     console.print(f"{result.epochs_run} epochs, {result.epoch_seconds:.2f} s/epoch"
                   + (f"; run folder: {out}" if out else ""))
+
+
+# ---------------------------------------------------------------------------- identification
+def identification(verdicts, data) -> dict[str, Any]:
+    """How well the verdicts find the ground truth.
+
+    * observed candidates: precision / recall / F1 of the *noisy* verdict against the data's
+      noise flags (only pairs with a verdict; failed or unrated pairs are counted apart), and
+      the share of flagged pairs among the judged ones (the precision of calling all noisy);
+    * unobserved candidates judged hard: the share found in the held-out (validation or test)
+      interactions, beside the same share for all unobserved candidates.
+    """
+    from llmhni_local.eval.metrics import precision_recall_f1
+
+    out: dict[str, Any] = {"simulated": bool(verdicts.get("simulated", np.zeros(1)).any())
+                           if hasattr(verdicts, "get") else False}
+    judged = verdicts[verdicts["verdict"].isin(["hard", "noisy"])]
+    out["no_verdict"] = int(len(verdicts) - len(judged))
+    obs = judged[judged["kind"] == "observed"]
+    if data.train_noise is not None and len(obs):
+        key = data.train[:, 0].astype(np.int64) * data.n_items + data.train[:, 1]
+        flag = dict(zip(key.tolist(), data.train_noise.tolist()))
+        truth = np.array([flag.get(int(u) * data.n_items + int(i), False)
+                          for u, i in zip(obs["user"], obs["item"])])
+        pred = (obs["verdict"] == "noisy").to_numpy()
+        prf = precision_recall_f1(pred, truth)
+        out["observed"] = {**prf, "judged": int(len(obs)), "flagged_share": float(truth.mean())}
+    unobs = verdicts[verdicts["kind"] == "unobserved"]
+    if len(unobs):
+        held = np.concatenate([data.val, data.test])
+        held_keys = set((held[:, 0].astype(np.int64) * data.n_items + held[:, 1]).tolist())
+        in_held = np.array([int(u) * data.n_items + int(i) in held_keys
+                            for u, i in zip(unobs["user"], unobs["item"])])
+        hard = (unobs["verdict"] == "hard").to_numpy()
+        out["unobserved"] = {
+            "candidates": int(len(unobs)), "judged_hard": int(hard.sum()),
+            "hard_in_heldout": float(in_held[hard].mean()) if hard.any() else float("nan"),
+            "all_in_heldout": float(in_held.mean()),
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------- plots
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(run_dir: Path, methods: list[str], path: Path) -> None:
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for m in methods:
+        hist_path = run_dir / "train" / m / "seed{}".format(_first_seed(run_dir, m)) / "history.json"
+        if not hist_path.is_file():
+            continue
+        hist = json.loads(hist_path.read_text())
+        ax1.plot([h["epoch"] for h in hist], [h["loss"] for h in hist], label=m)
+        ev = [h for h in hist if "val" in h]
+        ax2.plot([h["epoch"] for h in ev], [h["val"]["recall@20"] for h in ev], marker=".", label=m)
+    ax1.set(xlabel="epoch", ylabel="training loss", title="Training loss")
+    ax2.set(xlabel="epoch", ylabel="validation Recall@20", title="Validation Recall@20")
+    ax1.legend(), ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _first_seed(run_dir: Path, method: str) -> str:
+    seeds = sorted((run_dir / "train" / method).glob("seed*"))
+    return seeds[0].name[4:] if seeds else "0"
+
+
+def plot_score_distribution(scores: np.ndarray, noisy: np.ndarray, path: Path) -> dict:
+    """Histogram of Rec_pre's scores of training pairs: flagged noisy vs the rest."""
+    from llmhni_local.eval.metrics import auc
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(np.percentile(scores, 0.5), np.percentile(scores, 99.5), 60)
+    ax.hist(scores[~noisy], bins=bins, alpha=0.6, density=True, label=f"clean ({(~noisy).sum()})")
+    ax.hist(scores[noisy], bins=bins, alpha=0.6, density=True, label=f"flagged noisy ({noisy.sum()})")
+    ax.set(xlabel="Rec_pre score <e_u, e_i>", ylabel="density",
+           title="Training pairs under the pretrained recommender")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {"auc_clean_vs_noisy": auc(scores[~noisy], scores[noisy]),
+            "mean_clean": float(scores[~noisy].mean()), "mean_noisy": float(scores[noisy].mean())}
+
+
+def plot_identification(verdicts, path: Path) -> None:
+    plt = _plt()
+    kinds = ["observed", "unobserved"]
+    labels = ["hard", "noisy", "failed", "unrated"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bottom = np.zeros(len(kinds))
+    for lab in labels:
+        vals = np.array([int(((verdicts["kind"] == k) & (verdicts["verdict"] == lab)).sum()) for k in kinds])
+        if vals.sum() == 0:
+            continue
+        ax.bar(kinds, vals, bottom=bottom, label=lab)
+        bottom += vals
+    ax.set(ylabel="candidate pairs", title="Verdicts by candidate type")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- report.md
+def _rec_pre_scores(run_dir: Path, data) -> np.ndarray:
+    import torch
+
+    from llmhni_local.graph.adjacency import bipartite_adjacency
+    from llmhni_local.train.run import load_trained
+
+    model = load_trained(run_dir / "rec_pre", data)
+    with torch.no_grad():
+        u, i = model(bipartite_adjacency(data.train, data.n_users, data.n_items))
+        e = torch.from_numpy(data.train)
+        return (u[e[:, 0]] * i[e[:, 1]]).sum(1).numpy()
+
+
+def results_table(results: dict) -> list[list[str]]:
+    rows = []
+    for m, r in results["methods"].items():
+        n = len(r["seeds"])
+        fmt = (lambda k: f"{r[k + '_mean']:.4f} ± {r[k + '_std']:.4f}") if n > 1 else (lambda k: f"{r[k + '_mean']:.4f}")
+        rows.append([m, fmt("recall@20"), fmt("ndcg@20"), fmt("recall@10"), fmt("ndcg@10"), str(n),
+                     f"{np.mean([s['epoch_seconds'] for s in r['seeds']]):.2f}"])
+    return rows
+
+
+RESULT_HEADER = ["method", "Recall@20", "NDCG@20", "Recall@10", "NDCG@10", "seeds", "s/epoch"]
+
+
+def write_report(run_dir: str | Path, data) -> dict:
+    """Write ``RUN/report.md`` and ``RUN/plots/*.png``; returns the figures it shows."""
+    from llmhni_local.io import write_json, write_text
+
+    run_dir = Path(run_dir)
+    plots = run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    results = json.loads((run_dir / "results.json").read_text())
+    simulated = bool(results.get("simulated_rater"))
+    out: dict[str, Any] = {}
+    lines = [f"# LLMHNI run: {data.name}", ""]
+    if simulated:
+        lines += ["**Verdicts from the SIMULATED rater** (reads the ground-truth noise flags and "
+                  "errs at a set rate): a study of rater quality, not an LLM result.", ""]
+    lines += ["## Clean-test ranking (full ranking, training items masked; test read once at the "
+              "best validation epoch)", "",
+              "| " + " | ".join(RESULT_HEADER) + " |", "|" + "---|" * len(RESULT_HEADER)]
+    lines += ["| " + " | ".join(r) + " |" for r in results_table(results)]
+    plot_curves(run_dir, list(results["methods"]), plots / "training_curves.png")
+    lines += ["", "![training curves](plots/training_curves.png)", ""]
+
+    if data.train_noise is not None and (run_dir / "rec_pre" / "model.pt").is_file():
+        scores = _rec_pre_scores(run_dir, data)
+        dist = plot_score_distribution(scores, data.train_noise.astype(bool),
+                                       plots / "score_distribution.png")
+        out["score_distribution"] = dist
+        lines += ["## Hard and noisy look alike to the recommender", "",
+                  f"Rec_pre's scores of training pairs: mean {dist['mean_clean']:.3f} for clean "
+                  f"pairs, {dist['mean_noisy']:.3f} for flagged noisy ones; a clean pair outscores "
+                  f"a noisy one with probability {dist['auc_clean_vs_noisy']:.3f} (AUC).", "",
+                  "![score distribution](plots/score_distribution.png)", ""]
+
+    vpath = run_dir / "verdicts.parquet"
+    if vpath.is_file():
+        import pandas as pd
+
+        verdicts = pd.read_parquet(vpath)
+        ident = identification(verdicts, data)
+        out["identification"] = ident
+        plot_identification(verdicts, plots / "identification.png")
+        lines += ["## Identification of noisy and hard pairs" + (" (simulated rater)" if simulated else ""), ""]
+        if "observed" in ident:
+            o = ident["observed"]
+            lines += [f"Observed candidates judged: {o['judged']}; 'noisy' verdict against the "
+                      f"ground-truth flags: precision {o['precision']:.3f}, recall "
+                      f"{o['recall']:.3f}, F1 {o['f1']:.3f} (share flagged among them: "
+                      f"{o['flagged_share']:.3f}, the precision of calling every pair noisy).", ""]
+        if "unobserved" in ident:
+            u = ident["unobserved"]
+            lines += [f"Unobserved candidates: {u['candidates']}, judged hard: {u['judged_hard']}; "
+                      f"share of those found in held-out interactions: {u['hard_in_heldout']:.3f} "
+                      f"(all unobserved candidates: {u['all_in_heldout']:.3f}).", ""]
+        lines += [f"Pairs with no verdict (a view failed or is unrated): {ident['no_verdict']}.", "",
+                  "![identification](plots/identification.png)", ""]
+    write_text(run_dir / "report.md", "\n".join(lines) + "\n")
+    write_json(run_dir / "report.json", out)
+    return out
+
+
+def print_run_summary(run_dir: str | Path) -> None:
+    """The demo's closing table: clean-test metrics per method and identification figures."""
+    from rich.console import Console
+    from rich.table import Table
+
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    sim = " [SIMULATED rater]" if results.get("simulated_rater") else ""
+    table = Table(title=f"Clean-test ranking{sim}")
+    for h in RESULT_HEADER:
+        table.add_column(h, justify="left" if h == "method" else "right")
+    for row in results_table(results):
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    rep = run_dir / "report.json"
+    if rep.is_file():
+        ident = json.loads(rep.read_text()).get("identification", {})
+        if "observed" in ident:
+            o = ident["observed"]
+            t = Table(title=f"Noisy-verdict identification on observed candidates{sim}")
+            for h in ("judged", "precision", "recall", "F1", "flagged share"):
+                t.add_column(h, justify="right")
+            t.add_row(str(o["judged"]), f"{o['precision']:.3f}", f"{o['recall']:.3f}",
+                      f"{o['f1']:.3f}", f"{o['flagged_share']:.3f}")
+            console.print(t)
+    console.print(f"report: {run_dir / 'report.md'}")

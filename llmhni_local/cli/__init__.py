@@ -22,10 +22,12 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from llmhni_local.cli import data, train
+    from llmhni_local.cli import data, run, train
 
+    app.command("run")(run.run)
+    app.command("report")(run.report)
+    app.command("train")(train.train)
     app.add_typer(data.app, name="data", help="Inspect data sets.")
-    app.command("train", help=train.train.__doc__)(train.train)
     for module, name in (("models", "models"),):
         try:
             mod = __import__(f"llmhni_local.cli.{module}", fromlist=["app"])

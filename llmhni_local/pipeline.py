@@ -1,0 +1,491 @@
+"""The whole method, stage by stage, in one run folder.
+
+Stages, in order (``python cli.py run --config configs/ml100k.toml``)::
+
+    data -> profiles -> embed -> align -> rec_pre -> candidates -> rate -> verdicts
+         -> train -> report
+
+Each stage records in ``RUN/stages/<stage>.json`` a key: the hash of the settings it reads and
+of the keys of the stages it reads from. A stage whose key is unchanged and whose outputs exist
+is reused without doing any work; ``--from STAGE`` runs that stage and every later one again.
+``RUN/manifest.json`` records models (with hashes), prompt hashes, settings, versions and seeds.
+
+Run folder layout::
+
+    RUN/profiles/  RUN/embeddings/  RUN/align/z.npz  RUN/rec_pre/ (a train run)
+    RUN/candidates.parquet  RUN/judgments.sqlite  RUN/rating.json
+    RUN/verdicts.parquet  RUN/verdicts.json  RUN/train/<method>/seed<k>/ (train runs)
+    RUN/results.json  RUN/report.md  RUN/plots/*.png
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from llmhni_local.config import (ConfigError, DataSettings, EvalSettings, ModelSettings,
+                                 TrainConfig, TrainSettings, build, merge, read_toml, to_dict)
+from llmhni_local.errors import UserError
+from llmhni_local.io import sha256_text, write_json
+from llmhni_local.llm.profiles import ProfileSettings
+from llmhni_local.llm.rate import RateSettings
+from llmhni_local.llm.settings import EmbedderSettings, RaterSettings
+from llmhni_local.method.candidates import CandidateSettings
+from llmhni_local.method.settings import LLMHNISettings
+
+STAGES: tuple[str, ...] = ("data", "profiles", "embed", "align", "rec_pre", "candidates",
+                           "rate", "verdicts", "train", "report")
+
+#: The trainable methods: baselines in the same trainer, LLMHNI and its ablations.
+METHODS: tuple[str, ...] = ("bpr", "tce", "rce", "sgl", "llmhni", "llmhni-no-semneg",
+                            "llmhni-no-align", "llmhni-no-denoise", "llmhni-no-hal")
+_ABLATIONS = {"llmhni-no-semneg": "semantic_negatives", "llmhni-no-align": "alignment",
+              "llmhni-no-denoise": "denoise", "llmhni-no-hal": "hal"}
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What the pipeline runs and where.
+
+    Args:
+        out: the run folder. (default: ``"runs/ml100k"``)
+        methods: methods trained in the ``train`` stage; ``bpr`` is the pretrained recommender
+            itself (Rec_pre is LightGCN/NGCF with BPR, early-stopped on validation), so it costs
+            nothing extra for the first seed. One of :data:`METHODS` each.
+            (default: ``("bpr", "tce", "sgl", "llmhni")``)
+        seeds: training seeds; results are reported as mean ± std over them. (default: ``(0,)``)
+        rater: ``llm`` (the configured local model) or ``simulated`` (reads the ground-truth
+            noise flags and errs at ``simulated_error``; for studies only, marked as simulated
+            everywhere). (default: ``"llm"``)
+        simulated_error: error rate of the simulated rater. (default: ``0.0``)
+    """
+
+    out: str = "runs/ml100k"
+    methods: tuple[str, ...] = ("bpr", "tce", "sgl", "llmhni")
+    seeds: tuple[int, ...] = (0,)
+    rater: Literal["llm", "simulated"] = "llm"
+    simulated_error: float = 0.0
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ConfigError(f"pipeline.methods: unknown method {bad[0]!r} (known: {', '.join(METHODS)})")
+        if not self.methods or not self.seeds:
+            raise ConfigError("pipeline.methods and pipeline.seeds must not be empty")
+        if not 0.0 <= self.simulated_error <= 1.0:
+            raise ConfigError(f"pipeline.simulated_error must be in [0, 1], got {self.simulated_error}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a pipeline run, one table per stage (see each class for defaults)."""
+
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    profiles: ProfileSettings = field(default_factory=ProfileSettings)
+    embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
+    candidates: CandidateSettings = field(default_factory=CandidateSettings)
+    rater: RaterSettings = field(default_factory=RaterSettings)
+    rate: RateSettings = field(default_factory=RateSettings)
+    llmhni: LLMHNISettings = field(default_factory=LLMHNISettings)
+
+    def train_config(self, **train_changes) -> TrainConfig:
+        return TrainConfig(data=self.data, model=self.model,
+                           train=dataclasses.replace(self.train, **train_changes), eval=self.eval)
+
+
+def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    values = read_toml(path) if path else {}
+    values = merge(values, overrides or {})
+    try:
+        return build(RunConfig, values)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+# ---------------------------------------------------------------------------- stage keys
+#: Settings tables (dotted paths into RunConfig) each stage reads, and the stages it reads from.
+_READS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "data": (("data",), ()),
+    "profiles": (("profiles",), ("data",)),
+    "embed": (("embedder",), ("profiles",)),
+    "align": (("llmhni.align", "train.seed"), ("embed",)),
+    "rec_pre": (("model", "train", "eval"), ("data",)),
+    "candidates": (("candidates",), ("rec_pre",)),
+    "rate": (("rater", "rate", "pipeline.rater", "pipeline.simulated_error"), ("candidates", "profiles")),
+    "verdicts": ((), ("rate",)),
+    "train": (("model", "train", "eval", "llmhni", "pipeline.methods", "pipeline.seeds"),
+              ("verdicts", "align", "rec_pre")),
+    "report": ((), ("train",)),
+}
+
+
+def _get(cfg: RunConfig, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return to_dict(node) if dataclasses.is_dataclass(node) else node
+
+
+class Run:
+    """One pipeline run: its settings, folder, stage records and shared state."""
+
+    def __init__(self, cfg: RunConfig, *, progress: bool = True,
+                 log: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.dir = Path(cfg.pipeline.out)
+        self.progress = progress
+        self.log = log
+        self.keys: dict[str, str] = {}
+        self.ran: dict[str, bool] = {}
+        self._data = None
+        self.extra_keys: dict[str, str] = {}  # content that keys depend on (data, models)
+
+    # -------------------------------------------------------------- helpers
+    @property
+    def data(self):
+        if self._data is None:
+            from llmhni_local.data import load_data
+
+            self._data = load_data(self.cfg.data)
+        return self._data
+
+    def key(self, stage: str) -> str:
+        settings, upstream = _READS[stage]
+        payload = {"stage": stage, "settings": {s: _get(self.cfg, s) for s in settings},
+                   "upstream": {u: self.keys[u] for u in upstream},
+                   "extra": self.extra_keys.get(stage, "")}
+        return sha256_text(json.dumps(payload, sort_keys=True, default=str))
+
+    def record_path(self, stage: str) -> Path:
+        return self.dir / "stages" / f"{stage}.json"
+
+    def record(self, stage: str) -> dict | None:
+        p = self.record_path(stage)
+        return json.loads(p.read_text()) if p.is_file() else None
+
+
+# ---------------------------------------------------------------------------- the stages
+def _stage_data(run: Run) -> dict:
+    data = run.data
+    run.extra_keys["profiles"] = sha256_text(json.dumps(data.sources, sort_keys=True))
+    run.extra_keys["rec_pre"] = run.extra_keys["profiles"]
+    return data.info()
+
+
+def _stage_profiles(run: Run) -> dict:
+    from llmhni_local.llm.profiles import make_profiles, save_profiles
+
+    profiles = make_profiles(run.data, run.cfg.profiles)
+    save_profiles(run.dir, profiles)
+    return {"hash": profiles.hash, "users": len(profiles.users), "items": len(profiles.items)}
+
+
+def _embedder_id(run: Run) -> str:
+    from llmhni_local.llm.registry import model_id, resolve_model
+
+    return model_id(resolve_model(run.cfg.embedder.model))
+
+
+def _rater_id(run: Run) -> str:
+    from llmhni_local.llm.registry import model_id, resolve_model
+
+    return model_id(resolve_model(run.cfg.rater.model), run.cfg.rater.adapter)
+
+
+def _stage_embed(run: Run) -> dict:
+    from llmhni_local.llm.embed import embed_profiles
+
+    emb = embed_profiles(run.dir, run.cfg.embedder, model_id=_embedder_id(run),
+                         progress=run.progress)
+    return {"dim": int(emb.users.shape[1]), "model_id": emb.meta.get("model_id"),
+            "reused_vectors": emb.reused}
+
+
+def _stage_align(run: Run) -> dict:
+    from llmhni_local.io import atomic_path
+    from llmhni_local.llm.embed import load_embeddings
+    from llmhni_local.method.align import similarity_vectors
+
+    emb = load_embeddings(run.dir)
+    out: dict[str, Any] = {}
+    folder = run.dir / "align"
+    folder.mkdir(parents=True, exist_ok=True)
+    # Both similarity spaces are stored: aligned z' (LLMHNI) and raw x (no-alignment ablation).
+    for name, on in (("aligned", True), ("raw", False)):
+        s = dataclasses.replace(run.cfg.llmhni, alignment=on)
+        zu, zi, history = similarity_vectors(emb.users, emb.items, run.data.train, s,
+                                             seed=run.cfg.train.seed)
+        with atomic_path(folder / f"{name}.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, users=zu, items=zi)
+        if history:
+            write_json(folder / "history.json", history)
+            out["final_loss"] = history[-1].get("loss")
+        out[name] = {"dim": int(zu.shape[1])}
+    return out
+
+
+def _load_z(run: Run, aligned: bool) -> tuple[np.ndarray, np.ndarray]:
+    z = np.load(run.dir / "align" / ("aligned.npz" if aligned else "raw.npz"))
+    return z["users"], z["items"]
+
+
+def _stage_rec_pre(run: Run) -> dict:
+    from llmhni_local.train.run import train_run
+
+    cfg = run.cfg.train_config(loss="bpr")
+    run.log(f"[rec_pre] {cfg.model.name} + BPR on {run.data.name}")
+    r = train_run(cfg, run.data, run.dir / "rec_pre", progress=run.progress)
+    return {"best_epoch": r.best_epoch, "test": r.test, "val": r.val,
+            "epoch_seconds": r.epoch_seconds}
+
+
+def _score_fn(run: Run):
+    import torch
+
+    from llmhni_local.graph.adjacency import bipartite_adjacency
+    from llmhni_local.train.run import load_trained
+
+    data = run.data
+    model = load_trained(run.dir / "rec_pre", data)
+    with torch.no_grad():
+        u, i = model(bipartite_adjacency(data.train, data.n_users, data.n_items))
+
+    def score(users: np.ndarray) -> np.ndarray:
+        return (u[torch.from_numpy(users)] @ i.T).numpy()
+
+    return score
+
+
+def _stage_candidates(run: Run) -> dict:
+    from llmhni_local.method.candidates import count_kinds, save_candidates, select_candidates
+    from llmhni_local.llm.rate import CANDIDATES_FILE
+
+    c = run.cfg.candidates
+    cands = select_candidates(_score_fn(run), run.data.user_item_lists("train"), run.data.n_items,
+                              k_neg=c.k_neg, k_pos=c.k_pos, budget=c.budget, seed=c.seed,
+                              batch_users=c.batch_users)
+    save_candidates(run.dir / CANDIDATES_FILE, cands)
+    return {"pairs": int(len(cands)), **count_kinds(cands)}
+
+
+def _stage_rate(run: Run) -> dict:
+    if run.cfg.pipeline.rater == "simulated":
+        return {"simulated": True, "skipped": "the simulated rater reads noise flags, no LLM"}
+    from llmhni_local.llm.backends import make_rating_backend
+    from llmhni_local.llm.offline import enforce_offline
+    from llmhni_local.llm.rate import rate_candidates
+
+    enforce_offline()
+    rid = _rater_id(run)
+    report = rate_candidates(run.dir, lambda: make_rating_backend(run.cfg.rater), model_id=rid,
+                             adapter=run.cfg.rater.adapter or "", settings=run.cfg.rate,
+                             progress=run.progress)
+    return {"model_id": rid, **report.as_dict()}
+
+
+def _stage_verdicts(run: Run) -> dict:
+    if run.cfg.pipeline.rater == "simulated":
+        from llmhni_local.llm.rate import CANDIDATES_FILE
+        from llmhni_local.method.candidates import load_candidates
+        from llmhni_local.method.simulated import simulate_verdicts, write_simulated_verdicts
+
+        data = run.data
+        if data.train_noise is None:
+            raise UserError(f"pipeline.rater = 'simulated' needs ground-truth noise flags; "
+                            f"{data.name} has none (use data.synthetic_noise)")
+        v, summary = simulate_verdicts(load_candidates(run.dir / CANDIDATES_FILE), data.train,
+                                       data.train_noise, error_rate=run.cfg.pipeline.simulated_error,
+                                       seed=run.cfg.train.seed)
+        write_simulated_verdicts(run.dir / "verdicts.parquet", v, summary)
+        return summary
+    from llmhni_local.llm.verdicts import write_verdicts
+
+    return write_verdicts(run.dir)
+
+
+def _verdict_table(run: Run):
+    """Pairs with a verdict; those with a failed or unrated view change nothing in G'."""
+    from llmhni_local.llm.verdicts import load_verdicts
+
+    v = load_verdicts(run.dir)
+    return v[v["verdict"].isin(["hard", "noisy"])]
+
+
+def method_train_settings(run: Run, method: str, seed: int) -> TrainSettings:
+    loss = method if method in ("bpr", "tce", "rce", "sgl") else "bpr"
+    return dataclasses.replace(run.cfg.train, loss=loss, seed=seed)
+
+
+def train_method(run: Run, method: str, seed: int, out: Path):
+    """Train one method with one seed into ``out``; returns the FitResult."""
+    from llmhni_local.train.run import train_run
+
+    cfg = run.cfg.train_config()
+    cfg = dataclasses.replace(cfg, train=method_train_settings(run, method, seed))
+    data = run.data
+    if not method.startswith("llmhni"):
+        return train_run(cfg, data, out, progress=run.progress)
+    from llmhni_local.method.denoise import denoised_edges
+    from llmhni_local.method.objective import LLMHNIObjective
+
+    s = run.cfg.llmhni
+    if method in _ABLATIONS:
+        s = dataclasses.replace(s, **{_ABLATIONS[method]: False})
+    edges_gp, report = denoised_edges(data.train, _verdict_table(run))
+    zu, zi = _load_z(run, aligned=s.alignment)
+    objective = LLMHNIObjective(data.train, edges_gp, data.n_users, data.n_items, cfg.train, s,
+                                z_user=zu, z_item=zi)
+    extra = {"llmhni": to_dict(s), "denoise": report.to_dict(),
+             "rater": run.cfg.pipeline.rater,
+             "simulated": run.cfg.pipeline.rater == "simulated"}
+    return train_run(cfg, data, out, objective=objective, sampler=objective.make_sampler(),
+                     progress=run.progress, extra_manifest=extra)
+
+
+def _stage_train(run: Run) -> dict:
+    import shutil
+
+    results: dict[str, Any] = {}
+    for method in run.cfg.pipeline.methods:
+        per_seed = []
+        for seed in run.cfg.pipeline.seeds:
+            out = run.dir / "train" / method / f"seed{seed}"
+            if method == "bpr" and seed == run.cfg.train.seed:
+                # Rec_pre *is* this baseline (same backbone, BPR, same seed): copy, do not retrain.
+                if out.exists():
+                    shutil.rmtree(out)
+                shutil.copytree(run.dir / "rec_pre", out)
+                metrics = json.loads((out / "metrics.json").read_text())
+            else:
+                run.log(f"[train] {method} seed {seed}")
+                train_method(run, method, seed, out)
+                metrics = json.loads((out / "metrics.json").read_text())
+            per_seed.append({"seed": seed, "test": metrics["test"], "val": metrics["val"],
+                             "best_epoch": metrics["best_epoch"],
+                             "epoch_seconds": metrics["epoch_seconds"]})
+        results[method] = {"seeds": per_seed, **_mean_std(per_seed)}
+    write_json(run.dir / "results.json", {"methods": results,
+                                          "simulated_rater": run.cfg.pipeline.rater == "simulated"})
+    return {m: {k: v for k, v in r.items() if k != "seeds"} for m, r in results.items()}
+
+
+def _mean_std(per_seed: list[dict]) -> dict:
+    keys = per_seed[0]["test"].keys()
+    out = {}
+    for k in keys:
+        vals = np.array([p["test"][k] for p in per_seed])
+        out[f"{k}_mean"] = float(vals.mean())
+        out[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+    return out
+
+
+def _stage_report(run: Run) -> dict:
+    from llmhni_local.report import write_report
+
+    return write_report(run.dir, run.data)
+
+
+_RUNNERS: dict[str, Callable[[Run], dict]] = {
+    "data": _stage_data, "profiles": _stage_profiles, "embed": _stage_embed,
+    "align": _stage_align, "rec_pre": _stage_rec_pre, "candidates": _stage_candidates,
+    "rate": _stage_rate, "verdicts": _stage_verdicts, "train": _stage_train,
+    "report": _stage_report,
+}
+
+_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "data": (), "profiles": ("profiles",), "embed": ("embeddings",),
+    "align": ("align/aligned.npz", "align/raw.npz"), "rec_pre": ("rec_pre/model.pt",),
+    "candidates": ("candidates.parquet",), "rate": (), "verdicts": ("verdicts.parquet",),
+    "train": ("results.json",), "report": ("report.md",),
+}
+
+
+def _model_keys(run: Run) -> None:
+    """Model content hashes enter the keys of the stages that use the models."""
+    needs_llm = run.cfg.pipeline.rater == "llm"
+    run.extra_keys["embed"] = _embedder_id(run)
+    if needs_llm:
+        run.extra_keys["rate"] = _rater_id(run)
+
+
+def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = True,
+                 log: Callable[[str], None] = print) -> Run:
+    """Run every stage in order, reusing those whose key and outputs are unchanged.
+
+    Args:
+        cfg: the run's settings.
+        start: run this stage and every later one even if unchanged (``--from``).
+        progress: progress bars.
+        log: where one-line stage messages go.
+    """
+    from llmhni_local.manifest import build_manifest
+
+    if start is not None and start not in STAGES:
+        raise ConfigError(f"--from: unknown stage {start!r} (stages: {', '.join(STAGES)})")
+    run = Run(cfg, progress=progress, log=log)
+    run.dir.mkdir(parents=True, exist_ok=True)
+    _check_inputs_early(run)
+    _model_keys(run)
+    forced = False
+    for stage in STAGES:
+        forced = forced or stage == start
+        if stage == "data":
+            _stage_data(run)  # cheap, and sets the data hash the later keys read
+        key = run.key(stage)
+        run.keys[stage] = key
+        rec = run.record(stage)
+        outputs_ok = all((run.dir / o).exists() for o in _OUTPUTS[stage])
+        if not forced and rec is not None and rec.get("key") == key and outputs_ok:
+            run.ran[stage] = False
+            log(f"[{stage}] unchanged, reused")
+            continue
+        t0 = time.perf_counter()
+        log(f"[{stage}] running")
+        summary = _RUNNERS[stage](run)
+        seconds = time.perf_counter() - t0
+        run.ran[stage] = True
+        write_json(run.record_path(stage), {"stage": stage, "key": key, "seconds": seconds,
+                                            "summary": summary})
+        log(f"[{stage}] done in {seconds:.1f} s")
+    write_json(run.dir / "manifest.json", _manifest(run, build_manifest))
+    return run
+
+
+def _check_inputs_early(run: Run) -> None:
+    """Everything that can be checked before an engine starts or a model trains."""
+    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.llm.registry import resolve_checked
+
+    load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values()))
+    resolve_checked(run.cfg.embedder.model, ("weights", "config", "tokenizer"))
+    if run.cfg.pipeline.rater == "llm":
+        resolve_checked(run.cfg.rater.model, ("weights", "config", "tokenizer"))
+
+
+def _manifest(run: Run, build_manifest) -> dict:
+    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+
+    templates = load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values()))
+    models = {"embedder": {"name": run.cfg.embedder.model, "id": run.extra_keys.get("embed")}}
+    if run.cfg.pipeline.rater == "llm":
+        models["rater"] = {"name": run.cfg.rater.model, "adapter": run.cfg.rater.adapter,
+                           "id": run.extra_keys.get("rate")}
+    else:
+        models["rater"] = {"simulated": True, "error_rate": run.cfg.pipeline.simulated_error}
+    return build_manifest(
+        settings=to_dict(run.cfg), data_sources=run.data.sources,
+        seeds={"train": list(run.cfg.pipeline.seeds), "data": run.cfg.data.seed,
+               "candidates": run.cfg.candidates.seed},
+        models=models, prompts={n: t.hash for n, t in templates.items()},
+        extra={"stages": {s: {"key": run.keys.get(s), "ran": run.ran.get(s)} for s in STAGES}})
