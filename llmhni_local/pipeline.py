@@ -191,15 +191,16 @@ def _stage_profiles(run: Run) -> dict:
 
 
 def _embedder_id(run: Run) -> str:
-    from llmhni_local.llm.registry import model_id, resolve_model
+    from llmhni_local.llm.embed import embedder_model_id
 
-    return model_id(resolve_model(run.cfg.embedder.model))
+    return embedder_model_id(run.cfg.embedder)
 
 
-def _rater_id(run: Run) -> str:
-    from llmhni_local.llm.registry import model_id, resolve_model
+def _rater_id(run: Run) -> tuple[str, str]:
+    """``(model_id, adapter)`` as every entry point stores judgments under them."""
+    from llmhni_local.llm.rate import rater_model_id
 
-    return model_id(resolve_model(run.cfg.rater.model), run.cfg.rater.adapter)
+    return rater_model_id(run.cfg.rater)
 
 
 def _stage_embed(run: Run) -> dict:
@@ -287,11 +288,10 @@ def _stage_rate(run: Run) -> dict:
     from llmhni_local.llm.rate import rate_candidates
 
     enforce_offline()
-    rid = _rater_id(run)
+    rid, adapter = _rater_id(run)
     report = rate_candidates(run.dir, lambda: make_rating_backend(run.cfg.rater), model_id=rid,
-                             adapter=run.cfg.rater.adapter or "", settings=run.cfg.rate,
-                             progress=run.progress)
-    return {"model_id": rid, **report.as_dict()}
+                             adapter=adapter, settings=run.cfg.rate, progress=run.progress)
+    return {"model_id": rid, "adapter": adapter, **report.as_dict()}
 
 
 def _stage_verdicts(run: Run) -> dict:
@@ -416,7 +416,7 @@ def _model_keys(run: Run) -> None:
     needs_llm = run.cfg.pipeline.rater == "llm"
     run.extra_keys["embed"] = _embedder_id(run)
     if needs_llm:
-        run.extra_keys["rate"] = _rater_id(run)
+        run.extra_keys["rate"] = ":".join(_rater_id(run))
 
 
 def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = True,

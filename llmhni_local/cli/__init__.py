@@ -28,6 +28,9 @@ def _mount() -> None:
     app.command("report")(run.report)
     app.command("train")(train.train)
     app.add_typer(data.app, name="data", help="Inspect data sets.")
+    from llmhni_local.cli import llm
+
+    llm.mount(app)
     for module, name in (("models", "models"),):
         try:
             mod = __import__(f"llmhni_local.cli.{module}", fromlist=["app"])

@@ -1,0 +1,189 @@
+"""Semantic encoding of every profile (METHOD.md stage 2).
+
+Every user and item profile goes through the embedding backend once. The vectors are saved in
+``RUN/embeddings/`` (``users.npy``, ``items.npy``) with a sidecar ``meta.json`` holding the
+model id, the embedder settings (pooling and normalisation included) and the profiles' sha256.
+A later call with the same model, settings and profiles reuses them without starting an
+engine; a change in any of them embeds again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from llmhni_local.errors import DataError, UserError
+from llmhni_local.llm.base import EmbeddingBackend
+
+EMBED_DIR = "embeddings"
+
+
+@dataclass(frozen=True, eq=False)
+class Embeddings:
+    """Profile vectors of one run.
+
+    Args:
+        users: ``(n_users, dim)`` float32.
+        items: ``(n_items, dim)`` float32.
+        meta: the sidecar (model id, settings, profiles hash, key).
+        reused: True when they came from disk and no engine started.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    meta: dict[str, Any]
+    reused: bool = False
+
+
+def embed_key(settings: Any, profiles_hash: str, model_id: str = "") -> str:
+    """What decides the vectors: the embedder settings, the model's id and the profiles."""
+    from llmhni_local.io import sha256_text
+
+    values = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else settings
+    return sha256_text(json.dumps({"settings": values, "model_id": model_id,
+                                   "profiles": profiles_hash}, sort_keys=True, default=str))
+
+
+def embedder_model_id(settings: Any) -> str:
+    """The embedder's id known before an engine starts (registry name plus content hash; for
+    a remote server, its URL and model name)."""
+    from llmhni_local.llm.registry import EMBEDDER_NEEDS, model_id, resolve_checked
+
+    if settings.backend == "openai":
+        return f"openai:{settings.base_url}:{settings.served_model or settings.model}"
+    return model_id(resolve_checked(settings.model, EMBEDDER_NEEDS))
+
+
+def embed_profiles(run_dir: str | Path, settings: Any,
+                   make_backend: Callable[[], EmbeddingBackend] | None = None, *,
+                   model_id: str = "", batch_size: int = 512, force: bool = False,
+                   progress: bool = False) -> Embeddings:
+    """Embed every profile of ``RUN``, or reuse the saved vectors when nothing changed.
+
+    Args:
+        run_dir: run folder holding ``profiles/``.
+        settings: the embedder settings (a dataclass; part of the reuse key).
+        make_backend: builds the embedding backend; default
+            ``llmhni_local.llm.backends.make_embedding_backend(settings)``. Called only when
+            the vectors must be computed.
+        model_id: the model's id known before an engine starts (e.g. from the registry, with
+            its content hash); part of the reuse key so a changed model folder re-embeds.
+        batch_size: texts per backend call.
+        force: embed even when saved vectors match.
+        progress: print a line per batch.
+    """
+    from llmhni_local.llm.profiles import load_profiles
+
+    run_dir = Path(run_dir)
+    profiles = load_profiles(run_dir)
+    key = embed_key(settings, profiles.hash, model_id)
+    folder = run_dir / EMBED_DIR
+    if not force:
+        cached = _load_if(folder, key)
+        if cached is not None:
+            return cached
+    if make_backend is None:
+        def make_backend():  # noqa: E306 - the default factory, imported lazily
+            from llmhni_local.llm.backends import make_embedding_backend
+
+            return make_embedding_backend(settings)
+    backend = make_backend()
+    try:
+        users = _embed_all(backend, profiles.users, batch_size, "users", progress)
+        items = _embed_all(backend, profiles.items, batch_size, "items", progress)
+        backend_id = str(getattr(backend, "model_id", ""))
+    finally:
+        backend.close()
+    if users.shape[1] != items.shape[1]:
+        raise DataError(f"embedder gave {users.shape[1]}-d user and {items.shape[1]}-d item "
+                        "vectors")
+    meta = {
+        "key": key, "model_id": backend_id or model_id, "settings": _plain(settings),
+        "profiles_hash": profiles.hash, "dim": int(users.shape[1]),
+        "n_users": int(users.shape[0]), "n_items": int(items.shape[0]),
+    }
+    save_embeddings(folder, users, items, meta)
+    return Embeddings(users, items, meta, reused=False)
+
+
+def _embed_all(backend: EmbeddingBackend, texts: list[str], batch_size: int, what: str,
+               progress: bool) -> np.ndarray:
+    parts = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start:start + batch_size]
+        vecs = np.asarray(backend.embed(chunk), dtype=np.float32)
+        if vecs.ndim != 2 or vecs.shape[0] != len(chunk):
+            raise DataError(f"embedder returned shape {vecs.shape} for {len(chunk)} {what}")
+        if not np.isfinite(vecs).all():
+            raise DataError(f"embedder returned non-finite values for {what} "
+                            f"{start}..{start + len(chunk) - 1}")
+        parts.append(vecs)
+        if progress:
+            print(f"embedded {min(start + batch_size, len(texts))}/{len(texts)} {what}")
+    if not parts:
+        raise DataError(f"no {what} profiles to embed")
+    return np.concatenate(parts)
+
+
+def save_embeddings(folder: Path, users: np.ndarray, items: np.ndarray,
+                    meta: dict[str, Any]) -> None:
+    """Write the vectors, then the sidecar last (a killed write leaves no valid sidecar)."""
+    from llmhni_local.io import atomic_path, sha256_file, write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path = folder / "meta.json"
+    if meta_path.exists():
+        meta_path.unlink()  # the old sidecar must not vouch for new, half-written vectors
+    sums = {}
+    for name, arr in (("users", users), ("items", items)):
+        with atomic_path(folder / f"{name}.npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(arr, dtype=np.float32))
+        sums[name] = sha256_file(folder / f"{name}.npy")
+    write_json(meta_path, {**meta, "sha256": sums})
+
+
+def _load_if(folder: Path, key: str) -> Embeddings | None:
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError:
+        return None
+    if meta.get("key") != key:
+        return None
+    try:
+        return load_embeddings(folder.parent, _meta=meta)
+    except DataError:
+        return None  # a vector file is missing or changed: embed again
+
+
+def load_embeddings(run_dir: str | Path, *, _meta: dict | None = None) -> Embeddings:
+    """The saved vectors of ``RUN``, checked against their sidecar."""
+    from llmhni_local.io import sha256_file
+
+    folder = Path(run_dir) / EMBED_DIR
+    meta_path = folder / "meta.json"
+    if _meta is None:
+        if not meta_path.is_file():
+            raise UserError(f"{folder}: no embeddings here; run the `embed` stage first")
+        _meta = json.loads(meta_path.read_text())
+    for name in ("users", "items"):
+        path = folder / f"{name}.npy"
+        if not path.is_file() or sha256_file(path) != _meta.get("sha256", {}).get(name):
+            raise DataError(f"{path}: missing or does not match {meta_path}; run `embed` again")
+    users = np.load(folder / "users.npy")
+    items = np.load(folder / "items.npy")
+    return Embeddings(users, items, _meta, reused=True)
+
+
+def _plain(settings: Any) -> Any:
+    if dataclasses.is_dataclass(settings):
+        return json.loads(json.dumps(dataclasses.asdict(settings), default=str))
+    return settings

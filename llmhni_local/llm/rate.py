@@ -1,0 +1,314 @@
+"""Dual rating of the candidate pairs (METHOD.md stage 6), resumable.
+
+For every candidate pair not yet in the judgment store, two prompts are built from
+``prompts/``: the user-centric view (user profile, then the item) and the item-centric view (up
+to ``max_liked`` of the user's liked training items, the candidate itself left out, then the
+item). They go to the rating backend in large batches ordered so that one user's prompts are
+adjacent (user-centric ones, then item-centric ones), which lets vLLM's prefix cache reuse the
+user's part. Each batch is stored in one transaction, so killing the process loses at most the
+batch in flight, and a rerun rates exactly what is missing.
+
+An answer that is not a label is stored as a failure (NULL label), never given a label. Once at
+least ``min_judgments`` answers of this model and prompt are stored, a failure share above
+``max_failure_share`` stops the run with a :class:`~llmhni_local.errors.UserError`.
+
+The prompt hash a row is stored under covers what makes the prompt: the view's template, the
+profiles (their sha256) and, for the item-centric view, ``max_liked``. Changing any of them
+makes a fresh set of rows; the old ones stay in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from llmhni_local.errors import ConfigError, UserError
+from llmhni_local.llm.base import RatingBackend
+from llmhni_local.llm.prompts import VIEW_TEMPLATES, Template
+from llmhni_local.llm.store import VIEWS, Key
+
+CANDIDATES_FILE = "candidates.parquet"
+RATING_MANIFEST = "rating.json"
+NO_LIKED = "(none)"
+
+
+@dataclass(frozen=True)
+class RateSettings:
+    """The rating stage.
+
+    Args:
+        batch_size: prompts sent to the backend per call and stored per transaction; larger
+            batches keep vLLM busier, smaller ones lose less when killed. (default: ``256``)
+        max_liked: L, the most liked items listed in the item-centric prompt. (default: ``10``)
+        max_failure_share: stop when more than this share of the stored answers (of this model
+            and prompt) are not labels. (default: ``0.2``)
+        min_judgments: the failure share is checked only once this many answers are stored,
+            so that a few early failures do not stop a run. (default: ``64``)
+    """
+
+    batch_size: int = 256
+    max_liked: int = 10
+    max_failure_share: float = 0.2
+    min_judgments: int = 64
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise ConfigError(f"rate.batch_size must be > 0, got {self.batch_size}")
+        if self.max_liked < 0:
+            raise ConfigError(f"rate.max_liked must be >= 0, got {self.max_liked}")
+        if not 0.0 <= self.max_failure_share <= 1.0:
+            raise ConfigError(f"rate.max_failure_share must be in [0, 1], got "
+                              f"{self.max_failure_share}")
+        if self.min_judgments < 0:
+            raise ConfigError(f"rate.min_judgments must be >= 0, got {self.min_judgments}")
+
+
+@dataclass
+class RateReport:
+    """What one call of :func:`rate_candidates` did."""
+
+    rated: int = 0  # answers stored by this call
+    failures: int = 0  # of which not a label
+    skipped: int = 0  # answers already stored before this call
+    batches: int = 0
+    seconds: float = 0.0
+    engine_started: bool = False
+    keys: dict[str, Key] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rated": self.rated, "failures": self.failures, "skipped": self.skipped,
+                "batches": self.batches, "seconds": round(self.seconds, 3),
+                "judgments_per_s": self.rated / self.seconds if self.seconds > 0 else None,
+                "engine_started": self.engine_started,
+                "keys": {v: vars(k) for v, k in self.keys.items()}}
+
+
+# ---------------------------------------------------------------------------- prompts
+def liked_text(profiles, user: int, item: int, max_liked: int) -> str:
+    """The item-centric view's list: up to L liked items of the user, without ``item``."""
+    liked = [int(i) for i in profiles.liked[user] if int(i) != int(item)][:max_liked]
+    if not liked:
+        return NO_LIKED
+    return "\n".join(f"- {profiles.item_names[i]}" for i in liked)
+
+
+def view_messages(view: str, user: int, item: int, profiles, template: Template,
+                  max_liked: int) -> list[dict[str, str]]:
+    """Chat messages of one view of one pair."""
+    if view == "user":
+        values = {"user_profile": profiles.users[user], "item_profile": profiles.items[item]}
+    elif view == "item":
+        values = {"liked_items": liked_text(profiles, user, item, max_liked),
+                  "item_profile": profiles.items[item]}
+    else:
+        raise ValueError(f"unknown view {view!r}")
+    return template.messages(values)
+
+
+def prompt_hashes(templates: dict[str, Template], profiles_hash: str,
+                  max_liked: int) -> dict[str, str]:
+    """The prompt hash of each view (template, profiles and, item-centric, L)."""
+    from llmhni_local.io import sha256_text
+
+    out = {}
+    for view in VIEWS:
+        tpl = templates[VIEW_TEMPLATES[view]]
+        parts = {"template": tpl.hash, "profiles": profiles_hash}
+        if view == "item":
+            parts["max_liked"] = max_liked
+        out[view] = sha256_text(json.dumps(parts, sort_keys=True))
+    return out
+
+
+def plan(candidates: np.ndarray, todo: dict[str, set[tuple[int, int]]]) -> list[tuple]:
+    """Work items ``(user, item, view, kind)``: per user, the user-centric prompts, then the
+    item-centric ones (each in candidate order), users in ascending order."""
+    order = np.argsort(candidates["user"], kind="stable")
+    work: list[tuple] = []
+    users = candidates["user"][order]
+    bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True]) if len(users) else []
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        rows = candidates[order[s:e]]
+        for view in VIEWS:
+            work.extend((int(r["user"]), int(r["item"]), view, str(r["kind"])) for r in rows
+                        if (int(r["user"]), int(r["item"])) in todo[view])
+    return work
+
+
+# ---------------------------------------------------------------------------- the stage
+def rate_candidates(run_dir: str | Path, make_backend: Callable[[], RatingBackend], *,
+                    model_id: str, adapter: str = "", settings: RateSettings | None = None,
+                    prompts_dir: str | Path | None = None, progress: bool = True,
+                    on_batch: Callable[[int], None] | None = None) -> RateReport:
+    """Rate every candidate pair of ``RUN`` in both views, skipping what is stored.
+
+    Args:
+        run_dir: run folder with ``profiles/`` and ``candidates.parquet``; the judgment store
+            ``judgments.sqlite`` is written there.
+        make_backend: builds the rating backend; called only when something is left to rate.
+        model_id: the id rows are stored under (known before the engine starts, from the
+            registry); the backend's own ``model_id`` must match it.
+        adapter: adapter id, '' for none.
+        settings: batch size, L, failure threshold.
+        prompts_dir: folder of the templates (default ``prompts/``).
+        progress: show a progress bar.
+        on_batch: called with the batch number after each batch is stored (tests).
+    """
+    from llmhni_local.io import write_json
+    from llmhni_local.llm.profiles import load_profiles
+    from llmhni_local.llm.prompts import load_templates
+    from llmhni_local.llm.store import JudgmentStore, make_rows
+    from llmhni_local.method.candidates import load_candidates
+
+    settings = settings or RateSettings()
+    run_dir = Path(run_dir)
+    # Everything that can be wrong in the inputs is checked here, before any engine starts.
+    templates = load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)
+    profiles = load_profiles(run_dir)
+    candidates = load_candidates(run_dir / CANDIDATES_FILE)
+    if len(candidates) and (candidates["user"].max() >= len(profiles.users)
+                            or candidates["item"].max() >= len(profiles.items)):
+        raise UserError(f"{run_dir / CANDIDATES_FILE}: candidates name users or items the "
+                        "profiles do not have (built from other data?)")
+    hashes = prompt_hashes(templates, profiles.hash, settings.max_liked)
+    keys = {v: Key(model_id, adapter or "", hashes[v]) for v in VIEWS}
+    report = RateReport(keys=keys)
+
+    manifest = {
+        "model_id": model_id, "adapter": adapter or "", "profiles_hash": profiles.hash,
+        "views": {v: {"prompt_hash": hashes[v], "template": VIEW_TEMPLATES[v],
+                      "template_version": templates[VIEW_TEMPLATES[v]].version,
+                      "template_hash": templates[VIEW_TEMPLATES[v]].hash} for v in VIEWS},
+        "settings": _asdict(settings),
+        "candidates": int(len(candidates)),
+    }
+    store = JudgmentStore(run_dir)
+    try:
+        pairs = [(int(u), int(i)) for u, i in zip(candidates["user"], candidates["item"])]
+        todo = {v: set(store.missing(pairs, v, keys[v])) for v in VIEWS}
+        work = plan(candidates, todo)
+        report.skipped = 2 * len(pairs) - len(work)
+        n_seen, n_bad = 0, 0
+        for v in VIEWS:
+            n, bad = store.counts(keys[v])
+            n_seen, n_bad = n_seen + n, n_bad + bad
+        write_json(run_dir / RATING_MANIFEST, {**manifest, "status": "running"})
+        if not work:
+            write_json(run_dir / RATING_MANIFEST, {**manifest, "status": "done",
+                                                   "stored": n_seen, "failures": n_bad})
+            return report
+
+        # A model and prompt that already failed too often would fail again: stop before the
+        # engine starts (raise rate.max_failure_share to go on anyway).
+        _check_failures(n_seen, n_bad, settings, run_dir, manifest)
+        start = time.perf_counter()
+        backend = make_backend()
+        report.engine_started = True
+        try:
+            got = getattr(backend, "model_id", model_id)
+            if got != model_id:
+                raise UserError(f"the rating backend reports model id {got!r} but the run "
+                                f"expected {model_id!r}")
+            with _progress(progress, len(work)) as advance:
+                for b0 in range(0, len(work), settings.batch_size):
+                    batch = work[b0:b0 + settings.batch_size]
+                    prompts = [view_messages(v, u, i, profiles, templates[VIEW_TEMPLATES[v]],
+                                             settings.max_liked) for u, i, v, _ in batch]
+                    judgments = backend.rate(prompts)
+                    if len(judgments) != len(prompts):
+                        raise UserError(f"the rating backend returned {len(judgments)} answers "
+                                        f"for {len(prompts)} prompts")
+                    rows: list[tuple] = []
+                    bad = 0
+                    for v in VIEWS:
+                        idx = [k for k, w in enumerate(batch) if w[2] == v]
+                        if idx:
+                            r, f = make_rows(v, keys[v], [(batch[k][0], batch[k][1], batch[k][3])
+                                                          for k in idx],
+                                             [judgments[k] for k in idx])
+                            rows += r
+                            bad += f
+                    store.add_rows(rows)  # one transaction per batch
+                    report.batches += 1
+                    report.rated += len(batch)
+                    report.failures += bad
+                    n_seen += len(batch)
+                    n_bad += bad
+                    advance(len(batch), n_bad)
+                    if on_batch is not None:
+                        on_batch(report.batches)
+                    _check_failures(n_seen, n_bad, settings, run_dir, manifest)
+        finally:
+            report.seconds = time.perf_counter() - start
+            backend.close()
+        write_json(run_dir / RATING_MANIFEST, {**manifest, "status": "done", "stored": n_seen,
+                                               "failures": n_bad, "last_call": report.as_dict()})
+        return report
+    finally:
+        store.close()
+
+
+def rater_model_id(settings) -> tuple[str, str]:
+    """``(model_id, adapter)`` that rows of this rater are stored under, known before its
+    engine starts: the same id the backend reports (registry name plus content hashes of the
+    model and adapter) and the adapter folder's name ('' for none). Use it wherever
+    :func:`rate_candidates` is called, so every entry point stores under the same key."""
+    from llmhni_local.llm.registry import RATER_NEEDS, check_adapter, model_id, resolve_checked
+
+    spec = resolve_checked(settings.model, RATER_NEEDS)
+    adapter = check_adapter(settings.adapter) if settings.adapter else None
+    return model_id(spec, adapter), (adapter.name if adapter else "")
+
+
+def _check_failures(n_seen: int, n_bad: int, settings: RateSettings, run_dir: Path,
+                    manifest: dict[str, Any]) -> None:
+    from llmhni_local.io import write_json
+
+    if n_seen and n_seen >= settings.min_judgments and n_bad / n_seen > settings.max_failure_share:
+        write_json(run_dir / RATING_MANIFEST, {**manifest, "status": "stopped: too many failures",
+                                               "stored": n_seen, "failures": n_bad})
+        raise UserError(
+            f"rating stopped: {n_bad} of {n_seen} answers were not a label "
+            f"({n_bad / n_seen:.0%} > rate.max_failure_share {settings.max_failure_share:g}); "
+            f"see the raw answers with `judgments export {run_dir} --format csv`")
+
+
+def read_rating_manifest(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / RATING_MANIFEST
+    if not path.is_file():
+        raise UserError(f"{path}: no rating manifest; run the `rate` stage first")
+    return json.loads(path.read_text())
+
+
+class _progress:
+    """A rich progress bar (or nothing), as a context giving ``advance(n, failures)``."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total = enabled, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n, bad: None
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+
+        self.bar = Progress(TextColumn("rating"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[bad]} not labels"), TimeRemainingColumn())
+        self.bar.__enter__()
+        task = self.bar.add_task("rate", total=self.total, bad=0)
+        return lambda n, bad: self.bar.update(task, advance=n, bad=bad)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.__exit__(*exc)
+
+
+def _asdict(settings: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(settings)

@@ -1,0 +1,189 @@
+"""Candidate pairs for the LLM to rate (METHOD.md stage 5).
+
+From a recommender pretrained on the training data, per user:
+
+* ``unobserved``: the ``k_neg`` highest-scored items the user has no TRAINING interaction with
+  (possible false negatives / hard positives). Only training items are excluded: this stage
+  sees training data only, so validation and test items may well be among them (that is what
+  the identification metric "share of unobserved-hard pairs found in held-out data" measures).
+* ``observed``: the ``k_pos`` lowest-scored training items of the user (possible noise).
+
+Budget (a cap on the total number of pairs, since it sets the LLM cost). When the full lists
+hold more pairs than ``budget``:
+
+1. the budget is split between the kinds in proportion ``k_neg : k_pos`` (the unobserved
+   share rounded up); a kind with fewer pairs than its share gives the rest
+   to the other kind;
+2. inside a kind, pairs are taken round-robin over users by rank: every user's rank-0
+   candidate, then every user's rank-1 candidate, and so on, users visited in an order
+   shuffled by ``seed``. So every user gets as equal a share as possible, each user's most
+   confident candidates come first, and the seed alone decides which users get one more.
+
+The output is sorted by user, then kind, then rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from llmhni_local.errors import ConfigError, DataError, UserError
+
+KINDS: tuple[str, ...] = ("unobserved", "observed")
+
+#: Row layout of a candidate array.
+CANDIDATE_DTYPE = np.dtype([("user", np.int64), ("item", np.int64), ("kind", "U10"),
+                            ("rank", np.int32), ("score", np.float32)])
+
+
+@dataclass(frozen=True)
+class CandidateSettings:
+    """The candidate set C.
+
+    Args:
+        k_neg: highest-scored unobserved items per user. (default: ``5``)
+        k_pos: lowest-scored observed (training) items per user. (default: ``5``)
+        budget: most pairs in all; 0 means no cap. The default keeps the demo's LLM cost to a
+            couple of minutes on 2 CPU cores: 1,000 pairs are 2,000 judgments (two views), at
+            15-28 judgments/s through vLLM with SmolLM2-135M. (default: ``1000``)
+        seed: seed of the user order when the budget cuts. (default: ``0``)
+        batch_users: users scored at once (bounds memory to batch x items). (default: ``1024``)
+    """
+
+    k_neg: int = 5
+    k_pos: int = 5
+    budget: int = 1000
+    seed: int = 0
+    batch_users: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.k_neg < 0 or self.k_pos < 0 or self.k_neg + self.k_pos == 0:
+            raise ConfigError(f"candidates.k_neg and candidates.k_pos must be >= 0 and not both "
+                              f"0, got {self.k_neg} and {self.k_pos}")
+        if self.budget < 0:
+            raise ConfigError(f"candidates.budget must be >= 0, got {self.budget}")
+        if self.batch_users <= 0:
+            raise ConfigError(f"candidates.batch_users must be > 0, got {self.batch_users}")
+
+
+def select_candidates(score_fn: Callable[[np.ndarray], np.ndarray],
+                      train_lists: Sequence[np.ndarray], n_items: int, *, k_neg: int, k_pos: int,
+                      budget: int = 0, seed: int = 0, batch_users: int = 1024) -> np.ndarray:
+    """Choose the candidate pairs.
+
+    Args:
+        score_fn: ``score_fn(users) -> (len(users), n_items)`` scores of the pretrained
+            recommender (higher = more likely).
+        train_lists: per user, the user's training items (only these are read).
+        n_items: number of items.
+        k_neg: unobserved items per user (highest scores).
+        k_pos: observed items per user (lowest scores).
+        budget: most pairs in all (0: no cap); see the module docstring for the rule.
+        seed: seed of the user order under a budget.
+        batch_users: users scored per call of ``score_fn``.
+
+    Returns:
+        A structured array of :data:`CANDIDATE_DTYPE` rows ``(user, item, kind, rank, score)``;
+        ``rank`` is 0 for the most confident candidate of its kind (highest-scored unobserved,
+        lowest-scored observed).
+
+    Example:
+        >>> s = np.array([[0.9, 0.1, 0.5, 0.3]])
+        >>> c = select_candidates(lambda u: s[u], [np.array([2, 3])], 4, k_neg=1, k_pos=1)
+        >>> [(int(r["item"]), str(r["kind"])) for r in c]
+        [(0, 'unobserved'), (3, 'observed')]
+    """
+    n_users = len(train_lists)
+    rows: list[tuple] = []
+    for start in range(0, n_users, batch_users):
+        users = np.arange(start, min(start + batch_users, n_users), dtype=np.int64)
+        scores = np.asarray(score_fn(users), dtype=np.float64)
+        if scores.shape != (len(users), n_items):
+            raise DataError(f"candidates: the recommender gave scores of shape {scores.shape} "
+                            f"for {len(users)} users and {n_items} items")
+        if not np.isfinite(scores).all():
+            raise DataError("candidates: the recommender gave non-finite scores")
+        for row, u in enumerate(users):
+            s = scores[row]
+            seen = np.unique(np.asarray(train_lists[u], dtype=np.int64))
+            if k_neg:
+                masked = s.copy()
+                masked[seen] = -np.inf
+                n_free = n_items - len(seen)
+                top = _top(masked, min(k_neg, n_free), largest=True)
+                rows.extend((u, i, "unobserved", r, s[i]) for r, i in enumerate(top))
+            if k_pos and len(seen):
+                low = seen[_top(s[seen], min(k_pos, len(seen)), largest=False)]
+                rows.extend((u, i, "observed", r, s[i]) for r, i in enumerate(low))
+    out = np.array(rows, dtype=CANDIDATE_DTYPE) if rows else np.empty(0, CANDIDATE_DTYPE)
+    if budget and len(out) > budget:
+        out = _apply_budget(out, budget, k_neg, k_pos, seed)
+    order = np.lexsort((out["rank"], out["kind"] == "observed", out["user"]))
+    return out[order]
+
+
+def _top(values: np.ndarray, k: int, *, largest: bool) -> np.ndarray:
+    """Indices of the k largest (or smallest) values, best first; ties by lower index."""
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    key = -values if largest else values
+    # A stable sort makes ties deterministic (lower index first); lists are short.
+    return np.argsort(key, kind="stable")[:k].astype(np.int64)
+
+
+def _apply_budget(c: np.ndarray, budget: int, k_neg: int, k_pos: int, seed: int) -> np.ndarray:
+    avail = {kind: int((c["kind"] == kind).sum()) for kind in KINDS}
+    share_neg = int(np.ceil(budget * k_neg / (k_neg + k_pos)))
+    quota = {"unobserved": min(share_neg, avail["unobserved"])}
+    quota["observed"] = min(budget - quota["unobserved"], avail["observed"])
+    quota["unobserved"] = min(budget - quota["observed"], avail["unobserved"])  # leftovers
+    rng = np.random.default_rng(seed)
+    position = np.empty(int(c["user"].max()) + 1, dtype=np.int64)
+    position[rng.permutation(len(position))] = np.arange(len(position))
+    keep = []
+    for kind in KINDS:
+        idx = np.flatnonzero(c["kind"] == kind)
+        order = np.lexsort((position[c["user"][idx]], c["rank"][idx]))  # rank, then user order
+        keep.append(idx[order[:quota[kind]]])
+    return c[np.concatenate(keep)]
+
+
+def candidates_frame(c: np.ndarray):
+    """The candidates as a pandas DataFrame (for saving)."""
+    import pandas as pd
+
+    return pd.DataFrame({name: c[name] for name in CANDIDATE_DTYPE.names})
+
+
+def save_candidates(path, c: np.ndarray) -> None:
+    """Write candidates as parquet, atomically."""
+    from llmhni_local.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        candidates_frame(c).to_parquet(tmp, index=False, engine="pyarrow")
+
+
+def load_candidates(path) -> np.ndarray:
+    """Read a candidates parquet file back into a :data:`CANDIDATE_DTYPE` array."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no candidates here; run the `candidates` stage first")
+    df = pd.read_parquet(path)
+    missing = [n for n in CANDIDATE_DTYPE.names if n not in df.columns]
+    if missing:
+        raise DataError(f"{path}: lacks column {missing[0]!r}")
+    bad = sorted(set(df["kind"]) - set(KINDS))
+    if bad:
+        raise DataError(f"{path}: unknown candidate kind {bad[0]!r}")
+    out = np.empty(len(df), dtype=CANDIDATE_DTYPE)
+    for n in CANDIDATE_DTYPE.names:
+        out[n] = df[n].to_numpy()
+    return out
+
+
+def count_kinds(c: np.ndarray) -> dict[str, int]:
+    return {kind: int((c["kind"] == kind).sum()) for kind in KINDS}
