@@ -33,8 +33,11 @@ ifeq ($(BACKEND),cpu)
 endif
 	@touch $(STAMP)
 
+# The main job: the LLMHNI pipeline on MovieLens-100K with the embedded default models
+# (prepared once: the SmolLM2 GGUF file becomes a Hugging Face folder in ~/.cache/llmhni_local).
 demo: setup
-	$(BIN)/python cli.py train --data ml100k --model lightgcn --out runs/demo
+	$(BIN)/python cli.py models prepare
+	$(BIN)/python cli.py run --config configs/ml100k.toml
 
 test: setup
 	$(BIN)/python -m pytest -q
