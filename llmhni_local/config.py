@@ -62,12 +62,20 @@ class ModelSettings:
         dim: embedding size. (default: ``64``)
         layers: propagation layers. (default: ``3``)
         ngcf_dropout: NGCF message dropout. (default: ``0.1``)
+        init: embedding initialisation: ``normal`` (std ``init_std``, as LightGCN's own code)
+            or ``xavier`` (uniform, as RLMRec's code). (default: ``"normal"``)
+        init_std: standard deviation of the ``normal`` initialisation. With Xavier's much
+            smaller vectors (about 0.03 per entry here), a contrastive term on normalised
+            vectors (SGL, LLMHNI) has gradients two orders of magnitude above BPR's at the
+            start, and Adam then barely moves BPR (docs/DESIGN.md). (default: ``0.1``)
     """
 
     name: Literal["lightgcn", "ngcf"] = "lightgcn"
     dim: int = 64
     layers: int = 3
     ngcf_dropout: float = 0.1
+    init: Literal["normal", "xavier"] = "normal"
+    init_std: float = 0.1
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.layers < 0:

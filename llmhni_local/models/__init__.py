@@ -7,10 +7,18 @@ __all__ = ["LightGCN", "NGCF", "build_model"]
 
 
 def build_model(name: str, n_users: int, n_items: int, dim: int, layers: int,
-                dropout: float = 0.1):
-    """The backbone named in ``ModelSettings.name``."""
+                dropout: float = 0.1, init: str = "normal", init_std: float = 0.1):
+    """The backbone named in ``ModelSettings.name``, its embeddings initialised by ``init``."""
+    from torch import nn
+
     if name == "lightgcn":
-        return LightGCN(n_users, n_items, dim, layers)
-    if name == "ngcf":
-        return NGCF(n_users, n_items, dim, layers, dropout=dropout)
-    raise ValueError(f"unknown model {name!r}")
+        model = LightGCN(n_users, n_items, dim, layers)
+    elif name == "ngcf":
+        model = NGCF(n_users, n_items, dim, layers, dropout=dropout)
+    else:
+        raise ValueError(f"unknown model {name!r}")
+    if init == "normal":
+        nn.init.normal_(model.embedding.weight, std=init_std)
+    elif init != "xavier":  # the modules initialise with Xavier themselves
+        raise ValueError(f"unknown init {init!r}")
+    return model

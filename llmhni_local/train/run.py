@@ -28,7 +28,8 @@ def train_run(cfg: TrainConfig, data: Interactions, out: str | Path, *, objectiv
     out = Path(out)
     seed_everything(cfg.train.seed)  # initialisation is seeded too, not only sampling
     m = cfg.model
-    model = build_model(m.name, data.n_users, data.n_items, m.dim, m.layers, m.ngcf_dropout)
+    model = build_model(m.name, data.n_users, data.n_items, m.dim, m.layers, m.ngcf_dropout,
+                        m.init, m.init_std)
     if objective is None:
         objective = RecObjective(data.train, data.n_users, data.n_items, cfg.train)
     result = fit(model, data, objective, train=cfg.train, eval=cfg.eval, sampler=sampler,
