@@ -74,7 +74,7 @@ def batch_positive_mask(member, users: np.ndarray, items: np.ndarray) -> np.ndar
     item ``j`` must not serve as a negative of row ``k``.
 
     Args:
-        member: scipy CSR ``(U, I)`` matrix, non-zero at the pseudo-label pairs.
+        member: ``(U, I)`` dense bool array or scipy CSR matrix, set at the pseudo-label pairs.
         users: ``(B,)`` the batch's users.
         items: ``(B,)`` the batch's items.
 
@@ -84,7 +84,10 @@ def batch_positive_mask(member, users: np.ndarray, items: np.ndarray) -> np.ndar
         >>> batch_positive_mask(m, np.array([0, 0, 1]), np.array([0, 1, 2])).astype(int).tolist()
         [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
     """
-    mask = member[users][:, items].toarray() > 0
+    if isinstance(member, np.ndarray):  # dense (U, I) bool: plain fancy indexing, fast
+        mask = member[users[:, None], items[None, :]]
+    else:
+        mask = member[users][:, items].toarray() > 0
     np.fill_diagonal(mask, False)
     return mask
 
@@ -136,6 +139,8 @@ def train_alignment(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndar
     n_users, n_items = len(x_user), len(x_item)
     member = sp.csr_matrix((np.ones(len(labels), dtype=np.int8), (labels[:, 0], labels[:, 1])),
                            shape=(n_users, n_items))
+    if n_users * n_items <= 200_000_000:  # a dense bool lookup table is far faster per batch
+        member = member.toarray() > 0
     rng = np.random.default_rng(seed)
     rand_pairs = np.stack([rng.integers(0, n_users, len(labels)),
                            rng.integers(0, n_items, len(labels))], 1)
