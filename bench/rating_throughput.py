@@ -8,8 +8,8 @@ favourite training titles with genres first, then the candidate item) are rated 
   (c) a plain one-prompt-at-a-time ``generate`` loop (transformers, batch size 1),
 
 each in its own subprocess, one after the other, so they never share cores or memory. Engine
-start-up is timed apart from rating (after a one-prompt warm-up), so judgments/s is the steady
-rate. Then the default embedder (all-MiniLM-L6-v2) embeds every item profile through vLLM and
+start-up is timed apart from rating, and a few prompts of other users are rated first, untimed
+(kernels are set up per batch shape on first use), so judgments/s is the steady rate. Then the default embedder (all-MiniLM-L6-v2) embeds every item profile through vLLM and
 sentence-transformers. Prints a table, and as its last line one JSON object of the figures.
 
 Needs ``python cli.py models prepare smollm2`` first. Usage::
@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=128, help="rating prompts (default 128)")
     p.add_argument("--users", type=int, default=0,
                    help="users the pairs come from (default pairs/4: 4 items per user)")
+    p.add_argument("--warmup", type=int, default=16,
+                   help="prompts of other users rated first, untimed (kernel set-up for the "
+                        "batch shapes; default 16)")
     p.add_argument("--dtype", default="float32", choices=["bfloat16", "float32"])
     p.add_argument("--max-tokens", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=16, help="transformers batch size")
@@ -126,7 +129,7 @@ def cpu_features() -> list[str]:
 
 
 # ---------------------------------------------------------------------------- workers
-def run_rater(kind: str, prompts: list, args: argparse.Namespace) -> dict:
+def run_rater(kind: str, prompts: list, warmup: list, args: argparse.Namespace) -> dict:
     from llmhni_local.llm.backends import make_rating_backend
     from llmhni_local.llm.settings import RaterSettings
 
@@ -136,8 +139,9 @@ def run_rater(kind: str, prompts: list, args: argparse.Namespace) -> dict:
                              max_tokens=args.max_tokens, batch_size=batch)
     t0 = time.perf_counter()
     rater = make_rating_backend(settings)
-    rater.rate([[{"role": "user", "content": "Warm-up. Answer High, Medium or Low."}]])
     start_s = time.perf_counter() - t0
+    if warmup:  # other users' prompts: no prefix of the timed ones gets cached
+        rater.rate(warmup)
     t1 = time.perf_counter()
     judgments = rater.rate(prompts)
     rate_s = time.perf_counter() - t1
@@ -155,7 +159,7 @@ def run_embedder(kind: str, texts: list[str], args: argparse.Namespace) -> dict:
                                 "sentence-transformers")
     t0 = time.perf_counter()
     emb = make_embedding_backend(settings)
-    emb.embed(["warm-up"])
+    emb.embed([f"warm-up text {k}: a film about {k % 7} friends" for k in range(64)])
     start_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     vecs = emb.embed(texts)
@@ -170,7 +174,7 @@ def worker(args: argparse.Namespace) -> None:
     if args.worker.startswith("embed-"):
         out = run_embedder(args.worker, payload["items"], args)
     else:
-        out = run_rater(args.worker, payload["prompts"], args)
+        out = run_rater(args.worker, payload["prompts"], payload["warmup"], args)
     Path(args.out_file).write_text(json.dumps(out))
 
 
@@ -227,12 +231,17 @@ def main(args: argparse.Namespace) -> None:
 
     resolve_model(args.model)  # fails early with "run models prepare" when needed
     n_users = args.users or max(1, args.pairs // 4)
-    prompts, items, source = build_prompts(args.pairs, n_users)
+    per_user = max(1, args.pairs // n_users)
+    n_warm_users = -(-args.warmup // per_user) if args.warmup else 0
+    everything, items, source = build_prompts(args.pairs + n_warm_users * per_user,
+                                              n_users + n_warm_users)
+    prompts, warmup = everything[:args.pairs], everything[args.pairs:][:args.warmup]
     from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
 
     tok = load_tokenizer(resolve_model(args.model).path)
     lengths = [len(x) for x in encode_prompts(tok, render_prompts(tok, prompts))]
-    print(f"{len(prompts)} prompts from {n_users} users ({source}); mean {np.mean(lengths):.0f} "
+    print(f"{len(prompts)} prompts from {n_users} users (+{len(warmup)} warm-up prompts of "
+          f"other users, untimed) ({source}); mean {np.mean(lengths):.0f} "
           f"tokens (min {min(lengths)}, max {max(lengths)}); model {args.model}, {args.dtype}, "
           f"max_tokens {args.max_tokens}; {os.cpu_count()} CPUs ({', '.join(cpu_features())})",
           flush=True)
@@ -240,7 +249,8 @@ def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         prompts_file = tmp / "prompts.json"
-        prompts_file.write_text(json.dumps({"prompts": prompts, "items": items}))
+        prompts_file.write_text(json.dumps({"prompts": prompts, "warmup": warmup,
+                                            "items": items}))
         for kind in [k.strip() for k in args.raters.split(",") if k.strip()]:
             if kind not in RATERS:
                 raise SystemExit(f"unknown rater {kind!r} (known: {', '.join(RATERS)})")
@@ -249,7 +259,8 @@ def main(args: argparse.Namespace) -> None:
             for kind in ("embed-vllm", "embed-st"):
                 results[kind] = spawn(kind, args, prompts_file, tmp)
 
-    figures: dict = {"pairs": len(prompts), "users": n_users, "dtype": args.dtype,
+    figures: dict = {"pairs": len(prompts), "users": n_users, "warmup": len(warmup),
+                     "dtype": args.dtype,
                      "mean_prompt_tokens": float(np.mean(lengths)), "prompt_source": source,
                      "cpus": os.cpu_count(), "cpu_features": cpu_features()}
     print(f"\n{'rater':<24} {'judgments/s':>12} {'start s':>8} {'x loop':>8}  failures")

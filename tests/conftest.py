@@ -29,6 +29,12 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_gguf(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama as an F32 GGUF file with tokenizer and chat template."""
+    return tiny.build_tiny_gguf(tmp_path_factory.mktemp("tiny_gguf") / "tiny.gguf", tiny_llama)
+
+
+@pytest.fixture(scope="session")
 def tiny_prompts():
     """``tiny_prompts(n=8, seed=0)``: chat prompts in the rating shape for the tiny model."""
     return tiny.tiny_prompts

@@ -28,15 +28,13 @@ def _mount() -> None:
     app.command("report")(run.report)
     app.command("train")(train.train)
     app.add_typer(data.app, name="data", help="Inspect data sets.")
-    from llmhni_local.cli import llm
+    from llmhni_local.cli import audit, finetune, llm, models
 
     llm.mount(app)
-    for module, name in (("models", "models"),):
-        try:
-            mod = __import__(f"llmhni_local.cli.{module}", fromlist=["app"])
-        except ImportError:
-            continue
-        app.add_typer(mod.app, name=name)
+    app.add_typer(models.app, name="models")
+    app.add_typer(audit.app, name="audit")
+    app.command("finetune-rater")(finetune.finetune_rater)
+    app.add_typer(finetune.adapters_app, name="adapters")
 
 
 _mount()

@@ -189,3 +189,50 @@ def test_cli_list(cache: Path) -> None:
         assert rows["minilm"]["size"] > 10_000_000
     text = CliRunner().invoke(app, ["list"]).output
     assert "minilm" in text and "smollm2" in text
+
+
+def test_prepare_gguf_converts_once_atomically(cache: Path, tiny_gguf: Path, tiny_llama: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from llmhni_local.llm.chat import load_tokenizer
+    from llmhni_local.llm.labels import label_token_ids
+    from llmhni_local.llm.registry import prepare_model
+
+    spec = prepare_model(str(tiny_gguf))
+    assert spec.kind == "gguf" and spec.source == tiny_gguf.resolve()
+    assert spec.path.parent == cache / "models"
+    check_model_folder(spec.path, registry.RATER_NEEDS)
+    assert "quantization_config" not in json.loads((spec.path / "config.json").read_text())
+    assert json.loads((spec.path / registry.SOURCE_FILE).read_text())["gguf"] == str(spec.source)
+    assert not [p.name for p in spec.path.parent.iterdir() if p.name.startswith(".")]
+    assert resolve_model(str(tiny_gguf)) == spec
+
+    # the tokenizer survives the trip through GGUF; the weights equal a direct GGUF load
+    assert label_token_ids(load_tokenizer(spec.path)) == label_token_ids(load_tokenizer(tiny_llama))
+    ids = torch.tensor([[1, 5, 9, 42, 7]])
+    direct = AutoModelForCausalLM.from_pretrained(str(tiny_gguf.parent), gguf_file=tiny_gguf.name,
+                                                  dtype=torch.float32)
+    saved = AutoModelForCausalLM.from_pretrained(str(spec.path), dtype=torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(saved(ids).logits, direct(ids).logits)
+
+    weights = spec.path / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert prepare_model(str(tiny_gguf)) == spec and weights.stat().st_mtime_ns == before
+    prepare_model(str(tiny_gguf), force=True)
+    assert weights.stat().st_mtime_ns != before  # rebuilt
+    assert (spec.path / registry.SOURCE_FILE).is_file()
+    assert not [p.name for p in spec.path.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_prepare_gguf(cache: Path, tiny_gguf: Path) -> None:
+    from typer.testing import CliRunner
+
+    from llmhni_local.cli.models import app
+
+    out = CliRunner().invoke(app, ["prepare", str(tiny_gguf)])
+    assert out.exit_code == 0, out.output
+    assert "ready at" in out.output and str(cache) in out.output
+    bad = CliRunner().invoke(app, ["prepare", "no-such-model"])
+    assert bad.exit_code != 0 and isinstance(bad.exception, UserError)

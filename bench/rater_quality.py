@@ -1,0 +1,331 @@
+"""Rater quality on MovieLens-100K: baselines, zero-shot SmolLM2-135M and LoRA-tuned SmolLM2.
+
+Audit labels are SIMULATED from MovieLens-100K training ratings (>= 4 High, 3 Medium, <= 2
+Low; ``llmhni_local.audit.simulate``). Users are split once (seeded): 20% are evaluation users,
+the rest tuning users, so every held-out pair belongs to a user no adapter saw (held out by
+user, hence also by pair). Then:
+
+1. ``--eval-pairs`` training pairs of evaluation users are the held-out audited pairs; they are
+   the "candidates" of an evaluation run folder (``WORK/eval``) and rated there, in both views,
+   by every LLM rater through the toolkit's own rating stage (judgments of base and tuned
+   raters side by side in one store), then scored by the toolkit's ``audit report`` code;
+2. raters: the majority label of the tuning labels; an embedding-similarity rater
+   (all-MiniLM-L6-v2 cosine of user and item profiles for the user view, mean cosine of the
+   liked items and the item for the item view; two thresholds set on the tuning pairs so the
+   predicted label shares match the tuning labels'); zero-shot SmolLM2-135M; SmolLM2-135M with a
+   LoRA adapter tuned (``llmhni_local.audit.finetune``) on N labels of tuning users, N in
+   ``--labels`` (nested samples: the 250 are among the 500, ...);
+3. for each: kappa and linear-weighted kappa per view and for the combined verdict (hard iff
+   both views say High; audit High = hard), and the fine-tuning wall time;
+4. unless ``--no-recall``: the pipeline (``configs/ml100k.toml``, methods bpr and llmhni) with
+   the zero-shot rater and with the largest-N adapter; clean-test Recall@20 of LLMHNI for each.
+   The tuning labels then leave out every candidate pair of that run, so the tuned rater never
+   judges a pair it was trained on.
+
+Targets on 2 CPU cores (issue 5): tuned kappa >= zero-shot + 0.2; tuning on 1,000 labels in
+<= 15 minutes. Needs ``python cli.py models prepare smollm2``.
+
+    python bench/rater_quality.py --quick        # N = 250, 100 held-out pairs, no recall
+    python bench/rater_quality.py                # N = 250, 500, 1000; 300 pairs; recall
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import REPO_ROOT, emit_json, print_table
+
+LABELS = ("High", "Medium", "Low")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--labels", default=None, help="comma-separated N (default 250,500,1000; "
+                                                  "--quick: 250)")
+    p.add_argument("--quick", action="store_true", help="N = 250, 100 held-out pairs, no recall")
+    p.add_argument("--eval-pairs", type=int, default=None, help="held-out audited pairs "
+                                                                "(default 300; --quick 100)")
+    p.add_argument("--eval-users", type=float, default=0.2, help="share of users held out")
+    p.add_argument("--backend", default="vllm", choices=["vllm", "transformers"],
+                   help="rating backend (default vllm)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="rating dtype (bfloat16 only pays with AVX-512 BF16 / AMX)")
+    p.add_argument("--finetune-config", default=str(REPO_ROOT / "configs" / "finetune.toml"))
+    p.add_argument("--epochs", type=int, default=None, help="override finetune.epochs")
+    p.add_argument("--lr", type=float, default=None, help="override finetune.lr")
+    p.add_argument("--last-layers", type=int, default=None, help="override finetune.last_layers")
+    p.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.toml"),
+                   help="pipeline settings for the recall part")
+    p.add_argument("--no-recall", action="store_true", help="skip the LLMHNI recall part")
+    p.add_argument("--work", default=str(REPO_ROOT / "runs" / "bench-rater-quality"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="delete WORK first")
+    args = p.parse_args(argv)
+    if args.labels is None:
+        args.labels = "250" if args.quick else "250,500,1000"
+    args.sizes = sorted({int(x) for x in args.labels.split(",") if x.strip()})
+    if args.eval_pairs is None:
+        args.eval_pairs = 100 if args.quick else 300
+    if args.quick:
+        args.no_recall = True
+    return args
+
+
+# ---------------------------------------------------------------------------- data
+def split_users(n_users: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n_users)
+    k = int(round(share * n_users))
+    return np.sort(perm[:k]), np.sort(perm[k:])
+
+
+def sample_pairs(data, users: np.ndarray, n: int, seed: int, exclude=frozenset()):
+    """A label frame of n training pairs of ``users`` (labels from ratings), not in exclude."""
+    import pandas as pd
+
+    from llmhni_local.audit.simulate import ANNOTATOR, label_from_rating
+
+    mask = np.isin(data.train[:, 0], users)
+    idx = np.flatnonzero(mask)
+    idx = np.array([k for k in idx if (int(data.train[k, 0]), int(data.train[k, 1])) not in exclude])
+    order = np.random.default_rng(seed).permutation(len(idx))
+    if n > len(idx):
+        raise SystemExit(f"error: only {len(idx)} pairs available, {n} asked")
+    pick = idx[order[:n]]
+    return pd.DataFrame({
+        "user": data.train[pick, 0].astype(np.int64), "item": data.train[pick, 1].astype(np.int64),
+        "label": [label_from_rating(r) for r in data.train_rating[pick]],
+        "annotator": ANNOTATOR, "simulated": True,
+        "rating": data.train_rating[pick]})
+
+
+def eval_run(work: Path, data, profiles, pairs) -> Path:
+    """A run folder whose candidates are the held-out pairs, with their audited labels."""
+    from llmhni_local.audit.export import write_table
+    from llmhni_local.audit.importer import import_labels
+    from llmhni_local.audit.labels import labels_hash
+    from llmhni_local.llm.profiles import save_profiles
+    from llmhni_local.llm.rate import CANDIDATES_FILE
+    from llmhni_local.method.candidates import CANDIDATE_DTYPE, save_candidates
+
+    run = work / "eval"
+    key = {"labels": labels_hash(pairs), "profiles": profiles.hash}
+    key_file = run / "bench_key.json"
+    if key_file.is_file() and json.loads(key_file.read_text()) == key:
+        return run  # the same held-out pairs: reused, judgments included
+    if run.exists():
+        shutil.rmtree(run)
+    save_profiles(run, profiles)
+    c = np.zeros(len(pairs), dtype=CANDIDATE_DTYPE)
+    c["user"], c["item"], c["kind"] = pairs["user"], pairs["item"], "observed"
+    order = np.lexsort((c["item"], c["user"]))
+    save_candidates(run / CANDIDATES_FILE, c[order])
+    cols = ["user", "item", "label", "annotator"]
+    import_labels(run, write_table(pairs[cols], run / "heldout_labels.csv"))
+    key_file.write_text(json.dumps(key))
+    return run
+
+
+# ---------------------------------------------------------------------------- raters
+def embedding_predictions(run: Path, profiles, tune, heldout, max_liked: int):
+    """Per view, labels from cosine similarity with thresholds fitted on the tuning pairs."""
+    from llmhni_local.llm.embed import embed_profiles, embedder_model_id
+    from llmhni_local.llm.settings import EmbedderSettings
+
+    settings = EmbedderSettings(backend="sentence-transformers")
+    emb = embed_profiles(run, settings, model_id=embedder_model_id(settings))
+    u, i = emb.users, emb.items
+
+    def score(view: str, users, items) -> np.ndarray:
+        if view == "user":
+            return np.einsum("nd,nd->n", u[users], i[items])
+        out = []
+        for a, b in zip(users, items):
+            liked = [x for x in profiles.liked[a] if x != b][:max_liked]
+            out.append(float((i[liked] @ i[b]).mean()) if liked else 0.0)
+        return np.asarray(out)
+
+    preds = {}
+    for view in ("user", "item"):
+        s_tune = score(view, tune["user"].to_numpy(), tune["item"].to_numpy())
+        share = {lab: float((tune["label"] == lab).mean()) for lab in LABELS}
+        # highest scores High, lowest Low, in the tuning labels' proportions
+        hi = np.quantile(s_tune, 1 - share["High"])
+        lo = np.quantile(s_tune, share["Low"])
+        s = score(view, heldout["user"].to_numpy(), heldout["item"].to_numpy())
+        preds[view] = ["High" if x >= hi else ("Low" if x <= lo else "Medium") for x in s]
+    return preds
+
+
+def baseline_rows(name: str, truth: list[str], preds: dict[str, list[str]]) -> dict:
+    from llmhni_local.audit.agreement import agreement
+    from llmhni_local.audit.report import audit_verdict, model_verdict
+
+    out = {v: agreement(truth, preds[v]) for v in ("user", "item")}
+    out["verdict"] = agreement([audit_verdict(t) for t in truth],
+                               [model_verdict(a, b) for a, b in zip(preds["user"], preds["item"])],
+                               ("hard", "noisy"))
+    return {"name": name, "views": out}
+
+
+def rate(run: Path, args, adapter: Path | None) -> str:
+    from llmhni_local.llm.backends import make_rating_backend
+    from llmhni_local.llm.rate import RateSettings, rate_candidates, rater_model_id
+    from llmhni_local.llm.settings import RaterSettings
+
+    settings = RaterSettings(backend=args.backend, model="smollm2", dtype=args.dtype,
+                             adapter=str(adapter) if adapter else None)
+    mid, aid = rater_model_id(settings)
+    report = rate_candidates(run, lambda: make_rating_backend(settings), model_id=mid,
+                             adapter=aid, settings=RateSettings(max_failure_share=1.0),
+                             progress=False)
+    print(f"   rated {report.rated} prompts ({report.failures} not a label) in "
+          f"{report.seconds:.0f} s with {mid}", flush=True)
+    return mid
+
+
+# ---------------------------------------------------------------------------- recall
+def pipeline_recall(args, adapter: Path | None) -> tuple[float, Path]:
+    from llmhni_local.config import read_toml
+    from llmhni_local.pipeline import load_run_config, run_pipeline
+
+    base = {f"{t}.{k}": v for t, table in read_toml(args.config).items()
+            for k, v in table.items()}
+    out = Path(args.work) / "pipeline"
+    cfg = load_run_config(None, {**base, "pipeline.out": str(out),
+                                 "pipeline.methods": ["bpr", "llmhni"],
+                                 "rater.backend": args.backend, "rater.dtype": args.dtype,
+                                 "rater.adapter": str(adapter) if adapter else None})
+    run = run_pipeline(cfg, progress=False, log=lambda m: print("   ", m, flush=True))
+    results = json.loads((run.dir / "results.json").read_text())["methods"]
+    return float(results["llmhni"]["recall@20_mean"]), run.dir
+
+
+# ---------------------------------------------------------------------------- main
+def main(args: argparse.Namespace) -> dict:
+    from llmhni_local.audit.finetune import finetune, load_finetune_settings
+    from llmhni_local.audit.labels import labels_hash
+    from llmhni_local.audit.report import evaluate
+    from llmhni_local.data.movielens import load_ml100k
+    from llmhni_local.llm.offline import enforce_offline
+    from llmhni_local.llm.profiles import make_profiles
+    from llmhni_local.llm.rate import CANDIDATES_FILE, RateSettings
+    from llmhni_local.method.candidates import load_candidates
+
+    enforce_offline()
+    work = Path(args.work)
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    result: dict = {"bench": "rater_quality", "simulated_labels": True, "sizes": args.sizes,
+                    "eval_pairs": args.eval_pairs, "backend": args.backend, "dtype": args.dtype}
+
+    recall = {}
+    exclude: set = set()
+    if not args.no_recall:
+        print("[1] pipeline with the zero-shot rater (for the candidates and Recall@20)", flush=True)
+        recall["zero-shot"], pdir = pipeline_recall(args, None)
+        c = load_candidates(pdir / CANDIDATES_FILE)
+        exclude = set(zip(c["user"].tolist(), c["item"].tolist()))
+
+    data = load_ml100k()
+    profiles = make_profiles(data)
+    eval_users, tune_users = split_users(data.n_users, args.eval_users, args.seed)
+    heldout = sample_pairs(data, eval_users, args.eval_pairs, args.seed + 1)
+    pool = sample_pairs(data, tune_users, max(args.sizes), args.seed + 2, exclude)
+    run = eval_run(work, data, profiles, heldout)
+    truth = heldout["label"].tolist()
+    result["heldout_labels"] = {lab: truth.count(lab) for lab in LABELS}
+    result["split"] = "by user (evaluation users never in any tuning set)"
+    max_liked = RateSettings().max_liked
+
+    print("[2] baselines", flush=True)
+    tune_all = pool.iloc[:max(args.sizes)]
+    rows = []
+    maj = pool["label"].value_counts().idxmax()
+    rows.append(baseline_rows(f"majority ({maj})", truth, {v: [maj] * len(truth)
+                                                          for v in ("user", "item")}))
+    rows.append(baseline_rows("embedding similarity (MiniLM)", truth,
+                              embedding_predictions(run, profiles, tune_all, heldout, max_liked)))
+
+    print("[3] zero-shot SmolLM2-135M", flush=True)
+    zero_id = rate(run, args, None)
+    overrides = {"finetune.epochs": args.epochs, "finetune.lr": args.lr,
+                 "finetune.last_layers": args.last_layers}
+    ft = load_finetune_settings(args.finetune_config, overrides)
+    adapters = {}
+    timing = {}
+    for n in args.sizes:
+        out = work / "adapters" / f"ml100k-sim-{n}"
+        print(f"[4] LoRA on {n} simulated labels -> {out}", flush=True)
+        card = json.loads((out / "card.json").read_text()) if (out / "card.json").is_file() else {}
+        if card.get("settings") != json.loads(json.dumps(dataclasses.asdict(ft))) \
+                or card.get("labels", {}).get("sha256") != labels_hash(pool.iloc[:n]):
+            card = finetune(profiles, pool.iloc[:n], out, ft, max_liked=max_liked,
+                            label_sources=[{"file": "simulated in bench/rater_quality.py",
+                                            "seed": args.seed + 2}],
+                            progress=False, force=True, log=lambda m: print("   ", m, flush=True))
+        else:
+            print("    (the same labels and settings were tuned before: adapter reused)", flush=True)
+        timing[n] = card["training"]
+        adapters[n] = (out, rate(run, args, out))
+
+    figures = evaluate(run)
+    by_id = {(r["model_id"], r["adapter"]): r for r in figures["raters"]}
+    rows.append({"name": "SmolLM2-135M zero-shot", "views": by_id[(zero_id, "")]["views"]})
+    for n, (out, mid) in adapters.items():
+        rows.append({"name": f"SmolLM2-135M + LoRA ({n} labels)",
+                     "views": by_id[(mid, out.name)]["views"], "n": n,
+                     "finetune_s": timing[n]["wall_seconds"],
+                     "s_per_example": timing[n]["seconds_per_example"]})
+
+    if not args.no_recall:
+        big = max(args.sizes)
+        print(f"[5] pipeline with the {big}-label adapter", flush=True)
+        recall[f"lora-{big}"], _ = pipeline_recall(args, adapters[big][0])
+
+    table = []
+    for r in rows:
+        v = r["views"]
+        table.append([r["name"], v["user"]["kappa"], v["user"]["weighted_kappa"],
+                      v["item"]["kappa"], v["item"]["weighted_kappa"], v["verdict"]["kappa"],
+                      v["user"]["failed"] + v["item"]["failed"],
+                      r.get("finetune_s", float("nan"))])
+    print_table(["rater", "kappa user", "w-kappa user", "kappa item", "w-kappa item",
+                 "kappa verdict", "failed", "tuning s"], table,
+                title=f"Held-out audited pairs: {len(truth)} (SIMULATED labels {result['heldout_labels']}), "
+                      "users never seen in tuning", digits=3)
+    zero = next(r for r in rows if r["name"].endswith("zero-shot"))["views"]
+    gains = {}
+    for r in rows:
+        if "n" in r:
+            g = np.nanmean([r["views"][v]["kappa"] - zero[v]["kappa"] for v in ("user", "item")])
+            gains[r["n"]] = float(g)
+    if recall:
+        print_table(["rater", "LLMHNI test Recall@20"], [[k, v] for k, v in recall.items()],
+                    title="Clean-test Recall@20 of LLMHNI (configs/ml100k.toml)")
+    result["raters"] = [{"name": r["name"], **{f"{v}_{m}": r["views"][v][m] for v in
+                        ("user", "item", "verdict") for m in ("kappa", "weighted_kappa",
+                                                               "accuracy", "failed")},
+                         **{k: r[k] for k in ("n", "finetune_s", "s_per_example") if k in r}}
+                        for r in rows]
+    result["kappa_gain_over_zero_shot"] = gains
+    result["targets"] = {
+        "kappa_gain_at_least_0.2": {n: g >= 0.2 for n, g in gains.items()},
+        "finetune_1000_within_15_min": (timing[1000]["wall_seconds"] <= 900
+                                        if 1000 in timing else None)}
+    result["recall@20"] = recall
+    result["finetune_settings"] = dataclasses.asdict(ft)
+    result["wall_seconds"] = time.perf_counter() - t_start
+    return result
+
+
+if __name__ == "__main__":
+    emit_json(main(parse_args()))

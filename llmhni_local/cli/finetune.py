@@ -1,0 +1,96 @@
+"""``llmhni finetune-rater`` and ``llmhni adapters validate``.
+
+The lead mounts them::
+
+    app.command("finetune-rater")(finetune.finetune_rater)
+    app.add_typer(finetune.adapters_app, name="adapters")
+
+Settings: flags > ``--config`` TOML file (table ``[finetune]``, see ``configs/finetune.toml``)
+> the defaults of :class:`llmhni_local.audit.finetune.FinetuneSettings`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+
+def finetune_rater(
+    run: Path = typer.Argument(..., help="Run folder with audited labels (audit import)."),
+    out: Path = typer.Option(..., "--out", help="Adapter folder to write, e.g. adapters/NAME."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base rater: registry name or model "
+                                                            "folder (default smollm2)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML settings ([finetune])."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the labels."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Examples per step."),
+    r: Optional[int] = typer.Option(None, "--r", help="LoRA rank."),
+    last_layers: Optional[int] = typer.Option(None, "--last-layers",
+                                              help="LoRA in the last N layers only (0: all)."),
+    val_share: Optional[float] = typer.Option(None, "--val-share",
+                                              help="Share of labels held out for validation."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing adapter folder."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """LoRA-tune the rater on RUN's audited labels (both views' prompts, label token as the
+    target); resumes after the last finished epoch if killed."""
+    from llmhni_local.audit.finetune import finetune_run, load_finetune_settings
+
+    settings = load_finetune_settings(config, {
+        "finetune.base": base, "finetune.epochs": epochs, "finetune.lr": lr,
+        "finetune.batch_size": batch_size, "finetune.r": r, "finetune.last_layers": last_layers,
+        "finetune.val_share": val_share, "finetune.seed": seed})
+    card = finetune_run(run, out, settings, progress=not quiet, force=force)
+    val = card["validation"]
+    before = val.get("before_tuning") or {}
+    print(f"finetune-rater: adapter -> {out} ({card['labels']['n']} labels, split by "
+          f"{card['split']['by']}); validation kappa {_f(val.get('kappa'))} (before tuning "
+          f"{_f(before.get('kappa'))}), {card['training']['wall_seconds']:.0f} s; rate with "
+          f"`rate {run} --adapter {out}`")
+
+
+def _f(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.3f}"
+
+
+adapters_app = typer.Typer(no_args_is_help=True, help="Check LoRA adapters before serving them.")
+
+
+@adapters_app.command("validate")
+def validate(
+    path: Path = typer.Argument(..., help="Adapter folder."),
+    max_lora_rank: int = typer.Option(16, "--max-lora-rank",
+                                      help="The serving engine's max_lora_rank (vLLM's default "
+                                           "16; the in-process backend sets it from the adapter)."),
+    base: Optional[str] = typer.Option(None, "--base", help="Also check that the card names this "
+                                                            "base model (by content hash)."),
+    no_card: bool = typer.Option(False, "--no-card", help="Accept an adapter without card.json."),
+) -> None:
+    """Check that vLLM can serve the adapter: files, task_type CAUSAL_LM, bias none, no
+    modules_to_save, rank within max_lora_rank, LoRA weights only, card."""
+    from llmhni_local.audit.adapters import AdapterRefused, validate_adapter
+
+    try:
+        info = validate_adapter(path, max_lora_rank=max_lora_rank, require_card=not no_card,
+                                base=base)
+    except AdapterRefused as exc:
+        for p in exc.problems:
+            print(f"  {p}", file=sys.stderr)
+        raise
+    extra = ""
+    if "validation_kappa" in info:
+        extra = f"; tuned on {info['labels']} labels, validation kappa {_f(info['validation_kappa'])}"
+    print(f"adapters validate: {path} OK (r {info['r']}, alpha {info['alpha']}, modules "
+          f"{', '.join(info['target_modules'] or [])}, layers {_layers(info['layers'])}{extra})")
+
+
+def _layers(layers) -> str:
+    if layers == "all":
+        return "all"
+    return f"{min(layers)}-{max(layers)}" if isinstance(layers, list) and layers else str(layers)
+

@@ -1,0 +1,304 @@
+"""LoRA fine-tuning of the tiny random Llama: a servable adapter with its card, prompts as the
+rating stage builds them, the frozen-layer cache, rating with the adapter through transformers
+and vLLM (stored beside the base model's judgments), and resuming after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmhni_local.audit.adapters import adapter_problems, validate_adapter
+from llmhni_local.audit.export import write_table
+from llmhni_local.audit.finetune import (FinetuneSettings, Runner, build_examples, finetune_run,
+                                         lora_config, split_labels)
+from llmhni_local.audit.importer import import_labels
+from llmhni_local.audit.labels import AuditStore, labels_hash
+from llmhni_local.audit.simulate import simulate_sample
+from llmhni_local.errors import ConfigError, UserError
+from llmhni_local.llm.rate import RateSettings, rate_candidates, rater_model_id
+from llmhni_local.llm.settings import RaterSettings
+from llmhni_local.llm.store import JudgmentStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_settings(tiny_llama, **kw) -> FinetuneSettings:
+    return FinetuneSettings(**{"base": str(tiny_llama), "epochs": 2, "batch_size": 8,
+                               "last_layers": 1, "val_share": 0.25, "min_val_users": 2,
+                               "lr": 5e-3, **kw})
+
+
+@pytest.fixture(scope="module")
+def audited_run(_rated_template, synth_data, tmp_path_factory) -> Path:
+    """The rated synthetic run with every non-candidate training pair labelled (simulated)."""
+    run = tmp_path_factory.mktemp("ft") / "run"
+    shutil.copytree(_rated_template, run)
+    frame, _ = simulate_sample(run, 1000, pool="train", data=synth_data())
+    import_labels(run, write_table(frame, run / "sim.csv"))
+    return run
+
+
+@pytest.fixture(scope="module")
+def tuned(audited_run, tiny_llama) -> tuple[Path, dict, list[str]]:
+    out = audited_run.parent / "adapters" / "tiny-tuned"
+    logs: list[str] = []
+    card = finetune_run(audited_run, out, tiny_settings(tiny_llama), progress=False,
+                        log=logs.append)
+    return out, card, logs
+
+
+def test_adapter_is_servable_and_has_its_card(tuned, audited_run, tiny_llama):
+    from llmhni_local.llm.registry import model_hash
+
+    out, card, logs = tuned
+    for name in ("adapter_config.json", "adapter_model.safetensors", "card.json", "README.md",
+                 "pairs.json"):
+        assert (out / name).is_file(), name
+    assert not (out.parent / ".tiny-tuned.work").exists()  # checkpoints removed when done
+    assert adapter_problems(out) == []
+    assert validate_adapter(out, base=str(tiny_llama))["r"] == 16
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["task_type"] == "CAUSAL_LM" and cfg["bias"] == "none"
+    assert not cfg.get("modules_to_save") and cfg["r"] == 16 and cfg["lora_alpha"] == 32
+    assert cfg["layers_to_transform"] == [1]  # last_layers=1 of 2
+    saved = json.loads((out / "card.json").read_text())
+    assert saved["base_model"]["sha256"] == model_hash(tiny_llama)
+    with AuditStore(audited_run) as store:
+        labels = store.labels()
+    assert saved["labels"]["sha256"] == labels_hash(labels) and saved["labels"]["simulated"]
+    assert saved["labels"]["n"] == len(labels) and saved["labels"]["sources"][0]["sha256"]
+    assert saved["split"]["by"] == "user"
+    assert isinstance(saved["validation"]["kappa"], float)
+    assert [h["epoch"] for h in saved["history"]] == [0, 1, 2]
+    assert saved["training"]["frozen_prefix_cache"] is True
+    assert any("epoch 2/2" in line for line in logs)
+    # held out by user: no validation user has a training pair
+    pairs = json.loads((out / "pairs.json").read_text())
+    train_users = {u for u, _ in pairs["train"]}
+    assert not train_users & {u for u, _ in pairs["validation"]}
+    assert len(pairs["train"]) + len(pairs["validation"]) == len(labels)
+    # the training pairs are recorded, so reports leave them out
+    with AuditStore(audited_run) as store:
+        assert store.finetune_pairs("train") == {tuple(p) for p in pairs["train"]}
+        assert store.finetune_pairs("validation") == {tuple(p) for p in pairs["validation"]}
+    assert card["adapter_id"].endswith(f"+lora:tiny-tuned@{model_hash(out)[:12]}")
+
+
+def test_examples_are_the_rating_prompts(audited_run, tiny_llama):
+    from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
+    from llmhni_local.llm.labels import label_token_ids
+    from llmhni_local.llm.profiles import load_profiles
+    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.llm.rate import view_messages
+
+    tok = load_tokenizer(tiny_llama)
+    prof = load_profiles(audited_run)
+    tpl = load_templates(tuple(VIEW_TEMPLATES.values()))
+    ex = build_examples([(2, 3), (5, 1)], ["Medium", "Low"], prof, tpl, tok, ("user", "item"),
+                        10, 4096)
+    assert ex.view.tolist() == ["user", "item", "user", "item"]
+    msgs = [view_messages(v, u, i, prof, tpl[VIEW_TEMPLATES[v]], 10)
+            for (u, i) in [(2, 3), (5, 1)] for v in ("user", "item")]
+    assert ex.ids == encode_prompts(tok, render_prompts(tok, msgs))
+    ids = label_token_ids(tok)
+    assert [list(ids.values())[t] for t in ex.target] == [ids["Medium"]] * 2 + [ids["Low"]] * 2
+    with pytest.raises(UserError, match="longer than 20 tokens"):
+        build_examples([(2, 3)], ["High"], prof, tpl, tok, ("user",), 10, 20)
+
+
+def test_frozen_layer_cache_gives_the_full_pass(audited_run, tiny_llama, tmp_path):
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from llmhni_local.llm.chat import load_tokenizer
+    from llmhni_local.llm.profiles import load_profiles
+    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+
+    tok = load_tokenizer(tiny_llama)
+    ex = build_examples([(0, 1), (3, 4), (7, 2)], ["High", "Low", "High"],
+                        load_profiles(audited_run), load_templates(tuple(VIEW_TEMPLATES.values())),
+                        tok, ("user", "item"), 10, 4096)
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_llama)),
+                           lora_config(tiny_settings(tiny_llama), 2))
+    runner = Runner(model, tok.pad_token_id, "float32", cut=1)
+    assert runner.cut == 1
+    assert runner.check(ex, list(range(6))) < 1e-4  # different lengths: padding included
+    names = [n for n, _ in model.named_parameters()]
+    runner.build_cache("x", ex, 4)
+    assert [n for n, _ in model.named_parameters()] == names  # layers restored after a call
+    # and training with the cache ends with the same adapter as training without it
+    a = finetune_run(audited_run, tmp_path / "cached", tiny_settings(tiny_llama, epochs=1),
+                     progress=False, log=lambda _: None)
+    b = finetune_run(audited_run, tmp_path / "full",
+                     tiny_settings(tiny_llama, epochs=1, cache_frozen=False),
+                     progress=False, log=lambda _: None)
+    assert a["training"]["frozen_prefix_cache"] and not b["training"]["frozen_prefix_cache"]
+    # equal up to float noise (which Adam's normalised steps amplify to ~1e-5 here)
+    _assert_same_weights(tmp_path / "cached", tmp_path / "full", atol=1e-4)
+    for ha, hb in zip(a["history"], b["history"]):
+        assert ha["val"]["loss"] == pytest.approx(hb["val"]["loss"], rel=1e-5)
+
+
+def _assert_same_weights(a: Path, b: Path, atol: float) -> None:
+    from safetensors.torch import load_file
+
+    wa = load_file(str(a / "adapter_model.safetensors"))
+    wb = load_file(str(b / "adapter_model.safetensors"))
+    assert wa.keys() == wb.keys() and wa
+    for k in wa:
+        assert np.allclose(wa[k].numpy(), wb[k].numpy(), atol=atol), k
+
+
+def _rater(tiny_llama, backend: str, adapter: Path | None = None) -> RaterSettings:
+    return RaterSettings(backend=backend, model=str(tiny_llama), dtype="float32",
+                         max_model_len=1024, adapter=str(adapter) if adapter else None)
+
+
+def _rate(run: Path, settings: RaterSettings):
+    from llmhni_local.llm.backends import make_rating_backend
+
+    mid, adapter = rater_model_id(settings)
+    rate_candidates(run, lambda: make_rating_backend(settings), model_id=mid, adapter=adapter,
+                    settings=RateSettings(max_failure_share=1.0), progress=False)
+    return mid, adapter
+
+
+def test_tuned_and_base_judgments_sit_side_by_side(tuned, audited_run, tiny_llama, tmp_path,
+                                                    synth_data):
+    out, _, _ = tuned
+    run = tmp_path / "run"
+    shutil.copytree(audited_run, run)
+    base_id, base_adapter = _rate(run, _rater(tiny_llama, "transformers"))
+    tuned_id, tuned_adapter = _rate(run, _rater(tiny_llama, "transformers", out))
+    assert base_adapter == "" and tuned_adapter == "tiny-tuned"
+    assert tuned_id.startswith(base_id + "+lora:tiny-tuned@")
+    with JudgmentStore(run) as store:
+        rows = store.frame()
+    groups = rows.groupby(["model_id", "adapter"]).size().to_dict()
+    n = groups[("fake@0", "")]
+    assert groups == {("fake@0", ""): n, (base_id, ""): n, (tuned_id, "tiny-tuned"): n}
+    a = rows[rows["model_id"] == base_id].sort_values(["user", "item", "view"])
+    b = rows[rows["model_id"] == tuned_id].sort_values(["user", "item", "view"])
+    assert np.abs(a["p_high"].to_numpy() - b["p_high"].to_numpy()).max() > 1e-3  # it is applied
+    # the audit report evaluates the three raters on the same (non-training) pairs
+    from llmhni_local.audit.report import evaluate
+
+    frame, _ = simulate_sample(run, 10, data=synth_data())
+    import_labels(run, write_table(frame, run / "cands.csv"))
+    result = evaluate(run)
+    assert {(r["model_id"], r["adapter"]) for r in result["raters"]} == set(groups)
+    assert result["excluded_finetune_pairs"] > 0
+
+
+@pytest.mark.slow
+def test_vllm_rates_with_the_adapter_as_transformers_does(tuned, audited_run, tiny_llama, tmp_path):
+    out, _, _ = tuned
+    hf_run, vl_run = tmp_path / "hf", tmp_path / "vllm"
+    shutil.copytree(audited_run, hf_run)
+    shutil.copytree(audited_run, vl_run)
+    hf_id, _ = _rate(hf_run, _rater(tiny_llama, "transformers", out))
+    vl_id, vl_adapter = _rate(vl_run, _rater(tiny_llama, "vllm", out))  # one engine
+    assert vl_id == hf_id and vl_adapter == "tiny-tuned"
+    with JudgmentStore(hf_run) as s:
+        a = s.frame()
+    with JudgmentStore(vl_run) as s:
+        b = s.frame()
+    a = a[a["model_id"] == hf_id].reset_index(drop=True)
+    b = b[b["model_id"] == vl_id].reset_index(drop=True)
+    assert len(a) == len(b) > 0
+    assert (a[["user", "item", "view", "text", "label"]].fillna("-")
+            == b[["user", "item", "view", "text", "label"]].fillna("-")).all().all()
+    for c in ("p_high", "p_medium", "p_low"):
+        assert np.allclose(a[c].to_numpy(), b[c].to_numpy(), atol=1e-4), c
+
+
+RESUME_SCRIPT = '''
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from llmhni_local.audit.finetune import FinetuneSettings, finetune_run
+
+run, out, base = sys.argv[1:4]
+settings = FinetuneSettings(base=base, epochs=3, batch_size=8, last_layers=1, val_share=0.25,
+                            min_val_users=2, lr=5e-3)
+
+def on_epoch(epoch):
+    if epoch == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # a real kill, right after the checkpoint
+
+finetune_run(run, out, settings, progress=False, on_epoch=on_epoch)
+'''
+
+
+def test_a_killed_run_resumes_after_its_last_epoch(audited_run, tiny_llama, tmp_path):
+    script = tmp_path / "killed.py"
+    script.write_text(RESUME_SCRIPT.format(repo=str(REPO)))
+    out = tmp_path / "adapters" / "resumed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(script), str(audited_run), str(out),
+                           str(tiny_llama)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    work = out.parent / ".resumed.work"
+    assert [p.name for p in work.glob("epoch-*.pt")] == ["epoch-1.pt"] and not out.exists()
+    settings = tiny_settings(tiny_llama, epochs=3)
+    logs: list[str] = []
+    card = finetune_run(audited_run, out, settings, progress=False, log=logs.append)
+    assert any("resuming after epoch 1 of 3" in line for line in logs)
+    assert card["training"]["resumed_after_epoch"] == 1
+    assert [h["epoch"] for h in card["history"]] == [0, 1, 2, 3]
+    assert not work.exists()
+    # the same adapter as a run that was never killed
+    whole = finetune_run(audited_run, tmp_path / "adapters" / "whole", settings, progress=False,
+                         log=lambda _: None)
+    _assert_same_weights(out, tmp_path / "adapters" / "whole", atol=1e-6)
+    assert card["validation"]["kappa"] == pytest.approx(whole["validation"]["kappa"], nan_ok=True)
+
+
+def test_changed_settings_start_over(audited_run, tiny_llama, tmp_path):
+    out = tmp_path / "a"
+    work = tmp_path / ".a.work"
+    work.mkdir()
+    (work / "fingerprint.txt").write_text("something else\n")
+    (work / "epoch-1.pt").write_bytes(b"old")
+    logs: list[str] = []
+    card = finetune_run(audited_run, out, tiny_settings(tiny_llama, epochs=1), progress=False,
+                        log=logs.append)
+    assert any("starting over" in line for line in logs)
+    assert card["training"]["resumed_after_epoch"] == 0
+
+
+def test_refusals(audited_run, tiny_llama, tuned, tmp_path):
+    out, _, _ = tuned
+    with pytest.raises(UserError, match="exists; choose another --out or pass --force"):
+        finetune_run(audited_run, out, tiny_settings(tiny_llama))
+    with pytest.raises(ConfigError, match="finetune.views"):
+        FinetuneSettings(views=("user", "nope"))
+    with pytest.raises(ConfigError, match="finetune.val_share"):
+        FinetuneSettings(val_share=1.0)
+    empty = tmp_path / "empty"
+    shutil.copytree(audited_run, empty)
+    (empty / "audit" / "audit.sqlite").unlink()
+    with pytest.raises(UserError, match="no audited labels"):
+        finetune_run(empty, tmp_path / "x", tiny_settings(tiny_llama))
+
+
+def test_split_by_user_and_by_pair():
+    users = np.repeat(np.arange(40), 5)
+    tr, va, how = split_labels(users, 0.2, seed=1)
+    assert how == "user" and len(va) == 40 and not set(users[tr]) & set(users[va])
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(200))
+    assert split_labels(users, 0.1, seed=1)[2] == "pair"  # 4 users < min_val_users 5
+    tr, va, how = split_labels(np.zeros(10, dtype=int), 0.3)  # one user: by pair
+    assert how == "pair" and len(va) == 3 and len(tr) == 7
+    tr, va, how = split_labels(users, 0.2, by="pair", seed=1)
+    assert how == "pair" and len(va) == 40
+    assert split_labels(users, 0.0)[2] == "none"
