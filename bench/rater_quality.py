@@ -93,7 +93,8 @@ def sample_pairs(data, users: np.ndarray, n: int, seed: int, exclude=frozenset()
 
     mask = np.isin(data.train[:, 0], users)
     idx = np.flatnonzero(mask)
-    idx = np.array([k for k in idx if (int(data.train[k, 0]), int(data.train[k, 1])) not in exclude])
+    idx = np.array([k for k in idx
+                    if (int(data.train[k, 0]), int(data.train[k, 1])) not in exclude])
     order = np.random.default_rng(seed).permutation(len(idx))
     if n > len(idx):
         raise SystemExit(f"error: only {len(idx)} pairs available, {n} asked")
@@ -190,6 +191,32 @@ def rate(run: Path, args, adapter: Path | None) -> str:
     return mid
 
 
+def prob_views(run: Path, model_id: str, adapter: str, truth: dict) -> dict:
+    """Per view, agreement of the most probable label (of the three label probabilities the
+    backend read at the answer position) with the audit: defined even where the answer text
+    is not a label (zero-shot SmolLM2 answers "The candidate item is ...")."""
+    from llmhni_local.audit.agreement import agreement
+    from llmhni_local.llm.rate import read_rating_manifest
+    from llmhni_local.llm.store import JudgmentStore, Key
+
+    hashes = read_rating_manifest(run)["views"]
+    out = {}
+    with JudgmentStore(run, create=False) as store:
+        for view in ("user", "item"):
+            rows = store.frame(Key(model_id, adapter, hashes[view]["prompt_hash"]))
+            rows = rows[rows["view"] == view]
+            pairs, pred = [], []
+            for u, i, a, b, c in zip(rows["user"], rows["item"], rows["p_high"],
+                                     rows["p_medium"], rows["p_low"]):
+                if (int(u), int(i)) in truth:
+                    pairs.append((int(u), int(i)))
+                    probs = [a, b, c]
+                    pred.append(None if any(x is None or x != x for x in probs)
+                                else LABELS[int(np.argmax(probs))])
+            out[view] = agreement([truth[p] for p in pairs], pred)
+    return out
+
+
 # ---------------------------------------------------------------------------- recall
 def pipeline_recall(args, adapter: Path | None) -> tuple[float, Path]:
     from llmhni_local.config import read_toml
@@ -230,7 +257,7 @@ def main(args: argparse.Namespace) -> dict:
     recall = {}
     exclude: set = set()
     if not args.no_recall:
-        print("[1] pipeline with the zero-shot rater (for the candidates and Recall@20)", flush=True)
+        print("[1] pipeline with the zero-shot rater (candidates, Recall@20)", flush=True)
         recall["zero-shot"], pdir = pipeline_recall(args, None)
         c = load_candidates(pdir / CANDIDATES_FILE)
         exclude = set(zip(c["user"].tolist(), c["item"].tolist()))
@@ -273,16 +300,19 @@ def main(args: argparse.Namespace) -> dict:
                                             "seed": args.seed + 2}],
                             progress=False, force=True, log=lambda m: print("   ", m, flush=True))
         else:
-            print("    (the same labels and settings were tuned before: adapter reused)", flush=True)
+            print("    (same labels and settings tuned before: adapter reused)", flush=True)
         timing[n] = card["training"]
         adapters[n] = (out, rate(run, args, out))
 
     figures = evaluate(run)
     by_id = {(r["model_id"], r["adapter"]): r for r in figures["raters"]}
-    rows.append({"name": "SmolLM2-135M zero-shot", "views": by_id[(zero_id, "")]["views"]})
+    truth_of = dict(zip(zip(heldout["user"].tolist(), heldout["item"].tolist()), truth))
+    rows.append({"name": "SmolLM2-135M zero-shot", "views": by_id[(zero_id, "")]["views"],
+                 "probs": prob_views(run, zero_id, "", truth_of)})
     for n, (out, mid) in adapters.items():
         rows.append({"name": f"SmolLM2-135M + LoRA ({n} labels)",
                      "views": by_id[(mid, out.name)]["views"], "n": n,
+                     "probs": prob_views(run, mid, out.name, truth_of),
                      "finetune_s": timing[n]["wall_seconds"],
                      "s_per_example": timing[n]["seconds_per_example"]})
 
@@ -292,33 +322,45 @@ def main(args: argparse.Namespace) -> dict:
         recall[f"lora-{big}"], _ = pipeline_recall(args, adapters[big][0])
 
     table = []
+    nan = float("nan")
     for r in rows:
-        v = r["views"]
+        v, pv = r["views"], r.get("probs", {})
         table.append([r["name"], v["user"]["kappa"], v["user"]["weighted_kappa"],
                       v["item"]["kappa"], v["item"]["weighted_kappa"], v["verdict"]["kappa"],
                       v["user"]["failed"] + v["item"]["failed"],
-                      r.get("finetune_s", float("nan"))])
+                      pv.get("user", {}).get("kappa", nan), pv.get("item", {}).get("kappa", nan),
+                      r.get("finetune_s", nan)])
     print_table(["rater", "kappa user", "w-kappa user", "kappa item", "w-kappa item",
-                 "kappa verdict", "failed", "tuning s"], table,
-                title=f"Held-out audited pairs: {len(truth)} (SIMULATED labels {result['heldout_labels']}), "
-                      "users never seen in tuning", digits=3)
-    zero = next(r for r in rows if r["name"].endswith("zero-shot"))["views"]
-    gains = {}
+                 "kappa verdict", "not a label", "kappa user (probs)", "kappa item (probs)",
+                 "tuning s"], table,
+                title=f"Held-out audited pairs: {len(truth)} (SIMULATED labels "
+                      f"{result['heldout_labels']}), users never seen in tuning", digits=3)
+    print("kappa: of the answer text's label (a text that is not a label is a failure, left out); "
+          "(probs): of the most probable of the three label tokens", flush=True)
+    zero = next(r for r in rows if r["name"].endswith("zero-shot"))
+    gains, gains_probs = {}, {}
     for r in rows:
         if "n" in r:
-            g = np.nanmean([r["views"][v]["kappa"] - zero[v]["kappa"] for v in ("user", "item")])
-            gains[r["n"]] = float(g)
+            # mean over the two views; NaN where zero-shot kappa is undefined (no labels)
+            gains[r["n"]] = float(np.mean([r["views"][v]["kappa"] - zero["views"][v]["kappa"]
+                                           for v in ("user", "item")]))
+            gains_probs[r["n"]] = float(np.mean([r["probs"][v]["kappa"]
+                                                 - zero["probs"][v]["kappa"]
+                                                 for v in ("user", "item")]))
     if recall:
         print_table(["rater", "LLMHNI test Recall@20"], [[k, v] for k, v in recall.items()],
                     title="Clean-test Recall@20 of LLMHNI (configs/ml100k.toml)")
     result["raters"] = [{"name": r["name"], **{f"{v}_{m}": r["views"][v][m] for v in
                         ("user", "item", "verdict") for m in ("kappa", "weighted_kappa",
                                                                "accuracy", "failed")},
+                         **{f"{v}_kappa_probs": r["probs"][v]["kappa"] for v in ("user", "item")
+                            if "probs" in r},
                          **{k: r[k] for k in ("n", "finetune_s", "s_per_example") if k in r}}
                         for r in rows]
     result["kappa_gain_over_zero_shot"] = gains
+    result["kappa_gain_over_zero_shot_probs"] = gains_probs
     result["targets"] = {
-        "kappa_gain_at_least_0.2": {n: g >= 0.2 for n, g in gains.items()},
+        "kappa_gain_at_least_0.2": {n: bool(g >= 0.2) for n, g in gains_probs.items()},
         "finetune_1000_within_15_min": (timing[1000]["wall_seconds"] <= 900
                                         if 1000 in timing else None)}
     result["recall@20"] = recall

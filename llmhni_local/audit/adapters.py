@@ -30,7 +30,8 @@ VLLM_DEFAULT_MAX_LORA_RANK = 16
 VLLM_LARGEST_LORA_RANK = 512  # the largest max_lora_rank vLLM 0.32 accepts
 
 
-def adapter_problems(path: str | os.PathLike, *, max_lora_rank: int | None = VLLM_DEFAULT_MAX_LORA_RANK,
+def adapter_problems(path: str | os.PathLike, *,
+                     max_lora_rank: int | None = VLLM_DEFAULT_MAX_LORA_RANK,
                      require_card: bool = True, base: str | None = None) -> list[str]:
     """Everything that stops vLLM from serving the adapter at ``path`` (empty: none).
 
@@ -183,8 +184,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- Base model: `{base['name']}` (sha256 `{base['sha256'][:16]}...`, {base['path']})",
         f"- Labels: {labels['n']} audited pairs (High {labels['counts']['High']}, Medium "
         f"{labels['counts']['Medium']}, Low {labels['counts']['Low']}), sha256 "
-        f"`{labels['sha256'][:16]}...`" + (" — **SIMULATED from ratings**" if labels.get("simulated")
-                                            else ""),
+        f"`{labels['sha256'][:16]}...`"
+        + (" — **SIMULATED from ratings**" if labels.get("simulated") else ""),
         f"- Split: by {split['by']}: {split['train_pairs']} training pairs "
         f"({split['train_users']} users), {split['val_pairs']} validation pairs "
         f"({split['val_users']} users); validation pairs never trained on.",

@@ -239,7 +239,8 @@ def build_examples(pairs: Sequence[tuple[int, int]], labels: Sequence[str], prof
                         f"{pair_of[k][0]}, item {pair_of[k][1]}, {view_of[k]} view, "
                         f"{len(ids[k])} tokens); shorten the profiles")
     return Examples(ids=ids, target=np.asarray(target, dtype=np.int64),
-                    view=np.asarray(view_of), pair=np.asarray(pair_of, dtype=np.int64).reshape(-1, 2))
+                    view=np.asarray(view_of),
+                    pair=np.asarray(pair_of, dtype=np.int64).reshape(-1, 2))
 
 
 def _batch_tensors(rows: Sequence[Sequence[int]], pad_id: int):
@@ -510,6 +511,11 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
     bad = sorted(set(labels["label"]) - set(LABELS))
     if bad:
         raise UserError(f"labels hold {bad[0]!r}, not one of {', '.join(LABELS)}")
+    if labels.duplicated(["user", "item"]).any():
+        raise UserError("labels hold the same pair twice")
+    # A fixed order, so the split (and a resumed run's fingerprint) does not depend on how the
+    # labels were read.
+    labels = labels.sort_values(["user", "item"], kind="stable").reset_index(drop=True)
     # Every input check before the model loads.
     spec = resolve_checked(settings.base, RATER_NEEDS)
     templates = load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)
@@ -546,8 +552,7 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    state = None if force and not (work / "fingerprint.txt").is_file() else \
-        _latest_checkpoint(work, fingerprint, settings.epochs)
+    state = _latest_checkpoint(work, fingerprint, settings.epochs)
     if state is None and any(work.glob("epoch-*.pt")):
         log(f"finetune: checkpoints in {work} are from other inputs or settings; starting over")
         for p in work.glob("epoch-*.pt"):

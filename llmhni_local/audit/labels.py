@@ -172,3 +172,12 @@ def labels_hash(frame) -> str:
     rows = sorted((int(u), int(i), str(lab)) for u, i, lab in
                   zip(frame["user"], frame["item"], frame["label"]))
     return sha256_text("\n".join(f"{u},{i},{lab}" for u, i, lab in rows))
+
+
+def trained_pairs(run_dir: str | Path) -> set[tuple[int, int]]:
+    """Pairs of ``RUN`` that trained any adapter (empty without an audit store): what every
+    evaluation of a rater on this run must leave out (e.g. the identification metrics)."""
+    if not (audit_dir(run_dir) / AUDIT_DB).is_file():
+        return set()
+    with AuditStore(run_dir) as store:
+        return store.finetune_pairs(role="train")

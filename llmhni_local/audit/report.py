@@ -131,8 +131,9 @@ def _evaluate_rater(sub, truth: dict, labels) -> dict[str, Any] | None:
         lu = got["user"].get(p, (None, None))
         li = got["item"].get(p, (None, None))
         verdict = model_verdict(lu[0], li[0]) if p in got["user"] and p in got["item"] else None
-        wrong = (p in got["user"] and lu[0] != truth[p]) or (p in got["item"] and li[0] != truth[p]) \
-            or (verdict is not None and verdict != audit_verdict(truth[p]))
+        wrong = ((p in got["user"] and lu[0] != truth[p])
+                 or (p in got["item"] and li[0] != truth[p])
+                 or (verdict is not None and verdict != audit_verdict(truth[p])))
         if wrong:
             row = meta.loc[p]
             dis.append({"user": p[0], "item": p[1], "audit": truth[p],

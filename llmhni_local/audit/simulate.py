@@ -81,8 +81,8 @@ def training_ratings(data) -> dict[tuple[int, int], float]:
     return {(int(u), int(i)): float(r) for (u, i), r in zip(data.train, data.train_rating)}
 
 
-def simulate_sample(run_dir: str | Path, n: int, *, pool: Literal["candidates", "train"] = "candidates",
-                    seed: int = 0, data_settings=None, data=None,
+def simulate_sample(run_dir: str | Path, n: int, *,
+                    pool: Literal["candidates", "train"] = "candidates", seed: int = 0, data_settings=None, data=None,
                     allocation: Literal["proportional", "equal"] = "proportional"):
     """A label table (the export's columns, labels filled from training ratings) and a summary.
 

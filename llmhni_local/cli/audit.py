@@ -119,7 +119,8 @@ def simulate(
     run: Path = typer.Argument(..., help=RUN_HELP),
     n: int = typer.Option(300, "--n", help="Pairs to label."),
     out: Optional[Path] = typer.Option(None, "--out",
-                                       help="Label file to write (default RUN/audit/simulated.csv)."),
+                                       help="Label file to write (default "
+                                            "RUN/audit/simulated.csv)."),
     pool: str = typer.Option("candidates", "--pool",
                              help="candidates (observed candidates the rater rated) or train "
                                   "(training pairs that are not candidates, for fine-tuning)."),

@@ -84,7 +84,8 @@ def validate(
         raise
     extra = ""
     if "validation_kappa" in info:
-        extra = f"; tuned on {info['labels']} labels, validation kappa {_f(info['validation_kappa'])}"
+        extra = (f"; tuned on {info['labels']} labels, validation kappa "
+                 f"{_f(info['validation_kappa'])}")
     print(f"adapters validate: {path} OK (r {info['r']}, alpha {info['alpha']}, modules "
           f"{', '.join(info['target_modules'] or [])}, layers {_layers(info['layers'])}{extra})")
 

@@ -70,7 +70,8 @@ def test_rank_above_the_engines_limit_is_refused(good_adapter, tmp_path):
     assert "--max-lora-rank >= 32" in msg
     assert adapter_problems(big, max_lora_rank=32) == []
     huge = _copy(good_adapter, tmp_path / "huge", r=1024)
-    assert "largest max_lora_rank vLLM accepts (512)" in adapter_problems(huge, max_lora_rank=None)[0]
+    (msg,) = adapter_problems(huge, max_lora_rank=None)
+    assert "largest max_lora_rank vLLM accepts (512)" in msg
     pattern = _copy(good_adapter, tmp_path / "pattern", rank_pattern={"q_proj": 64})
     assert "rank 64" in adapter_problems(pattern)[0]
 

@@ -10,7 +10,7 @@ import pytest
 from llmhni_local.audit.agreement import agreement
 from llmhni_local.audit.export import export_sample, write_table
 from llmhni_local.audit.importer import import_labels
-from llmhni_local.audit.labels import AuditStore, audit_dir
+from llmhni_local.audit.labels import AuditStore, audit_dir, trained_pairs
 from llmhni_local.audit.report import audit_verdict, model_verdict, write_report
 from llmhni_local.errors import UserError
 from llmhni_local.llm.store import JudgmentStore
@@ -80,6 +80,7 @@ def test_finetune_pairs_are_left_out_of_every_evaluation(rated_run, tmp_path):
         store.mark_finetune(trained, "some-adapter", "train")
         store.mark_finetune(list(zip(labels["user"][15:20], labels["item"][15:20])),
                             "some-adapter", "validation")
+    assert trained_pairs(rated_run) == {(int(u), int(i)) for u, i in trained}
     result = write_report(rated_run)
     assert result["excluded_finetune_pairs"] == 15 and result["evaluated_pairs"] == 25
     assert result["simulated"]
@@ -90,5 +91,6 @@ def test_finetune_pairs_are_left_out_of_every_evaluation(rated_run, tmp_path):
 
 
 def test_report_needs_labels(rated_run):
+    assert trained_pairs(rated_run) == set()
     with pytest.raises(UserError, match="no audited labels"):
         write_report(rated_run)
