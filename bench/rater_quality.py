@@ -175,7 +175,7 @@ def baseline_rows(name: str, truth: list[str], preds: dict[str, list[str]]) -> d
     return {"name": name, "views": out}
 
 
-def rate(run: Path, args, adapter: Path | None) -> str:
+def rate(run: Path, args, adapter: Path | None, prompts: Path) -> str:
     from llmhni_local.llm.backends import make_rating_backend
     from llmhni_local.llm.rate import RateSettings, rate_candidates, rater_model_id
     from llmhni_local.llm.settings import RaterSettings
@@ -185,7 +185,7 @@ def rate(run: Path, args, adapter: Path | None) -> str:
     mid, aid = rater_model_id(settings)
     report = rate_candidates(run, lambda: make_rating_backend(settings), model_id=mid,
                              adapter=aid, settings=RateSettings(max_failure_share=1.0),
-                             progress=False)
+                             prompts_dir=prompts, progress=False)
     print(f"   rated {report.rated} prompts ({report.failures} not a label) in "
           f"{report.seconds:.0f} s with {mid}", flush=True)
     return mid
@@ -250,6 +250,11 @@ def main(args: argparse.Namespace) -> dict:
     if args.fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
+    # The templates are copied once per bench run: tuning and every rating use the same ones
+    # even if prompts/ is edited meanwhile.
+    prompts = work / "prompts"
+    shutil.rmtree(prompts, ignore_errors=True)
+    shutil.copytree(REPO_ROOT / "prompts", prompts)
     t_start = time.perf_counter()
     result: dict = {"bench": "rater_quality", "simulated_labels": True, "sizes": args.sizes,
                     "eval_pairs": args.eval_pairs, "backend": args.backend, "dtype": args.dtype}
@@ -283,10 +288,14 @@ def main(args: argparse.Namespace) -> dict:
                               embedding_predictions(run, profiles, tune_all, heldout, max_liked)))
 
     print("[3] zero-shot SmolLM2-135M", flush=True)
-    zero_id = rate(run, args, None)
+    zero_id = rate(run, args, None, prompts)
     overrides = {"finetune.epochs": args.epochs, "finetune.lr": args.lr,
                  "finetune.last_layers": args.last_layers}
     ft = load_finetune_settings(args.finetune_config, overrides)
+    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+
+    templates = {n: t.hash for n, t in
+                 load_templates(tuple(VIEW_TEMPLATES.values()), prompts).items()}
     adapters = {}
     timing = {}
     for n in args.sizes:
@@ -294,15 +303,17 @@ def main(args: argparse.Namespace) -> dict:
         print(f"[4] LoRA on {n} simulated labels -> {out}", flush=True)
         card = json.loads((out / "card.json").read_text()) if (out / "card.json").is_file() else {}
         if card.get("settings") != json.loads(json.dumps(dataclasses.asdict(ft))) \
-                or card.get("labels", {}).get("sha256") != labels_hash(pool.iloc[:n]):
+                or card.get("labels", {}).get("sha256") != labels_hash(pool.iloc[:n]) \
+                or card.get("prompts", {}).get("templates") != templates:
             card = finetune(profiles, pool.iloc[:n], out, ft, max_liked=max_liked,
+                            prompts_dir=prompts,
                             label_sources=[{"file": "simulated in bench/rater_quality.py",
                                             "seed": args.seed + 2}],
                             progress=False, force=True, log=lambda m: print("   ", m, flush=True))
         else:
             print("    (same labels and settings tuned before: adapter reused)", flush=True)
         timing[n] = card["training"]
-        adapters[n] = (out, rate(run, args, out))
+        adapters[n] = (out, rate(run, args, out, prompts))
 
     figures = evaluate(run)
     by_id = {(r["model_id"], r["adapter"]): r for r in figures["raters"]}

@@ -5,9 +5,12 @@ from ``prompts/`` (:func:`llmhni_local.llm.rate.view_messages`, same L), rendere
 chat template (:func:`llmhni_local.llm.chat.render_prompt`) and tokenised without added special
 tokens. The target is the label's first token at the answer position
 (:func:`llmhni_local.llm.labels.label_token_ids`), the very token whose probability the rating
-backends read. The loss is cross-entropy at that one position only: prompts are left-padded
-and the model computes logits for the last position alone (``logits_to_keep=1``), which is
-much cheaper than full-sequence labels (ENV.md: 0.67 vs 0.97 s/example on 2 cores).
+backends read, followed (``answer = "label"``, the default) by the rest of the label and the
+end-of-turn token, so that the tuned model's greedy answer is the bare label. The loss is
+cross-entropy at those two or three answer positions only, never on the prompt: prompts are
+left-padded and the model computes logits for the last few positions alone
+(``logits_to_keep``), much cheaper than full-sequence labels (ENV.md: 0.67 vs 0.97 s/example
+on 2 cores). Validation figures are read at the first answer position, as rating reads them.
 
 Labels are split once into training and validation pairs (``val_share``): by user where there
 are enough users (no validation user has a training pair, so the validation kappa says how the
@@ -87,6 +90,13 @@ class FinetuneSettings:
         min_val_users: fewest validation users for a split by user. (default: ``5``)
         views: which views' prompts to train on; each label gives one example per view.
             (default: ``("user", "item")``)
+        answer: what the loss covers at the answer. ``label``: the label's tokens and the chat
+            template's end-of-turn token (a few positions past the prompt, still no loss on
+            the prompt), so the tuned model's greedy answer is exactly the label and parses;
+            the first of them is the token the backends score. ``first_token``: that first
+            token only; cheapest, but the greedy text may then run on (SmolLM2 tuned this way
+            answered "Medium Low Low", which the parser rightly rejects). (default:
+            ``"label"``)
         max_liked: L of the item-centric prompt; ``None`` takes the run's rating setting
             (``RUN/rating.json``), else the rating stage's default, so prompts match rating.
             (default: ``None``)
@@ -118,6 +128,7 @@ class FinetuneSettings:
     split: Literal["user", "pair"] = "user"
     min_val_users: int = 5
     views: tuple[str, ...] = ("user", "item")
+    answer: Literal["label", "first_token"] = "label"
     max_liked: int | None = None
     dtype: Literal["float32", "bfloat16"] = "float32"
     validate_before: bool = True
@@ -142,6 +153,8 @@ class FinetuneSettings:
             (bool(self.views) and set(self.views) <= {"user", "item"},
              f"finetune.views must be a non-empty subset of user, item; got {list(self.views)}"),
             (self.max_liked is None or self.max_liked >= 0, "finetune.max_liked must be >= 0"),
+            (self.answer in ("label", "first_token"),
+             f"finetune.answer must be label or first_token, got {self.answer!r}"),
             (self.threads >= 0, "finetune.threads must be >= 0"),
         ]
         for ok, message in checks:
@@ -207,17 +220,64 @@ def split_labels(users: Sequence[int], val_share: float, *, by: str = "user",
 # ---------------------------------------------------------------------------- examples
 @dataclass(frozen=True)
 class Examples:
-    """Tokenised prompts and their label targets."""
+    """Tokenised prompts and their label targets.
+
+    ``ids`` is the prompt followed by all but the last answer token, so the model's outputs at
+    the last ``len(answer[k])`` positions predict ``answer[k]``; ``answer[k][0]`` is the
+    label's first token (the one the backends score)."""
 
     ids: list[list[int]]
+    answer: list[list[int]]
     target: np.ndarray  # label index into LABELS
     view: np.ndarray  # "user" / "item"
     pair: np.ndarray  # (n, 2) user, item
 
 
+def answer_tokens(tokenizer, how: str = "label") -> dict[str, list[int]]:
+    """Per label, the tokens the model should write after a rating prompt.
+
+    ``first_token``: the label's first token (:func:`~llmhni_local.llm.labels.label_token_ids`).
+    ``label``: the label's tokens and the end-of-turn token, as the chat template writes an
+    assistant turn holding just the label (cut after the first special token).
+    """
+    from llmhni_local.llm.labels import label_token_ids
+
+    first = label_token_ids(tokenizer)
+    if how == "first_token":
+        return {lab: [tid] for lab, tid in first.items()}
+    user = [{"role": "user", "content": "Rate."}]
+    prefix = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+
+    def enc(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    base = enc(prefix)
+    special = set(tokenizer.all_special_ids)
+    out = {}
+    for lab in LABELS:
+        turn = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": lab}],
+                                             tokenize=False)
+        full = enc(turn)
+        rest = full[len(base):] if full[:len(base)] == base else []
+        stop = next((k for k, t in enumerate(rest) if t in special), None)
+        if stop is not None:
+            rest = rest[:stop + 1]
+        elif tokenizer.eos_token_id is not None:
+            rest = enc(lab) if not rest else rest
+            rest = rest + [tokenizer.eos_token_id]
+        if not rest or rest[0] != first[lab]:
+            raise UserError(f"the chat template writes the answer {lab!r} as tokens {rest[:4]} "
+                            f"that do not start with its scored token {first[lab]}; use "
+                            "finetune.answer = \"first_token\"")
+        out[lab] = rest
+    return out
+
+
 def build_examples(pairs: Sequence[tuple[int, int]], labels: Sequence[str], profiles, templates,
-                   tokenizer, views: Sequence[str], max_liked: int, max_tokens: int) -> Examples:
-    """One example per (pair, view): the rating prompt's token ids and the label index."""
+                   tokenizer, views: Sequence[str], max_liked: int, max_tokens: int,
+                   answers: dict[str, list[int]] | None = None) -> Examples:
+    """One example per (pair, view): the rating prompt's token ids (then all but the last of
+    the answer's tokens) and the answer to learn (default: the label's first token only)."""
     from llmhni_local.llm.chat import encode_prompts, render_prompt
     from llmhni_local.llm.prompts import VIEW_TEMPLATES
     from llmhni_local.llm.rate import view_messages
@@ -232,13 +292,17 @@ def build_examples(pairs: Sequence[tuple[int, int]], labels: Sequence[str], prof
             view_of.append(view)
             pair_of.append((int(u), int(i)))
     ids = encode_prompts(tokenizer, texts)
+    if answers is None:
+        answers = answer_tokens(tokenizer, "first_token")
+    answer = [list(answers[LABELS[t]]) for t in target]
+    ids = [row + a[:-1] for row, a in zip(ids, answer)]
     long = [k for k, row in enumerate(ids) if len(row) > max_tokens]
     if long:
         k = long[0]
         raise UserError(f"{len(long)} prompts are longer than {max_tokens} tokens (first: user "
                         f"{pair_of[k][0]}, item {pair_of[k][1]}, {view_of[k]} view, "
                         f"{len(ids[k])} tokens); shorten the profiles")
-    return Examples(ids=ids, target=np.asarray(target, dtype=np.int64),
+    return Examples(ids=ids, answer=answer, target=np.asarray(target, dtype=np.int64),
                     view=np.asarray(view_of),
                     pair=np.asarray(pair_of, dtype=np.int64).reshape(-1, 2))
 
@@ -258,15 +322,32 @@ def _batch_tensors(rows: Sequence[Sequence[int]], pad_id: int):
     return ids, mask, pos
 
 
-def answer_logits(model, rows: Sequence[Sequence[int]], pad_id: int, dtype: str):
-    """``(batch, vocab)`` float32 logits at the answer position of each prompt (full pass)."""
+def answer_logits(model, rows: Sequence[Sequence[int]], pad_id: int, dtype: str, keep: int = 1):
+    """``(batch, keep, vocab)`` float32 logits at the last ``keep`` positions (full pass)."""
     import torch
 
     ids, mask, pos = _batch_tensors(rows, pad_id)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1,
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep,
                     use_cache=False)
-    return out.logits[:, -1, :].float()
+    return out.logits[:, -keep:, :].float()
+
+
+def answer_targets(answers: Sequence[Sequence[int]]):
+    """For a batch whose last ``K = max len`` positions' logits were kept: ``(rows, cols,
+    tokens, first)``: the flat (row, window column) of every answer token with its target
+    token, and the window column of each example's first answer token."""
+    import torch
+
+    k = max(len(a) for a in answers)
+    rows, cols, toks, first = [], [], [], []
+    for r, a in enumerate(answers):
+        first.append(k - len(a))
+        for j, t in enumerate(a):
+            rows.append(r)
+            cols.append(k - len(a) + j)
+            toks.append(t)
+    return (torch.tensor(rows), torch.tensor(cols), torch.tensor(toks), torch.tensor(first), k)
 
 
 class _Stop(Exception):
@@ -315,7 +396,7 @@ class Runner:
             out += self.prefix(ex.ids[b:b + batch_size])
         self.cache[name] = out
 
-    def _top(self, hidden: list):
+    def _top(self, hidden: list, keep: int = 1):
         import contextlib
 
         import torch
@@ -343,13 +424,14 @@ class Runner:
         with top_layers_only(), torch.autocast("cpu", dtype=torch.bfloat16,
                                                enabled=self.dtype == "bfloat16"):
             out = self.model(inputs_embeds=x, attention_mask=mask, position_ids=pos,
-                             logits_to_keep=1, use_cache=False)
-        return out.logits[:, -1, :].float()
+                             logits_to_keep=keep, use_cache=False)
+        return out.logits[:, -keep:, :].float()
 
-    def logits(self, name: str, ex: "Examples", sel: Sequence[int]):
+    def logits(self, name: str, ex: "Examples", sel: Sequence[int], keep: int = 1):
+        """``(batch, keep, vocab)`` logits of the last ``keep`` positions of ``sel``."""
         if name in self.cache:
-            return self._top([self.cache[name][k] for k in sel])
-        return answer_logits(self.model, [ex.ids[k] for k in sel], self.pad_id, self.dtype)
+            return self._top([self.cache[name][k] for k in sel], keep)
+        return answer_logits(self.model, [ex.ids[k] for k in sel], self.pad_id, self.dtype, keep)
 
     def check(self, ex: "Examples", sel: Sequence[int], atol: float = 1e-3) -> float:
         """Largest difference between cached and full-pass logits on ``sel`` (eval mode)."""
@@ -358,8 +440,8 @@ class Runner:
         was = self.model.training
         self.model.eval()
         with torch.no_grad():
-            full = answer_logits(self.model, [ex.ids[k] for k in sel], self.pad_id, self.dtype)
-            split = self._top(self.prefix([ex.ids[k] for k in sel]))
+            full = answer_logits(self.model, [ex.ids[k] for k in sel], self.pad_id, self.dtype, 3)
+            split = self._top(self.prefix([ex.ids[k] for k in sel]), 3)
         if was:
             self.model.train()
         return float((full - split).abs().max())
@@ -397,7 +479,9 @@ def evaluate_examples(runner: Runner, name: str, ex: Examples, label_ids: Sequen
     with torch.no_grad():
         for b in range(0, len(ex.ids), batch_size):
             sel = list(range(b, min(b + batch_size, len(ex.ids))))
-            logits = runner.logits(name, ex, sel)
+            _, _, _, first, k = answer_targets([ex.answer[j] for j in sel])
+            window = runner.logits(name, ex, sel, k)
+            logits = window[torch.arange(len(sel)), first]  # where the label is scored
             target = torch.as_tensor(ex.target[sel])
             losses += F.cross_entropy(logits, tid[target], reduction="none").tolist()
             logp = torch.log_softmax(logits, dim=-1)[:, tid]
@@ -534,16 +618,20 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
     lab_list = labels["label"].astype(str).tolist()
     max_tokens = int(getattr(tokenizer, "model_max_length", 0) or 0)
     max_tokens = max_tokens if 0 < max_tokens < 1_000_000 else 8192
+    answers = answer_tokens(tokenizer, settings.answer)
     train_ex = build_examples([pairs[k] for k in train_idx], [lab_list[k] for k in train_idx],
-                              profiles, templates, tokenizer, settings.views, max_liked, max_tokens)
+                              profiles, templates, tokenizer, settings.views, max_liked, max_tokens,
+                              answers)
     val_ex = build_examples([pairs[k] for k in val_idx], [lab_list[k] for k in val_idx],
-                            profiles, templates, tokenizer, settings.views, max_liked, max_tokens)
+                            profiles, templates, tokenizer, settings.views, max_liked, max_tokens,
+                            answers)
     base_sha = model_hash(spec.path)
     l_hash = labels_hash(labels)
     fingerprint = _fingerprint({
         "settings": dataclasses.asdict(settings), "base": base_sha, "labels": l_hash,
         "profiles": profiles.hash, "max_liked": max_liked,
-        "templates": {n: t.hash for n, t in templates.items()}, "label_ids": label_ids})
+        "templates": {n: t.hash for n, t in templates.items()}, "label_ids": label_ids,
+        "answers": answers})
     work = out.parent / f".{out.name}.work"
     work.mkdir(parents=True, exist_ok=True)
 
@@ -623,18 +711,23 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
             run_loss, n_seen = 0.0, 0
             for step in range(steps_per_epoch):
                 sel = order[step * settings.batch_size:(step + 1) * settings.batch_size]
-                logits = runner.logits("train", train_ex, sel)
+                rows, cols, toks, first, k = answer_targets([train_ex.answer[j] for j in sel])
+                window = runner.logits("train", train_ex, sel, k)
                 target = torch.as_tensor(train_ex.target[sel])
-                per = F.cross_entropy(logits, tid[target], reduction="none")
-                w = weights[target]
-                loss = (per * w).sum() / w.sum().clamp(min=1e-8)
+                # every answer position, each weighted by its example's label weight
+                per_pos = F.cross_entropy(window[rows, cols], toks, reduction="none")
+                w = weights[target][rows]
+                loss = (per_pos * w).sum() / w.sum().clamp(min=1e-8)
                 loss.backward()
+                # reported: the loss at the scored (first) position, as validation reports it
+                per = F.cross_entropy(window[torch.arange(len(sel)), first].detach(), tid[target],
+                                      reduction="none")
                 if settings.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                run_loss += float(per.detach().sum())
+                run_loss += float(per.sum())
                 n_seen += len(sel)
                 bar.advance(epoch + 1, settings.epochs, run_loss / n_seen)
             record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": run_loss / max(1, n_seen),
@@ -689,7 +782,10 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
         "prompts": {"templates": {n: t.hash for n, t in templates.items()},
                     "max_liked": max_liked, "profiles_sha256": profiles.hash,
                     "label_tokens": label_ids, "views": list(settings.views),
-                    "target": "first token of the label at the answer position"},
+                    "answer_tokens": answers,
+                    "target": ("the label's tokens and the end-of-turn token after the prompt"
+                               if settings.answer == "label" else
+                               "the label's first token at the answer position")},
         "validation": {
             "kappa": final.get("kappa"), "weighted_kappa": final.get("weighted_kappa"),
             "accuracy": final.get("accuracy"), "n": final.get("n"),

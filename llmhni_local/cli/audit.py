@@ -36,8 +36,7 @@ def export(
     include_audited: bool = typer.Option(False, "--include-audited",
                                          help="Offer pairs that already have an audited label."),
 ) -> None:
-    """A stratified sample (candidate kind x verdict) of rated pairs with profiles and a blank
-    label column, for people to label."""
+    """Sample rated pairs (stratified by kind x verdict) with profiles, for people to label."""
     from llmhni_local.audit.export import export_sample, write_table
 
     if allocation not in ("proportional", "equal"):
@@ -130,8 +129,7 @@ def simulate(
     max_users: Optional[int] = typer.Option(None, "--max-users", help="With --data."),
     no_import: bool = typer.Option(False, "--no-import", help="Only write the file."),
 ) -> None:
-    """Label a sample from MovieLens TRAINING ratings (>= 4 High, 3 Medium, <= 2 Low), write it
-    (marked simulated) and import it."""
+    """Label pairs from MovieLens TRAINING ratings (>=4 High, 3 Medium, <=2 Low) and import."""
     from llmhni_local.audit.export import write_table
     from llmhni_local.audit.importer import import_labels
     from llmhni_local.audit.labels import audit_dir

@@ -37,8 +37,7 @@ def finetune_rater(
     force: bool = typer.Option(False, "--force", help="Replace an existing adapter folder."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """LoRA-tune the rater on RUN's audited labels (both views' prompts, label token as the
-    target); resumes after the last finished epoch if killed."""
+    """LoRA-tune the rater on RUN's audited labels; resumes after the last finished epoch."""
     from llmhni_local.audit.finetune import finetune_run, load_finetune_settings
 
     settings = load_finetune_settings(config, {
@@ -71,8 +70,7 @@ def validate(
                                                             "base model (by content hash)."),
     no_card: bool = typer.Option(False, "--no-card", help="Accept an adapter without card.json."),
 ) -> None:
-    """Check that vLLM can serve the adapter: files, task_type CAUSAL_LM, bias none, no
-    modules_to_save, rank within max_lora_rank, LoRA weights only, card."""
+    """Check that vLLM can serve an adapter (task type, bias, modules_to_save, rank, files)."""
     from llmhni_local.audit.adapters import AdapterRefused, validate_adapter
 
     try:

@@ -17,7 +17,8 @@ import pytest
 
 from llmhni_local.audit.adapters import adapter_problems, validate_adapter
 from llmhni_local.audit.export import write_table
-from llmhni_local.audit.finetune import (FinetuneSettings, Runner, build_examples, finetune_run,
+from llmhni_local.audit.finetune import (FinetuneSettings, Runner, answer_targets,
+                                         answer_tokens, build_examples, finetune, finetune_run,
                                          lora_config, split_labels)
 from llmhni_local.audit.importer import import_labels
 from llmhni_local.audit.labels import AuditStore, labels_hash
@@ -112,6 +113,19 @@ def test_examples_are_the_rating_prompts(audited_run, tiny_llama):
     assert [list(ids.values())[t] for t in ex.target] == [ids["Medium"]] * 2 + [ids["Low"]] * 2
     with pytest.raises(UserError, match="longer than 20 tokens"):
         build_examples([(2, 3)], ["High"], prof, tpl, tok, ("user",), 10, 20)
+    # the whole answer: the label's tokens, then the end-of-turn token; the input holds all
+    # but the last, so the last len(answer) outputs predict it
+    answers = answer_tokens(tok)
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert all(a[0] == ids[lab] and a[-1] == end for lab, a in answers.items())
+    full = build_examples([(2, 3), (5, 1)], ["Medium", "Low"], prof, tpl, tok, ("user", "item"),
+                          10, 4096, answers)
+    for row, prompt, a in zip(full.ids, ex.ids, full.answer):
+        assert row == prompt + a[:-1]
+    rows, cols, toks, first, k = answer_targets([[7], [8, 9, 10], [11, 12]])
+    assert k == 3 and first.tolist() == [2, 0, 1]
+    assert list(zip(rows.tolist(), cols.tolist(), toks.tolist())) == [
+        (0, 2, 7), (1, 0, 8), (1, 1, 9), (1, 2, 10), (2, 1, 11), (2, 2, 12)]
 
 
 def test_frozen_layer_cache_gives_the_full_pass(audited_run, tiny_llama, tmp_path):
@@ -147,6 +161,32 @@ def test_frozen_layer_cache_gives_the_full_pass(audited_run, tiny_llama, tmp_pat
     _assert_same_weights(tmp_path / "cached", tmp_path / "full", atol=1e-4)
     for ha, hb in zip(a["history"], b["history"]):
         assert ha["val"]["loss"] == pytest.approx(hb["val"]["loss"], rel=1e-5)
+
+
+def test_a_tuned_model_answers_with_the_bare_label(audited_run, tiny_llama, tmp_path):
+    """Trained on the whole answer (label, then end of turn), the greedy answer is the label
+    alone and parses; the random tiny model answers gibberish before."""
+    import pandas as pd
+
+    from llmhni_local.llm.backends import make_rating_backend
+    from llmhni_local.llm.profiles import load_profiles
+    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.llm.rate import view_messages
+
+    prof = load_profiles(audited_run)
+    labels = pd.DataFrame({"user": np.repeat(np.arange(8), 4), "item": np.tile(np.arange(4), 8),
+                           "label": "Low"})
+    out = tmp_path / "always-low"
+    finetune(prof, labels, out, tiny_settings(tiny_llama, epochs=6, lr=2e-2, val_share=0.0),
+             progress=False, log=lambda _: None)
+    tpl = load_templates(tuple(VIEW_TEMPLATES.values()))
+    prompts = [view_messages(v, u, i, prof, tpl[VIEW_TEMPLATES[v]], 10)
+               for u, i in [(12, 5), (14, 9)] for v in ("user", "item")]
+    with make_rating_backend(_rater(tiny_llama, "transformers")) as base:
+        assert all(j.label is None for j in base.rate(prompts))
+    with make_rating_backend(_rater(tiny_llama, "transformers", out)) as tuned:
+        got = tuned.rate(prompts)
+    assert [j.text for j in got] == ["Low"] * 4 and [j.label for j in got] == ["Low"] * 4
 
 
 def _assert_same_weights(a: Path, b: Path, atol: float) -> None:
