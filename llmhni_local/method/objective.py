@@ -14,6 +14,9 @@ r"""The combined LLMHNI objective (METHOD.md stage 8), in the trainer's objectiv
   SGL's edge-drop contrast.
 * ``L2``: ``losses.l2_penalty`` of the batch's layer-0 user, positive and negative embeddings.
 
+The two contrastive weights rise linearly from 0 over ``contrast_warmup`` epochs
+(:attr:`LLMHNIObjective.contrast_scale`); both terms are still computed (and reported) then.
+
 A part that is off (weight 0 or switch off) is not computed and its key is absent from the
 batch's parts. :meth:`LLMHNIObjective.start_epoch` always takes exactly one number from the
 trainer's generator, whatever is switched on, so every ablation sees the same batches and
@@ -105,6 +108,12 @@ class LLMHNIObjective:
         m = self.settings.pool_size if self.settings.semantic_negatives else 1
         return SemanticNegatives(np.concatenate([self.edges_G, self.edges_Gprime]), self.n_items, m)
 
+    @property
+    def contrast_scale(self) -> float:
+        """Share of ``lambda_de`` / ``lambda_hal`` used this epoch (``contrast_warmup``)."""
+        w = self.settings.contrast_warmup
+        return 1.0 if w <= 0 else min(1.0, max(0, self.epoch - 1) / w)
+
     def start_epoch(self, epoch: int, rng: np.random.Generator) -> None:
         self.epoch = epoch
         # One draw whatever is switched on: ablations keep the trainer's sampling stream.
@@ -161,7 +170,7 @@ class LLMHNIObjective:
             u_g, i_g = model(self.adj_G)
             de = (losses.info_nce(u_g[uu], u_emb[uu], s.tau)
                   + losses.info_nce(i_g[ii], i_emb[ii], s.tau))
-            total = total + s.lambda_de * de
+            total = total + self.contrast_scale * s.lambda_de * de
             parts["de"] = float(de.detach())
         if s.hal_on:
             if self.views is None:
@@ -169,6 +178,6 @@ class LLMHNIObjective:
             u1, i1 = model(self.views[0])
             u2, i2 = model(self.views[1])
             hal = losses.info_nce(u1[uu], u2[uu], s.tau) + losses.info_nce(i1[ii], i2[ii], s.tau)
-            total = total + s.lambda_hal * hal
+            total = total + self.contrast_scale * s.lambda_hal * hal
             parts["hal"] = float(hal.detach())
         return BatchLoss(total, parts)

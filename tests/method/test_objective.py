@@ -37,7 +37,7 @@ def _z(seed=0, d=6):
 
 
 def _objective(settings=None, **kw):
-    s = settings or LLMHNISettings(**kw)
+    s = settings or LLMHNISettings(**{"contrast_warmup": 0, **kw})
     zu, zi = _z()
     return LLMHNIObjective(G, G_PRIME, N_USERS, N_ITEMS, TS, s, z_user=zu, z_item=zi)
 
@@ -117,6 +117,25 @@ def _reference(obj, model, users, pos, pool):
     hal = _info_nce_direct(u1[uu], u2[uu], s.tau) + _info_nce_direct(i1[ii], i2[ii], s.tau)
     return {"rec": rec, "l2": reg, "de": de, "hal": hal, "false_negatives_flagged": flagged,
             "total": rec + reg + s.lambda_de * de + s.lambda_hal * hal}
+
+
+def test_contrastive_weights_rise_over_the_warmup():
+    torch.manual_seed(0)
+    obj = _objective(lambda_de=0.3, lambda_hal=0.7, rho=0.3, pool_size=4, contrast_warmup=4)
+    model = LightGCN(N_USERS, N_ITEMS, dim=8, layers=2)
+    scales = []
+    for epoch in (1, 3, 5, 9):
+        obj.start_epoch(epoch, np.random.default_rng(5))
+        scales.append(obj.contrast_scale)
+        users, pos, pool = _batch(obj)
+        out = obj(model, users, pos, pool)
+        p = out.parts
+        want = p["rec"] + p["l2"] + obj.contrast_scale * (0.3 * p["de"] + 0.7 * p["hal"])
+        assert out.total.item() == pytest.approx(want, rel=1e-5)
+        assert p["de"] > 0 and p["hal"] > 0  # computed and reported even at weight 0
+    assert scales == [0.0, 0.5, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="contrast_warmup"):
+        LLMHNISettings(contrast_warmup=-1)
 
 
 def test_every_term_matches_a_direct_computation():
