@@ -64,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.toml"),
                    help="pipeline settings for the recall part")
     p.add_argument("--no-recall", action="store_true", help="skip the LLMHNI recall part")
+    p.add_argument("--no-tuned-recall", action="store_true",
+                   help="run the zero-shot pipeline (its candidates stay out of the tuning "
+                        "labels, as in a full run) but not the one with the tuned rater: "
+                        "rating through a LoRA adapter is slow on a CPU")
     p.add_argument("--work", default=str(REPO_ROOT / "runs" / "bench-rater-quality"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="delete WORK first")
@@ -327,7 +331,7 @@ def main(args: argparse.Namespace) -> dict:
                      "finetune_s": timing[n]["wall_seconds"],
                      "s_per_example": timing[n]["seconds_per_example"]})
 
-    if not args.no_recall:
+    if not args.no_recall and not args.no_tuned_recall:
         big = max(args.sizes)
         print(f"[5] pipeline with the {big}-label adapter", flush=True)
         recall[f"lora-{big}"], _ = pipeline_recall(args, adapters[big][0])
