@@ -222,6 +222,7 @@ def rate(
     backend: Optional[str] = typer.Option(None, "--backend", help="vllm, transformers or openai."),
     model: Optional[str] = typer.Option(None, "--model", help="Registry name, model folder or prepared GGUF."),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="peft LoRA adapter folder."),
+    lora_mode: Optional[str] = typer.Option(None, "--lora-mode", help="vllm: auto, request (LoRARequest) or merged (adapter folded into a cached copy of the weights; auto on CPU)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Prompts per backend call and per stored transaction."),
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Folder of prompt templates (default: prompts/)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -231,7 +232,8 @@ def rate(
     from llmhni_local.llm.rate import rate_candidates, rater_model_id
 
     cfg = load_llm_config(config, {"rater.backend": backend, "rater.model": model,
-                                   "rater.adapter": adapter, "rate.batch_size": batch_size})
+                                   "rater.adapter": adapter, "rater.lora_mode": lora_mode,
+                                   "rate.batch_size": batch_size})
     load_templates(tuple(VIEW_TEMPLATES.values()), prompts)  # fail fast, before model checks
     mid, adapter_id = rater_model_id(cfg.rater)
 

@@ -199,9 +199,11 @@ def _assert_same_weights(a: Path, b: Path, atol: float) -> None:
         assert np.allclose(wa[k].numpy(), wb[k].numpy(), atol=atol), k
 
 
-def _rater(tiny_llama, backend: str, adapter: Path | None = None) -> RaterSettings:
+def _rater(tiny_llama, backend: str, adapter: Path | None = None,
+           lora_mode: str = "auto") -> RaterSettings:
     return RaterSettings(backend=backend, model=str(tiny_llama), dtype="float32",
-                         max_model_len=1024, adapter=str(adapter) if adapter else None)
+                         max_model_len=1024, adapter=str(adapter) if adapter else None,
+                         lora_mode=lora_mode)
 
 
 def _rate(run: Path, settings: RaterSettings):
@@ -240,14 +242,45 @@ def test_tuned_and_base_judgments_sit_side_by_side(tuned, audited_run, tiny_llam
     assert result["excluded_finetune_pairs"] > 0
 
 
+def test_a_merged_adapter_is_the_tuned_model_and_is_cached(tuned, tiny_llama, tmp_path,
+                                                          monkeypatch):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from llmhni_local.llm.merged import DONE_FILE, merge_adapter, merged_dir
+
+    monkeypatch.setenv("LLMHNI_CACHE", str(tmp_path / "cache"))
+    out, _, _ = tuned
+    merged = merge_adapter(tiny_llama, out)
+    assert merged == merged_dir(tiny_llama, out) and (merged / DONE_FILE).is_file()
+    assert (merged / "tokenizer_config.json").read_text() == \
+        (tiny_llama / "tokenizer_config.json").read_text()
+    stamp = (merged / "model.safetensors").stat().st_mtime_ns
+    assert merge_adapter(tiny_llama, out) == merged  # reused, not written again
+    assert (merged / "model.safetensors").stat().st_mtime_ns == stamp
+    ids = torch.tensor([[5, 17, 42, 99, 3, 64]])
+    kw = dict(dtype=torch.float32, local_files_only=True)
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama, **kw), out)
+    plain = AutoModelForCausalLM.from_pretrained(tiny_llama, **kw)
+    folded = AutoModelForCausalLM.from_pretrained(merged, **kw)
+    with torch.no_grad():
+        a, b, c = (m.eval()(ids).logits for m in (peft, folded, plain))
+    assert torch.allclose(a, b, atol=1e-4)
+    assert (a - c).abs().max() > 1e-3  # the adapter changes the model, and the merge keeps it
+
+
 @pytest.mark.slow
-def test_vllm_rates_with_the_adapter_as_transformers_does(tuned, audited_run, tiny_llama, tmp_path):
+@pytest.mark.parametrize("lora_mode", ["request", "merged"])
+def test_vllm_rates_with_the_adapter_as_transformers_does(tuned, audited_run, tiny_llama, tmp_path,
+                                                          lora_mode, monkeypatch):
+    monkeypatch.setenv("LLMHNI_CACHE", str(tmp_path / "cache"))
     out, _, _ = tuned
     hf_run, vl_run = tmp_path / "hf", tmp_path / "vllm"
     shutil.copytree(audited_run, hf_run)
     shutil.copytree(audited_run, vl_run)
     hf_id, _ = _rate(hf_run, _rater(tiny_llama, "transformers", out))
-    vl_id, vl_adapter = _rate(vl_run, _rater(tiny_llama, "vllm", out))  # one engine
+    vl_id, vl_adapter = _rate(vl_run, _rater(tiny_llama, "vllm", out, lora_mode))  # one engine
     assert vl_id == hf_id and vl_adapter == "tiny-tuned"
     with JudgmentStore(hf_run) as s:
         a = s.frame()

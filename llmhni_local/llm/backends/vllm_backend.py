@@ -27,13 +27,18 @@ class VllmRater(RaterCore):
 
     def __init__(self, settings: RaterSettings) -> None:
         super().__init__(settings)  # every check before the engine starts
+        path, adapter = self.spec.path, self.adapter
+        self.lora_mode = compat.lora_mode(settings.lora_mode) if adapter is not None else None
+        if self.lora_mode == "merged":
+            from llmhni_local.llm.merged import merge_adapter
+
+            path, adapter = merge_adapter(path, adapter), None  # a plain model: no LoRA kernels
         self.llm: Any = compat.make_generator(
-            self.spec.path, dtype=settings.dtype, max_model_len=settings.max_model_len,
-            block_size=settings.block_size, seed=settings.seed, adapter=self.adapter)
+            path, dtype=settings.dtype, max_model_len=settings.max_model_len,
+            block_size=settings.block_size, seed=settings.seed, adapter=adapter)
         self._wanted = list(self.label_ids.values())
         self._params = compat.label_sampling_params(settings.max_tokens, self._wanted)
-        self._lora = (compat.lora_request(self.adapter.name, self.adapter)
-                      if self.adapter is not None else None)
+        self._lora = compat.lora_request(adapter.name, adapter) if adapter is not None else None
 
     def rate(self, prompts: Sequence[Messages]) -> list[Judgment]:
         if not prompts:

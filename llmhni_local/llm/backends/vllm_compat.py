@@ -65,6 +65,16 @@ def lora_rank(adapter: str | os.PathLike) -> int:
     return next((x for x in _LORA_RANKS if x >= r), _LORA_RANKS[-1])
 
 
+def lora_mode(requested: str) -> str:
+    """``request`` or ``merged`` for a rater setting ``auto | request | merged``: ``auto`` merges
+    where vLLM has no CUDA device (its CPU LoRA kernels are ~6x slower than the base model)."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "request" if torch.cuda.is_available() else "merged"
+
+
 # ---------------------------------------------------------------------------- generation
 def make_generator(path: str | os.PathLike, *, dtype: str, max_model_len: int, block_size: int,
                    seed: int, adapter: str | os.PathLike | None = None) -> Any:
