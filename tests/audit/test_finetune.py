@@ -336,6 +336,40 @@ def test_a_killed_run_resumes_after_its_last_epoch(audited_run, tiny_llama, tmp_
     assert card["validation"]["kappa"] == pytest.approx(whole["validation"]["kappa"], nan_ok=True)
 
 
+def test_a_shared_prefix_memo_changes_only_the_work_done(tuned, audited_run, tiny_llama,
+                                                         tmp_path):
+    out, card, _ = tuned
+    assert card["training"]["prefix_states_reused"] == 0
+    memo: dict = {}
+    first = finetune_run(audited_run, tmp_path / "m1", tiny_settings(tiny_llama),
+                         progress=False, log=lambda _: None, prefix_memo=memo)
+    again = finetune_run(audited_run, tmp_path / "m2", tiny_settings(tiny_llama),
+                         progress=False, log=lambda _: None, prefix_memo=memo)
+    n = card["split"]["train_pairs"] + card["split"]["val_pairs"]
+    assert first["training"]["prefix_states_reused"] == 0
+    assert again["training"]["prefix_states_reused"] == 2 * n  # every prompt, both views
+    _assert_same_weights(out, tmp_path / "m1", atol=1e-6)
+    _assert_same_weights(out, tmp_path / "m2", atol=1e-6)
+
+
+def test_length_batches_cover_every_example_once():
+    from llmhni_local.audit.finetune import length_batches
+
+    lengths = np.random.default_rng(0).integers(150, 300, 103)
+    for rng in (None, np.random.default_rng(1)):
+        batches = length_batches(lengths, 8, rng)
+        flat = np.concatenate(batches)
+        assert sorted(flat.tolist()) == list(range(103)) and len(batches) == 13
+        padding = np.mean([np.ptp(lengths[b]) for b in batches])
+        random_order = np.random.default_rng(3).permutation(103)
+        padding_random = np.mean([np.ptp(lengths[random_order[k:k + 8]])
+                                  for k in range(0, 103, 8)])
+        assert padding < padding_random / 4  # similar lengths share a batch
+    a = length_batches(lengths, 8, np.random.default_rng(1))
+    b = length_batches(lengths, 8, np.random.default_rng(2))
+    assert [x.tolist() for x in a] != [x.tolist() for x in b]  # epochs see other batches
+
+
 def test_changed_settings_start_over(audited_run, tiny_llama, tmp_path):
     out = tmp_path / "a"
     work = tmp_path / ".a.work"
