@@ -9,7 +9,11 @@ user, hence also by pair). Then:
    the "candidates" of an evaluation run folder (``WORK/eval``) and rated there, in both views,
    by every LLM rater through the toolkit's own rating stage (judgments of base and tuned
    raters side by side in one store), then scored by the toolkit's ``audit report`` code;
-2. raters: the majority label of the tuning labels; an embedding-similarity rater
+2. raters: the majority label of the tuning labels; two supervised references without an LLM
+   (logistic regression on the tuning labels over log item popularity, log user activity and
+   the two similarities below; then also over the item's and user's mean training ratings,
+   the pair's own left out, which no prompt shows: how much simple signals explain at all);
+   an embedding-similarity rater
    (all-MiniLM-L6-v2 cosine of user and item profiles for the user view, mean cosine of the
    liked items and the item for the item view; two thresholds set on the tuning pairs so the
    predicted label shares match the tuning labels'); zero-shot SmolLM2-135M; SmolLM2-135M with a
@@ -175,20 +179,30 @@ def embedding_predictions(score, tune, heldout):
     return preds
 
 
-def logistic_predictions(data, score, tune, heldout, seed: int) -> list[str]:
+def logistic_predictions(data, score, tune, heldout, seed: int,
+                         mean_ratings: bool = False) -> list[str]:
     """A supervised reference on the same tuning labels: class-balanced multinomial logistic
     regression on what implicit feedback and the profiles give (log item popularity and log
     user activity in training, both views' MiniLM similarities). One prediction for both
-    views: it has no prompts."""
+    views: it has no prompts. ``mean_ratings`` adds the item's and the user's mean training
+    rating, each leaving the pair's own rating out: a signal no prompt carries (profiles hold
+    implicit feedback), to show how much of the labels simple features can explain at all."""
     import torch
 
     pop = np.bincount(data.train[:, 1], minlength=data.n_items)
     act = np.bincount(data.train[:, 0], minlength=data.n_users)
+    r = data.train_rating
+    isum = np.bincount(data.train[:, 1], weights=r, minlength=data.n_items)
+    usum = np.bincount(data.train[:, 0], weights=r, minlength=data.n_users)
 
     def feats(frame) -> np.ndarray:
         u, i = frame["user"].to_numpy(), frame["item"].to_numpy()
-        return np.column_stack([np.log1p(pop[i]), np.log1p(act[u]), score("user", u, i),
-                                score("item", u, i)])
+        cols = [np.log1p(pop[i]), np.log1p(act[u]), score("user", u, i), score("item", u, i)]
+        if mean_ratings:
+            own = frame["rating"].to_numpy()
+            cols += [(isum[i] - own) / np.maximum(pop[i] - 1, 1),
+                     (usum[u] - own) / np.maximum(act[u] - 1, 1)]
+        return np.column_stack(cols)
 
     x_tune, x_held = feats(tune), feats(heldout)
     mu, sd = x_tune.mean(0), x_tune.std(0) + 1e-9
@@ -339,6 +353,9 @@ def main(args: argparse.Namespace) -> dict:
     logit = logistic_predictions(data, score, tune_all, heldout, args.seed)
     rows.append(baseline_rows(f"logistic: counts + similarity ({len(tune_all)} labels)", truth,
                               {"user": logit, "item": logit}))
+    ceiling = logistic_predictions(data, score, tune_all, heldout, args.seed, mean_ratings=True)
+    rows.append(baseline_rows("  + mean ratings, own left out (not in any prompt)", truth,
+                              {"user": ceiling, "item": ceiling}))
 
     print("[3] zero-shot SmolLM2-135M", flush=True)
     zero_id = rate(run, args, None, prompts)
