@@ -300,7 +300,6 @@ def pipeline_recall(args, adapter: Path | None) -> tuple[float, Path]:
 # ---------------------------------------------------------------------------- main
 def main(args: argparse.Namespace) -> dict:
     from llmhni_local.audit.finetune import finetune, load_finetune_settings
-    from llmhni_local.audit.labels import labels_hash
     from llmhni_local.audit.report import evaluate
     from llmhni_local.data.movielens import load_ml100k
     from llmhni_local.llm.offline import enforce_offline
@@ -362,10 +361,6 @@ def main(args: argparse.Namespace) -> dict:
     overrides = {"finetune.epochs": args.epochs, "finetune.lr": args.lr,
                  "finetune.last_layers": args.last_layers}
     ft = load_finetune_settings(args.finetune_config, overrides)
-    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
-
-    templates = {n: t.hash for n, t in
-                 load_templates(tuple(VIEW_TEMPLATES.values()), prompts).items()}
     adapters = {}
     timing = {}
     # Largest first, on its own: its tuning time is a standalone figure. The smaller (nested)
@@ -375,18 +370,13 @@ def main(args: argparse.Namespace) -> dict:
     for n in sorted(args.sizes, reverse=True):
         out = work / "adapters" / f"ml100k-sim-{n}"
         print(f"[4] LoRA on {n} simulated labels -> {out}", flush=True)
-        card = json.loads((out / "card.json").read_text()) if (out / "card.json").is_file() else {}
-        if card.get("settings") != json.loads(json.dumps(dataclasses.asdict(ft))) \
-                or card.get("labels", {}).get("sha256") != labels_hash(pool.iloc[:n]) \
-                or card.get("prompts", {}).get("templates") != templates:
-            card = finetune(profiles, pool.iloc[:n], out, ft, max_liked=max_liked,
-                            prompts_dir=prompts,
-                            label_sources=[{"file": "simulated in bench/rater_quality.py",
-                                            "seed": args.seed + 2}],
-                            progress=False, force=True, prefix_memo=memo,
-                            log=lambda m: print("   ", m, flush=True))
-        else:
-            print("    (same labels and settings tuned before: adapter reused)", flush=True)
+        # reuse: the same labels, settings and prompts tuned before give that adapter back
+        card = finetune(profiles, pool.iloc[:n], out, ft, max_liked=max_liked,
+                        prompts_dir=prompts,
+                        label_sources=[{"file": "simulated in bench/rater_quality.py",
+                                        "seed": args.seed + 2}],
+                        progress=False, force=True, reuse=True, prefix_memo=memo,
+                        log=lambda m: print("   ", m, flush=True))
         timing[n] = card["training"]
         adapters[n] = (out, rate(run, args, out, prompts))
 

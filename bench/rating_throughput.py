@@ -15,6 +15,7 @@ sentence-transformers. Prints a table, and as its last line one JSON object of t
 Needs ``python cli.py models prepare smollm2`` first. Usage::
 
     python bench/rating_throughput.py [--pairs 128] [--dtype float32] [--max-tokens 4]
+    python bench/rating_throughput.py --raters vllm --adapter adapters/NAME --no-embed
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-RATERS = {"vllm": "vLLM", "transformers": "transformers, batched", "loop": "plain generate loop"}
+RATERS = {"vllm": "vLLM", "transformers": "transformers, batched", "loop": "plain generate loop",
+          "lora-request": "vLLM + LoRARequest", "lora-merged": "vLLM + merged LoRA"}
+# With --adapter: the same prompts through the adapter, applied per request (vLLM's LoRA
+# kernels) and folded into the weights (rater.lora_mode = "merged"; merge time counts as start).
+ADAPTER_KINDS = ("lora-request", "lora-merged")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="smollm2")
     p.add_argument("--raters", default="vllm,transformers,loop")
     p.add_argument("--no-embed", action="store_true", help="skip the embedding figures")
+    p.add_argument("--adapter", default=None,
+                   help="a LoRA adapter folder: also rate through it with vLLM, per request "
+                        "and merged (adds lora-request,lora-merged to --raters)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--prompts-file", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out-file", default=None, help=argparse.SUPPRESS)
@@ -133,10 +141,13 @@ def run_rater(kind: str, prompts: list, warmup: list, args: argparse.Namespace) 
     from llmhni_local.llm.backends import make_rating_backend
     from llmhni_local.llm.settings import RaterSettings
 
-    backend = "vllm" if kind == "vllm" else "transformers"
+    backend = "vllm" if kind == "vllm" or kind in ADAPTER_KINDS else "transformers"
     batch = 1 if kind == "loop" else args.batch_size
+    lora = kind in ADAPTER_KINDS
     settings = RaterSettings(backend=backend, model=args.model, dtype=args.dtype,
-                             max_tokens=args.max_tokens, batch_size=batch)
+                             max_tokens=args.max_tokens, batch_size=batch,
+                             adapter=args.adapter if lora else None,
+                             lora_mode=kind.split("-")[1] if lora else "auto")
     t0 = time.perf_counter()
     rater = make_rating_backend(settings)
     start_s = time.perf_counter() - t0
@@ -184,6 +195,8 @@ def spawn(kind: str, args: argparse.Namespace, prompts_file: Path, tmp: Path) ->
            "--prompts-file", str(prompts_file), "--out-file", str(out_file),
            "--dtype", args.dtype, "--max-tokens", str(args.max_tokens),
            "--batch-size", str(args.batch_size), "--model", args.model]
+    if args.adapter:
+        cmd += ["--adapter", args.adapter]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -251,7 +264,10 @@ def main(args: argparse.Namespace) -> None:
         prompts_file = tmp / "prompts.json"
         prompts_file.write_text(json.dumps({"prompts": prompts, "warmup": warmup,
                                             "items": items}))
-        for kind in [k.strip() for k in args.raters.split(",") if k.strip()]:
+        kinds = [k.strip() for k in args.raters.split(",") if k.strip()]
+        if args.adapter:
+            kinds += [k for k in ADAPTER_KINDS if k not in kinds]
+        for kind in kinds:
             if kind not in RATERS:
                 raise SystemExit(f"unknown rater {kind!r} (known: {', '.join(RATERS)})")
             results[kind] = spawn(kind, args, prompts_file, tmp)
@@ -275,7 +291,8 @@ def main(args: argparse.Namespace) -> None:
               f"{s['failures']}/{s['n']}")
         figures[kind] = {"judgments_per_s": r["per_s"], "start_s": r["start_s"],
                          "x_loop": ratio, **s}
-    for a, b in (("vllm", "transformers"), ("vllm", "loop"), ("transformers", "loop")):
+    for a, b in (("vllm", "transformers"), ("vllm", "loop"), ("transformers", "loop"),
+                 ("lora-request", "lora-merged")):
         if a in results and b in results:
             figures[f"agree_{a}_{b}"] = agreement(results[a], results[b])
             g = figures[f"agree_{a}_{b}"]
@@ -283,6 +300,15 @@ def main(args: argparse.Namespace) -> None:
                   f"max |dp| {g.get('max_abs_prob_diff', float('nan')):.2e}, "
                   f"corr P(High) {g.get('corr_p_high', float('nan')):.4f}, "
                   f"same text {g.get('same_text', float('nan')):.3f}")
+    if "lora-request" in results and "lora-merged" in results:
+        ratio = results["lora-merged"]["per_s"] / results["lora-request"]["per_s"]
+        figures["lora_merged_x_request"] = ratio
+        line = f"merged LoRA / LoRARequest = {ratio:.2f}x"
+        if "vllm" in results:
+            base = results["lora-merged"]["per_s"] / results["vllm"]["per_s"]
+            figures["lora_merged_x_base"] = base
+            line += f"; merged LoRA / base vLLM = {base:.2f}x"
+        print(line)
     if "vllm" in results and loop:
         target = results["vllm"]["per_s"] / loop
         print(f"vLLM / plain loop = {target:.2f}x (target >= 5x): "

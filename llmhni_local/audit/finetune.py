@@ -565,6 +565,26 @@ def _fingerprint(parts: dict[str, Any]) -> str:
     return sha256_text(json.dumps(parts, sort_keys=True, default=str))
 
 
+def _inputs(settings: dict, base_sha: str, labels_sha: str, profiles_sha: str, max_liked: int,
+            templates: dict, label_ids: dict, answers: dict) -> dict[str, Any]:
+    """Everything that decides what a fine-tune produces (its fingerprint's parts)."""
+    return {"settings": settings, "base": base_sha, "labels": labels_sha,
+            "profiles": profiles_sha, "max_liked": max_liked, "templates": templates,
+            "label_ids": label_ids, "answers": answers}
+
+
+def card_fingerprint(card: dict[str, Any]) -> str | None:
+    """The fingerprint of the inputs an adapter card records (``None`` if it lacks any)."""
+    try:
+        pr = card["prompts"]
+        parts = _inputs(card["settings"], card["base_model"]["sha256"], card["labels"]["sha256"],
+                        pr["profiles_sha256"], pr["max_liked"], pr["templates"],
+                        pr["label_tokens"], pr["answer_tokens"])
+    except (KeyError, TypeError):
+        return None
+    return _fingerprint(json.loads(json.dumps(parts)))  # JSON types, as a card holds them
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     import torch
 
@@ -597,7 +617,7 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
              label_sources: Sequence[dict] = (), run_dir: str | Path | None = None,
              progress: bool = True, force: bool = False,
              on_epoch: Callable[[int], None] | None = None,
-             prefix_memo: dict | None = None,
+             prefix_memo: dict | None = None, reuse: bool = False,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Tune a LoRA adapter on ``labels`` and write it with its card to ``out``.
 
@@ -619,6 +639,10 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
             model hash, dtype, cut and prompt ids, so it is never wrong, only large (about
             0.5 MB per prompt for SmolLM2). The card counts the states reused; the wall time
             is then lower than a run on its own.
+        reuse: if ``out`` already holds a valid adapter whose card records these very inputs
+            (settings, base model, labels, profiles, prompts: :func:`card_fingerprint`),
+            return its card instead of tuning again; an adapter from other inputs is replaced
+            only with ``force``.
         log: where one-line messages go.
 
     Returns the card (also written to ``out/card.json``).
@@ -633,7 +657,7 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
 
     settings = settings or FinetuneSettings()
     out = Path(out)
-    if out.exists() and not force:
+    if out.exists() and not (force or reuse):
         raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
     if labels is None or len(labels) == 0:
         raise UserError("no labels to fine-tune on")
@@ -672,11 +696,18 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
                             answers)
     base_sha = model_hash(spec.path)
     l_hash = labels_hash(labels)
-    fingerprint = _fingerprint({
-        "settings": dataclasses.asdict(settings), "base": base_sha, "labels": l_hash,
-        "profiles": profiles.hash, "max_liked": max_liked,
-        "templates": {n: t.hash for n, t in templates.items()}, "label_ids": label_ids,
-        "answers": answers})
+    fingerprint = _fingerprint(json.loads(json.dumps(_inputs(
+        dataclasses.asdict(settings), base_sha, l_hash, profiles.hash, max_liked,
+        {n: t.hash for n, t in templates.items()}, label_ids, answers))))
+    if reuse and (out / "card.json").is_file():
+        old = json.loads((out / "card.json").read_text())
+        if card_fingerprint(old) == fingerprint and not adapter_problems(
+                out, max_lora_rank=None, require_card=True):
+            log(f"finetune: {out} was tuned on these labels with these settings; reused")
+            return old
+        if not force:
+            raise UserError(f"{out} holds an adapter tuned on other labels or settings; choose "
+                            "another --out or pass --force to replace it")
     work = out.parent / f".{out.name}.work"
     work.mkdir(parents=True, exist_ok=True)
 

@@ -370,6 +370,24 @@ def test_length_batches_cover_every_example_once():
     assert [x.tolist() for x in a] != [x.tolist() for x in b]  # epochs see other batches
 
 
+def test_reuse_gives_back_the_same_adapter_and_refuses_other_inputs(tuned, audited_run,
+                                                                    tiny_llama):
+    from llmhni_local.audit.finetune import card_fingerprint
+
+    out, card, _ = tuned
+    stamp = (out / "adapter_model.safetensors").stat().st_mtime_ns
+    logs: list[str] = []
+    again = finetune_run(audited_run, out, tiny_settings(tiny_llama), progress=False,
+                         log=logs.append, reuse=True)
+    assert again == card and any("reused" in line for line in logs)
+    assert (out / "adapter_model.safetensors").stat().st_mtime_ns == stamp
+    assert card_fingerprint(card) is not None and card_fingerprint({"settings": {}}) is None
+    with pytest.raises(UserError, match="other labels or settings"):
+        finetune_run(audited_run, out, tiny_settings(tiny_llama, epochs=1), progress=False,
+                     log=lambda _: None, reuse=True)
+    assert (out / "adapter_model.safetensors").stat().st_mtime_ns == stamp
+
+
 def test_changed_settings_start_over(audited_run, tiny_llama, tmp_path):
     out = tmp_path / "a"
     work = tmp_path / ".a.work"
