@@ -903,7 +903,7 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
-    return card
+    return json.loads((out / "card.json").read_text())  # as stored, as a reused card comes back
 
 
 def finetune_run(run_dir: str | Path, out: str | Path, settings: FinetuneSettings | None = None,
