@@ -50,8 +50,8 @@ class RaterSettings:
             with ``enable_lora`` and every prompt carries a ``LoRARequest`` (vLLM's way; fast
             on a GPU). ``merged``: the adapter is folded into a cached copy of the base
             weights (``llm/merged.py``) that the engine serves as a plain model: vLLM's CPU
-            LoRA kernels rated 0.38 judgments/s where the base model rated 2.5/s on the
-            2-core test machine. Both give the same judgments (tested to 1e-4) under the same
+            LoRA kernels rated 0.52 judgments/s per request against 4.17/s merged on the
+            2-core test machine (``bench/rating_throughput.py --adapter``). Both give the same judgments (tested to 1e-4) under the same
             model id. ``auto``: ``merged`` without a CUDA device, else ``request``.
             (default: ``"auto"``)
         max_model_len: longest prompt plus answer, in tokens (bounds vLLM's KV cache per
