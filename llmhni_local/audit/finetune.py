@@ -418,7 +418,7 @@ class Runner:
         """Frozen-prefix states of every example (length-sorted batches); returns how many
         came from the memo instead of a forward pass."""
         out: list = [None] * len(ex.ids)
-        memo = self.memo if self.memo is not None else {}
+        memo = self.memo if self.memo is not None else {}  # a throwaway one: same code path
         todo = []
         for k, row in enumerate(ex.ids):
             hit = memo.get((self.cut, tuple(row)))
@@ -429,9 +429,7 @@ class Runner:
         for sel in length_batches([len(ex.ids[k]) for k in todo], batch_size):
             picked = [todo[j] for j in sel]
             for k, h in zip(picked, self.prefix([ex.ids[k] for k in picked])):
-                out[k] = h
-                if self.memo is not None:
-                    self.memo[(self.cut, tuple(ex.ids[k]))] = h
+                out[k] = memo[(self.cut, tuple(ex.ids[k]))] = h
         self.cache[name] = out
         return len(ex.ids) - len(todo)
 
@@ -582,7 +580,7 @@ def card_fingerprint(card: dict[str, Any]) -> str | None:
                         pr["label_tokens"], pr["answer_tokens"])
     except (KeyError, TypeError):
         return None
-    return _fingerprint(json.loads(json.dumps(parts)))  # JSON types, as a card holds them
+    return _fingerprint(parts)  # lists where the settings had tuples: the same JSON text
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -696,18 +694,20 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
                             answers)
     base_sha = model_hash(spec.path)
     l_hash = labels_hash(labels)
-    fingerprint = _fingerprint(json.loads(json.dumps(_inputs(
+    fingerprint = _fingerprint(_inputs(
         dataclasses.asdict(settings), base_sha, l_hash, profiles.hash, max_liked,
-        {n: t.hash for n, t in templates.items()}, label_ids, answers))))
-    if reuse and (out / "card.json").is_file():
-        old = json.loads((out / "card.json").read_text())
+        {n: t.hash for n, t in templates.items()}, label_ids, answers))
+    if reuse and out.exists():
+        card_file = out / "card.json"
+        old = json.loads(card_file.read_text()) if card_file.is_file() else {}
         if card_fingerprint(old) == fingerprint and not adapter_problems(
                 out, max_lora_rank=None, require_card=True):
             log(f"finetune: {out} was tuned on these labels with these settings; reused")
             return old
-        if not force:
-            raise UserError(f"{out} holds an adapter tuned on other labels or settings; choose "
-                            "another --out or pass --force to replace it")
+        if not force:  # never replace a folder that is not this very adapter without --force
+            raise UserError(f"{out} is not an adapter tuned on these labels and settings (other "
+                            "labels or settings, or no card); choose another --out or pass "
+                            "--force to replace it")
     work = out.parent / f".{out.name}.work"
     work.mkdir(parents=True, exist_ok=True)
 

@@ -387,6 +387,14 @@ def test_reuse_gives_back_the_same_adapter_and_refuses_other_inputs(tuned, audit
                      log=lambda _: None, reuse=True)
     assert (out / "adapter_model.safetensors").stat().st_mtime_ns == stamp
 
+    other = audited_run.parent / "not-an-adapter"  # a folder without a card is never replaced
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="no card"):
+        finetune_run(audited_run, other, tiny_settings(tiny_llama), progress=False,
+                     log=lambda _: None, reuse=True)
+    assert [f.name for f in other.iterdir()] == ["notes.txt"]
+
 
 def test_changed_settings_start_over(audited_run, tiny_llama, tmp_path):
     out = tmp_path / "a"
