@@ -3,8 +3,9 @@ models faster than adapters.
 
 vLLM's CPU build applies LoRA per request with slow kernels: on the 2-core test machine
 SmolLM2-135M with a rank-16 adapter rated 0.52 judgments/s per request, 4.17/s merged and
-3.92/s without an adapter, in one run (docs/BENCHMARKS.md). The tuned weights ``W + (alpha/r) B A`` computed once give the same model
-(float rounding aside) at the base model's speed. The merged folder is cached under
+3.92/s without an adapter, in one run (docs/BENCHMARKS.md). The tuned weights
+``W + (alpha/r) B A`` computed once give the same model (float rounding aside) at the base
+model's speed. The merged folder is cached under
 ``<cache>/merged/<base hash>-<adapter hash>/`` (both sha256, so a changed base or adapter gets
 a new folder), written into a temporary folder and renamed into place, so an interrupted merge
 leaves nothing that looks finished. Judgments keep the adapter's id: merging changes how the

@@ -51,8 +51,9 @@ class RaterSettings:
             on a GPU). ``merged``: the adapter is folded into a cached copy of the base
             weights (``llm/merged.py``) that the engine serves as a plain model: vLLM's CPU
             LoRA kernels rated 0.52 judgments/s per request against 4.17/s merged on the
-            2-core test machine (``bench/rating_throughput.py --adapter``). Both give the same judgments (tested to 1e-4) under the same
-            model id. ``auto``: ``merged`` without a CUDA device, else ``request``.
+            2-core test machine (``bench/rating_throughput.py --adapter``). Both give the
+            same judgments (tested to 1e-4) under the same model id. ``auto``: ``merged``
+            without a CUDA device, else ``request``.
             (default: ``"auto"``)
         max_model_len: longest prompt plus answer, in tokens (bounds vLLM's KV cache per
             sequence). (default: ``1024``)
