@@ -298,7 +298,7 @@ def _stage_verdicts(run: Run) -> dict:
     if run.cfg.pipeline.rater == "simulated":
         from llmhni_local.llm.rate import CANDIDATES_FILE
         from llmhni_local.method.candidates import load_candidates
-        from llmhni_local.method.simulated import simulate_verdicts, write_simulated_verdicts
+        from llmhni_local.method.simulated_rater import simulate_verdicts, write_simulated_verdicts
 
         data = run.data
         if data.train_noise is None:

@@ -7,7 +7,7 @@ import pytest
 
 from llmhni_local.errors import ConfigError, DataError
 from llmhni_local.method.denoise import denoised_edges
-from llmhni_local.method.simulated import simulate_verdicts, write_simulated_verdicts
+from llmhni_local.method.simulated_rater import simulate_verdicts, write_simulated_verdicts
 
 CAND = [("user", np.int64), ("item", np.int64), ("kind", "U10")]
 
