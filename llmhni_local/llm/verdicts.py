@@ -1,6 +1,8 @@
-"""Hard or noisy: the verdict on each candidate pair (METHOD.md stage 6).
+"""Hard or noisy: the verdict on each candidate pair (docs/DESIGN.md, "Verdicts" and
+"Verdict rules").
 
-A pair is **hard** when both views' labels are High, and **noisy** for any other pair of
+Under the default rule (``verdicts.rule = "argmax"``) a pair is **hard** when both views'
+labels are High, and **noisy** for any other pair of
 labels (the paper's words). A pair one of whose views is a failure (an answer that was not a
 label) gets **no verdict**: its verdict is ``failed``, it is counted, and it is never labelled
 hard or noisy; the graph stage leaves such a pair as it is. A pair with a view not rated yet is
@@ -18,21 +20,43 @@ unobserved  missing positive: **add**        nothing (stays unobserved)
 The label probabilities are kept: ``p_hard = P_user(High) * P_item(High)`` (NaN where a view
 has no probabilities), a soft score of the same rule.
 
-Writes ``RUN/verdicts.parquet`` (one row per candidate) and ``RUN/verdicts.json`` (counts).
+The other rules (``threshold``, ``stacked``; optional batch calibration) re-decide only the
+pairs that have a verdict under the argmax rule, so failed and unrated pairs never get one;
+their pure parts live in :mod:`llmhni_local.llm.verdict_rules`. Whatever is fitted (taus,
+calibration means, the stacked model) leaves out the audited pairs that trained an adapter.
+
+Writes ``RUN/verdicts.parquet`` (one row per candidate; ``score_user``/``score_item`` under the
+threshold rule, ``p_stacked`` under the stacked one) and ``RUN/verdicts.json`` (counts, and in
+``verdict_rule`` what the rule used: taus and their source, calibration, cross-validated
+figures).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from llmhni_local.errors import UserError
+from llmhni_local.llm.base import LABELS
 from llmhni_local.llm.store import VIEWS, Key
+from llmhni_local.llm.verdict_rules import (VerdictSettings, batch_calibrate, binary_kappa,
+                                            cross_validate, fit_logistic, high_score, jsonable,
+                                            log_ratios, predict_logistic, tau_from_share,
+                                            taus_by_kappa)
 
 VERDICTS_FILE = "verdicts.parquet"
 COUNTS_FILE = "verdicts.json"
 VERDICTS: tuple[str, ...] = ("hard", "noisy", "failed", "unrated")
+SCORE_TEXT = "log P(High) - log(P(Medium) + P(Low)) of the (calibrated) label probabilities"
+RULE_TEXT = {
+    "argmax": "hard iff both views say High; a failed view gives no verdict",
+    "threshold": "hard iff both views' High score clears its tau; a failed view gives no verdict",
+    "stacked": "hard iff the stacked logistic model gives P(hard) >= 0.5; a failed view gives "
+               "no verdict",
+}
 ACTIONS = {("observed", "hard"): "keep", ("observed", "noisy"): "remove",
            ("unobserved", "hard"): "add", ("unobserved", "noisy"): "nothing"}
 
@@ -83,13 +107,22 @@ def verdict_counts(verdicts) -> dict[str, Any]:
     return counts
 
 
-def write_verdicts(run_dir: str | Path) -> dict[str, Any]:
-    """Compute the verdicts of ``RUN``'s last rating run and write them; returns the counts."""
+def write_verdicts(run_dir: str | Path, settings: VerdictSettings | None = None, *,
+                   train: np.ndarray | None = None) -> dict[str, Any]:
+    """Compute the verdicts of ``RUN``'s last rating run and write them; returns the counts.
+
+    Args:
+        run_dir: the run folder.
+        settings: the verdict rule. (default: ``VerdictSettings()``, the argmax rule)
+        train: the training edges ``(n, 2)`` (user, item); only the stacked rule reads them
+            (item popularity and user activity).
+    """
     from llmhni_local.io import atomic_path, write_json
     from llmhni_local.llm.rate import CANDIDATES_FILE, read_rating_manifest
     from llmhni_local.llm.store import JudgmentStore
     from llmhni_local.method.candidates import load_candidates
 
+    settings = settings or VerdictSettings()
     run_dir = Path(run_dir)
     manifest = read_rating_manifest(run_dir)
     candidates = load_candidates(run_dir / CANDIDATES_FILE)
@@ -98,14 +131,226 @@ def write_verdicts(run_dir: str | Path) -> dict[str, Any]:
     with JudgmentStore(run_dir, create=False) as store:
         judgments = store.frame(views=keys)
     verdicts = compute_verdicts(candidates, judgments)
+    info: dict[str, Any] = {"rule": "argmax", "calibration": "none"}
+    if settings.rule != "argmax" or settings.calibration != "none":
+        audits = load_audits(run_dir)
+        verdicts, info = apply_rule(verdicts, candidates, settings, audits, train=train)
     counts = verdict_counts(verdicts)
     counts.update(model_id=manifest["model_id"], adapter=manifest["adapter"],
                   prompt_hashes={v: k.prompt_hash for v, k in keys.items()},
-                  rule="hard iff both views say High; a failed view gives no verdict")
+                  rule=RULE_TEXT[settings.rule], verdict_rule=jsonable(info))
     with atomic_path(run_dir / VERDICTS_FILE) as tmp:
         verdicts.to_parquet(tmp, index=False, engine="pyarrow")
     write_json(run_dir / COUNTS_FILE, counts)
     return counts
+
+
+# ---------------------------------------------------------------------------- other rules
+@dataclass(frozen=True)
+class Audits:
+    """The audited labels of a run that may be fitted on: adapter-training pairs left out."""
+
+    labels: Any  # DataFrame user, item, label
+    trained: frozenset  # (user, item) pairs that trained an adapter
+    audited: int  # every audited pair, trained ones included
+
+    @classmethod
+    def empty(cls) -> "Audits":
+        import pandas as pd
+
+        return cls(pd.DataFrame({"user": [], "item": [], "label": []}), frozenset(), 0)
+
+
+def load_audits(run_dir: str | Path) -> Audits:
+    """The run's audited labels minus the pairs that trained any adapter (none without an
+    audit store)."""
+    from llmhni_local.audit.labels import AUDIT_DB, AuditStore, audit_dir
+
+    if not (audit_dir(run_dir) / AUDIT_DB).is_file():
+        return Audits.empty()
+    with AuditStore(run_dir, create=False) as store:
+        labels = store.labels()[["user", "item", "label"]]
+        trained = frozenset(store.finetune_pairs(role="train"))
+    keep = [(int(u), int(i)) not in trained for u, i in zip(labels["user"], labels["item"])]
+    return Audits(labels[keep].reset_index(drop=True), trained, int(len(labels)))
+
+
+def apply_rule(table, candidates: np.ndarray, settings: VerdictSettings, audits: Audits, *,
+               train: np.ndarray | None = None):
+    """Re-decide the judged pairs of a :func:`compute_verdicts` table under ``settings``;
+    failed and unrated pairs stay as they are. Returns (table, what the rule used)."""
+    table = table.copy()
+    pairs = list(zip(table["user"].astype(int), table["item"].astype(int)))
+    fit = ~np.array([p in audits.trained for p in pairs], dtype=bool)
+    truth, audit_info = _audited(table, audits, fit)
+    if settings.rule == "stacked":
+        high, info = _stacked(table, candidates, settings, truth, audit_info, train)
+        info["audits"] = audit_info
+        return _redecide(table, high, high), info
+    scores, probs, info = _view_scores(table, settings, fit)
+    if settings.rule == "argmax":  # batch calibration: argmax of the calibrated probabilities
+        high = {v: probs[v].argmax(axis=1) == 0 for v in VIEWS}
+        return _redecide(table, high["user"], high["item"]), info
+    taus = _taus(scores, settings, fit, truth, audit_info, info)
+    high = {v: np.isfinite(scores[v]) & (scores[v] >= taus[v]) for v in VIEWS}
+    info["realised_share_high"] = {v: float(high[v][fit & np.isfinite(scores[v])].mean())
+                                   for v in VIEWS}
+    return _redecide(table, high["user"], high["item"]), info
+
+
+def _redecide(table, high_user: np.ndarray, high_item: np.ndarray):
+    judged = table["verdict"].isin(["hard", "noisy"]).to_numpy()
+    hard = np.asarray(high_user, bool) & np.asarray(high_item, bool)
+    table["verdict"] = np.where(judged, np.where(hard, "hard", "noisy"), table["verdict"])
+    table["action"] = [ACTIONS.get((k, v), "none") for k, v in zip(table["kind"], table["verdict"])]
+    return table
+
+
+def _audited(table, audits: Audits, fit: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per row: True (audited hard), False (audited noisy) or NaN-like None; and counts.
+
+    Only judged rows (both views answered) that trained no adapter can be fitted on."""
+    from llmhni_local.audit.report import audit_verdict
+
+    label = {(int(u), int(i)): str(lab) for u, i, lab in
+             zip(audits.labels["user"], audits.labels["item"], audits.labels["label"])}
+    judged = table["verdict"].isin(["hard", "noisy"]).to_numpy() & fit
+    truth = np.full(len(table), np.nan)
+    for r, (u, i) in enumerate(zip(table["user"].astype(int), table["item"].astype(int))):
+        if judged[r] and (u, i) in label:
+            truth[r] = float(audit_verdict(label[(u, i)]) == "hard")
+    usable = ~np.isnan(truth)
+    info = {"audited": audits.audited, "trained_left_out": audits.audited - len(label),
+            "not_judged_candidates": len(label) - int(usable.sum()),
+            "usable": int(usable.sum()), "hard": int((truth == 1).sum()),
+            "noisy": int((truth == 0).sum())}
+    return truth, info
+
+
+def _require_audits(settings: VerdictSettings, info: dict[str, Any], per_class: int = 1) -> None:
+    what = (f"verdicts.rule = {settings.rule!r}" if settings.rule == "stacked"
+            else "verdicts.tau_source = 'audits'")
+    if info["usable"] < settings.min_audits:
+        raise UserError(
+            f"{what}: {info['usable']} usable audited pairs (of {info['audited']} audited; "
+            f"{info['trained_left_out']} trained an adapter, {info['not_judged_candidates']} "
+            f"are not candidates judged in both views) is below verdicts.min_audits = "
+            f"{settings.min_audits}")
+    small = min(info["hard"], info["noisy"])
+    if small < per_class:
+        cls = "hard" if info["hard"] < info["noisy"] else "noisy"
+        raise UserError(f"{what}: {info[cls]} of {info['usable']} usable audited pairs are "
+                        f"{cls} (audited High is hard, Medium/Low noisy); fitting needs at "
+                        f"least {per_class} of each verdict")
+
+
+def _view_probs(table, view: str, settings: VerdictSettings) -> tuple[np.ndarray, np.ndarray]:
+    ok = table[f"ok_{view}"].to_numpy(bool)
+    probs = table[[f"p_{lab.lower()}_{view}" for lab in LABELS]].to_numpy(np.float64)
+    missing = int((ok & ~np.isfinite(probs).all(axis=1)).sum())
+    if missing:
+        raise UserError(f"verdicts.rule = {settings.rule!r}, verdicts.calibration = "
+                        f"{settings.calibration!r}: {missing} of {int(ok.sum())} answered "
+                        f"{view}-view judgments have no label probabilities (the backend gave "
+                        "none); use rule 'argmax' with calibration 'none'")
+    return probs, ok
+
+
+def _view_scores(table, settings: VerdictSettings, fit: np.ndarray):
+    """Per view: the calibrated probabilities and High score (NaN where the view failed)."""
+    info: dict[str, Any] = {"rule": settings.rule, "calibration": settings.calibration,
+                            "score": SCORE_TEXT}
+    scores, probs = {}, {}
+    for view in VIEWS:
+        p, ok = _view_probs(table, view, settings)
+        if not ok.any():
+            raise UserError(f"verdicts.rule = {settings.rule!r}: no {view}-view judgment was "
+                            "answered with a label")
+        if settings.calibration == "batch":
+            p, means = batch_calibrate(np.where(ok[:, None], p, np.nan), ok & fit
+                                       if (ok & fit).any() else ok)
+            info.setdefault("calibration_means", {})[view] = dict(zip(LABELS, means.tolist()))
+        probs[view] = np.where(ok[:, None], p, np.nan)
+        scores[view] = np.where(ok, high_score(np.nan_to_num(p)), np.nan)
+        table[f"score_{view}"] = scores[view]
+    return scores, probs, info
+
+
+def _taus(scores, settings: VerdictSettings, fit: np.ndarray, truth: np.ndarray,
+          audit_info: dict[str, Any], info: dict[str, Any]) -> dict[str, float]:
+    info["tau_source"] = settings.tau_source
+    if settings.tau_source == "share":
+        taus = {}
+        for v in VIEWS:
+            mask = fit & np.isfinite(scores[v])
+            taus[v], _ = tau_from_share(scores[v][mask], settings.target_share)
+        info["target_share"] = settings.target_share
+    else:
+        _require_audits(settings, audit_info)
+        use = ~np.isnan(truth)
+        tu, ti, kappa = taus_by_kappa(scores["user"][use], scores["item"][use], truth[use] == 1)
+        taus = {"user": tu, "item": ti}
+        info["audits"] = audit_info
+        info["kappa_on_audits"] = kappa  # in-sample: the taus were chosen on these pairs
+    info["tau"] = taus
+    return taus
+
+
+def _stacked(table, candidates: np.ndarray, settings: VerdictSettings, truth: np.ndarray,
+             audit_info: dict[str, Any], train: np.ndarray | None):
+    """Fit the stacked model on the usable audited pairs; P(hard) for every judged pair."""
+    if train is None:
+        raise UserError("verdicts.rule = 'stacked' needs the training data (item popularity, "
+                        "user activity); run it through the pipeline")
+    _require_audits(settings, audit_info, per_class=settings.folds)
+    judged = table["verdict"].isin(["hard", "noisy"]).to_numpy()
+    llm = np.column_stack([log_ratios(np.nan_to_num(_view_probs(table, v, settings)[0]))
+                           for v in VIEWS])
+    non_llm = non_llm_features(table, candidates, train)
+    both = np.column_stack([llm, non_llm])
+    use = ~np.isnan(truth)
+    y = truth[use] == 1
+    cv = cross_validate({"llm": llm[use], "non_llm": non_llm[use], "stacked": both[use]}, y,
+                        folds=settings.folds, l2=settings.l2, seed=settings.seed)
+    cv["argmax_rule"] = {"kappa": binary_kappa((table["verdict"] == "hard").to_numpy()[use], y)}
+    model = fit_logistic(both[use], y, settings.l2)
+    p = np.where(judged, predict_logistic(model, both), np.nan)
+    table["p_stacked"] = p
+    info = {"rule": "stacked", "calibration": "not used: the model's log-ratio features absorb "
+            "a per-label rescaling in its intercept", "features": list(STACKED_FEATURES),
+            "coefficients": dict(zip(STACKED_FEATURES, model["coef"].tolist())),
+            "intercept": float(model["intercept"][0]), "l2": settings.l2,
+            "folds": settings.folds, "threshold": 0.5, "cross_validated": cv,
+            "llm_share": {"auc_gain_over_non_llm": cv["stacked"]["auc"] - cv["non_llm"]["auc"],
+                          "kappa_gain_over_non_llm":
+                              cv["stacked"]["kappa"] - cv["non_llm"]["kappa"]}}
+    return judged & (p >= 0.5), info
+
+
+#: Features of the stacked model: 4 from the rater, 4 from the data and the recommender.
+STACKED_FEATURES = ("user_log_high_low", "user_log_medium_low", "item_log_high_low",
+                    "item_log_medium_low", "rec_score", "log_item_popularity",
+                    "log_user_activity", "observed")
+
+
+def non_llm_features(table, candidates: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Per row: the recommender's score, log(1 + training interactions) of the item and of the
+    user, and 1 for an observed candidate (its score is among the user's lowest)."""
+    import pandas as pd
+
+    train = np.asarray(train, dtype=np.int64).reshape(-1, 2)
+    users, items = table["user"].to_numpy(np.int64), table["item"].to_numpy(np.int64)
+    pop = np.bincount(train[:, 1], minlength=int(max(items.max(initial=0), train[:, 1].max(
+        initial=0))) + 1)
+    act = np.bincount(train[:, 0], minlength=int(max(users.max(initial=0), train[:, 0].max(
+        initial=0))) + 1)
+    score = pd.DataFrame({"user": candidates["user"].astype(np.int64),
+                          "item": candidates["item"].astype(np.int64),
+                          "score": candidates["score"].astype(np.float64)})
+    score = table[["user", "item"]].merge(score, on=["user", "item"], how="left")["score"]
+    return np.column_stack([score.to_numpy(np.float64), np.log1p(pop[items]),
+                            np.log1p(act[users]),
+                            (table["kind"] == "observed").to_numpy(np.float64)])
 
 
 def load_verdicts(run_dir: str | Path):

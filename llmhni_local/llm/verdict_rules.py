@@ -1,0 +1,261 @@
+"""Verdict rules beyond the argmax: calibration, thresholds and a stacked model (pure functions).
+
+The design is in docs/DESIGN.md ("Verdict rules"). In short:
+
+* **Batch calibration** (``calibration = "batch"``): each label probability of a view is
+  divided by its mean over the run's candidates of that view, then the three are renormalised
+  (the batch form of contextual calibration: a label the model favours on every prompt loses
+  that prior). Content-free calibration (the model's probabilities for an empty or "N/A"
+  input) would need extra LLM calls per template and is not offered.
+* **Score of a view**: ``log P(High) - log(P(Medium) + P(Low))``, the log-odds of High against
+  not-High after calibration, computed from the stored probabilities (not ``1 - P(High)``, which
+  loses every digit when the model is sure). A verdict is hard iff both views say High, so
+  High against the rest is the odds that matter; the score keeps precision at saturation.
+* **Threshold** (``rule = "threshold"``): a view says High when its score is at least tau. The
+  two taus are chosen jointly on the run's audited pairs for the best verdict kappa (audited
+  label High -> hard, else noisy), or put at the quantile that gives ``target_share`` of a
+  view's candidates High.
+* **Stacked** (``rule = "stacked"``): one class-balanced, L2-regularised logistic model
+  (Newton's method, numpy) of the audited verdict on the rater's probabilities of both views and
+  non-LLM features (the recommender's score, log item popularity, log user activity, the
+  candidate kind); cross-validated against the LLM-only and non-LLM-only models on the same folds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from llmhni_local.errors import ConfigError
+
+#: Smallest probability a log is taken of (stored probabilities can be exactly 0).
+EPS = 1e-12
+#: Most thresholds tried per view in the joint tau search (quantiles beyond that).
+MAX_GRID = 256
+
+
+@dataclass(frozen=True)
+class VerdictSettings:
+    """How a candidate pair's two views become a verdict (the ``[verdicts]`` table).
+
+    Args:
+        rule: ``argmax`` (hard iff both views' labels are High), ``threshold`` (hard iff both
+            views' calibrated High score clears its tau) or ``stacked`` (a logistic model on the
+            audited pairs; needs ``min_audits`` audited candidates of both verdicts).
+            (default: ``"argmax"``)
+        calibration: ``none`` or ``batch`` (divide each label probability by its mean over the
+            run's candidates of that view and renormalise). With ``argmax``, ``batch`` takes the
+            argmax of the calibrated probabilities. Content-free calibration is not offered (it
+            needs extra LLM calls). (default: ``"none"``)
+        tau_source: where the threshold rule's taus come from: ``audits`` (the pair of taus
+            with the best verdict kappa on the run's audited candidates) or ``share``
+            (``target_share`` of each view's candidates say High). (default: ``"audits"``)
+        target_share: share of each view's candidates that say High with
+            ``tau_source = "share"``. (default: ``0.8``)
+        min_audits: fewest usable audited pairs (rated candidates that trained no adapter) to
+            fit taus or the stacked model from. (default: ``50``)
+        folds: cross-validation folds of the stacked model's report; each verdict class needs
+            at least this many audited pairs. (default: ``5``)
+        l2: L2 penalty of the stacked logistic model on standardised features. (default: ``1.0``)
+        seed: seed of the cross-validation folds. (default: ``0``)
+    """
+
+    rule: Literal["argmax", "threshold", "stacked"] = "argmax"
+    calibration: Literal["none", "batch"] = "none"
+    tau_source: Literal["audits", "share"] = "audits"
+    target_share: float = 0.8
+    min_audits: int = 50
+    folds: int = 5
+    l2: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target_share <= 1.0:
+            raise ConfigError(f"verdicts.target_share must be in (0, 1], got {self.target_share}")
+        if self.min_audits < 2:
+            raise ConfigError(f"verdicts.min_audits must be >= 2, got {self.min_audits}")
+        if self.folds < 2:
+            raise ConfigError(f"verdicts.folds must be >= 2, got {self.folds}")
+        if self.l2 <= 0:
+            raise ConfigError(f"verdicts.l2 must be > 0, got {self.l2}")
+
+
+# ---------------------------------------------------------------------------- calibration
+def batch_calibrate(probs: np.ndarray, fit: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Divide each column of ``probs`` (rows: High, Medium, Low) by its mean over the rows in
+    ``fit`` (all rows by default) and renormalise each row; returns (calibrated, means)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    rows = probs if fit is None else probs[np.asarray(fit, bool)]
+    if len(rows) == 0:
+        raise ValueError("batch calibration needs at least one row of probabilities")
+    means = np.maximum(rows.mean(axis=0), EPS)
+    out = probs / means
+    return out / out.sum(axis=1, keepdims=True), means
+
+
+def high_score(probs: np.ndarray) -> np.ndarray:
+    """``log P(High) - log(P(Medium) + P(Low))`` per row of ``(High, Medium, Low)`` probs."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return np.log(np.maximum(probs[:, 0], EPS)) - np.log(np.maximum(probs[:, 1] + probs[:, 2], EPS))
+
+
+def log_ratios(probs: np.ndarray) -> np.ndarray:
+    """``(log P(High)/P(Low), log P(Medium)/P(Low))`` per row: the whole distribution in two
+    coordinates; batch calibration only shifts them by constants."""
+    logp = np.log(np.maximum(np.asarray(probs, dtype=np.float64), EPS))
+    return np.stack([logp[:, 0] - logp[:, 2], logp[:, 1] - logp[:, 2]], axis=1)
+
+
+# ---------------------------------------------------------------------------- thresholds
+def tau_from_share(scores: np.ndarray, share: float) -> tuple[float, float]:
+    """The tau that makes ``ceil(share * n)`` of ``scores`` say High (``score >= tau``); ties
+    at tau all say High, so the realised share (returned second) can be larger."""
+    scores = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    if len(scores) == 0:
+        raise ValueError("no scores to take a share of")
+    k = max(1, math.ceil(share * len(scores) - 1e-9))
+    tau = float(scores[k - 1])
+    return tau, float((scores >= tau).mean())
+
+
+def binary_kappa(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Cohen's kappa of two boolean vectors (NaN where undefined: chance agreement is 1)."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    n = len(pred)
+    if n == 0:
+        return math.nan
+    po = float((pred == truth).mean())
+    pp, pt = pred.mean(), truth.mean()
+    pe = float(pp * pt + (1 - pp) * (1 - pt))
+    return math.nan if pe >= 1.0 else (po - pe) / (1.0 - pe)
+
+
+def _grid(scores: np.ndarray) -> np.ndarray:
+    values = np.unique(scores)
+    if len(values) > MAX_GRID:
+        values = np.unique(np.quantile(scores, np.linspace(0.0, 1.0, MAX_GRID), method="lower"))
+    return values
+
+
+def taus_by_kappa(score_user: np.ndarray, score_item: np.ndarray, hard: np.ndarray
+                  ) -> tuple[float, float, float]:
+    """The pair ``(tau_user, tau_item)`` whose verdicts (hard iff both scores >= their tau)
+    agree best with ``hard`` by Cohen's kappa, and that kappa.
+
+    Every observed score is tried per view (quantiles beyond :data:`MAX_GRID`), plus +inf
+    (nobody says High). Ties go to the smallest taus (the fewest pairs judged noisy).
+    """
+    su, si = np.asarray(score_user, float), np.asarray(score_item, float)
+    hard = np.asarray(hard, bool)
+    gu, gi = _grid(su), _grid(si)
+    # index of the largest grid value <= score, shifted by one (0: below every grid value)
+    iu = np.searchsorted(gu, su, side="right")
+    ii = np.searchsorted(gi, si, side="right")
+
+    def dominance(mask: np.ndarray) -> np.ndarray:
+        # D[a, b] = #pairs (in mask) with user index >= a+1 and item index >= b+1, i.e. the
+        # pairs judged hard by taus (gu[a], gi[b]); the last row/column is tau = +inf.
+        h = np.zeros((len(gu) + 2, len(gi) + 2))
+        np.add.at(h, (iu[mask], ii[mask]), 1.0)
+        d = h[::-1, ::-1].cumsum(0).cumsum(1)[::-1, ::-1]
+        return d[1:, 1:]
+
+    n, n_hard = float(len(hard)), float(hard.sum())
+    pred_hard, both_hard = dominance(np.ones(len(hard), bool)), dominance(hard)
+    po = (both_hard + (n - n_hard - (pred_hard - both_hard))) / n
+    pp, pt = pred_hard / n, n_hard / n
+    pe = pp * pt + (1 - pp) * (1 - pt)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa = np.where(pe < 1.0, (po - pe) / (1.0 - pe), -np.inf)
+    a, b = np.unravel_index(int(np.argmax(kappa)), kappa.shape)  # first max: smallest taus
+    taus = np.append(gu, np.inf), np.append(gi, np.inf)
+    best = float(kappa[a, b])
+    return float(taus[0][a]), float(taus[1][b]), best if math.isfinite(best) else math.nan
+
+
+# ---------------------------------------------------------------------------- logistic model
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 100
+                 ) -> dict[str, np.ndarray]:
+    """Class-balanced L2 logistic regression by Newton's method on standardised features.
+
+    Each class weighs half of the total (weights ``n / (2 n_c)``); the intercept is not
+    penalised. Constant features get weight 0. Returns mean, std, coef, intercept.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, bool)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    std = np.where(std > 0, std, np.inf)  # a constant column becomes 0
+    z = np.column_stack([np.ones(len(x)), (x - mean) / std])
+    n_pos = y.sum()
+    w = np.where(y, len(y) / (2.0 * max(n_pos, 1)), len(y) / (2.0 * max(len(y) - n_pos, 1)))
+    penalty = np.full(z.shape[1], float(l2))
+    penalty[0] = 1e-9  # the intercept is (practically) free
+    beta = np.zeros(z.shape[1])
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(z @ beta, -35, 35)))
+        grad = z.T @ (w * (p - y)) + penalty * beta
+        hess = (z * (w * p * (1 - p))[:, None]).T @ z + np.diag(penalty)
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return {"mean": mean, "std": std, "coef": beta[1:], "intercept": beta[:1]}
+
+
+def predict_logistic(model: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """P(positive) of each row of ``x`` under a :func:`fit_logistic` model."""
+    z = (np.asarray(x, np.float64) - model["mean"]) / model["std"]
+    return 1.0 / (1.0 + np.exp(-np.clip(z @ model["coef"] + model["intercept"][0], -35, 35)))
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """Fold index per row: each class shuffled and dealt round-robin over the folds."""
+    y = np.asarray(y, bool)
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(y), dtype=np.int64)
+    for cls in (True, False):
+        idx = np.flatnonzero(y == cls)
+        out[rng.permutation(idx)] = np.arange(len(idx)) % folds
+    return out
+
+
+def auc(scores: np.ndarray, y: np.ndarray) -> float:
+    """AUC of ``scores`` for the positives ``y`` (ties count half; NaN with one class)."""
+    from llmhni_local.eval.metrics import auc as _auc
+
+    scores, y = np.asarray(scores, float), np.asarray(y, bool)
+    return _auc(scores[y], scores[~y])
+
+
+def cross_validate(features: dict[str, np.ndarray], y: np.ndarray, *, folds: int, l2: float,
+                   seed: int = 0) -> dict[str, dict[str, float]]:
+    """Out-of-fold AUC and verdict kappa (positive iff P >= 0.5) of one logistic model per
+    feature set, all on the same stratified folds."""
+    y = np.asarray(y, bool)
+    fold = stratified_folds(y, folds, seed)
+    out: dict[str, dict[str, float]] = {}
+    for name, x in features.items():
+        oof = np.empty(len(y))
+        for k in range(folds):
+            test = fold == k
+            model = fit_logistic(x[~test], y[~test], l2)
+            oof[test] = predict_logistic(model, x[test])
+        out[name] = {"auc": auc(oof, y), "kappa": binary_kappa(oof >= 0.5, y),
+                     "accuracy": float(((oof >= 0.5) == y).mean())}
+    return out
+
+
+def jsonable(x: Any) -> Any:
+    """Floats that JSON can hold: NaN and infinities become None."""
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x

@@ -1,0 +1,270 @@
+"""Verdict rules: argmax (today's), threshold (taus from audits or a share), stacked.
+
+Pure functions on hand-made numbers, then ``write_verdicts`` on a synthetic run folder (no LLM):
+candidates, stored judgments whose High probability carries a signal, audited labels.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmhni_local.errors import ConfigError, UserError
+from llmhni_local.llm.verdict_rules import (VerdictSettings, batch_calibrate, binary_kappa,
+                                            cross_validate, fit_logistic, high_score,
+                                            predict_logistic, tau_from_share, taus_by_kappa)
+from llmhni_local.llm.verdicts import compute_verdicts, load_verdicts, write_verdicts
+
+
+# ---------------------------------------------------------------------------- pure functions
+def test_batch_calibration_by_hand():
+    probs = np.array([[0.9, 0.05, 0.05], [0.7, 0.2, 0.1]])
+    cal, means = batch_calibrate(probs)
+    assert means == pytest.approx([0.8, 0.125, 0.075])
+    first = np.array([0.9 / 0.8, 0.05 / 0.125, 0.05 / 0.075])
+    assert cal[0] == pytest.approx(first / first.sum())
+    assert cal.sum(axis=1) == pytest.approx([1.0, 1.0])
+    # the model's prior for High is gone: the first row is no longer High by argmax
+    assert cal[0].argmax() == 0 and cal[1].argmax() == 1
+    # means over a subset only (e.g. leaving out adapter-training pairs)
+    _, sub = batch_calibrate(probs, fit=np.array([True, False]))
+    assert sub == pytest.approx(probs[0])
+
+
+def test_high_score_is_high_against_the_rest():
+    s = high_score(np.array([[0.5, 0.25, 0.25], [0.8, 0.1, 0.1], [1.0, 0.0, 0.0]]))
+    assert s[0] == pytest.approx(0.0)
+    assert s[1] == pytest.approx(math.log(4.0))
+    assert np.isfinite(s[2]) and s[2] > 20  # saturated, still finite and ordered
+
+
+def test_tau_from_target_share():
+    scores = np.arange(1, 11) / 10.0
+    tau, share = tau_from_share(scores, 0.8)
+    assert tau == pytest.approx(0.3) and share == pytest.approx(0.8)
+    tau, share = tau_from_share(np.array([1.0, 1.0, 1.0, 0.0]), 0.5)  # ties all say High
+    assert tau == 1.0 and share == pytest.approx(0.75)
+    assert tau_from_share(scores, 1.0)[0] == pytest.approx(0.1)
+
+
+def test_binary_kappa_by_hand():
+    pred = np.array([1] * 20 + [0] * 5 + [1] * 10 + [0] * 15, bool)
+    truth = np.array([1] * 25 + [0] * 25, bool)
+    assert binary_kappa(pred, truth) == pytest.approx(0.4)  # agreement.py's doctest matrix
+    assert math.isnan(binary_kappa(np.ones(4, bool), np.ones(4, bool)))
+
+
+def test_taus_by_kappa_hand_case():
+    # the user view separates the first two pairs, the item view the last two: only the
+    # joint taus (2, 2) make every verdict right
+    su = np.array([1.0, 3.0, 3.0, 3.0])
+    si = np.array([3.0, 1.0, 3.0, 3.0])
+    hard = np.array([False, False, True, True])
+    tu, ti, kappa = taus_by_kappa(su, si, hard)
+    assert (tu, ti) == (3.0, 3.0) and kappa == pytest.approx(1.0)
+
+
+def test_taus_by_kappa_matches_brute_force():
+    rng = np.random.default_rng(3)
+    su, si = rng.integers(0, 12, 80).astype(float), rng.integers(0, 9, 80).astype(float)
+    hard = (su + si + rng.normal(0, 3, 80)) > 10
+    tu, ti, kappa = taus_by_kappa(su, si, hard)
+    best = -np.inf
+    for a, b in itertools.product([*np.unique(su), np.inf], [*np.unique(si), np.inf]):
+        k = binary_kappa((su >= a) & (si >= b), hard)
+        if not math.isnan(k) and k > best:
+            best = k
+    assert kappa == pytest.approx(best)
+    assert binary_kappa((su >= tu) & (si >= ti), hard) == pytest.approx(best)
+
+
+def test_class_balanced_logistic():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 2))
+    y = x[:, 0] - 0.5 * x[:, 1] + rng.normal(0, 0.5, 400) > 1.0  # about 1 in 5 positive
+    m = fit_logistic(x, y, l2=1.0)
+    assert m["coef"][0] > 0 > m["coef"][1]
+    p = predict_logistic(m, x)
+    # class-balanced (free intercept): the classes' mean P average to 1/2, whatever the prior
+    assert y.mean() < 0.3
+    assert 0.5 * (p[y].mean() + p[~y].mean()) == pytest.approx(0.5, abs=1e-6)
+    unbalanced = 1 / (1 + np.exp(-(np.log(y.mean() / (1 - y.mean())))))
+    assert unbalanced < 0.3  # what an unweighted intercept-only model would say
+    const = fit_logistic(np.column_stack([x[:, 0], np.ones(400)]), y)  # constant column: weight 0
+    assert const["coef"][1] == 0.0
+
+
+def _two_signals(n=600, seed=1):
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    y = a + b + rng.normal(0, 0.7, n) > 0
+    llm = np.column_stack([a + rng.normal(0, 0.3, n), rng.normal(size=n)])
+    non = np.column_stack([b + rng.normal(0, 0.3, n), rng.normal(size=n)])
+    return llm, non, y
+
+
+def test_stacked_beats_each_part_when_both_carry_signal():
+    llm, non, y = _two_signals()
+    cv = cross_validate({"llm": llm, "non_llm": non, "stacked": np.column_stack([llm, non])}, y,
+                        folds=5, l2=1.0)
+    for part in ("llm", "non_llm"):
+        assert cv["stacked"]["auc"] > cv[part]["auc"] + 0.05
+        assert cv["stacked"]["kappa"] > cv[part]["kappa"]
+    assert 0.65 < cv["llm"]["auc"] < 0.9 and 0.65 < cv["non_llm"]["auc"] < 0.9
+
+
+def test_settings_are_checked():
+    with pytest.raises(ConfigError, match="verdicts.target_share"):
+        VerdictSettings(target_share=0.0)
+    with pytest.raises(ConfigError, match="verdicts.folds"):
+        VerdictSettings(folds=1)
+
+
+# ---------------------------------------------------------------------------- a run folder
+MODEL, ADAPTER, HASHES = "fake@0", "", {"user": "hu", "item": "hi"}
+
+
+def _make_run(tmp_path, n_pairs=240, seed=0, fail_every=23):
+    """Candidates and stored judgments: a pair's latent relevance lifts P(High) in both views;
+    every ``fail_every``-th pair has a failed user view. Returns (run, latent hard flags, train)."""
+    from llmhni_local.llm.rate import CANDIDATES_FILE, RATING_MANIFEST
+    from llmhni_local.llm.store import COLUMNS, JudgmentStore
+    from llmhni_local.method.candidates import CANDIDATE_DTYPE, save_candidates
+
+    rng = np.random.default_rng(seed)
+    users, items = np.arange(n_pairs) // 6, np.arange(n_pairs) % 6 + 10 * (np.arange(n_pairs) % 5)
+    kind = np.where(np.arange(n_pairs) % 2 == 0, "observed", "unobserved")
+    score = rng.normal(size=n_pairs)
+    latent = rng.normal(size=n_pairs) + 0.8 * score
+    hard = latent > 0.3
+    cands = np.array(list(zip(users, items, kind, np.zeros(n_pairs), score)), dtype=CANDIDATE_DTYPE)
+    run = tmp_path / "run"
+    run.mkdir()
+    save_candidates(run / CANDIDATES_FILE, cands)
+    (run / RATING_MANIFEST).write_text(json.dumps({
+        "model_id": MODEL, "adapter": ADAPTER, "status": "done",
+        "views": {v: {"prompt_hash": h} for v, h in HASHES.items()}}))
+    rows = []
+    for r in range(n_pairs):
+        for view in ("user", "item"):
+            # every answer is High by argmax (p_high > 0.5), as a zero-shot small model gives
+            ph = 0.9 + 0.09 * np.tanh(latent[r] + rng.normal(0, 0.5))
+            pm = (1 - ph) * 0.5
+            failed = view == "user" and r % fail_every == 0
+            label = None if failed else "High"
+            rows.append(dict(user=int(users[r]), item=int(items[r]), view=view, model_id=MODEL,
+                             adapter=ADAPTER, prompt_hash=HASHES[view], kind=str(kind[r]),
+                             text=label or "Relevance is", label=label, p_high=ph, p_medium=pm,
+                             p_low=1 - ph - pm, label_mass=0.9, ok=int(not failed),
+                             created_at="t"))
+    with JudgmentStore(run) as store:
+        store.add_rows([tuple(row[c] for c in COLUMNS) for row in rows])
+    train = np.column_stack([rng.integers(0, users.max() + 1, 2000),
+                             rng.choice(items, 2000)])
+    return run, cands, hard, train
+
+
+def _audit(run, cands, labels_of, pairs, trained=()):
+    from llmhni_local.audit.labels import AuditStore
+
+    with AuditStore(run) as store:
+        store.add_labels([{"user": int(cands["user"][r]), "item": int(cands["item"][r]),
+                           "label": labels_of(r)} for r in pairs],
+                         source_file="audit.csv", source_sha256="0" * 64)
+        if trained:
+            store.mark_finetune([(int(cands["user"][r]), int(cands["item"][r]))
+                                 for r in trained], "adapter-x", "train")
+
+
+def test_default_rule_is_todays_argmax(tmp_path):
+    from llmhni_local.llm.store import JudgmentStore
+
+    run, cands, _, _ = _make_run(tmp_path)
+    counts = write_verdicts(run)
+    with JudgmentStore(run, create=False) as store:
+        expected = compute_verdicts(cands, store.frame())
+    got = load_verdicts(run)
+    assert got["verdict"].tolist() == expected["verdict"].tolist()
+    assert set(got["verdict"]) == {"hard", "failed"}  # every answer High: nothing is noisy
+    stored = json.loads((run / "verdicts.json").read_text())
+    assert stored["verdict_rule"] == {"rule": "argmax", "calibration": "none"}
+    assert stored["rule"] == counts["rule"] == ("hard iff both views say High; a failed view "
+                                                "gives no verdict")
+
+
+def test_threshold_from_target_share(tmp_path):
+    run, cands, hard, _ = _make_run(tmp_path)
+    s = VerdictSettings(rule="threshold", tau_source="share", target_share=0.6,
+                        calibration="batch")
+    counts = write_verdicts(run, s)
+    info = json.loads((run / "verdicts.json").read_text())["verdict_rule"]
+    assert info["tau_source"] == "share" and set(info["tau"]) == {"user", "item"}
+    assert set(info["calibration_means"]) == {"user", "item"}
+    for view in ("user", "item"):
+        assert 0.6 <= info["realised_share_high"][view] < 0.62
+    v = load_verdicts(run)
+    judged = v[v["verdict"].isin(["hard", "noisy"])]
+    says = ((judged["score_user"] >= info["tau"]["user"])
+            & (judged["score_item"] >= info["tau"]["item"]))
+    assert (judged["verdict"] == np.where(says, "hard", "noisy")).all()
+    assert counts["observed"]["failed"] + counts["unobserved"]["failed"] == 11  # unchanged
+    assert counts["observed"]["noisy"] > 0 and counts["actions"]["remove"] > 0
+
+
+def test_threshold_from_audits_leaves_trained_pairs_out(tmp_path):
+    run, cands, hard, _ = _make_run(tmp_path)
+    audited = list(range(1, 200))
+    trained = audited[:40]
+    # the trained pairs carry the opposite label: were they fitted on, kappa would drop
+    _audit(run, cands, lambda r: ("Low" if hard[r] else "High") if r in trained
+           else ("High" if hard[r] else "Low"), audited, trained)
+    write_verdicts(run, VerdictSettings(rule="threshold"))
+    info = json.loads((run / "verdicts.json").read_text())["verdict_rule"]
+    assert info["tau_source"] == "audits"
+    a = info["audits"]
+    assert a["audited"] == 199 and a["trained_left_out"] == 40
+    assert a["usable"] + a["not_judged_candidates"] == 159
+    assert a["not_judged_candidates"] == sum(1 for r in audited[40:] if r % 23 == 0)
+    clean = [r for r in audited[40:] if r % 23]
+    v = load_verdicts(run).iloc[clean]
+    kappa = binary_kappa(v["verdict"] == "hard", hard[clean])
+    assert info["kappa_on_audits"] == pytest.approx(kappa) and kappa > 0.3
+
+
+def test_threshold_from_audits_without_audits_is_one_line_error(tmp_path):
+    run, *_ = _make_run(tmp_path)
+    with pytest.raises(UserError, match=r"verdicts.tau_source = 'audits': 0 usable audited pairs"
+                                        r".*verdicts.min_audits = 50"):
+        write_verdicts(run, VerdictSettings(rule="threshold"))
+
+
+def test_stacked_reports_each_part_and_needs_two_classes(tmp_path):
+    run, cands, hard, train = _make_run(tmp_path)
+    _audit(run, cands, lambda r: "High" if hard[r] else "Medium", range(1, 200), trained=[1, 2])
+    counts = write_verdicts(run, VerdictSettings(rule="stacked"), train=train)
+    info = counts["verdict_rule"]
+    cv = info["cross_validated"]
+    assert set(cv) == {"llm", "non_llm", "stacked", "argmax_rule"}
+    assert all(0.0 <= cv[k]["auc"] <= 1.0 for k in ("llm", "non_llm", "stacked"))
+    assert cv["stacked"]["auc"] >= max(cv["llm"]["auc"], cv["non_llm"]["auc"]) - 0.02
+    assert cv["argmax_rule"]["kappa"] == 0.0  # argmax says hard everywhere: chance level
+    assert info["llm_share"]["auc_gain_over_non_llm"] == pytest.approx(
+        cv["stacked"]["auc"] - cv["non_llm"]["auc"])
+    assert info["audits"]["trained_left_out"] == 2
+    v = load_verdicts(run)
+    judged = v["verdict"].isin(["hard", "noisy"])
+    assert v.loc[judged, "p_stacked"].notna().all() and v.loc[~judged, "p_stacked"].isna().all()
+    assert ((v.loc[judged, "p_stacked"] >= 0.5) == (v.loc[judged, "verdict"] == "hard")).all()
+
+    one = tmp_path / "one"
+    one.mkdir()
+    run2, cands2, _, train2 = _make_run(one)
+    _audit(run2, cands2, lambda r: "High", range(1, 120))
+    with pytest.raises(UserError, match=r"verdicts.rule = 'stacked': 0 of 114 usable audited "
+                                        r"pairs are noisy"):
+        write_verdicts(run2, VerdictSettings(rule="stacked"), train=train2)
