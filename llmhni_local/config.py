@@ -1,7 +1,7 @@
 """Typed, frozen settings for every stage, loaded from TOML.
 
 Priority rule: command-line flags > the TOML file given with ``--config`` > the defaults
-below (which come from ``../shared/METHOD.md``). Unknown keys, in a file or as a flag, are
+below (the method's own values: docs/METHOD.md). Unknown keys, in a file or as a flag, are
 errors that name the key.
 
 A TOML file has one table per section, e.g.::
@@ -21,7 +21,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Iterable, Literal, get_args, get_origin
 
 from llmhni_local.errors import ConfigError
 
@@ -235,8 +235,16 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``overrides`` (dotted keys allowed: ``{"train.epochs": 5}``) into ``base``."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    """Deep-merge ``overrides`` (dotted keys allowed: ``{"train.epochs": 5}``) into a copy of
+    ``base``; neither argument is changed. ``None`` values are skipped (an unset flag).
+
+    >>> base = {"train": {"epochs": 3}}
+    >>> merge(base, {"train.epochs": 5, "train.lr": None}), base
+    ({'train': {'epochs': 5}}, {'train': {'epochs': 3}})
+    """
+    import copy
+
+    out = copy.deepcopy(base)
     for key, value in overrides.items():
         if value is None:
             continue
@@ -246,20 +254,51 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"setting {key}: {p} is not a table")
-        node[parts[-1]] = value
+        node[parts[-1]] = copy.deepcopy(value)
     return out
 
 
 def load_config(cls: type, path: str | Path | None = None,
-                overrides: dict[str, Any] | None = None) -> Any:
-    """Defaults < TOML file < overrides, as one frozen settings object of type ``cls``."""
+                overrides: dict[str, Any] | None = None, *, ignore: Iterable[str] = ()) -> Any:
+    """Defaults < TOML file < overrides, as one frozen settings object of type ``cls``.
+
+    The one loader of every command and of the pipeline.
+
+    Args:
+        cls: the settings dataclass, one field per TOML table (e.g. ``RunConfig``).
+        path: the TOML file, or None for defaults and overrides only.
+        overrides: command-line values, dotted (``{"train.epochs": 5}``); None values are
+            skipped.
+        ignore: tables of the file that belong to other commands (one file serves them all);
+            any other table or key ``cls`` does not know is an error naming it and the file.
+    """
     values = read_toml(path) if path else {}
-    values = merge(values, overrides or {})
-    where = str(path) if path else ""
+    skip = set(ignore)
+    values = merge({k: v for k, v in values.items() if k not in skip}, overrides or {})
     try:
         return build(cls, values)
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def parse_sets(items: Iterable[str]) -> dict[str, Any]:
+    """``--set table.key=value`` items as dotted overrides; values are TOML (``5``, ``[1, 2]``,
+    ``true``), anything else a bare string.
+
+    >>> parse_sets(["train.epochs=5", "data.source=files:x.csv", "pipeline.seeds=[0, 1]"])
+    {'train.epochs': 5, 'data.source': 'files:x.csv', 'pipeline.seeds': [0, 1]}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or "." not in key.strip():
+            raise ConfigError(f"--set {item!r}: expected table.key=value")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare string
+        out[key.strip()] = value
+    return out
 
 
 def to_dict(settings: Any) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from llmhni_local.config import (ConfigError, DataSettings, EvalSettings, ModelSettings,
-                                 TrainConfig, TrainSettings, build, merge, read_toml, to_dict)
+                                 TrainConfig, TrainSettings, load_config, to_dict)
 from llmhni_local.errors import UserError
 from llmhni_local.io import sha256_text, write_json
 from llmhni_local.llm.profiles import ProfileSettings
@@ -38,6 +38,7 @@ from llmhni_local.llm.rate import RateSettings
 from llmhni_local.llm.settings import EmbedderSettings, RaterSettings
 from llmhni_local.method.candidates import CandidateSettings
 from llmhni_local.method.settings import LLMHNISettings
+from llmhni_local.stages import missing_outputs
 
 STAGES: tuple[str, ...] = ("data", "profiles", "embed", "align", "rec_pre", "candidates",
                            "rate", "verdicts", "train", "report")
@@ -103,13 +104,13 @@ class RunConfig:
                            train=dataclasses.replace(self.train, **train_changes), eval=self.eval)
 
 
+#: Tables of a shared settings file that belong to other commands (``finetune-rater``).
+OTHER_TABLES: tuple[str, ...] = ("finetune",)
+
+
 def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    values = read_toml(path) if path else {}
-    values = merge(values, overrides or {})
-    try:
-        return build(RunConfig, values)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+    """Defaults < TOML file < overrides (:func:`llmhni_local.config.load_config`)."""
+    return load_config(RunConfig, path, overrides, ignore=OTHER_TABLES)
 
 
 # ---------------------------------------------------------------------------- stage keys
@@ -177,17 +178,20 @@ class Run:
 # ---------------------------------------------------------------------------- the stages
 def _stage_data(run: Run) -> dict:
     data = run.data
-    run.extra_keys["profiles"] = sha256_text(json.dumps(data.sources, sort_keys=True))
-    run.extra_keys["rec_pre"] = run.extra_keys["profiles"]
+    data_key = sha256_text(json.dumps(data.sources, sort_keys=True))
+    # Summaries depend on the rater model too (its id is empty when profiles.summarize is off).
+    run.extra_keys["profiles"] = data_key + run.extra_keys.get("summarizer", "")
+    run.extra_keys["rec_pre"] = data_key
     return data.info()
 
 
 def _stage_profiles(run: Run) -> dict:
-    from llmhni_local.llm.profiles import make_profiles, save_profiles
+    from llmhni_local.stages import build_profiles
 
-    profiles = make_profiles(run.data, run.cfg.profiles)
-    save_profiles(run.dir, profiles)
-    return {"hash": profiles.hash, "users": len(profiles.users), "items": len(profiles.items)}
+    profiles = build_profiles(run.dir, run.data, data_settings=run.cfg.data,
+                              settings=run.cfg.profiles, rater=run.cfg.rater)
+    return {"hash": profiles.hash, "users": len(profiles.users), "items": len(profiles.items),
+            "summarized": bool(profiles.info.get("summarized"))}
 
 
 def _embedder_id(run: Run) -> str:
@@ -204,10 +208,9 @@ def _rater_id(run: Run) -> tuple[str, str]:
 
 
 def _stage_embed(run: Run) -> dict:
-    from llmhni_local.llm.embed import embed_profiles
+    from llmhni_local.stages import embed_run
 
-    emb = embed_profiles(run.dir, run.cfg.embedder, model_id=_embedder_id(run),
-                         progress=run.progress)
+    emb = embed_run(run.dir, run.cfg.embedder, progress=run.progress)
     return {"dim": int(emb.users.shape[1]), "model_id": emb.meta.get("model_id"),
             "reused_vectors": emb.reused}
 
@@ -251,46 +254,20 @@ def _stage_rec_pre(run: Run) -> dict:
             "epoch_seconds": r.epoch_seconds}
 
 
-def _score_fn(run: Run):
-    import torch
-
-    from llmhni_local.graph.adjacency import bipartite_adjacency
-    from llmhni_local.train.run import load_trained
-
-    data = run.data
-    model = load_trained(run.dir / "rec_pre", data)
-    with torch.no_grad():
-        u, i = model(bipartite_adjacency(data.train, data.n_users, data.n_items))
-
-    def score(users: np.ndarray) -> np.ndarray:
-        return (u[torch.from_numpy(users)] @ i.T).numpy()
-
-    return score
-
-
 def _stage_candidates(run: Run) -> dict:
-    from llmhni_local.method.candidates import count_kinds, save_candidates, select_candidates
-    from llmhni_local.llm.rate import CANDIDATES_FILE
+    from llmhni_local.stages import choose_candidates, score_fn_from_run
 
-    c = run.cfg.candidates
-    cands = select_candidates(_score_fn(run), run.data.user_item_lists("train"), run.data.n_items,
-                              k_neg=c.k_neg, k_pos=c.k_pos, budget=c.budget, seed=c.seed,
-                              batch_users=c.batch_users)
-    save_candidates(run.dir / CANDIDATES_FILE, cands)
-    return {"pairs": int(len(cands)), **count_kinds(cands)}
+    info = choose_candidates(run.dir, score_fn_from_run(run.dir / "rec_pre", run.data), run.data,
+                             run.cfg.candidates, source=str(run.dir / "rec_pre"))
+    return {"pairs": info["pairs"], **info["counts"]}
 
 
 def _stage_rate(run: Run) -> dict:
     if run.cfg.pipeline.rater == "simulated":
         return {"simulated": True, "skipped": "the simulated rater reads noise flags, no LLM"}
-    from llmhni_local.llm.backends import make_rating_backend
-    from llmhni_local.llm.offline import enforce_offline
-    from llmhni_local.llm.rate import rate_candidates
+    from llmhni_local.stages import rate_run
 
-    enforce_offline()
-    rid, adapter = _rater_id(run)
-    report = rate_candidates(run.dir, lambda: make_rating_backend(run.cfg.rater), model_id=rid,
-                             adapter=adapter, settings=run.cfg.rate, progress=run.progress)
+    report, rid, adapter = rate_run(run.dir, run.cfg.rater, run.cfg.rate, progress=run.progress)
     return {"model_id": rid, "adapter": adapter, **report.as_dict()}
 
 
@@ -403,20 +380,14 @@ _RUNNERS: dict[str, Callable[[Run], dict]] = {
     "report": _stage_report,
 }
 
-_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "data": (), "profiles": ("profiles",), "embed": ("embeddings",),
-    "align": ("align/aligned.npz", "align/raw.npz"), "rec_pre": ("rec_pre/model.pt",),
-    "candidates": ("candidates.parquet",), "rate": (), "verdicts": ("verdicts.parquet",),
-    "train": ("results.json",), "report": ("report.md",),
-}
-
-
 def _model_keys(run: Run) -> None:
     """Model content hashes enter the keys of the stages that use the models."""
     needs_llm = run.cfg.pipeline.rater == "llm"
     run.extra_keys["embed"] = _embedder_id(run)
     if needs_llm:
         run.extra_keys["rate"] = ":".join(_rater_id(run))
+    if run.cfg.profiles.summarize:
+        run.extra_keys["summarizer"] = ":summarized-by:" + ":".join(_rater_id(run))
 
 
 def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = True,
@@ -445,13 +416,14 @@ def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = T
         key = run.key(stage)
         run.keys[stage] = key
         rec = run.record(stage)
-        outputs_ok = all((run.dir / o).exists() for o in _OUTPUTS[stage])
-        if not forced and rec is not None and rec.get("key") == key and outputs_ok:
+        missing = missing_outputs(run.dir, stage, simulated=run.cfg.pipeline.rater == "simulated")
+        if not forced and rec is not None and rec.get("key") == key and not missing:
             run.ran[stage] = False
             log(f"[{stage}] unchanged, reused")
             continue
         t0 = time.perf_counter()
-        log(f"[{stage}] running")
+        log(f"[{stage}] running" + (f" ({', '.join(missing)} missing)"
+                                     if rec is not None and missing else ""))
         summary = _RUNNERS[stage](run)
         seconds = time.perf_counter() - t0
         run.ran[stage] = True
@@ -466,10 +438,12 @@ def _check_inputs_early(run: Run) -> None:
     """Everything that can be checked before an engine starts or a model trains."""
     from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
     from llmhni_local.llm.registry import resolve_checked
+    from llmhni_local.stages import check_can_summarize
 
     load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values()))
+    check_can_summarize(run.cfg.profiles, run.cfg.rater)
     resolve_checked(run.cfg.embedder.model, ("weights", "config", "tokenizer"))
-    if run.cfg.pipeline.rater == "llm":
+    if run.cfg.pipeline.rater == "llm" or run.cfg.profiles.summarize:
         resolve_checked(run.cfg.rater.model, ("weights", "config", "tokenizer"))
 
 

@@ -41,3 +41,43 @@ def test_settings_are_frozen_and_validated():
         s.epochs = 3  # type: ignore[misc]
     with pytest.raises(ConfigError):
         TrainSettings(tce_max_drop=1.5)
+
+
+def test_merge_leaves_the_callers_dicts_alone():
+    from llmhni_local.config import merge
+
+    base = {"llmhni": {"align": {"epochs": 3}}, "pipeline": {"seeds": [0]}}
+    over = {"llmhni.align.epochs": 9, "pipeline": {"seeds": [1, 2]}}
+    out = merge(base, over)
+    assert out["llmhni"]["align"]["epochs"] == 9 and out["pipeline"]["seeds"] == [1, 2]
+    assert base == {"llmhni": {"align": {"epochs": 3}}, "pipeline": {"seeds": [0]}}
+    out["pipeline"]["seeds"].append(5)
+    assert over["pipeline"]["seeds"] == [1, 2]
+
+
+def test_parse_sets_values_are_toml_and_keys_dotted():
+    from llmhni_local.config import parse_sets
+
+    assert parse_sets(["train.lr=0.5", "pipeline.methods=['bpr']", "data.source=ml100k"]) == {
+        "train.lr": 0.5, "pipeline.methods": ["bpr"], "data.source": "ml100k"}
+    for bad in ("train.lr", "lr=0.5"):
+        with pytest.raises(ConfigError, match="table.key=value"):
+            parse_sets([bad])
+
+
+def test_one_file_serves_every_command(tmp_path):
+    """Tables of other commands are skipped; an unknown table still names itself."""
+    f = tmp_path / "c.toml"
+    f.write_text('[train]\nepochs = 7\n[rater]\nbackend = "transformers"\n[finetune]\nr = 4\n')
+    assert load_config(TrainConfig, f, ignore=("rater", "finetune")).train.epochs == 7
+    with pytest.raises(ConfigError, match="rater"):
+        load_config(TrainConfig, f, ignore=("finetune",))
+
+
+def test_run_config_and_train_config_share_the_loader(tmp_path):
+    from llmhni_local.pipeline import load_run_config
+
+    f = tmp_path / "c.toml"
+    f.write_text('[train]\nepochs = 7\n[finetune]\nr = 4\n[profiles]\nsummarize = true\n')
+    cfg = load_run_config(f, {"train.lr": 0.5})
+    assert (cfg.train.epochs, cfg.train.lr, cfg.profiles.summarize) == (7, 0.5, True)

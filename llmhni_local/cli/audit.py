@@ -1,9 +1,4 @@
-"""``llmhni audit export|import|report|simulate``: the human audit of a run's judgments.
-
-The lead mounts it::
-
-    app.add_typer(audit.app, name="audit")
-"""
+"""``llmhni audit export|import|report|simulate``: the human audit of a run's judgments."""
 
 from __future__ import annotations
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import typer
+
+from llmhni_local.cli.options import ConfigOption, SetOption
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -13,19 +16,23 @@ DATA_HELP = "Data source: ml100k, rlmrec:PATH or files:PATH."
 
 @app.command("info")
 def info(
-    data: str = typer.Option("ml100k", "--data", help=DATA_HELP),
-    synthetic_noise: float = typer.Option(0.0, help="Share of random noise pairs added to training."),
-    max_users: int = typer.Option(0, help="Keep only the first N users (0: all)."),
-    seed: int = typer.Option(0, help="Seed of random splits and noise."),
+    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP),
+    synthetic_noise: Optional[float] = typer.Option(None, help="Share of random noise pairs added to training."),
+    max_users: Optional[int] = typer.Option(None, help="Keep only the first N users (0: all)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of random splits and noise."),
+    config: ConfigOption = None,
+    set_: SetOption = None,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Counts, sparsity and the share of flagged noise of a data set."""
-    from llmhni_local.config import build, DataSettings
+    from llmhni_local.cli.options import load
+    from llmhni_local.config import TrainConfig
     from llmhni_local.data import load_data
 
-    settings = build(DataSettings, {"source": data, "synthetic_noise": synthetic_noise,
-                                    "max_users": max_users, "seed": seed}, "data")
-    summary = load_data(settings).info()
+    cfg = load(TrainConfig, config, set_, {"data.source": data, "data.max_users": max_users,
+                                           "data.synthetic_noise": synthetic_noise,
+                                           "data.seed": seed})
+    summary = load_data(cfg.data).info()
     if as_json:
         print(json.dumps(summary))
         return

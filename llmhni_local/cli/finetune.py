@@ -1,12 +1,7 @@
 """``llmhni finetune-rater`` and ``llmhni adapters validate``.
 
-The lead mounts them::
-
-    app.command("finetune-rater")(finetune.finetune_rater)
-    app.add_typer(finetune.adapters_app, name="adapters")
-
-Settings: flags > ``--config`` TOML file (table ``[finetune]``, see ``configs/finetune.toml``)
-> the defaults of :class:`llmhni_local.audit.finetune.FinetuneSettings`.
+Settings: ``--set finetune.key=value`` > flags > ``--config`` TOML file (table ``[finetune]``,
+see ``configs/finetune.toml``) > the defaults of ``FinetuneSettings``.
 """
 
 from __future__ import annotations
@@ -17,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from llmhni_local.cli.options import ConfigOption, QuietOption, SetOption
 
 
 def finetune_rater(
@@ -24,7 +20,8 @@ def finetune_rater(
     out: Path = typer.Option(..., "--out", help="Adapter folder to write, e.g. adapters/NAME."),
     base: Optional[str] = typer.Option(None, "--base", help="Base rater: registry name or model "
                                                             "folder (default smollm2)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML settings ([finetune])."),
+    config: ConfigOption = None,
+    set_: SetOption = None,
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the labels."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Examples per step."),
@@ -35,15 +32,16 @@ def finetune_rater(
                                               help="Share of labels held out for validation."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed."),
     force: bool = typer.Option(False, "--force", help="Replace an existing adapter folder."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: QuietOption = False,
 ) -> None:
     """LoRA-tune the rater on RUN's audited labels; resumes after the last finished epoch."""
     from llmhni_local.audit.finetune import finetune_run, load_finetune_settings
+    from llmhni_local.config import parse_sets
 
     settings = load_finetune_settings(config, {
         "finetune.base": base, "finetune.epochs": epochs, "finetune.lr": lr,
         "finetune.batch_size": batch_size, "finetune.r": r, "finetune.last_layers": last_layers,
-        "finetune.val_share": val_share, "finetune.seed": seed})
+        "finetune.val_share": val_share, "finetune.seed": seed, **parse_sets(set_ or [])})
     card = finetune_run(run, out, settings, progress=not quiet, force=force)
     val = card["validation"]
     before = val.get("before_tuning") or {}

@@ -1,6 +1,6 @@
 """``llmhni models list|prepare``: the model registry on the command line.
 
-The lead mounts ``app`` as ``llmhni models``. Heavy imports happen inside the commands.
+Mounted as ``llmhni models``. Heavy imports happen inside the commands.
 """
 
 from __future__ import annotations

@@ -7,12 +7,15 @@ from typing import Optional
 
 import typer
 
+from llmhni_local.cli.options import ConfigOption, QuietOption, SetOption, load
+
 
 def train(
     out: Path = typer.Option(..., "--out", help="Run folder to write (metrics.json, manifest.json, ...)."),
     data: Optional[str] = typer.Option(None, "--data", help="ml100k, rlmrec:PATH or files:PATH."),
     model: Optional[str] = typer.Option(None, "--model", help="lightgcn or ngcf."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML settings file (flags override it)."),
+    config: ConfigOption = None,
+    set_: SetOption = None,
     loss: Optional[str] = typer.Option(None, "--loss", help="bpr, tce, rce or sgl."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Training seed."),
     dim: Optional[int] = typer.Option(None, "--dim", help="Embedding size."),
@@ -27,10 +30,11 @@ def train(
     synthetic_noise: Optional[float] = typer.Option(None, "--synthetic-noise", help="Share of random noise pairs added to training."),
     max_users: Optional[int] = typer.Option(None, "--max-users", help="Keep only the first N users."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (0: default)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    quiet: QuietOption = False,
 ) -> None:
-    """Train LightGCN or NGCF and print clean-test metrics (settings: flags > --config > defaults)."""
-    from llmhni_local.config import TrainConfig, load_config
+    """Train LightGCN or NGCF and print clean-test metrics (settings: --set > flags > --config
+    > defaults)."""
+    from llmhni_local.config import TrainConfig
 
     overrides = {
         "data.source": data, "data.synthetic_noise": synthetic_noise, "data.max_users": max_users,
@@ -40,7 +44,7 @@ def train(
         "train.eval_every": eval_every, "train.patience": patience,
         "train.min_epochs": min_epochs, "train.threads": threads,
     }
-    cfg = load_config(TrainConfig, config, overrides)
+    cfg = load(TrainConfig, config, set_, overrides)
 
     from llmhni_local.data import load_data
     from llmhni_local.report import print_metrics

@@ -61,3 +61,29 @@ def test_train_writes_run_folder(tmp_path):
     assert {"val", "test", "best_epoch", "epoch_seconds", "config"} <= set(metrics)
     assert (out / "manifest.json").is_file() and (out / "model.pt").is_file()
     assert "recall@20" in r.stdout
+
+
+SET_COMMANDS = ("run", "train", "profiles", "embed", "candidates", "rate", "finetune-rater",
+                "data info")
+
+
+@pytest.mark.parametrize("command", SET_COMMANDS)
+def test_every_settings_command_takes_config_and_set(command):
+    r = run(*command.split(), "--help")
+    assert r.returncode == 0, r.stderr
+    assert "--config" in r.stdout and "--set" in r.stdout
+
+
+def test_set_overrides_flags_and_file(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[data]\nmax_users = 40\n[rater]\nbackend = \"transformers\"\n")
+    r = run("data", "info", "--config", str(cfg), "--max-users", "30",
+            "--set", "data.max_users=20", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["users"] == 20
+
+
+def test_bad_set_is_one_line_error(tmp_path):
+    r = run("train", "--out", str(tmp_path / "x"), "--set", "train.epochs")
+    assert r.returncode == 2 and "table.key=value" in r.stderr
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,201 @@
+"""One library function per LLM-side stage body, called by both the pipeline and the CLI.
+
+Each entry point (``llmhni run`` through :mod:`llmhni_local.pipeline`, or the single-stage
+commands ``profiles``, ``embed``, ``candidates``, ``rate``) only gathers settings and prints;
+what a stage does and writes is decided here, once, so a setting cannot be honoured by one
+entry point and ignored by the other.
+
+Outputs, relative to the run folder (:data:`OUTPUTS`): a stage whose outputs are missing runs
+again even when its settings are unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from llmhni_local.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from llmhni_local.config import DataSettings
+    from llmhni_local.data.dataset import Interactions
+    from llmhni_local.llm.embed import Embeddings
+    from llmhni_local.llm.profiles import ProfileSettings, Profiles
+    from llmhni_local.llm.rate import RateReport, RateSettings
+    from llmhni_local.llm.settings import EmbedderSettings, RaterSettings
+    from llmhni_local.method.candidates import CandidateSettings
+
+#: Files (or folders) each stage writes, relative to the run folder; a missing one re-runs it.
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "data": (),
+    "profiles": ("profiles/manifest.json", "profiles/users.jsonl", "profiles/items.jsonl"),
+    "embed": ("embeddings/meta.json", "embeddings/users.npy", "embeddings/items.npy"),
+    "align": ("align/aligned.npz", "align/raw.npz"),
+    "rec_pre": ("rec_pre/model.pt", "rec_pre/metrics.json"),
+    "candidates": ("candidates.parquet", "candidates.json"),
+    "rate": ("judgments.sqlite", "rating.json"),
+    "verdicts": ("verdicts.parquet",),
+    "train": ("results.json",),
+    "report": ("report.md",),
+}
+
+
+#: With the simulated rater (``pipeline.rater = "simulated"``) the rate stage stores nothing.
+SIMULATED_OUTPUTS: dict[str, tuple[str, ...]] = {"rate": ()}
+
+
+def missing_outputs(run_dir: str | Path, stage: str, *, simulated: bool = False) -> list[str]:
+    """The declared outputs of ``stage`` that ``run_dir`` lacks (empty: all there)."""
+    declared = SIMULATED_OUTPUTS.get(stage, OUTPUTS[stage]) if simulated else OUTPUTS[stage]
+    return [o for o in declared if not (Path(run_dir) / o).exists()]
+
+
+# ---------------------------------------------------------------------------- profiles
+def check_can_summarize(profiles: "ProfileSettings", rater: "RaterSettings") -> None:
+    """``profiles.summarize`` needs the rating backend's free generation (``generate``);
+    checked before data is loaded or an engine starts."""
+    if not profiles.summarize:
+        return
+    from llmhni_local.llm.backends import rating_backend_class
+
+    if not callable(getattr(rating_backend_class(rater.backend), "generate", None)):
+        raise UserError(f"profiles.summarize is not implemented for the {rater.backend} rating "
+                        "backend (it has no generate(prompts, max_tokens) -> texts); build "
+                        "profiles without summaries")
+
+
+def build_profiles(run_dir: str | Path, data: "Interactions", *, data_settings: "DataSettings",
+                   settings: "ProfileSettings", rater: "RaterSettings",
+                   prompts_dir: str | Path | None = None) -> "Profiles":
+    """Build, optionally summarise (``settings.summarize``) and save the profiles of ``data``.
+
+    The data settings are recorded in ``profiles/manifest.json`` (``data_settings``) so later
+    stages reload the very data the profiles came from.
+    """
+    from llmhni_local.llm.profiles import make_profiles, save_profiles, summarize_users
+
+    check_can_summarize(settings, rater)
+    prof = make_profiles(data, settings, prompts_dir)
+    prof.info["data_settings"] = dataclasses.asdict(data_settings)
+    if settings.summarize:
+        from llmhni_local.llm.backends import make_rating_backend
+
+        backend = make_rating_backend(rater)
+        try:
+            prof = summarize_users(prof, backend.generate, settings, prompts_dir,
+                                   model_id=backend.model_id)
+        finally:
+            backend.close()
+    save_profiles(run_dir, prof)
+    return prof
+
+
+def profiles_data(run_dir: str | Path, fallback: "DataSettings") -> "Interactions":
+    """The data the saved profiles of ``run_dir`` were built from, checked by fingerprint."""
+    from llmhni_local.config import DataSettings, build
+    from llmhni_local.data import load_data
+    from llmhni_local.llm.profiles import data_fingerprint, load_profiles
+
+    prof = load_profiles(run_dir)
+    saved = prof.info.get("data_settings")
+    dataset = load_data(build(DataSettings, saved, "data") if saved else fallback)
+    if data_fingerprint(dataset) != prof.info.get("data"):
+        raise UserError(f"{run_dir}: the data does not match the one the profiles were built "
+                        "from; run `profiles` again")
+    return dataset
+
+
+# ---------------------------------------------------------------------------- embed
+def embed_run(run_dir: str | Path, settings: "EmbedderSettings", *, force: bool = False,
+              progress: bool = True) -> "Embeddings":
+    """Embed the profiles of ``run_dir`` (or reuse vectors saved under the same key)."""
+    from llmhni_local.llm.embed import embed_profiles, embedder_model_id
+
+    return embed_profiles(run_dir, settings, model_id=embedder_model_id(settings), force=force,
+                          progress=progress)
+
+
+# ---------------------------------------------------------------------------- candidates
+def score_fn_from_run(pretrained: str | Path,
+                      dataset: "Interactions") -> Callable[[np.ndarray], np.ndarray]:
+    """``score_fn(users) -> scores`` of a trained recommender run (s = <e_u, e_i>)."""
+    import torch
+
+    from llmhni_local.graph.adjacency import bipartite_adjacency
+    from llmhni_local.train.run import load_trained
+
+    model = load_trained(Path(pretrained), dataset)
+    adj = bipartite_adjacency(dataset.train, dataset.n_users, dataset.n_items)
+    with torch.no_grad():
+        u, i = model(adj)
+    u, i = u.float(), i.float()
+
+    def score_fn(users: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return (u[torch.as_tensor(users)] @ i.T).numpy()
+
+    return score_fn
+
+
+def score_fn_from_matrix(path: str | Path,
+                         dataset: "Interactions") -> Callable[[np.ndarray], np.ndarray]:
+    """``score_fn`` reading rows of a saved ``(users x items)`` ``.npy`` score matrix."""
+    matrix = np.load(path, mmap_mode="r")
+    if matrix.shape != (dataset.n_users, dataset.n_items):
+        raise UserError(f"{path}: shape {matrix.shape}, expected "
+                        f"({dataset.n_users}, {dataset.n_items})")
+    return lambda users: np.asarray(matrix[users])
+
+
+def choose_candidates(run_dir: str | Path, score_fn: Callable[[np.ndarray], np.ndarray],
+                      dataset: "Interactions", settings: "CandidateSettings",
+                      source: str) -> dict[str, Any]:
+    """Select candidate pairs into ``candidates.parquet`` and describe them in
+    ``candidates.json`` (settings, counts, data fingerprint, score source); returns the latter."""
+    from llmhni_local.io import write_json
+    from llmhni_local.llm.profiles import data_fingerprint
+    from llmhni_local.llm.rate import CANDIDATES_FILE
+    from llmhni_local.method.candidates import count_kinds, save_candidates, select_candidates
+
+    c = settings
+    cands = select_candidates(score_fn, dataset.user_item_lists("train"), dataset.n_items,
+                              k_neg=c.k_neg, k_pos=c.k_pos, k_pos_share=c.k_pos_share,
+                              budget=c.budget, seed=c.seed, batch_users=c.batch_users)
+    if not len(cands):
+        raise ConfigError("candidates: the settings selected no pair (candidates.k_neg, k_pos, "
+                          "k_pos_share, budget)")
+    save_candidates(Path(run_dir) / CANDIDATES_FILE, cands)
+    info = {"settings": dataclasses.asdict(c), "counts": count_kinds(cands),
+            "pairs": int(len(cands)), "users": int(len(np.unique(cands["user"]))),
+            "data": data_fingerprint(dataset), "source": str(source)}
+    write_json(Path(run_dir) / "candidates.json", info)
+    return info
+
+
+# ---------------------------------------------------------------------------- rate
+def rate_run(run_dir: str | Path, rater: "RaterSettings", settings: "RateSettings", *,
+             prompts_dir: str | Path | None = None, progress: bool = True
+             ) -> tuple["RateReport", str, str]:
+    """Rate every candidate pair of ``run_dir`` in both views (resumable).
+
+    Returns ``(report, model_id, adapter)``, the ids judgments are stored under.
+    """
+    from llmhni_local.llm.offline import enforce_offline
+    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.llm.rate import rate_candidates, rater_model_id
+
+    load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)  # fail before model checks
+    enforce_offline()
+    model_id, adapter = rater_model_id(rater)
+
+    def make_backend():
+        from llmhni_local.llm.backends import make_rating_backend
+
+        return make_rating_backend(rater)
+
+    report = rate_candidates(run_dir, make_backend, model_id=model_id, adapter=adapter,
+                             settings=settings, prompts_dir=prompts_dir, progress=progress)
+    return report, model_id, adapter
