@@ -36,6 +36,7 @@ from llmhni_local.io import sha256_text, write_json
 from llmhni_local.llm.profiles import ProfileSettings
 from llmhni_local.llm.rate import RateSettings
 from llmhni_local.llm.settings import EmbedderSettings, RaterSettings
+from llmhni_local.llm.verdict_rules import VerdictSettings
 from llmhni_local.method.candidates import CandidateSettings
 from llmhni_local.method.settings import LLMHNISettings
 from llmhni_local.stages import missing_outputs
@@ -98,6 +99,7 @@ class RunConfig:
     rater: RaterSettings = field(default_factory=RaterSettings)
     rate: RateSettings = field(default_factory=RateSettings)
     llmhni: LLMHNISettings = field(default_factory=LLMHNISettings)
+    verdicts: VerdictSettings = field(default_factory=VerdictSettings)
 
     def train_config(self, **train_changes) -> TrainConfig:
         return TrainConfig(data=self.data, model=self.model,
@@ -123,7 +125,7 @@ _READS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "rec_pre": (("model", "train", "eval"), ("data",)),
     "candidates": (("candidates",), ("rec_pre",)),
     "rate": (("rater", "rate", "pipeline.rater", "pipeline.simulated_error"), ("candidates", "profiles")),
-    "verdicts": ((), ("rate",)),
+    "verdicts": (("verdicts",), ("rate",)),
     "train": (("model", "train", "eval", "llmhni", "pipeline.methods", "pipeline.seeds"),
               ("verdicts", "align", "rec_pre")),
     "report": ((), ("train",)),
@@ -288,7 +290,7 @@ def _stage_verdicts(run: Run) -> dict:
         return summary
     from llmhni_local.llm.verdicts import write_verdicts
 
-    return write_verdicts(run.dir)
+    return write_verdicts(run.dir, run.cfg.verdicts, train=run.data.train)
 
 
 def _verdict_table(run: Run):
