@@ -102,7 +102,21 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
         "rows_under_other_prompts": other_prompts,
         "raters": raters,
         "disagreements": disagreements,
+        "verdict_rule": verdict_rule(run_dir),
     }
+
+
+def verdict_rule(run_dir: str | Path) -> dict[str, Any] | None:
+    """What ``RUN/verdicts.json`` says its rule used (taus, calibration, the stacked model's
+    cross-validated figures); ``None`` before the verdicts stage has run."""
+    import json
+
+    from llmhni_local.llm.verdicts import COUNTS_FILE
+
+    path = Path(run_dir) / COUNTS_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("verdict_rule")
 
 
 def _evaluate_rater(sub, truth: dict, labels) -> dict[str, Any] | None:
@@ -289,4 +303,45 @@ def render_markdown(result: dict[str, Any], dis, max_listed: int = 30) -> str:
             lines.append("")
     if result["raters"]:
         lines += ["![confusion matrices](confusion.png)", ""]
+    lines += llm_share_lines(result.get("verdict_rule"))
     return "\n".join(lines)
+
+
+def llm_share_lines(info: dict[str, Any] | None) -> list[str]:
+    """The verdict rule of ``verdicts.json`` and, for the stacked rule, the LLM's share:
+    cross-validated figures of the LLM alone, the non-LLM features alone and both."""
+    if not info:
+        return []
+    lines = ["## Verdict rule", "", f"Rule `{info['rule']}`, calibration `{info['calibration']}`."]
+    if "tau" in info:
+        tau = info["tau"]
+        src = ("target share " + _f(info.get("target_share"), 2)
+               if info["tau_source"] == "share" else
+               f"best verdict kappa on {info['audits']['usable']} audited pairs (in-sample "
+               f"kappa {_f(info.get('kappa_on_audits'))})")
+        lines.append(f"A view says High when {info['score']} >= tau: user view "
+                     f"{_f(tau['user'])}, item view {_f(tau['item'])}; taus from {src}. "
+                     f"Share of candidates saying High: user "
+                     f"{_f(info['realised_share_high']['user'], 2)}, item "
+                     f"{_f(info['realised_share_high']['item'], 2)}.")
+    lines.append("")
+    cv = info.get("cross_validated")
+    if not cv:
+        return lines
+    a = info["audits"]
+    lines += ["### The LLM's share", "",
+              f"{info['folds']}-fold cross-validation on {a['usable']} audited candidates "
+              f"({a['hard']} hard, {a['noisy']} noisy; {a['trained_left_out']} pairs that "
+              "trained an adapter left out), class-balanced logistic models, hard iff P >= 0.5.",
+              "", "| model | AUC | verdict kappa | accuracy |", "| --- | --- | --- | --- |"]
+    names = {"llm": "LLM alone (both views' label probabilities)",
+             "non_llm": "non-LLM alone (recommender score, popularity, activity, kind)",
+             "stacked": "stacked (both)"}
+    for key, name in names.items():
+        lines.append(f"| {name} | {_f(cv[key]['auc'])} | {_f(cv[key]['kappa'])} | "
+                     f"{_f(cv[key]['accuracy'])} |")
+    lines += [f"| argmax rule (both labels High), no fitting | n/a | "
+              f"{_f(cv['argmax_rule']['kappa'])} | n/a |", "",
+              f"Stacked minus non-LLM: AUC {_f(info['llm_share']['auc_gain_over_non_llm'])}, "
+              f"verdict kappa {_f(info['llm_share']['kappa_gain_over_non_llm'])}.", ""]
+    return lines

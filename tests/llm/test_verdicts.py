@@ -268,3 +268,24 @@ def test_stacked_reports_each_part_and_needs_two_classes(tmp_path):
     with pytest.raises(UserError, match=r"verdicts.rule = 'stacked': 0 of 114 usable audited "
                                         r"pairs are noisy"):
         write_verdicts(run2, VerdictSettings(rule="stacked"), train=train2)
+
+
+def test_audit_report_shows_the_rule_and_the_llms_share(tmp_path):
+    from llmhni_local.audit.report import write_report
+
+    run, cands, hard, train = _make_run(tmp_path)
+    _audit(run, cands, lambda r: "High" if hard[r] else "Low", range(1, 200))
+    counts = write_verdicts(run, VerdictSettings(rule="stacked"), train=train)
+    result = write_report(run)
+    assert result["verdict_rule"] == counts["verdict_rule"]
+    md = (run / "audit" / "report.md").read_text()
+    cv = counts["verdict_rule"]["cross_validated"]
+    assert "### The LLM's share" in md
+    for key in ("llm", "non_llm", "stacked"):
+        assert f"| {cv[key]['auc']:.3f} | {cv[key]['kappa']:.3f} |" in md
+    write_verdicts(run, VerdictSettings(rule="threshold", tau_source="share"))
+    md = (run / "audit" / "report.md").read_text()
+    assert "The LLM's share" in md  # the report file is only rewritten by `audit report`
+    write_report(run)
+    md = (run / "audit" / "report.md").read_text()
+    assert "The LLM's share" not in md and "taus from target share 0.80" in md
