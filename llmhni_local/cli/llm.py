@@ -123,14 +123,33 @@ def rate(
 
 
 # ---------------------------------------------------------------------------- verdicts
-def verdicts(run: Path = typer.Argument(..., help=RUN_HELP)) -> None:
-    """Hard (both views High) or noisy per candidate pair -> RUN/verdicts.parquet and .json."""
+def verdicts(
+    run: Path = typer.Argument(..., help=RUN_HELP),
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    rule: Optional[str] = typer.Option(None, "--rule", help="argmax, threshold or stacked (the rest of the [verdicts] table via --config/--set)."),
+) -> None:
+    """Hard or noisy per candidate pair under the [verdicts] rule -> RUN/verdicts.parquet and .json."""
     from llmhni_local.llm.verdicts import write_verdicts
 
-    counts = write_verdicts(run)
+    cfg = run_config(config, set_, {"verdicts.rule": rule})
+    train = None
+    if cfg.verdicts.rule == "stacked":  # item popularity and user activity of the run's own data
+        from llmhni_local.stages import profiles_data
+
+        train = profiles_data(run, cfg.data).train
+    counts = write_verdicts(run, cfg.verdicts, train=train)
     a = counts["actions"]
     print(f"verdicts: observed keep {a['keep']}, remove {a['remove']}; unobserved add {a['add']}, "
           f"nothing {a['nothing']}; no verdict (failed or unrated view) {counts['no_verdict']}")
+    info = counts["verdict_rule"]
+    if "tau" in info:
+        print(f"rule threshold: tau user {info['tau']['user']:.4g}, item {info['tau']['item']:.4g} "
+              f"from {info['tau_source']}; calibration {info['calibration']}")
+    if "cross_validated" in info:
+        cv = info["cross_validated"]
+        print("rule stacked, cross-validated AUC: " + ", ".join(
+            f"{k} {cv[k]['auc']:.3f}" for k in ("llm", "non_llm", "stacked")))
 
 
 # ---------------------------------------------------------------------------- judgments

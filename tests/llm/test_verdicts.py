@@ -289,3 +289,23 @@ def test_audit_report_shows_the_rule_and_the_llms_share(tmp_path):
     write_report(run)
     md = (run / "audit" / "report.md").read_text()
     assert "The LLM's share" not in md and "taus from target share 0.80" in md
+
+
+def test_cli_verdicts_takes_the_rule(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from llmhni_local.cli import llm
+
+    app = typer.Typer()
+    llm.mount(app)
+    run, *_ = _make_run(tmp_path)
+    res = CliRunner().invoke(app, ["verdicts", str(run), "--rule", "threshold",
+                                   "--set", "verdicts.tau_source=share",
+                                   "--set", "verdicts.target_share=0.5"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "rule threshold: tau user" in res.output and "from share" in res.output
+    info = json.loads((run / "verdicts.json").read_text())["verdict_rule"]
+    assert info["target_share"] == 0.5
+    res = CliRunner().invoke(app, ["verdicts", str(run), "--rule", "magic"])
+    assert res.exit_code != 0 and "magic" in str(res.output) + str(res.exception)
