@@ -106,8 +106,9 @@ class RunConfig:
                            train=dataclasses.replace(self.train, **train_changes), eval=self.eval)
 
 
-#: Tables of a shared settings file that belong to other commands (``finetune-rater``).
-OTHER_TABLES: tuple[str, ...] = ("finetune",)
+#: Tables of a shared settings file that belong to other commands (``finetune-rater``, LoRA or
+#: probe).
+OTHER_TABLES: tuple[str, ...] = ("finetune", "probe")
 
 
 def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -423,6 +424,8 @@ def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = T
             run.ran[stage] = False
             log(f"[{stage}] unchanged, reused")
             continue
+        # Outputs lost since the last run: what later stages read from them may differ too.
+        forced = forced or (rec is not None and bool(missing))
         t0 = time.perf_counter()
         log(f"[{stage}] running" + (f" ({', '.join(missing)} missing)"
                                      if rec is not None and missing else ""))

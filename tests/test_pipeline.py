@@ -80,6 +80,14 @@ def test_llm_pipeline_with_tiny_model(tmp_path, tiny_llama):
     total = sum(counts[k]["total"] for k in ("observed", "unobserved"))
     assert total == cands
     assert json.loads((run.dir / "results.json").read_text())["simulated_rater"] is False
+    # the CLI and the pipeline write the same stage outputs
+    assert json.loads((run.dir / "candidates.json").read_text())["pairs"] == cands
+    assert json.loads((run.dir / "profiles" / "manifest.json").read_text())["data_settings"]
+    # a deleted store re-runs the rate stage (and what reads it), though no setting changed
+    (run.dir / "judgments.sqlite").unlink()
+    again = run_pipeline(cfg, progress=False, log=lambda _: None)
+    assert [s for s in STAGES if again.ran[s]] == ["rate", "verdicts", "train", "report"]
+    assert (run.dir / "judgments.sqlite").is_file()
 
 
 def test_bad_setting_fails_before_any_work(tmp_path):
@@ -91,3 +99,67 @@ def test_bad_setting_fails_before_any_work(tmp_path):
     with pytest.raises(UserError):
         run_pipeline(cfg, progress=False, log=lambda _: None)
     assert not (tmp_path / "run" / "rec_pre").exists()
+
+
+@pytest.mark.parametrize("extra,setting", [
+    ({"pipeline.seeds": []}, "pipeline.seeds"),
+    ({"data.synthetic_noise": 0.6}, "data.synthetic_noise"),
+    ({"data.synthetic_noise": -0.1}, "data.synthetic_noise"),
+    ({"candidates.k_neg": 0, "candidates.k_pos": 0, "candidates.k_pos_share": 0.0}, "k_pos_share"),
+    ({"candidates.k_pos_share": 1.5}, "candidates.k_pos_share"),
+    ({"candidates.budget": -1}, "candidates.budget"),
+])
+def test_bad_input_is_one_line_naming_the_setting(tmp_path, extra, setting):
+    from llmhni_local.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=setting) as info:
+        _cfg(tmp_path, **extra)
+    assert "\n" not in str(info.value)
+
+
+def test_oracle_needs_flags_and_fails_before_any_stage(tmp_path, monkeypatch):
+    from llmhni_local.errors import ConfigError
+    from llmhni_local.pipeline import Run
+
+    cfg = _cfg(tmp_path, **{"pipeline.methods": ["bpr", "oracle"], "pipeline.rater": "simulated"})
+    real = Run.data.fget
+
+    def no_flags(self):
+        return real(self).replace(train_noise=None)
+
+    monkeypatch.setattr(Run, "data", property(no_flags))
+    with pytest.raises(ConfigError, match="oracle"):
+        run_pipeline(cfg, progress=False, log=lambda _: None)
+    assert not (tmp_path / "run" / "stages").exists()
+
+
+def test_oracle_coverage_and_per_user_metrics(tmp_path):
+    import numpy as np
+
+    cfg = _cfg(tmp_path, **{"pipeline.rater": "simulated", "data.synthetic_noise": 0.2,
+                            "pipeline.methods": ["bpr", "oracle", "llmhni"],
+                            "candidates.k_pos_share": 0.3, "candidates.budget": 0})
+    run = run_pipeline(cfg, progress=False, log=lambda _: None)
+    out = run.dir
+    oracle = json.loads((out / "train" / "oracle" / "seed0" / "manifest.json").read_text())
+    flagged = int(run.data.train_noise.sum())
+    assert oracle["oracle"]["removed"] == flagged > 0
+    report = json.loads((out / "report.json").read_text())
+    cov = report["identification"]["coverage"]
+    assert cov["flagged"] == flagged and 0 < cov["coverage"] <= 1
+    # the share makes more observed candidates than the count alone (k_pos = 5)
+    cands = json.loads((out / "stages" / "candidates.json").read_text())["summary"]
+    assert cands["observed"] > 5 * 60 and cands["coverage"]["coverage"] == cov["coverage"]
+    for m in ("bpr", "oracle", "llmhni"):
+        z = np.load(out / "train" / m / "seed0" / "per_user_test.npz")
+        metrics = json.loads((out / "train" / m / "seed0" / "metrics.json").read_text())
+        assert z["recall@20"].mean() == pytest.approx(metrics["test"]["recall@20"])
+    assert "BPR->oracle" in (out / "report.md").read_text()
+    # a second run with another method list retrains nothing it already has
+    logs = []
+    cfg2 = _cfg(tmp_path, **{"pipeline.rater": "simulated", "data.synthetic_noise": 0.2,
+                             "pipeline.methods": ["oracle", "llmhni"],
+                             "candidates.k_pos_share": 0.3, "candidates.budget": 0})
+    run_pipeline(cfg2, progress=False, log=logs.append)
+    assert "[train] oracle seed 0: unchanged, reused" in logs
+    assert "[train] llmhni seed 0: unchanged, reused" in logs

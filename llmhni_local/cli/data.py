@@ -7,16 +7,14 @@ from typing import Optional
 
 import typer
 
-from llmhni_local.cli.options import ConfigOption, SetOption
+from llmhni_local.cli.options import ConfigOption, DataOption, SetOption
 
 app = typer.Typer(no_args_is_help=True)
-
-DATA_HELP = "Data source: ml100k, rlmrec:PATH or files:PATH."
 
 
 @app.command("info")
 def info(
-    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP),
+    data: DataOption = None,
     synthetic_noise: Optional[float] = typer.Option(None, help="Share of random noise pairs added to training."),
     max_users: Optional[int] = typer.Option(None, help="Keep only the first N users (0: all)."),
     seed: Optional[int] = typer.Option(None, help="Seed of random splits and noise."),

@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from llmhni_local.cli.options import ConfigOption, SetOption, run_config
+from llmhni_local.cli.options import ConfigOption, DataOption, SetOption, run_config
 from llmhni_local.errors import UserError
 from llmhni_local.llm.backends import EMBEDDING_BACKENDS, RATING_BACKENDS, backend_help
 
@@ -28,7 +28,7 @@ def profiles(
     run: Path = typer.Argument(..., help=RUN_HELP),
     config: ConfigOption = None,
     set_: SetOption = None,
-    data: Optional[str] = typer.Option(None, "--data", help="ml100k, rlmrec:PATH or files:PATH."),
+    data: DataOption = None,
     max_users: Optional[int] = typer.Option(None, "--max-users", help="Keep only the first N users."),
     summarize: bool = typer.Option(False, "--summarize", help="Rewrite user profiles with the rater LLM (RLMRec style)."),
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Folder of prompt templates (default: prompts/)."),

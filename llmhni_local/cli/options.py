@@ -20,6 +20,15 @@ SetOption = Annotated[Optional[List[str]], typer.Option(
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 
 
+def _data_help() -> str:
+    from llmhni_local.data import source_help
+
+    return f"Data source (data.source): {source_help()}."
+
+
+DataOption = Annotated[Optional[str], typer.Option("--data", help=_data_help())]
+
+
 def known_tables() -> frozenset[str]:
     """Every table a settings file of this toolkit may hold."""
     import dataclasses

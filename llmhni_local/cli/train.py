@@ -7,12 +7,12 @@ from typing import Optional
 
 import typer
 
-from llmhni_local.cli.options import ConfigOption, QuietOption, SetOption, load
+from llmhni_local.cli.options import ConfigOption, DataOption, QuietOption, SetOption, load
 
 
 def train(
     out: Path = typer.Option(..., "--out", help="Run folder to write (metrics.json, manifest.json, ...)."),
-    data: Optional[str] = typer.Option(None, "--data", help="ml100k, rlmrec:PATH or files:PATH."),
+    data: DataOption = None,
     model: Optional[str] = typer.Option(None, "--model", help="lightgcn or ngcf."),
     config: ConfigOption = None,
     set_: SetOption = None,

