@@ -263,12 +263,11 @@ def _view_scores(table, settings: VerdictSettings, fit: np.ndarray):
     scores, probs = {}, {}
     for view in VIEWS:
         p, ok = _view_probs(table, view, settings)
-        if not ok.any():
-            raise UserError(f"verdicts.rule = {settings.rule!r}: no {view}-view judgment was "
-                            "answered with a label")
+        if not (ok & fit).any():
+            raise UserError(f"verdicts.rule = {settings.rule!r}: no {view}-view judgment of a "
+                            "pair that trained no adapter was answered with a label")
         if settings.calibration == "batch":
-            p, means = batch_calibrate(np.where(ok[:, None], p, np.nan), ok & fit
-                                       if (ok & fit).any() else ok)
+            p, means = batch_calibrate(np.where(ok[:, None], p, np.nan), ok & fit)
             info.setdefault("calibration_means", {})[view] = dict(zip(LABELS, means.tolist()))
         probs[view] = np.where(ok[:, None], p, np.nan)
         scores[view] = np.where(ok, high_score(np.nan_to_num(p)), np.nan)

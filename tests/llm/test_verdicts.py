@@ -309,3 +309,14 @@ def test_cli_verdicts_takes_the_rule(tmp_path):
     assert info["target_share"] == 0.5
     res = CliRunner().invoke(app, ["verdicts", str(run), "--rule", "magic"])
     assert res.exit_code != 0 and "magic" in str(res.output) + str(res.exception)
+
+
+def test_argmax_after_batch_calibration(tmp_path):
+    run, *_ = _make_run(tmp_path)
+    counts = write_verdicts(run, VerdictSettings(calibration="batch"))
+    info = counts["verdict_rule"]
+    assert info["rule"] == "argmax" and info["calibration"] == "batch"
+    # every stored label is High; calibrated, the pairs below the mean P(High) lose it
+    assert 0 < counts["observed"]["noisy"] < counts["observed"]["total"]
+    assert info["calibration_means"]["user"]["High"] == pytest.approx(
+        load_verdicts(run)["p_high_user"][load_verdicts(run)["ok_user"]].mean())
