@@ -41,6 +41,7 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 
 from llmhni_local.errors import ConfigError, UserError
+from llmhni_local.progress import progress_bar
 from llmhni_local.llm.base import LABELS
 
 CARD_FORMAT = "llmhni-adapter-card/1"
@@ -784,7 +785,8 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
             runner, "val", val_ex, tid.tolist(), settings.batch_size * 2)})
         seconds += time.perf_counter() - t0
     model.train()
-    with _Bar(progress, total_steps, start_epoch * steps_per_epoch) as bar:
+    with progress_bar("fine-tuning", total_steps, enabled=progress, fields=("epoch", "loss"),
+                      done=start_epoch * steps_per_epoch) as bar:
         for epoch in range(start_epoch, settings.epochs):
             t0 = time.perf_counter()
             batches = length_batches([len(r) for r in train_ex.ids], settings.batch_size,
@@ -809,7 +811,7 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
                 optimizer.zero_grad(set_to_none=True)
                 run_loss += float(per.sum())
                 n_seen += len(sel)
-                bar.advance(epoch + 1, settings.epochs, run_loss / n_seen)
+                bar.advance(1, epoch=f"{epoch + 1}/{settings.epochs}", loss=run_loss / n_seen)
             record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": run_loss / max(1, n_seen),
                                       "lr_end": scheduler.get_last_lr()[0]}
             if len(val_idx):
@@ -939,31 +941,3 @@ def finetune_run(run_dir: str | Path, out: str | Path, settings: FinetuneSetting
         store.mark_finetune([tuple(p) for p in pairs["validation"]], adapter_id, "validation")
     card["adapter_id"] = adapter_id
     return card
-
-
-class _Bar:
-    """A rich progress bar over optimiser steps (or nothing)."""
-
-    def __init__(self, enabled: bool, total: int, done: int) -> None:
-        self.enabled, self.total, self.done = enabled, total, done
-
-    def __enter__(self) -> "_Bar":
-        if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
-            self.bar = Progress(TextColumn("fine-tuning epoch {task.fields[epoch]}"), BarColumn(),
-                                MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                                TimeElapsedColumn(), TimeRemainingColumn())
-            self.bar.__enter__()
-            self.task = self.bar.add_task("finetune", total=self.total, completed=self.done,
-                                          epoch="-", loss="-")
-        return self
-
-    def advance(self, epoch: int, epochs: int, loss: float) -> None:
-        if self.enabled:
-            self.bar.update(self.task, advance=1, epoch=f"{epoch}/{epochs}", loss=f"{loss:.4f}")
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from llmhni_local.eval.metrics import ranking_metrics
+from llmhni_local.progress import progress_bar
 
 
 def _by_user(pairs: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,12 +44,9 @@ def evaluate_ranking(user_emb: torch.Tensor, item_emb: torch.Tensor, truth: np.n
     k_max = max(ks)
     sums = {f"{m}@{k}": 0.0 for m in ("recall", "ndcg") for k in ks}
     batches = range(0, len(users), batch_users)
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="evaluate", leave=False, unit="batch")
-    with torch.no_grad():
+    with torch.no_grad(), progress_bar("evaluate", len(batches), enabled=progress) as bar:
         for start in batches:
+            bar.advance(1)
             ub = users[start:start + batch_users]
             scores = user_emb[torch.from_numpy(ub)] @ item_emb.T
             for ptr, items in m_groups:

@@ -75,7 +75,7 @@ def embed_profiles(run_dir: str | Path, settings: Any,
             its content hash); part of the reuse key so a changed model folder re-embeds.
         batch_size: texts per backend call.
         force: embed even when saved vectors match.
-        progress: print a line per batch.
+        progress: show progress (:mod:`llmhni_local.progress`).
     """
     from llmhni_local.llm.profiles import load_profiles
 
@@ -113,18 +113,20 @@ def embed_profiles(run_dir: str | Path, settings: Any,
 
 def _embed_all(backend: EmbeddingBackend, texts: list[str], batch_size: int, what: str,
                progress: bool) -> np.ndarray:
+    from llmhni_local.progress import progress_bar
+
     parts = []
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start:start + batch_size]
-        vecs = np.asarray(backend.embed(chunk), dtype=np.float32)
-        if vecs.ndim != 2 or vecs.shape[0] != len(chunk):
-            raise DataError(f"embedder returned shape {vecs.shape} for {len(chunk)} {what}")
-        if not np.isfinite(vecs).all():
-            raise DataError(f"embedder returned non-finite values for {what} "
-                            f"{start}..{start + len(chunk) - 1}")
-        parts.append(vecs)
-        if progress:
-            print(f"embedded {min(start + batch_size, len(texts))}/{len(texts)} {what}")
+    with progress_bar(f"embedding {what}", len(texts), enabled=progress) as bar:
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            vecs = np.asarray(backend.embed(chunk), dtype=np.float32)
+            if vecs.ndim != 2 or vecs.shape[0] != len(chunk):
+                raise DataError(f"embedder returned shape {vecs.shape} for {len(chunk)} {what}")
+            if not np.isfinite(vecs).all():
+                raise DataError(f"embedder returned non-finite values for {what} "
+                                f"{start}..{start + len(chunk) - 1}")
+            parts.append(vecs)
+            bar.advance(len(chunk))
     if not parts:
         raise DataError(f"no {what} profiles to embed")
     return np.concatenate(parts)

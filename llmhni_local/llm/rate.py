@@ -31,6 +31,7 @@ from llmhni_local.errors import ConfigError, UserError
 from llmhni_local.llm.base import RatingBackend
 from llmhni_local.llm.prompts import VIEW_TEMPLATES, Template
 from llmhni_local.llm.store import VIEWS, Key
+from llmhni_local.progress import progress_bar
 
 CANDIDATES_FILE = "candidates.parquet"
 RATING_MANIFEST = "rating.json"
@@ -214,7 +215,7 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], RatingBacken
             if got != model_id:
                 raise UserError(f"the rating backend reports model id {got!r} but the run "
                                 f"expected {model_id!r}")
-            with _progress(progress, len(work)) as advance:
+            with progress_bar("rating", len(work), enabled=progress, fields=("failures",)) as bar:
                 for b0 in range(0, len(work), settings.batch_size):
                     batch = work[b0:b0 + settings.batch_size]
                     prompts = [view_messages(v, u, i, profiles, templates[VIEW_TEMPLATES[v]],
@@ -283,29 +284,6 @@ def read_rating_manifest(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: no rating manifest; run the `rate` stage first")
     return json.loads(path.read_text())
-
-
-class _progress:
-    """A rich progress bar (or nothing), as a context giving ``advance(n, failures)``."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n, bad: None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeRemainingColumn)
-
-        self.bar = Progress(TextColumn("rating"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[bad]} not labels"), TimeRemainingColumn())
-        self.bar.__enter__()
-        task = self.bar.add_task("rate", total=self.total, bad=0)
-        return lambda n, bad: self.bar.update(task, advance=n, bad=bad)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)
 
 
 def _asdict(settings: Any) -> dict[str, Any]:

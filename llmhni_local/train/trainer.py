@@ -13,6 +13,7 @@ import torch
 from llmhni_local.config import EvalSettings, TrainSettings
 from llmhni_local.data.dataset import Interactions
 from llmhni_local.eval.ranking import evaluate_ranking
+from llmhni_local.progress import progress_bar
 from llmhni_local.train.samplers import UniformNegatives
 
 
@@ -72,57 +73,49 @@ def fit(model: torch.nn.Module, data: Interactions, objective, *, train: TrainSe
     best_value, best_epoch, best_state, best_val = -1.0, 0, None, {}
     bad_evals, history, train_time, epochs_run = 0, [], 0.0, 0
 
-    epochs = range(1, train.epochs + 1)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=train.epochs, desc="train", unit="epoch", leave=False)
-    for epoch in epochs:
-        t0 = time.perf_counter()
-        model.train()
-        objective.start_epoch(epoch, rng)
-        order = rng.permutation(len(positives))
-        users_all = positives[order, 0]
-        pos_all = positives[order, 1]
-        neg_all = sampler.sample(users_all, rng)
-        sums: dict[str, float] = {}
-        n_batches = 0
-        for start in range(0, len(order), train.batch_size):
-            sl = slice(start, start + train.batch_size)
-            out = objective(model, torch.from_numpy(users_all[sl]), torch.from_numpy(pos_all[sl]),
-                            torch.from_numpy(np.asarray(neg_all[sl])))
-            opt.zero_grad(set_to_none=True)
-            out.total.backward()
-            opt.step()
-            sums["loss"] = sums.get("loss", 0.0) + float(out.total.detach())
-            for k, v in out.parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n_batches += 1
-        train_time += time.perf_counter() - t0
-        epochs_run = epoch
-        row = {"epoch": epoch, **{k: v / max(1, n_batches) for k, v in sums.items()}}
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", best=f"{max(best_value, 0):.4f}")
-        if epoch % train.eval_every == 0 or epoch == train.epochs:
-            val = evaluate_model(model, objective.eval_adj(), data, "val", eval)
-            row["val"] = val
-            if val[key] > best_value:
-                best_value, best_epoch, best_val = val[key], epoch, val
-                best_state = copy.deepcopy(model.state_dict())
-                bad_evals = 0
+    with progress_bar("train", train.epochs, enabled=progress, fields=("loss", "best")) as bar:
+        for epoch in range(1, train.epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            objective.start_epoch(epoch, rng)
+            order = rng.permutation(len(positives))
+            users_all = positives[order, 0]
+            pos_all = positives[order, 1]
+            neg_all = sampler.sample(users_all, rng)
+            sums: dict[str, float] = {}
+            n_batches = 0
+            for start in range(0, len(order), train.batch_size):
+                sl = slice(start, start + train.batch_size)
+                out = objective(model, torch.from_numpy(users_all[sl]),
+                                torch.from_numpy(pos_all[sl]),
+                                torch.from_numpy(np.asarray(neg_all[sl])))
+                opt.zero_grad(set_to_none=True)
+                out.total.backward()
+                opt.step()
+                sums["loss"] = sums.get("loss", 0.0) + float(out.total.detach())
+                for k, v in out.parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_batches += 1
+            train_time += time.perf_counter() - t0
+            epochs_run = epoch
+            row = {"epoch": epoch, **{k: v / max(1, n_batches) for k, v in sums.items()}}
+            bar.advance(1, loss=row["loss"], best=max(best_value, 0.0))
+            if epoch % train.eval_every == 0 or epoch == train.epochs:
+                val = evaluate_model(model, objective.eval_adj(), data, "val", eval)
+                row["val"] = val
+                if val[key] > best_value:
+                    best_value, best_epoch, best_val = val[key], epoch, val
+                    best_state = copy.deepcopy(model.state_dict())
+                    bad_evals = 0
+                else:
+                    bad_evals += 1
+                if on_eval is not None:
+                    on_eval(row)
+                history.append(row)
+                if bad_evals >= train.patience and epoch >= train.min_epochs:
+                    break
             else:
-                bad_evals += 1
-            if on_eval is not None:
-                on_eval(row)
-            history.append(row)
-            if bad_evals >= train.patience and epoch >= train.min_epochs:
-                break
-        else:
-            history.append(row)
-    if bar is not None:
-        bar.close()
+                history.append(row)
     if best_state is not None:
         model.load_state_dict(best_state)
     test = evaluate_model(model, objective.eval_adj(), data, "test", eval)
