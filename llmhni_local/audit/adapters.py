@@ -1,13 +1,17 @@
 """Adapter folders: the card, and whether vLLM (and transformers) can serve an adapter.
 
+Two kinds of folder rate through ``rater.adapter``: a LoRA adapter (below) and a probe
+(``finetune-rater --kind probe``, :mod:`llmhni_local.audit.probe`), whose own checks
+:func:`adapter_problems` runs when the folder is one.
+
 ``adapters/NAME/`` holds what peft saves (``adapter_config.json``,
 ``adapter_model.safetensors``), ``card.json`` (base model and its sha256, the label set's
 sha256 and sources, the split, the settings, validation kappa and training history),
 ``README.md`` (the card for people) and ``pairs.json`` (the labelled pairs that trained and
 validated it, so evaluations can leave the training ones out).
 
-:func:`adapter_problems` builds on the registry's :func:`~llmhni_local.llm.registry.check_adapter`
-(folder, ``adapter_config.json``, weights file, ``peft_type`` LORA, ``task_type``,
+:func:`adapter_problems` builds on
+:func:`llmhni_local.llm.registry.lora_folder_problem` (folder, ``adapter_config.json``, weights file, ``peft_type`` LORA, ``task_type``,
 ``modules_to_save``) and adds what serving also needs: ``task_type`` present and CAUSAL_LM,
 ``bias = "none"``, no DoRA, a rank within the engine's ``max_lora_rank``, weights that are
 LoRA matrices only, the card (for this toolkit's adapters) and, when asked, the base model the
@@ -43,21 +47,23 @@ def adapter_problems(path: str | os.PathLike, *,
         base: a model name or folder; a card naming another base model (by sha256) is a
             problem.
     """
-    from llmhni_local.llm.registry import check_adapter
+    from llmhni_local.audit.probe import is_probe_folder, probe_problems
+    from llmhni_local.llm.registry import lora_folder_problem
 
     folder = Path(path).expanduser()
+    if is_probe_folder(folder):  # a probe has no LoRA files: its own checks
+        return probe_problems(folder, base=base)
     problems: list[str] = []
-    try:
-        check_adapter(folder)
-    except UserError as exc:
-        problems.append(str(exc))
+    first = lora_folder_problem(folder)
+    if first is not None:
+        problems.append(first)
         if not folder.is_dir() or not (folder / "adapter_config.json").is_file():
             return problems  # nothing more can be read
     cfg_path = folder / "adapter_config.json"
     try:
         cfg = json.loads(cfg_path.read_text())
     except ValueError:
-        return problems  # check_adapter said so
+        return problems  # lora_folder_problem said so
     if not isinstance(cfg, dict):
         return problems + [f"{cfg_path}: not a JSON object"]
     if cfg.get("task_type") is None:
@@ -126,12 +132,23 @@ def _base_problems(card_path: Path, base: str) -> list[str]:
 def validate_adapter(path: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
     """Check an adapter; raise :class:`AdapterRefused` listing every problem, else return a
     summary (rank, alpha, target modules, card figures)."""
+    from llmhni_local.audit.probe import is_probe_folder
+
     problems = adapter_problems(path, **kwargs)
     folder = Path(path).expanduser()
     if problems:
+        what = "it cannot rate" if is_probe_folder(folder) else "vLLM cannot serve it"
         raise AdapterRefused(f"adapter {folder}: {len(problems)} problem"
-                             f"{'s' if len(problems) > 1 else ''}; vLLM cannot serve it as it is",
+                             f"{'s' if len(problems) > 1 else ''}; {what} as it is",
                              problems)
+    if is_probe_folder(folder):
+        card = read_card(folder)
+        return {"path": str(folder), "kind": "probe", "base": card["base_model"]["name"],
+                "labels": card["labels"]["n"],
+                "heads": {v: {"layer": h["layer"], "C": h["C"],
+                              "kappa": card["cv"]["per_view"][v]["kappa"],
+                              "auc_low": card["cv"]["per_view"][v]["auc_low"]}
+                          for v, h in card["heads"].items()}}
     cfg = json.loads((folder / "adapter_config.json").read_text())
     out: dict[str, Any] = {"path": str(folder), "r": cfg.get("r"), "alpha": cfg.get("lora_alpha"),
                            "target_modules": cfg.get("target_modules"),

@@ -295,31 +295,52 @@ def resolve_checked(name_or_path: str | os.PathLike, need: Sequence[Need]) -> Mo
 
 
 def check_adapter(path: str | os.PathLike) -> Path:
-    """Check a peft LoRA adapter folder that vLLM and transformers can both load.
+    """The one check of an adapter folder before a rater uses it; returns the folder.
 
-    It needs ``adapter_config.json`` (``peft_type`` LORA, ``task_type`` CAUSAL_LM, no
-    ``modules_to_save``) and ``adapter_model.safetensors`` (or ``.bin``). Raises
-    :class:`UserError` naming what is wrong.
+    A probe folder (``finetune-rater --kind probe``) gets the probe's checks
+    (:func:`llmhni_local.audit.probe.probe_problems`); any other folder must be a peft LoRA
+    adapter that vLLM and transformers can both serve, checked by
+    :func:`llmhni_local.audit.adapters.adapter_problems` (the files and config of
+    :func:`lora_folder_problem`, then ``bias``, DoRA, rank, LoRA-only weights), the same
+    check ``adapters validate`` and fine-tuning run. Every rating entry point calls this
+    before an engine starts. Raises :class:`UserError` naming the first problem (and how many
+    more there are).
     """
+    from llmhni_local.audit.adapters import adapter_problems
+
     folder = Path(path).expanduser()
+    problems = adapter_problems(folder, max_lora_rank=None, require_card=False)
+    if problems:
+        more = (f" (and {len(problems) - 1} more; `adapters validate {folder}` lists them)"
+                if len(problems) > 1 else "")
+        raise UserError(problems[0] + more)
+    return folder
+
+
+def lora_folder_problem(folder: Path) -> str | None:
+    """What keeps a LoRA adapter folder from loading at all (``None``: nothing): the folder,
+    ``adapter_config.json`` (``peft_type`` LORA, ``task_type`` CAUSAL_LM, no
+    ``modules_to_save``) and ``adapter_model.safetensors`` (or ``.bin``)."""
     if not folder.is_dir():
-        raise UserError(f"adapter folder {folder} does not exist")
+        return f"adapter folder {folder} does not exist"
     cfg_path = folder / "adapter_config.json"
     if not cfg_path.is_file():
-        raise UserError(f"adapter folder {folder} lacks adapter_config.json")
+        return f"adapter folder {folder} lacks adapter_config.json"
     if not any((folder / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
-        raise UserError(f"adapter folder {folder} lacks adapter_model.safetensors")
+        return f"adapter folder {folder} lacks adapter_model.safetensors"
     try:
         cfg = json.loads(cfg_path.read_text())
     except ValueError:
-        raise UserError(f"{cfg_path}: not valid JSON") from None
+        return f"{cfg_path}: not valid JSON"
+    if not isinstance(cfg, dict):
+        return f"{cfg_path}: not a JSON object"
     if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
-        raise UserError(f"{cfg_path}: peft_type {cfg.get('peft_type')!r} is not LORA")
+        return f"{cfg_path}: peft_type {cfg.get('peft_type')!r} is not LORA"
     if cfg.get("task_type") not in (None, "CAUSAL_LM"):
-        raise UserError(f"{cfg_path}: task_type {cfg.get('task_type')!r} is not CAUSAL_LM")
+        return f"{cfg_path}: task_type {cfg.get('task_type')!r} is not CAUSAL_LM"
     if cfg.get("modules_to_save"):
-        raise UserError(f"{cfg_path}: modules_to_save is set; vLLM cannot serve such an adapter")
-    return folder
+        return f"{cfg_path}: modules_to_save is set; vLLM cannot serve such an adapter"
+    return None
 
 
 # ---------------------------------------------------------------------------- hashes and sizes
@@ -378,8 +399,11 @@ def model_id(spec: ModelSpec, adapter: str | os.PathLike | None = None) -> str:
     name = spec.name if spec.name in KNOWN else Path(spec.name).name or spec.name
     out = f"{name}@{model_hash(spec.path)[:12]}"
     if adapter:
+        from llmhni_local.audit.probe import is_probe_folder
+
         apath = Path(adapter)
-        out += f"+lora:{apath.name}@{model_hash(apath)[:12]}"
+        kind = "probe" if is_probe_folder(apath) else "lora"
+        out += f"+{kind}:{apath.name}@{model_hash(apath)[:12]}"
     return out
 
 

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llmhni_local.errors import UserError
@@ -147,8 +148,30 @@ def _adapter(folder: Path, **cfg) -> Path:
     folder.mkdir(parents=True)
     base = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 8}
     (folder / "adapter_config.json").write_text(json.dumps({**base, **cfg}))
-    (folder / "adapter_model.safetensors").write_bytes(b"x")
+    from safetensors.numpy import save_file
+
+    save_file({"base_model.model.layers.0.self_attn.q_proj.lora_A.weight": np.zeros((8, 4),
+                                                                                  np.float32),
+               "base_model.model.layers.0.self_attn.q_proj.lora_B.weight": np.zeros((4, 8),
+                                                                                  np.float32)},
+              str(folder / "adapter_model.safetensors"))
     return folder
+
+
+def test_check_adapter_is_the_strict_serving_check(tmp_path: Path) -> None:
+    """Rating with an adapter runs the same check as `adapters validate` (bias, DoRA, rank,
+    weights), before any engine starts, not only the file check."""
+    from llmhni_local.llm.rate import rater_model_id
+    from llmhni_local.llm.settings import RaterSettings
+
+    with pytest.raises(UserError, match="bias"):
+        check_adapter(_adapter(tmp_path / "b", bias="all"))
+    with pytest.raises(UserError, match="use_dora"):
+        check_adapter(_adapter(tmp_path / "d", use_dora=True))
+    with pytest.raises(UserError, match="rank 1024"):
+        check_adapter(_adapter(tmp_path / "r", r=1024))
+    with pytest.raises(UserError, match="bias"):
+        rater_model_id(RaterSettings(adapter=str(tmp_path / "b")))
 
 
 def test_check_adapter(tmp_path: Path) -> None:

@@ -1,0 +1,163 @@
+"""The probe rater on the tiny random Llama: labels that depend on a word of the item text are
+read back from the hidden state at the answer position (a probe reading another position
+could not), the saved probe rates through the backend with the fitted head's probabilities,
+and bad input is a one-line error before any model loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmhni_local.audit.probe import (ProbeSettings, check_kind, fit_probe, is_probe_folder,
+                                      load_probe, probe_problems, probe_run)
+from llmhni_local.errors import UserError
+
+GENRE_LABEL = {0: "High", 1: "Low", 2: "Medium", 3: "High"}  # synth(): genre = item % 4
+
+
+def genre_labels(data) -> pd.DataFrame:
+    """Every training pair labelled by its item's genre (a word in the item profile)."""
+    rows = [{"user": int(u), "item": int(i), "label": GENRE_LABEL[int(i) % 4]}
+            for u, i in data.train]
+    return pd.DataFrame(rows).drop_duplicates(["user", "item"]).reset_index(drop=True)
+
+
+def settings(tiny_llama, **kw) -> ProbeSettings:
+    return ProbeSettings(**{"base": str(tiny_llama), "dtype": "float32", "folds": 4,
+                            "cs": (0.01, 0.1), **kw})
+
+
+@pytest.fixture(scope="module")
+def probe(_rated_template, synth_data, tiny_llama, tmp_path_factory):
+    from llmhni_local.llm.profiles import load_profiles
+
+    run = tmp_path_factory.mktemp("probe") / "run"
+    shutil.copytree(_rated_template, run)
+    out = run.parent / "adapters" / "tiny-probe"
+    labels = genre_labels(synth_data())
+    card = fit_probe(load_profiles(run), labels, out, settings(tiny_llama), log=lambda m: None)
+    return run, out, card, labels
+
+
+def test_probe_reads_the_label_from_the_answer_position(probe, tiny_llama):
+    from llmhni_local.llm.registry import model_hash
+
+    _, out, card, labels = probe
+    assert card["kind"] == "probe" and card["base_model"]["sha256"] == model_hash(tiny_llama)
+    assert card["labels"]["n"] == len(labels) and sum(card["labels"]["counts"].values()) == len(
+        labels)
+    for view in ("user", "item"):
+        fig = card["cv"]["per_view"][view]
+        # a constant state (a wrong position: system prompt, padding) gives kappa ~0
+        assert fig["kappa"] > 0.4 and fig["auc_low"] > 0.75, (view, fig)
+        assert fig["layer"] in card["candidate_layers"] and fig["C"] in (0.01, 0.1)
+    assert {"states_seconds", "fit_seconds", "wall_seconds"} <= set(card["timing"])
+    assert is_probe_folder(out) and probe_problems(out, base=str(tiny_llama)) == []
+
+
+def test_probe_rates_through_the_backend_with_the_head_probabilities(probe, tiny_llama):
+    from llmhni_local.audit.probe_states import answer_states, load_base
+    from llmhni_local.llm.backends import make_rating_backend
+    from llmhni_local.llm.backends.probe_backend import ProbeRater
+    from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
+    from llmhni_local.llm.profiles import load_profiles
+    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.llm.rate import view_messages
+    from llmhni_local.llm.settings import RaterSettings
+
+    run, out, card, labels = probe
+    profiles = load_profiles(run)
+    templates = load_templates(tuple(VIEW_TEMPLATES.values()))
+    pairs = list(zip(labels["user"][:6], labels["item"][:6]))
+    prompts = [view_messages(v, int(u), int(i), profiles, templates[VIEW_TEMPLATES[v]], 10)
+               for u, i in pairs for v in ("user", "item")]
+    backend = make_rating_backend(RaterSettings(backend="transformers", model=str(tiny_llama),
+                                                adapter=str(out), dtype="float32",
+                                                batch_size=5))
+    try:
+        assert isinstance(backend, ProbeRater)
+        assert f"+probe:{out.name}@" in backend.model_id
+        got = backend.rate(prompts)
+    finally:
+        backend.close()
+    # the fitted head on each prompt's own state, one prompt at a time (no padding)
+    _, heads = load_probe(out)
+    tok = load_tokenizer(tiny_llama)
+    model = load_base(str(tiny_llama), "float32")
+    for k, (messages, j) in enumerate(zip(prompts, got)):
+        layer, head = heads["user" if k % 2 == 0 else "item"]
+        ids = encode_prompts(tok, render_prompts(tok, [messages]))
+        want = head.probs(answer_states(model, ids, [layer], tok.pad_token_id)[:, 0])[0]
+        assert np.allclose([j.probs[lab] for lab in ("High", "Medium", "Low")], want, atol=1e-5)
+        assert j.label == ("High", "Medium", "Low")[int(np.argmax(want))] and j.label_mass is None
+
+
+def test_probe_folder_validates_and_rates_a_run(probe, tiny_llama, tmp_path):
+    from llmhni_local.audit.adapters import validate_adapter
+
+    _, out, card, _ = probe
+    info = validate_adapter(out, base=str(tiny_llama))
+    assert info["kind"] == "probe" and set(info["heads"]) == {"user", "item"}
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    (bad / "probe.safetensors").write_bytes(b"x")
+    assert "unreadable" in probe_problems(bad)[0]
+
+
+def test_probe_for_another_base_model_is_refused_before_weights_load(probe, tiny_llama,
+                                                                     tmp_path, monkeypatch):
+    import llmhni_local.audit.probe_states as states
+    from llmhni_local.llm.backends import make_rating_backend
+    from llmhni_local.llm.settings import RaterSettings
+
+    _, out, _, _ = probe
+    other = tmp_path / "other-base"
+    shutil.copytree(tiny_llama, other)
+    (other / "config.json").write_text((other / "config.json").read_text() + " ")  # new hash
+
+    def no_load(*a, **k):
+        raise AssertionError("the base model loaded before the probe was checked")
+
+    monkeypatch.setattr(states, "load_base", no_load)
+    with pytest.raises(UserError, match="fitted on a base model with sha256"):
+        make_rating_backend(RaterSettings(backend="transformers", model=str(other),
+                                          adapter=str(out), dtype="float32"))
+
+
+def test_bad_labels_are_one_line_errors(probe, tiny_llama):
+    from llmhni_local.llm.profiles import load_profiles
+
+    run, _, _, labels = probe
+    profiles = load_profiles(run)
+    one = labels.assign(label="High")
+    with pytest.raises(UserError, match=r"all \d+ labels are High"):
+        fit_probe(profiles, one, run.parent / "x", settings(tiny_llama))
+    few = pd.concat([labels[labels["label"] != "Medium"],
+                     labels[labels["label"] == "Medium"].head(2)])
+    with pytest.raises(UserError, match="too few labels per class .*Medium 2 .*need >= 4"):
+        fit_probe(profiles, few, run.parent / "x", settings(tiny_llama))
+    with pytest.raises(UserError, match="unknown kind"):
+        check_kind("sft")
+    assert not (run.parent / "x").exists()
+
+
+def test_probe_run_records_its_training_pairs(probe, synth_data, tiny_llama, write_labels):
+    from llmhni_local.audit.importer import import_labels
+    from llmhni_local.audit.labels import AuditStore, trained_pairs
+
+    run, _, _, labels = probe
+    import_labels(run, write_labels(run / "genre.csv", labels.to_dict("records")))
+    card = probe_run(run, run.parent / "adapters" / "from-run", settings(tiny_llama),
+                     log=lambda m: None)
+    assert "+probe:from-run@" in card["adapter_id"]
+    assert trained_pairs(run) == {(int(u), int(i)) for u, i in zip(labels["user"],
+                                                                    labels["item"])}
+    with AuditStore(run) as store:
+        assert store.finetune_adapters()[0]["pairs"] == len(labels)
+    assert json.loads((run.parent / "adapters" / "from-run" / "card.json").read_text())[
+        "labels"]["sources"][0]["rows"] == len(labels)
