@@ -2,7 +2,11 @@
 
 vLLM in-process, the OpenAI-compatible server and transformers must see the very same tokens,
 or their label probabilities stop being comparable (and prefix caching stops matching). So the
-chat template is applied here, once, with ``add_generation_prompt=True``; the messages are never
+chat template is applied here, once, with ``add_generation_prompt=True``; a prompt whose last
+message is the assistant's (a rating template's answer cue, ``Relevance:``) is rendered as the
+*open* start of the assistant turn instead (``continue_final_message=True``), so the text ends
+``...assistant\nRelevance:`` and the next token is the label (docs/DESIGN.md, "Reading the
+answer at the label"). The messages are never
 reordered (the prompt templates put the part shared by many prompts first, and the KV blocks of
 that prefix are reused). The text is tokenised with ``add_special_tokens=False``: a chat
 template writes the special tokens it wants (BOS included) itself.
@@ -42,13 +46,25 @@ def _check_messages(messages: Any, index: int) -> None:
 
 
 def render_prompt(tokenizer: Any, messages: Messages) -> str:
-    """The chat-templated prompt text, ending where the assistant's answer starts."""
+    """The chat-templated prompt text, ending where the assistant's answer starts: after the
+    generation prompt, or after a trailing assistant message (the answer cue), left open."""
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(f"model {getattr(tokenizer, 'name_or_path', '?')}: the tokenizer has no "
                         "chat template (a base model?); a rater needs an instruction model")
     _check_messages(messages, 0)
+    if messages[-1]["role"] == "assistant":
+        # The template would close the turn (<|im_end|>); continue_final_message cuts the text
+        # right after the cue, so the model continues the same assistant turn.
+        return tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                             add_generation_prompt=False,
+                                             continue_final_message=True)
     return tokenizer.apply_chat_template(list(messages), tokenize=False,
                                          add_generation_prompt=True)
+
+
+def answer_cue(messages: Messages) -> str | None:
+    """The cue a prompt's assistant turn opens with (its trailing assistant message), or None."""
+    return messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else None
 
 
 def render_prompts(tokenizer: Any, prompts: Sequence[Messages]) -> list[str]:

@@ -1,4 +1,14 @@
-"""Labels from answers: parsing the raw text, and label probabilities from log-probabilities.
+"""Labels from answers: by likelihood at the label position, or by parsing the raw text.
+
+**Likelihood** (the default, ``rater.decide = "likelihood"``; :func:`choose_label`): the rating
+templates open the assistant turn with an answer cue (``Relevance:``), so the next token is the
+label. The judgment is the label whose token has the highest log-probability there, as
+multiple-choice evaluation harnesses score options; no free text is needed, and the answer
+cannot fail to parse. :func:`label_token_ids` with the cue checks, before any engine starts, that
+each label follows the cue as one token of its own (with SmolLM2: `` High``, `` Medium``,
+`` Low``) and that no two labels share it. A judgment whose label mass (the probability the
+model put on the label tokens at all) is below ``rate.min_label_mass`` is a counted failure.
+See docs/DESIGN.md, "Reading the answer at the label".
 
 **Parsing rules** (:func:`parse_label`), strict but sensible. An answer is a label when
 
@@ -13,18 +23,20 @@ So ``High``, ``high.``, ``**Medium**``, ``"Low"``, ``- High``, ``High relevance`
 Medium``, ``Medium-high``, ``I think High``, ``Hi``, ``Highly``, ``Med``, ``1. High`` and the
 empty string are not. A non-label is a counted failure upstream, never a default label.
 
+Parsing (``rater.decide = "parse"``) is the older path, kept for free-text inspection.
+
 **Probabilities** (:func:`label_token_ids`, :func:`probs_from_logprobs`): the probability of a
-label is that of its *first token* at the answer position, read from the first generated
-position's log-probabilities, renormalised over the labels; the mass before renormalising is
-kept as ``label_mass``. The first tokens must differ between labels, or this read cannot tell
-them apart (a model whose labels share a first token needs constrained choice instead).
+label is that of its token at the answer position (the first generated position),
+renormalised over the labels; the mass before renormalising is kept as ``label_mass``. Without
+a cue (a template with no ``assistant`` part) the label's *first* token after the generation
+prompt is read, as before; the first tokens must still differ between labels.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from llmhni_local.errors import UserError
 from llmhni_local.llm.base import LABELS
@@ -54,21 +66,37 @@ def parse_label(text: str | None) -> str | None:
     return label
 
 
-def _answer_prefix(tokenizer: Any) -> str:
-    """A chat-templated dummy prompt, so labels are tokenised as they follow the template."""
+def _answer_prefix(tokenizer: Any, cue: str | None = None) -> str:
+    """A chat-templated dummy prompt ending where the answer starts (after ``cue`` if given),
+    so labels are tokenised as they follow the real template."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": "Rate."}],
-                                             tokenize=False, add_generation_prompt=True)
-    return ""
+        from llmhni_local.llm.chat import render_prompt
+
+        msgs = [{"role": "user", "content": "Rate."}]
+        if cue:
+            msgs.append({"role": "assistant", "content": cue})
+        return render_prompt(tokenizer, msgs)
+    return cue or ""
 
 
-def label_token_ids(tokenizer: Any, labels: Sequence[str] = LABELS) -> dict[str, int]:
-    """First token id of each label as the model would write it at the answer position.
+def _pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    return [str(p) for p in tokenizer.convert_ids_to_tokens(list(ids))]
 
-    The label is tokenised right after a chat-templated prompt (with SmolLM2's template the
-    answer starts without a space, so ``Medium`` is ``Med`` + ``ium`` and ``Med`` is scored).
-    Raises :class:`UserError` when two labels share a first token.
+
+def label_token_ids(tokenizer: Any, labels: Sequence[str] = LABELS, *, cue: str | None = None,
+                    where: str | None = None) -> dict[str, int]:
+    """Token id of each label as the model would write it at the answer position.
+
+    With ``cue`` (a rating template's ``assistant`` part): each label is tokenised as it
+    follows the cue in a chat-templated prompt, after one space (`` High``), and must be a
+    single token there; ``where`` (the template file) is named in the error otherwise.
+    Without it (a template with no cue), the label's first token right after the generation
+    prompt (with SmolLM2's template ``Medium`` is then ``Med`` + ``ium`` and ``Med`` is read).
+    Raises :class:`UserError` when a label is not one token after the cue, or two labels
+    share their token.
     """
+    if cue is not None:
+        return _cue_label_ids(tokenizer, labels, cue, where)
     prefix = _answer_prefix(tokenizer)
 
     def enc(text: str) -> list[int]:
@@ -88,6 +116,58 @@ def label_token_ids(tokenizer: Any, labels: Sequence[str] = LABELS) -> dict[str,
                         f"token ({shown}); next-token scoring cannot tell them apart, "
                         "constrained choice is needed")
     return out
+
+
+def _cue_label_ids(tokenizer: Any, labels: Sequence[str], cue: str,
+                   where: str | None) -> dict[str, int]:
+    prefix = _answer_prefix(tokenizer, cue)
+    sep = "" if not cue or cue[-1].isspace() else " "
+    name = getattr(tokenizer, "name_or_path", "?")
+    at = where or f"answer cue {cue!r}"
+
+    def enc(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    base = enc(prefix)
+    out: dict[str, int] = {}
+    for label in labels:
+        full = enc(prefix + sep + label)
+        if full[:len(base)] != base:
+            raise UserError(f"{at}: with model {name} the cue {cue!r} and the label {label!r} "
+                            f"merge into tokens {_pieces(tokenizer, full[-4:])}; the label "
+                            "cannot be read as the next token (end the cue differently)")
+        rest = full[len(base):]
+        if len(rest) != 1:
+            raise UserError(f"{at}: with model {name} the label {label!r} after the cue {cue!r} "
+                            f"is the tokens {_pieces(tokenizer, rest)}, not a single token; "
+                            "choose a cue (or labels) after which every label is one token")
+        out[label] = rest[0]
+    if len(set(out.values())) != len(out):
+        shown = ", ".join(f"{lab}->{_pieces(tokenizer, [t])[0]!r}" for lab, t in out.items())
+        raise UserError(f"{at}: with model {name} labels share a token after the cue {cue!r} "
+                        f"({shown}); next-token scoring cannot tell them apart")
+    return out
+
+
+def template_label_ids(tokenizer: Any, templates: Iterable[Any],
+                       labels: Sequence[str] = LABELS) -> dict[str, dict[str, int]]:
+    """Label token ids per answer cue of the given rating templates (``""`` for no cue),
+    checked as :func:`label_token_ids` does; raises naming the template file."""
+    out: dict[str, dict[str, int]] = {}
+    for tpl in templates:
+        cue = getattr(tpl, "cue", None)
+        key = cue or ""
+        if key not in out:
+            out[key] = label_token_ids(tokenizer, labels, cue=cue, where=str(tpl.path))
+    return out
+
+
+def choose_label(probs: Mapping[str, float] | None) -> str | None:
+    """The most likely label (ties go to the earlier label of ``LABELS``); None without probs."""
+    if not probs:
+        return None
+    order = {lab: k for k, lab in enumerate(LABELS)}
+    return max(probs, key=lambda lab: (probs[lab], -order.get(lab, len(order))))
 
 
 def probs_from_logprobs(logprobs: Mapping[int, float],

@@ -1,7 +1,10 @@
 """Prompt templates in ``prompts/``: loading, validation, hashing, rendering.
 
 Each template is a small TOML file with a ``version`` and its text parts: ``template`` for the
-profile templates, ``system`` and ``user`` for the chat prompts. Placeholders are
+profile templates, ``system`` and ``user`` for the chat prompts, and for the rating prompts an
+optional ``assistant`` part: the answer cue (e.g. ``Relevance:``) that opens the assistant's turn,
+so that the very next token the model writes is the label (docs/DESIGN.md, "Reading the answer
+at the label"). The cue takes no placeholders. Placeholders are
 ``{name}``; a literal brace is written ``{{`` or ``}}``. Every template is checked when it is
 loaded, before any engine starts: an unknown or missing placeholder, unbalanced braces, a
 positional ``{}`` or a format spec (``{x:>5}``, ``{x.attr}``, ``{x!r}``) is a
@@ -23,9 +26,10 @@ from typing import Mapping
 
 from llmhni_local.errors import UserError
 from llmhni_local.llm.base import LABELS
+from llmhni_local.resources import shipped_dir
 
-#: Default folder of the templates: ``prompts/`` at the repository root.
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+#: The templates: ``prompts/`` of a checkout, or the copy an installed wheel carries.
+PROMPTS_DIR = shipped_dir("prompts")
 
 #: How the labels read inside a prompt (``{labels}``).
 LABELS_TEXT = f"{', '.join(LABELS[:-1])} or {LABELS[-1]}"
@@ -42,6 +46,7 @@ class Spec:
         any_of: at least one of these must appear somewhere (a profile template that uses no
             field would give every user the same text).
         drop_empty_lines: leave out a line whose placeholders all render empty.
+        optional: parts a file may leave out (the rating templates' ``assistant`` cue).
     """
 
     parts: tuple[str, ...]
@@ -49,6 +54,7 @@ class Spec:
     required: Mapping[str, frozenset[str]] = field(default_factory=dict)
     any_of: frozenset[str] = frozenset()
     drop_empty_lines: bool = False
+    optional: tuple[str, ...] = ()
 
 
 SPECS: dict[str, Spec] = {
@@ -68,11 +74,13 @@ SPECS: dict[str, Spec] = {
         parts=("system", "user"),
         allowed=frozenset({"user_profile", "item_profile", "labels"}),
         required={"user": frozenset({"user_profile", "item_profile"})},
+        optional=("assistant",),
     ),
     "rate_item_centric": Spec(
         parts=("system", "user"),
         allowed=frozenset({"liked_items", "item_profile", "labels"}),
         required={"user": frozenset({"liked_items", "item_profile"})},
+        optional=("assistant",),
     ),
     "summarize_user": Spec(
         parts=("system", "user"),
@@ -120,15 +128,40 @@ class Template:
             out.append(line.format_map(_Strict(values, self.name)))
         return "\n".join(out).strip()
 
+    @property
+    def cue(self) -> str | None:
+        """The answer cue that opens the assistant turn, ``None`` when the template has none."""
+        return self.parts.get("assistant")
+
     def messages(self, values: Mapping[str, str]) -> list[dict[str, str]]:
-        """Chat messages of a ``system``/``user`` template (an empty system part is left out)."""
+        """Chat messages of a ``system``/``user`` template (an empty system part is left out);
+        a template with an answer cue ends with ``{"role": "assistant", "content": cue}``, which
+        ``chat.render_prompt`` renders as the open start of the assistant's turn."""
         values = {"labels": LABELS_TEXT, **values}
         msgs = []
         system = self.render("system", values).strip()
         if system:
             msgs.append({"role": "system", "content": system})
         msgs.append({"role": "user", "content": self.render("user", values)})
+        if self.cue is not None:
+            msgs.append({"role": "assistant", "content": self.cue})
         return msgs
+
+
+def _cue(text: object, path: Path, part: str) -> str:
+    """A checked answer cue: one line of plain text, without placeholders or trailing space."""
+    if not isinstance(text, str) or not text.strip():
+        raise UserError(f"{path}: [{part}] must be a non-empty text (the answer cue, e.g. "
+                        "\"Relevance:\")")
+    if "{" in text or "}" in text or "\n" in text:
+        raise UserError(f"{path} [{part}]: the answer cue is one line of plain text, without "
+                        f"placeholders or braces; got {text!r}")
+    if text != text.rstrip():
+        # A trailing space would be its own token, and the label's leading-space token could
+        # then not follow it: the label would be read at a position the model never writes.
+        raise UserError(f"{path} [{part}]: the answer cue {text!r} ends with whitespace; end it "
+                        "with the last visible character (e.g. \"Relevance:\")")
+    return text
 
 
 class _Strict(dict):
@@ -173,10 +206,10 @@ def load_template(name: str, prompts_dir: str | Path | None = None) -> Template:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a valid TOML template ({exc})") from None
-    unknown = sorted(set(raw) - {"version", *spec.parts})
+    unknown = sorted(set(raw) - {"version", *spec.parts, *spec.optional})
     if unknown:
         raise UserError(f"{path}: unknown key {unknown[0]!r} (expected: version, "
-                        f"{', '.join(spec.parts)})")
+                        f"{', '.join(spec.parts + spec.optional)})")
     if "version" not in raw or not isinstance(raw["version"], (int, str)) \
             or isinstance(raw["version"], bool) or str(raw["version"]).strip() == "":
         raise UserError(f"{path}: needs a version (e.g. version = 1)")
@@ -201,6 +234,9 @@ def load_template(name: str, prompts_dir: str | Path | None = None) -> Template:
                         f"{', '.join('{' + a + '}' for a in sorted(spec.any_of))}")
     if spec.parts[-1] == "user" and not parts["user"].strip():
         raise UserError(f"{path}: the user part is empty")
+    for part in spec.optional:
+        if part in raw:
+            parts[part] = _cue(raw[part], path, part)
     version = str(raw["version"])
     canonical = json.dumps({"name": name, "version": version, "parts": parts}, sort_keys=True)
     from llmhni_local.io import sha256_text

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from llmhni_local.errors import UserError
-from llmhni_local.llm.labels import label_token_ids, parse_label, probs_from_logprobs
+from llmhni_local.llm.labels import (choose_label, label_token_ids, parse_label,
+                                     probs_from_logprobs, template_label_ids)
 
 ACCEPTED = [
     ("High", "High"), ("Medium", "Medium"), ("Low", "Low"),
@@ -103,8 +104,9 @@ class _FakeTokenizer:
         pieces = [text[i:i + self.width] for i in range(0, len(text), self.width)]
         return {"input_ids": [self.vocab.setdefault(p, len(self.vocab)) for p in pieces]}
 
-    def convert_ids_to_tokens(self, tid: int) -> str:
-        return {v: k for k, v in self.vocab.items()}[tid]
+    def convert_ids_to_tokens(self, tid):
+        back = {v: k for k, v in self.vocab.items()}
+        return [back[t] for t in tid] if isinstance(tid, list) else back[tid]
 
 
 def test_label_token_ids_distinct_without_template() -> None:
@@ -130,3 +132,81 @@ def test_label_token_ids_smollm2_if_prepared() -> None:
     ids = label_token_ids(tok)
     assert tok.convert_ids_to_tokens([ids["High"], ids["Medium"], ids["Low"]]) == \
         ["High", "Med", "Low"]
+
+
+# ---------------------------------------------------------------------------- after the cue
+def test_cue_label_ids_tiny_are_the_space_words(tiny_llama) -> None:
+    from llmhni_local.llm.chat import load_tokenizer, render_prompt
+
+    tok = load_tokenizer(tiny_llama)
+    ids = label_token_ids(tok, cue="Relevance:", where="rate_user_centric.toml")
+    # After "Relevance:" the model writes " High": one token, read at the answer position.
+    assert {lab: tok.decode([t]) for lab, t in ids.items()} == \
+        {"High": " High", "Medium": " Medium", "Low": " Low"}
+    assert ids != label_token_ids(tok)  # not the tokens that start a bare answer
+    text = render_prompt(tok, [{"role": "user", "content": "Rate."},
+                               {"role": "assistant", "content": "Relevance:"}])
+    assert text.endswith("<|im_start|>assistant\nRelevance:")
+
+
+def test_cue_label_not_one_token_names_file_and_pieces() -> None:
+    # Two characters a token: " High" after "Ans:" is " H", "ig", "h".
+    with pytest.raises(UserError) as exc:
+        label_token_ids(_FakeTokenizer(width=2), cue="Ans:", where="prompts/rate_x.toml")
+    msg = str(exc.value)
+    assert msg.startswith("prompts/rate_x.toml:") and "not a single token" in msg
+    assert "[' H', 'ig', 'h']" in msg
+
+
+def test_cue_that_merges_with_the_label_is_refused() -> None:
+    # "Ans" + " High": the cue's last piece "s" becomes "s " - the label has no position.
+    with pytest.raises(UserError, match="merge into tokens"):
+        label_token_ids(_FakeTokenizer(width=2), cue="Ans", where="t.toml")
+
+
+def test_cue_labels_sharing_a_token_are_refused() -> None:
+    class Folding(_FakeTokenizer):  # case-blind pieces: " High" and " HIGH" are one token
+        def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+            return super().__call__(text.lower(), add_special_tokens)
+
+    with pytest.raises(UserError, match="share a token"):
+        label_token_ids(Folding(width=6), labels=("High", "HIGH", "Low"), cue="Answer",
+                        where="t.toml")
+
+
+def test_template_label_ids_smollm2_if_prepared() -> None:
+    from llmhni_local.llm.chat import load_tokenizer
+    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.llm.registry import resolve_model
+
+    try:
+        spec = resolve_model("smollm2")
+    except UserError:
+        pytest.skip("smollm2 not prepared (python cli.py models prepare smollm2)")
+    tok = load_tokenizer(spec.path)
+    per_cue = template_label_ids(tok, load_templates(tuple(VIEW_TEMPLATES.values())).values())
+    assert list(per_cue) == ["Relevance:"]  # both views share the cue
+    ids = per_cue["Relevance:"]
+    assert tok.convert_ids_to_tokens([ids["High"], ids["Medium"], ids["Low"]]) == \
+        ["\u0120High", "\u0120Medium", "\u0120Low"]
+
+
+def test_template_label_ids_names_the_template(tiny_llama, tmp_path) -> None:
+    from llmhni_local.llm.chat import load_tokenizer
+    from llmhni_local.llm.prompts import load_template
+
+    (tmp_path / "rate_user_centric.toml").write_text(
+        'version = 3\nsystem = "s"\nuser = "{user_profile} {item_profile}"\n'
+        'assistant = "Relevance:"\n')
+    tpl = load_template("rate_user_centric", tmp_path)
+    tok = load_tokenizer(tiny_llama)
+    with pytest.raises(UserError) as exc:  # " Mediocre" is not one token of the tiny BPE
+        template_label_ids(tok, [tpl], labels=("High", "Mediocre", "Low"))
+    assert str(exc.value).startswith(str(tmp_path / "rate_user_centric.toml"))
+    assert "'Mediocre'" in str(exc.value) and "not a single token" in str(exc.value)
+
+
+def test_choose_label_is_the_argmax() -> None:
+    assert choose_label({"High": 0.2, "Medium": 0.5, "Low": 0.3}) == "Medium"
+    assert choose_label({"High": 0.4, "Medium": 0.2, "Low": 0.4}) == "High"  # tie: first label
+    assert choose_label(None) is None

@@ -16,8 +16,9 @@ from llmhni_local.llm.prompts import (LABELS_TEXT, PROMPTS_DIR, SPECS, VIEW_TEMP
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_shipped_templates_load(name):
     tpl = load_template(name)
-    # the rating templates are at version 2 (v1 got no label from SmolLM2), the others at 1
-    assert tpl.version == ("2" if name in VIEW_TEMPLATES.values() else "1")
+    # the rating templates are at version 3 (v1 got no label from SmolLM2; v3 moved the cue
+    # into the assistant turn), the others at 1
+    assert tpl.version == ("3" if name in VIEW_TEMPLATES.values() else "1")
     assert len(tpl.hash) == 64
     assert tpl.path == PROMPTS_DIR / f"{name}.toml"
 
@@ -29,10 +30,35 @@ def test_rating_prompts_put_the_shared_part_first_and_ask_for_one_label(view, sh
     # Prefix caching: the user's part before the item, the question after both.
     assert user.index(shared) < user.index("{item_profile}") < user.index("{labels}")
     msgs = tpl.messages({"user_profile": "P", "liked_items": "L", "item_profile": "I"})
-    assert [m["role"] for m in msgs] == ["system", "user"]
-    assert msgs[1]["content"].rstrip().endswith("one word: High, Medium or Low.\nRelevance:")
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant"]
+    # The cue opens the assistant turn (the label is the next token), not the user's text.
+    assert msgs[1]["content"].rstrip().endswith("one word: High, Medium or Low.")
+    assert "Relevance:" not in msgs[1]["content"]
+    assert msgs[2] == {"role": "assistant", "content": "Relevance:"} and tpl.cue == "Relevance:"
     assert msgs[0]["content"].endswith("Reply with a single word: High, Medium or Low.")
     assert LABELS_TEXT == "High, Medium or Low"
+
+
+def test_answer_cue_changes_the_hash_and_is_checked(tmp_path):
+    _write(tmp_path, "rate_user_centric", GOOD_USER)
+    plain = load_template("rate_user_centric", tmp_path)
+    assert plain.cue is None
+    assert [m["role"] for m in plain.messages({"user_profile": "P", "item_profile": "I"})] == \
+        ["system", "user"]
+    _write(tmp_path, "rate_user_centric", GOOD_USER + 'assistant = "Relevance:"\n')
+    cued = load_template("rate_user_centric", tmp_path)
+    assert cued.cue == "Relevance:" and cued.hash != plain.hash
+    for bad, says in [('"Relevance: "', "ends with whitespace"), ('"{labels}:"', "plain text"),
+                      ('""', "non-empty"), ("3", "non-empty")]:
+        _write(tmp_path, "rate_user_centric", GOOD_USER + f"assistant = {bad}\n")
+        with pytest.raises(UserError, match=says) as exc:
+            load_template("rate_user_centric", tmp_path)
+        assert "rate_user_centric.toml" in str(exc.value)
+    # Only the rating templates take a cue.
+    _write(tmp_path, "summarize_user", 'version = 1\nsystem = "s"\nuser = "{user_profile}"\n'
+                                       'assistant = "Summary:"\n')
+    with pytest.raises(UserError, match="unknown key 'assistant'"):
+        load_template("summarize_user", tmp_path)
 
 
 def test_system_part_is_the_same_across_views():
