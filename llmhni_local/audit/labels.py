@@ -181,3 +181,14 @@ def trained_pairs(run_dir: str | Path) -> set[tuple[int, int]]:
         return set()
     with AuditStore(run_dir) as store:
         return store.finetune_pairs(role="train")
+
+
+def without_trained_pairs(frame, run_dir: str | Path):
+    """``(rows, n_left_out)``: the rows of ``frame`` (columns ``user``, ``item``) whose pair
+    trained no adapter of ``RUN`` (LoRA or probe), and how many were left out; the
+    identification figures are computed on these only, as the audit report's are."""
+    trained = trained_pairs(run_dir)
+    if not trained or not len(frame):
+        return frame, 0
+    keep = [(int(u), int(i)) not in trained for u, i in zip(frame["user"], frame["item"])]
+    return frame[keep], int(len(frame) - sum(keep))

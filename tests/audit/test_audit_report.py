@@ -94,3 +94,17 @@ def test_report_needs_labels(rated_run):
     assert trained_pairs(rated_run) == set()
     with pytest.raises(UserError, match="no audited labels"):
         write_report(rated_run)
+
+
+def test_identification_rows_leave_out_trained_pairs(rated_run):
+    import pandas as pd
+
+    from llmhni_local.audit.labels import without_trained_pairs
+
+    frame = pd.DataFrame({"user": [0, 0, 1, 2], "item": [1, 2, 3, 4], "verdict": ["hard"] * 4})
+    assert without_trained_pairs(frame, rated_run)[1] == 0  # no audit store: nothing left out
+    with AuditStore(rated_run) as store:
+        store.mark_finetune([(0, 2), (2, 4)], "probe-x", "train")
+        store.mark_finetune([(1, 3)], "probe-x", "validation")  # measured, not trained on
+    kept, n = without_trained_pairs(frame, rated_run)
+    assert n == 2 and list(zip(kept["user"], kept["item"])) == [(0, 1), (1, 3)]
