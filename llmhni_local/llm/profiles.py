@@ -1,4 +1,4 @@
-"""Text profiles of users and items (METHOD.md stage 1).
+"""Text profiles of users and items (stage 1 of docs/METHOD.md).
 
 * Item profiles: the data's ready-made item texts as they are, else the ``item_profile``
   template filled from the item metadata (title, year, genres, description, other fields).

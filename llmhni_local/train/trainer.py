@@ -41,7 +41,7 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 
 def stop_metric(ks: tuple[int, ...]) -> str:
-    """Early-stopping metric: validation Recall@20 (METHOD.md), or Recall at the largest K."""
+    """Early-stopping metric: validation Recall@20 (docs/METHOD.md), or Recall at the largest K."""
     return "recall@20" if 20 in ks else f"recall@{max(ks)}"
 
 
