@@ -34,7 +34,8 @@ class DataSettings:
         source: ``ml100k`` (embedded default), ``rlmrec:PATH`` or ``files:PATH``.
             (default: ``"ml100k"``)
         synthetic_noise: share of extra random unobserved pairs added to training and flagged
-            as noise, relative to the training size; 0 disables. (default: ``0.0``)
+            as noise, relative to the training size, in [0, 0.5] (docs/METHOD.md's protocol uses
+            5-20%; past a half the "noise" outnumbers the data); 0 disables. (default: ``0.0``)
         max_users: keep only the first N users (quick runs and tests); 0 keeps all.
             (default: ``0``)
         seed: seed of the random split (plain files without timestamps) and of noise
@@ -47,8 +48,8 @@ class DataSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.synthetic_noise <= 1.0:
-            raise ConfigError(f"data.synthetic_noise must be in [0, 1], got {self.synthetic_noise}")
+        if not 0.0 <= self.synthetic_noise <= 0.5:
+            raise ConfigError(f"data.synthetic_noise must be in [0, 0.5], got {self.synthetic_noise}")
         if self.max_users < 0:
             raise ConfigError(f"data.max_users must be >= 0, got {self.max_users}")
 

@@ -45,8 +45,10 @@ STAGES: tuple[str, ...] = ("data", "profiles", "embed", "align", "rec_pre", "can
                            "rate", "verdicts", "train", "report")
 
 #: The trainable methods: baselines in the same trainer, LLMHNI and its ablations.
+#: ``oracle`` is the reference ceiling: BPR on the training data with every ground-truth noisy
+#: edge removed (needs noise flags: natural noise or ``data.synthetic_noise``).
 METHODS: tuple[str, ...] = ("bpr", "tce", "rce", "sgl", "llmhni", "llmhni-no-semneg",
-                            "llmhni-no-align", "llmhni-no-denoise", "llmhni-no-hal")
+                            "llmhni-no-align", "llmhni-no-denoise", "llmhni-no-hal", "oracle")
 _ABLATIONS = {"llmhni-no-semneg": "semantic_negatives", "llmhni-no-align": "alignment",
               "llmhni-no-denoise": "denoise", "llmhni-no-hal": "hal"}
 
@@ -78,8 +80,10 @@ class PipelineSettings:
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise ConfigError(f"pipeline.methods: unknown method {bad[0]!r} (known: {', '.join(METHODS)})")
-        if not self.methods or not self.seeds:
-            raise ConfigError("pipeline.methods and pipeline.seeds must not be empty")
+        if not self.methods:
+            raise ConfigError("pipeline.methods must not be empty")
+        if not self.seeds:
+            raise ConfigError("pipeline.seeds must not be empty (give at least one seed)")
         if not 0.0 <= self.simulated_error <= 1.0:
             raise ConfigError(f"pipeline.simulated_error must be in [0, 1], got {self.simulated_error}")
 
@@ -258,11 +262,15 @@ def _stage_rec_pre(run: Run) -> dict:
 
 
 def _stage_candidates(run: Run) -> dict:
+    from llmhni_local.llm.rate import CANDIDATES_FILE
+    from llmhni_local.method.candidates import coverage, load_candidates
     from llmhni_local.stages import choose_candidates, score_fn_from_run
 
     info = choose_candidates(run.dir, score_fn_from_run(run.dir / "rec_pre", run.data), run.data,
                              run.cfg.candidates, source=str(run.dir / "rec_pre"))
-    return {"pairs": info["pairs"], **info["counts"]}
+    cands = load_candidates(run.dir / CANDIDATES_FILE)
+    cov = coverage(cands, run.data.train, run.data.train_noise)
+    return {"pairs": info["pairs"], **info["counts"], **({"coverage": cov} if cov else {})}
 
 
 def _stage_rate(run: Run) -> dict:
@@ -303,7 +311,7 @@ def _verdict_table(run: Run):
 
 
 def method_train_settings(run: Run, method: str, seed: int) -> TrainSettings:
-    loss = method if method in ("bpr", "tce", "rce", "sgl") else "bpr"
+    loss = method if method in ("bpr", "tce", "rce", "sgl") else "bpr"  # oracle: BPR
     return dataclasses.replace(run.cfg.train, loss=loss, seed=seed)
 
 
@@ -314,6 +322,15 @@ def train_method(run: Run, method: str, seed: int, out: Path):
     cfg = run.cfg.train_config()
     cfg = dataclasses.replace(cfg, train=method_train_settings(run, method, seed))
     data = run.data
+    if method == "oracle":
+        from llmhni_local.method.denoise import oracle_edges
+        from llmhni_local.train.objectives import RecObjective
+
+        clean = oracle_edges(data.train, data.train_noise)
+        objective = RecObjective(clean, data.n_users, data.n_items, cfg.train)
+        return train_run(cfg, data, out, objective=objective, progress=run.progress,
+                         extra_manifest={"oracle": {"edges": len(clean),
+                                                    "removed": len(data.train) - len(clean)}})
     if not method.startswith("llmhni"):
         return train_run(cfg, data, out, progress=run.progress)
     from llmhni_local.method.denoise import denoised_edges
@@ -333,24 +350,50 @@ def train_method(run: Run, method: str, seed: int, out: Path):
                      progress=run.progress, extra_manifest=extra)
 
 
+def _method_key(run: Run, method: str, seed: int) -> str:
+    """What one (method, seed) training run depends on: a run whose folder records the same
+    key is reused, so cells of a benchmark that share a data set and settings share their
+    baselines (only LLMHNI reads the verdicts and the alignment)."""
+    payload: dict[str, Any] = {"method": method, "seed": seed, "data": run.keys["data"],
+                               "rec_pre": run.keys["rec_pre"],
+                               "settings": {s: _get(run.cfg, s) for s in ("model", "train", "eval")}}
+    if method.startswith("llmhni"):
+        payload.update(llmhni=_get(run.cfg, "llmhni"), verdicts=run.keys["verdicts"],
+                       align=run.keys["align"])
+    return sha256_text(json.dumps(payload, sort_keys=True, default=str))
+
+
+_METHOD_KEY_FILE = "method_key.txt"
+
+
 def _stage_train(run: Run) -> dict:
     import shutil
+
+    from llmhni_local.train.run import PER_USER_FILE
 
     results: dict[str, Any] = {}
     for method in run.cfg.pipeline.methods:
         per_seed = []
         for seed in run.cfg.pipeline.seeds:
             out = run.dir / "train" / method / f"seed{seed}"
-            if method == "bpr" and seed == run.cfg.train.seed:
+            mkey = _method_key(run, method, seed)
+            done = [out / f for f in (_METHOD_KEY_FILE, "metrics.json", PER_USER_FILE)]
+            if all(p.is_file() for p in done) and done[0].read_text() == mkey:
+                run.log(f"[train] {method} seed {seed}: unchanged, reused")
+                metrics = json.loads((out / "metrics.json").read_text())
+            elif method == "bpr" and seed == run.cfg.train.seed:
                 # Rec_pre *is* this baseline (same backbone, BPR, same seed): copy, do not retrain.
                 if out.exists():
                     shutil.rmtree(out)
                 shutil.copytree(run.dir / "rec_pre", out)
+                if not (out / PER_USER_FILE).is_file():  # a Rec_pre trained before they were kept
+                    _per_user_from_model(run, out)
                 metrics = json.loads((out / "metrics.json").read_text())
             else:
                 run.log(f"[train] {method} seed {seed}")
                 train_method(run, method, seed, out)
                 metrics = json.loads((out / "metrics.json").read_text())
+            (out / _METHOD_KEY_FILE).write_text(mkey)
             per_seed.append({"seed": seed, "test": metrics["test"], "val": metrics["val"],
                              "best_epoch": metrics["best_epoch"],
                              "epoch_seconds": metrics["epoch_seconds"]})
@@ -358,6 +401,16 @@ def _stage_train(run: Run) -> dict:
     write_json(run.dir / "results.json", {"methods": results,
                                           "simulated_rater": run.cfg.pipeline.rater == "simulated"})
     return {m: {k: v for k, v in r.items() if k != "seeds"} for m, r in results.items()}
+
+
+def _per_user_from_model(run: Run, out: Path) -> None:
+    from llmhni_local.graph.adjacency import bipartite_adjacency
+    from llmhni_local.train.run import PER_USER_FILE, load_trained, save_per_user_test
+
+    data = run.data
+    save_per_user_test(out / PER_USER_FILE, load_trained(out, data),
+                       bipartite_adjacency(data.train, data.n_users, data.n_items), data,
+                       run.cfg.eval)
 
 
 def _mean_std(per_seed: list[dict]) -> dict:
@@ -447,6 +500,12 @@ def _check_inputs_early(run: Run) -> None:
 
     load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values()))
     check_can_summarize(run.cfg.profiles, run.cfg.rater)
+    needs_flags = [why for why, on in (
+        ("pipeline.methods has 'oracle'", "oracle" in run.cfg.pipeline.methods),
+        ("pipeline.rater = 'simulated'", run.cfg.pipeline.rater == "simulated")) if on]
+    if needs_flags and run.data.train_noise is None:
+        raise ConfigError(f"{needs_flags[0]} needs ground-truth noise flags; {run.data.name} has "
+                          "none (set data.synthetic_noise)")
     resolve_checked(run.cfg.embedder.model, ("weights", "config", "tokenizer"))
     if run.cfg.pipeline.rater == "llm" or run.cfg.profiles.summarize:
         resolve_checked(run.cfg.rater.model, ("weights", "config", "tokenizer"))

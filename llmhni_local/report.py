@@ -32,9 +32,11 @@ def print_metrics(title: str, result, out: Path | None = None) -> None:
 
 
 # ---------------------------------------------------------------------------- identification
-def identification(verdicts, data) -> dict[str, Any]:
+def identification(verdicts, data, candidates=None) -> dict[str, Any]:
     """How well the verdicts find the ground truth.
 
+    * ``coverage`` (given the candidates): the share of flagged-noisy training edges that are
+      observed candidates at all, the ceiling of any rater's recall below;
     * observed candidates: precision / recall / F1 of the *noisy* verdict against the data's
       noise flags (only pairs with a verdict; failed or unrated pairs are counted apart), and
       the share of flagged pairs among the judged ones (the precision of calling all noisy);
@@ -47,6 +49,12 @@ def identification(verdicts, data) -> dict[str, Any]:
                            if hasattr(verdicts, "get") else False}
     judged = verdicts[verdicts["verdict"].isin(["hard", "noisy"])]
     out["no_verdict"] = int(len(verdicts) - len(judged))
+    if candidates is not None:
+        from llmhni_local.method.candidates import coverage
+
+        cov = coverage(candidates, data.train, data.train_noise)
+        if cov:
+            out["coverage"] = cov
     obs = judged[judged["kind"] == "observed"]
     if data.train_noise is not None and len(obs):
         key = data.train[:, 0].astype(np.int64) * data.n_items + data.train[:, 1]
@@ -69,6 +77,56 @@ def identification(verdicts, data) -> dict[str, Any]:
             "all_in_heldout": float(in_held.mean()),
         }
     return out
+
+
+# ---------------------------------------------------------------------------- comparisons
+def gap_recovered(method: float, bpr: float, oracle: float) -> float:
+    """Share of the gap from BPR (no denoising) to the oracle (every flagged edge removed) that
+    a method recovers: ``(method - bpr) / (oracle - bpr)``. 1 is the oracle, 0 is BPR,
+    negative is worse than BPR; NaN when the oracle is no better than BPR (no gap to recover).
+
+    Example:
+        >>> gap_recovered(0.25, 0.0, 0.5), gap_recovered(-0.25, 0.0, 0.5)
+        (0.5, -0.5)
+    """
+    gap = oracle - bpr
+    return float((method - bpr) / gap) if gap > 0 else float("nan")
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, float]:
+    """Paired difference of two methods' per-user metrics, with a bootstrap-over-users CI.
+
+    ``a`` and ``b`` hold one row per seed (the same seeds) and one column per test user (the
+    same users, same order). Each user's difference is averaged over the seeds, ``d_u =
+    mean_s(a[s, u] - b[s, u])``; the statistic is ``mean_u d_u`` (the difference of the two
+    mean metrics). Users are resampled with replacement ``n_boot`` times; the interval is the
+    percentile interval of the resampled means. Resampling users, not seeds, because users are
+    the sampling unit of the test set; averaging the seeds first keeps seed noise in ``d_u``.
+
+    Returns:
+        ``{"diff": ..., "lo": ..., "hi": ..., "n_users": ..., "n_seeds": ...}``.
+
+    Example:
+        >>> r = paired_bootstrap(np.array([[0.3, 0.5]]), np.array([[0.1, 0.3]]))
+        >>> round(r["diff"], 6), round(r["lo"], 6), round(r["hi"], 6)
+        (0.2, 0.2, 0.2)
+    """
+    a = np.atleast_2d(np.asarray(a, dtype=np.float64))
+    b = np.atleast_2d(np.asarray(b, dtype=np.float64))
+    if a.shape != b.shape or a.shape[1] == 0:
+        raise ValueError(f"paired_bootstrap: shapes {a.shape} and {b.shape} must match and hold "
+                         "at least one user")
+    if not 0 < level < 1 or n_boot <= 0:
+        raise ValueError("paired_bootstrap: level must be in (0, 1) and n_boot > 0")
+    d = (a - b).mean(axis=0)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(d), size=(n_boot, len(d)))
+    means = d[idx].mean(axis=1)
+    tail = (1 - level) / 2
+    lo, hi = np.quantile(means, [tail, 1 - tail])
+    return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi),
+            "n_users": int(len(d)), "n_seeds": int(a.shape[0])}
 
 
 # ---------------------------------------------------------------------------- plots
@@ -158,16 +216,24 @@ def _rec_pre_scores(run_dir: Path, data) -> np.ndarray:
 
 
 def results_table(results: dict) -> list[list[str]]:
+    """One row per method (:data:`RESULT_HEADER`); the last column places Recall@20 between
+    BPR and the oracle (:func:`gap_recovered`) when both were trained, else "-"."""
     rows = []
-    for m, r in results["methods"].items():
+    methods = results["methods"]
+    ref = ((methods["bpr"]["recall@20_mean"], methods["oracle"]["recall@20_mean"])
+           if "bpr" in methods and "oracle" in methods else None)
+    for m, r in methods.items():
         n = len(r["seeds"])
         fmt = (lambda k: f"{r[k + '_mean']:.4f} ± {r[k + '_std']:.4f}") if n > 1 else (lambda k: f"{r[k + '_mean']:.4f}")
+        gap = gap_recovered(r["recall@20_mean"], *ref) if ref else float("nan")
         rows.append([m, fmt("recall@20"), fmt("ndcg@20"), fmt("recall@10"), fmt("ndcg@10"), str(n),
-                     f"{np.mean([s['epoch_seconds'] for s in r['seeds']]):.2f}"])
+                     f"{np.mean([s['epoch_seconds'] for s in r['seeds']]):.2f}",
+                     "-" if np.isnan(gap) else f"{gap:+.2f}"])
     return rows
 
 
-RESULT_HEADER = ["method", "Recall@20", "NDCG@20", "Recall@10", "NDCG@10", "seeds", "s/epoch"]
+RESULT_HEADER = ["method", "Recall@20", "NDCG@20", "Recall@10", "NDCG@10", "seeds", "s/epoch",
+                 "BPR->oracle"]
 
 
 def write_report(run_dir: str | Path, data) -> dict:
@@ -206,11 +272,21 @@ def write_report(run_dir: str | Path, data) -> dict:
     if vpath.is_file():
         import pandas as pd
 
-        verdicts = pd.read_parquet(vpath)
-        ident = identification(verdicts, data)
+        from llmhni_local.audit.records import without_trained_pairs
+
+        # a tuned rater's own training pairs say nothing about how it identifies noise
+        verdicts, left_out = without_trained_pairs(pd.read_parquet(vpath), run_dir)
+        cpath = run_dir / "candidates.parquet"
+        ident = identification(verdicts, data, pd.read_parquet(cpath) if cpath.is_file() else None)
+        ident["left_out_trained_pairs"] = left_out
         out["identification"] = ident
         plot_identification(verdicts, plots / "identification.png")
         lines += ["## Identification of noisy and hard pairs" + (" (simulated rater)" if simulated else ""), ""]
+        if "coverage" in ident:
+            c = ident["coverage"]
+            lines += [f"Coverage: {c['covered']} of the {c['flagged']} flagged-noisy training "
+                      f"edges are observed candidates ({c['coverage']:.3f}); no rater can find "
+                      "the others, so the recall below is bounded by this share.", ""]
         if "observed" in ident:
             o = ident["observed"]
             lines += [f"Observed candidates judged: {o['judged']}; 'noisy' verdict against the "
@@ -247,12 +323,14 @@ def print_run_summary(run_dir: str | Path) -> None:
     rep = run_dir / "report.json"
     if rep.is_file():
         ident = json.loads(rep.read_text()).get("identification", {})
-        if "observed" in ident:
-            o = ident["observed"]
+        if "observed" in ident or "coverage" in ident:
+            o = ident.get("observed", {})
+            cov = ident.get("coverage", {}).get("coverage", float("nan"))
             t = Table(title=f"Noisy-verdict identification on observed candidates{sim}")
-            for h in ("judged", "precision", "recall", "F1", "flagged share"):
+            for h in ("coverage", "judged", "precision", "recall", "F1", "flagged share"):
                 t.add_column(h, justify="right")
-            t.add_row(str(o["judged"]), f"{o['precision']:.3f}", f"{o['recall']:.3f}",
-                      f"{o['f1']:.3f}", f"{o['flagged_share']:.3f}")
+            t.add_row(f"{cov:.3f}", str(o.get("judged", 0)),
+                      *(f"{o[k]:.3f}" if k in o else "-"
+                        for k in ("precision", "recall", "f1", "flagged_share")))
             console.print(t)
     console.print(f"report: {run_dir / 'report.md'}")

@@ -23,14 +23,14 @@ def add_synthetic_noise(data: Interactions, share: float, seed: int) -> Interact
 
     Args:
         data: the data set to add noise to.
-        share: number of new pairs relative to the training size, in ``[0, 1]``.
+        share: number of new pairs relative to the training size, in ``[0, 0.5]``.
         seed: seed of the pair draw.
 
     Raises:
         DataError: ``share`` is out of range or there are not enough unobserved pairs.
     """
-    if not 0.0 <= share <= 1.0:
-        raise DataError(f"{data.name}: synthetic noise share must be in [0, 1], got {share}")
+    if not 0.0 <= share <= 0.5:
+        raise DataError(f"{data.name}: synthetic noise share must be in [0, 0.5], got {share}")
     n_train = len(data.train)
     n_new = int(round(share * n_train))
     n_cells = data.n_users * data.n_items

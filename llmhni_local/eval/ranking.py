@@ -25,7 +25,8 @@ def _by_user(pairs: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate_ranking(user_emb: torch.Tensor, item_emb: torch.Tensor, truth: np.ndarray,
                      masked: list[np.ndarray], *, ks: tuple[int, ...] = (10, 20),
-                     batch_users: int = 1024, progress: bool = False) -> dict[str, float]:
+                     batch_users: int = 1024, progress: bool = False,
+                     per_user: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Mean Recall@K / NDCG@K over users with at least one truth item.
 
     Args:
@@ -36,6 +37,8 @@ def evaluate_ranking(user_emb: torch.Tensor, item_emb: torch.Tensor, truth: np.n
             (training; plus validation when testing).
         ks: cut-offs.
         batch_users: users scored at once.
+        per_user: if given, filled with ``users`` (the evaluated users, ascending) and each
+            metric's per-user values in that order (for paired tests over users).
     """
     n_users, n_items = user_emb.shape[0], item_emb.shape[0]
     t_ptr, t_items = _by_user(truth, n_users)
@@ -43,6 +46,7 @@ def evaluate_ranking(user_emb: torch.Tensor, item_emb: torch.Tensor, truth: np.n
     users = np.flatnonzero(np.diff(t_ptr) > 0)
     k_max = max(ks)
     sums = {f"{m}@{k}": 0.0 for m in ("recall", "ndcg") for k in ks}
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in sums}
     batches = range(0, len(users), batch_users)
     with torch.no_grad(), progress_bar("evaluate", len(batches), enabled=progress) as bar:
         for start in batches:
@@ -57,9 +61,13 @@ def evaluate_ranking(user_emb: torch.Tensor, item_emb: torch.Tensor, truth: np.n
             rows, cols = _rows_cols(ub, t_ptr, t_items)
             truth_mask[rows, cols] = True
             hits = np.take_along_axis(truth_mask, top, axis=1)
-            per_user = ranking_metrics(hits, truth_mask.sum(axis=1), ks)
-            for key, values in per_user.items():
+            metrics = ranking_metrics(hits, truth_mask.sum(axis=1), ks)
+            for key, values in metrics.items():
                 sums[key] += float(values.sum())
+                parts[key].append(np.asarray(values, dtype=np.float64))
+    if per_user is not None:
+        per_user["users"] = users
+        per_user.update({k: np.concatenate(v) if v else np.empty(0) for k, v in parts.items()})
     n = max(1, len(users))
     return {key: value / n for key, value in sums.items()}
 

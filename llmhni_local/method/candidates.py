@@ -6,13 +6,21 @@ From a recommender pretrained on the training data, per user:
   (possible false negatives / hard positives). Only training items are excluded: this stage
   sees training data only, so validation and test items may well be among them (that is what
   the identification metric "share of unobserved-hard pairs found in held-out data" measures).
-* ``observed``: the ``k_pos`` lowest-scored training items of the user (possible noise).
+* ``observed``: the lowest-scored training items of the user (possible noise): per user
+  ``max(k_pos, ceil(k_pos_share * n_u))`` of the user's ``n_u`` training items (at most
+  ``n_u``). A count alone gives every user the same number, which cannot reach the noise of
+  users with many interactions; a share scales with the user. With ``k_pos = 0`` the share
+  alone decides; with both set, the count is a floor for users with few items.
+
+The candidate set's **coverage** (:func:`coverage`) is the share of the ground-truth noisy
+training edges that are observed candidates at all: no rater can find a noisy edge that is not
+a candidate, so a rater's identification recall is bounded by it.
 
 Budget (a cap on the total number of pairs, since it sets the LLM cost). When the full lists
 hold more pairs than ``budget``:
 
-1. the budget is split between the kinds in proportion ``k_neg : k_pos`` (the unobserved
-   share rounded up); a kind with fewer pairs than its share gives the rest
+1. the budget is split between the kinds in proportion ``k_neg : k_pos`` (with
+   ``k_pos_share``: in proportion to the full lists' sizes; the unobserved share rounded up); a kind with fewer pairs than its share gives the rest
    to the other kind;
 2. inside a kind, pairs are taken round-robin over users by rank: every user's rank-0
    candidate, then every user's rank-1 candidate, and so on, users visited in an order
@@ -26,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -45,7 +53,12 @@ class CandidateSettings:
 
     Args:
         k_neg: highest-scored unobserved items per user. (default: ``5``)
-        k_pos: lowest-scored observed (training) items per user. (default: ``5``)
+        k_pos: lowest-scored observed (training) items per user; with ``k_pos_share`` a
+            floor. (default: ``5``)
+        k_pos_share: share of each user's training items taken as observed candidates
+            (rounded up); the user gets ``max(k_pos, ceil(k_pos_share * n_u))``. 0 turns it
+            off. On MovieLens-100K under natural noise 0.2 makes about 16,000 observed pairs.
+            (default: ``0.0``)
         budget: most pairs in all; 0 means no cap. It sets the LLM cost: 1,000 pairs are
             2,000 judgments (two views), which took 852 s through vLLM with SmolLM2-135M in
             fp32 on 2 CPU cores (the demo config uses 500). (default: ``1000``)
@@ -55,14 +68,20 @@ class CandidateSettings:
 
     k_neg: int = 5
     k_pos: int = 5
+    k_pos_share: float = 0.0
     budget: int = 1000
     seed: int = 0
     batch_users: int = 1024
 
     def __post_init__(self) -> None:
-        if self.k_neg < 0 or self.k_pos < 0 or self.k_neg + self.k_pos == 0:
-            raise ConfigError(f"candidates.k_neg and candidates.k_pos must be >= 0 and not both "
-                              f"0, got {self.k_neg} and {self.k_pos}")
+        if self.k_neg < 0 or self.k_pos < 0:
+            raise ConfigError(f"candidates.k_neg and candidates.k_pos must be >= 0, got "
+                              f"{self.k_neg} and {self.k_pos}")
+        if not 0.0 <= self.k_pos_share <= 1.0:
+            raise ConfigError(f"candidates.k_pos_share must be in [0, 1], got {self.k_pos_share}")
+        if self.k_neg + self.k_pos == 0 and self.k_pos_share == 0:
+            raise ConfigError("candidates.k_neg, candidates.k_pos and candidates.k_pos_share "
+                              "are all 0: the candidate set would be empty")
         if self.budget < 0:
             raise ConfigError(f"candidates.budget must be >= 0, got {self.budget}")
         if self.batch_users <= 0:
@@ -71,7 +90,8 @@ class CandidateSettings:
 
 def select_candidates(score_fn: Callable[[np.ndarray], np.ndarray],
                       train_lists: Sequence[np.ndarray], n_items: int, *, k_neg: int, k_pos: int,
-                      budget: int = 0, seed: int = 0, batch_users: int = 1024) -> np.ndarray:
+                      k_pos_share: float = 0.0, budget: int = 0, seed: int = 0,
+                      batch_users: int = 1024) -> np.ndarray:
     """Choose the candidate pairs.
 
     Args:
@@ -80,7 +100,9 @@ def select_candidates(score_fn: Callable[[np.ndarray], np.ndarray],
         train_lists: per user, the user's training items (only these are read).
         n_items: number of items.
         k_neg: unobserved items per user (highest scores).
-        k_pos: observed items per user (lowest scores).
+        k_pos: observed items per user (lowest scores); a floor when ``k_pos_share`` is set.
+        k_pos_share: share of the user's training items taken as observed candidates
+            (rounded up); see the module docstring.
         budget: most pairs in all (0: no cap); see the module docstring for the rule.
         seed: seed of the user order under a budget.
         batch_users: users scored per call of ``score_fn``.
@@ -115,14 +137,32 @@ def select_candidates(score_fn: Callable[[np.ndarray], np.ndarray],
                 n_free = n_items - len(seen)
                 top = _top(masked, min(k_neg, n_free), largest=True)
                 rows.extend((u, i, "unobserved", r, s[i]) for r, i in enumerate(top))
-            if k_pos and len(seen):
-                low = seen[_top(s[seen], min(k_pos, len(seen)), largest=False)]
+            n_pos = n_observed(len(seen), k_pos, k_pos_share)
+            if n_pos:
+                low = seen[_top(s[seen], n_pos, largest=False)]
                 rows.extend((u, i, "observed", r, s[i]) for r, i in enumerate(low))
     out = np.array(rows, dtype=CANDIDATE_DTYPE) if rows else np.empty(0, CANDIDATE_DTYPE)
     if budget and len(out) > budget:
-        out = _apply_budget(out, budget, k_neg, k_pos, seed)
+        # With a share, users list different numbers of observed pairs: the budget then splits
+        # in proportion to the full lists' sizes instead of k_neg : k_pos.
+        w_neg, w_pos = ((k_neg, k_pos) if not k_pos_share else
+                        (int((out["kind"] == "unobserved").sum()),
+                         int((out["kind"] == "observed").sum())))
+        out = _apply_budget(out, budget, w_neg, w_pos, seed)
     order = np.lexsort((out["rank"], out["kind"] == "observed", out["user"]))
     return out[order]
+
+
+def n_observed(n_u: int, k_pos: int, k_pos_share: float) -> int:
+    """Observed candidates of a user with ``n_u`` training items:
+    ``min(n_u, max(k_pos, ceil(k_pos_share * n_u)))``.
+
+    Example:
+        >>> n_observed(12, 5, 0.2), n_observed(40, 5, 0.2), n_observed(3, 5, 0.0)
+        (5, 8, 3)
+    """
+    by_share = int(np.ceil(k_pos_share * n_u - 1e-9)) if k_pos_share > 0 else 0
+    return int(min(n_u, max(k_pos, by_share)))
 
 
 def _top(values: np.ndarray, k: int, *, largest: bool) -> np.ndarray:
@@ -187,3 +227,37 @@ def load_candidates(path) -> np.ndarray:
 
 def count_kinds(c: np.ndarray) -> dict[str, int]:
     return {kind: int((c["kind"] == kind).sum()) for kind in KINDS}
+
+
+def coverage(c, train_edges: np.ndarray, train_noise: np.ndarray | None) -> dict[str, Any]:
+    """How much of the ground-truth noise the candidate set can reach at all.
+
+    Args:
+        c: candidate rows with ``user``, ``item`` and ``kind`` (array or DataFrame).
+        train_edges: ``(E, 2)`` training pairs.
+        train_noise: ``(E,)`` ground-truth noise flags, or None (no ground truth).
+
+    Returns:
+        ``{"flagged": F, "covered": n, "coverage": n / F}``: ``F`` distinct flagged training
+        pairs, ``n`` of them observed candidates; ``coverage`` is NaN when ``F`` is 0. An
+        empty dict without flags.
+
+    Example:
+        >>> c = np.array([(0, 1, "observed"), (0, 2, "unobserved")],
+        ...              dtype=[("user", int), ("item", int), ("kind", "U10")])
+        >>> coverage(c, np.array([[0, 1], [0, 3], [1, 1]]), np.array([True, True, False]))
+        {'flagged': 2, 'covered': 1, 'coverage': 0.5}
+    """
+    if train_noise is None:
+        return {}
+    edges = np.asarray(train_edges, dtype=np.int64).reshape(-1, 2)
+    noise = np.asarray(train_noise, dtype=bool)
+    kinds = np.asarray(c["kind"]).astype(str)
+    obs = kinds == "observed"
+    users = np.asarray(c["user"], dtype=np.int64)[obs]
+    items = np.asarray(c["item"], dtype=np.int64)[obs]
+    big = int(max(edges[:, 1].max(initial=-1), items.max(initial=-1))) + 1
+    flagged = np.unique(edges[noise, 0] * big + edges[noise, 1])
+    covered = int(np.isin(flagged, users * big + items).sum())
+    share = covered / len(flagged) if len(flagged) else float("nan")
+    return {"flagged": int(len(flagged)), "covered": covered, "coverage": float(share)}

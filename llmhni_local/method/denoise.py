@@ -166,3 +166,27 @@ def denoised_edges(train_edges: np.ndarray, verdicts) -> tuple[np.ndarray, Denoi
         duplicate_rows=int(dup.sum()),
         simulated=bool(cols["simulated"].any()) if "simulated" in cols else False)
     return g_prime, report
+
+
+def oracle_edges(train_edges: np.ndarray, train_noise: np.ndarray | None) -> np.ndarray:
+    """The oracle denoiser's graph: the training edges with every ground-truth noisy one removed.
+
+    It is the ceiling a denoiser that only removes edges can reach (the ``oracle`` method trains
+    BPR on it). A pair listed more than once is removed if any copy is flagged.
+
+    Raises:
+        DataError: no flags, or flags of the wrong length.
+
+    Example:
+        >>> oracle_edges(np.array([[0, 0], [0, 1], [1, 1]]), np.array([False, True, False])).tolist()
+        [[0, 0], [1, 1]]
+    """
+    edges = np.asarray(train_edges, dtype=np.int64).reshape(-1, 2)
+    if train_noise is None:
+        raise DataError("oracle: the data has no ground-truth noise flags")
+    noise = np.asarray(train_noise, dtype=bool)
+    if noise.shape != (len(edges),):
+        raise DataError(f"oracle: {noise.shape[0]} noise flags for {len(edges)} training edges")
+    big = int(edges[:, 1].max(initial=-1)) + 1
+    keys = edges[:, 0] * big + edges[:, 1]
+    return edges[~np.isin(keys, keys[noise])]

@@ -1,5 +1,6 @@
 """One training run written to a run folder: ``metrics.json``, ``history.json``,
-``manifest.json`` and ``model.pt`` (the best checkpoint)."""
+``manifest.json``, ``model.pt`` (the best checkpoint) and ``per_user_test.npz`` (each test
+user's metrics at that checkpoint, for paired comparisons over users)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def train_run(cfg: TrainConfig, data: Interactions, out: str | Path, *, objectiv
     with atomic_path(out / "model.pt") as tmp:
         torch.save({"state_dict": result.state_dict, "model": to_dict(m),
                     "n_users": data.n_users, "n_items": data.n_items}, tmp)
+    save_per_user_test(out / PER_USER_FILE, model, objective.eval_adj(), data, cfg.eval)
     write_json(out / "history.json", result.history)
     write_json(out / "manifest.json", build_manifest(
         settings=to_dict(cfg), data_sources=data.sources,
@@ -48,6 +50,41 @@ def train_run(cfg: TrainConfig, data: Interactions, out: str | Path, *, objectiv
         "data": data.info(), "config": to_dict(cfg),
     })
     return result
+
+
+PER_USER_FILE = "per_user_test.npz"
+
+
+def save_per_user_test(path: Path, model, adj, data: Interactions, eval_settings) -> None:
+    """Per-user test metrics of ``model`` (already at its best checkpoint): the same numbers
+    whose means are ``metrics.json``'s ``test``, one value per test user."""
+    import numpy as np
+    import torch
+
+    from llmhni_local.eval.ranking import evaluate_ranking
+
+    model.eval()
+    with torch.no_grad():
+        u, i = model(adj)
+    per_user: dict = {}
+    evaluate_ranking(u, i, data.test, [data.train, data.val], ks=eval_settings.ks,
+                     batch_users=eval_settings.batch_users, per_user=per_user)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **per_user)
+
+
+def load_per_user_test(run_dir: str | Path) -> dict:
+    """``{"users": ..., "recall@20": ..., ...}`` saved by :func:`train_run`."""
+    import numpy as np
+
+    from llmhni_local.errors import UserError
+
+    path = Path(run_dir) / PER_USER_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: no per-user test metrics here (train the run again)")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
 
 
 def load_trained(run_dir: str | Path, data: Interactions):

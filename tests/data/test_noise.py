@@ -70,7 +70,7 @@ def test_input_is_untouched_and_seed_decides():
 
 def test_draws_spread_over_users_and_items():
     d = _data()
-    new = add_synthetic_noise(d, 1.0, seed=0).train[300:]
+    new = add_synthetic_noise(d, 0.5, seed=0).train[300:]
     assert len(np.unique(new[:, 0])) > 20 and len(np.unique(new[:, 1])) > 30
 
 
@@ -84,5 +84,15 @@ def test_fills_a_nearly_full_matrix_and_refuses_beyond_it():
 
 
 def test_rejects_bad_share():
-    with pytest.raises(DataError):
-        add_synthetic_noise(_data(), 1.5, seed=0)
+    for share in (-0.1, 0.51, 1.5):
+        with pytest.raises(DataError, match=r"synthetic noise share must be in \[0, 0.5\]"):
+            add_synthetic_noise(_data(), share, seed=0)
+
+
+def test_config_rejects_rate_outside_half():
+    from llmhni_local.config import DataSettings
+    from llmhni_local.errors import ConfigError
+
+    assert DataSettings(synthetic_noise=0.5).synthetic_noise == 0.5
+    with pytest.raises(ConfigError, match=r"data.synthetic_noise must be in \[0, 0.5\]"):
+        DataSettings(synthetic_noise=0.6)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from llmhni_local.errors import ConfigError, DataError, UserError
-from llmhni_local.method.candidates import (CandidateSettings, count_kinds, load_candidates,
-                                            save_candidates, select_candidates)
+from llmhni_local.method.candidates import (CANDIDATE_DTYPE, CandidateSettings, count_kinds,
+                                            load_candidates, save_candidates, select_candidates)
 
 
 def _setup(n_users=6, n_items=12, seed=0):
@@ -126,3 +126,54 @@ def test_save_load_round_trip(tmp_path):
     assert np.array_equal(load_candidates(tmp_path / "c.parquet"), c)
     with pytest.raises(UserError, match="run the `candidates` stage"):
         load_candidates(tmp_path / "none.parquet")
+
+
+def test_k_pos_share_per_user_count():
+    from llmhni_local.method.candidates import n_observed
+
+    # max(k_pos, ceil(share * n_u)), never more than n_u
+    assert n_observed(10, 0, 0.2) == 2
+    assert n_observed(11, 0, 0.2) == 3          # ceil(2.2)
+    assert n_observed(10, 5, 0.2) == 5          # the count is a floor
+    assert n_observed(40, 5, 0.2) == 8
+    assert n_observed(3, 5, 0.0) == 3
+    assert n_observed(10, 0, 0.3) == 3          # 0.3 * 10 is 3, not ceil(3.0000000004)
+    scores = np.arange(20, dtype=float)[None, :].repeat(2, 0)
+    train = [np.arange(10), np.arange(20)]
+    c = select_candidates(lambda u: scores[u], train, 20, k_neg=0, k_pos=0, k_pos_share=0.25)
+    assert count_kinds(c) == {"unobserved": 0, "observed": 3 + 5}
+    # lowest-scored first
+    assert c[c["user"] == 1]["item"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_share_budget_splits_by_list_sizes():
+    scores, train = _setup(n_users=6, n_items=12)
+    c = select_candidates(lambda u: scores[u], train, 12, k_neg=1, k_pos=0, k_pos_share=0.75,
+                          budget=12)
+    # full lists: 6 unobserved, 18 observed -> a budget of 12 splits 3 : 9
+    assert count_kinds(c) == {"unobserved": 3, "observed": 9}
+
+
+def test_coverage_counts_flagged_edges_among_observed_candidates():
+    from llmhni_local.method.candidates import coverage
+
+    train = np.array([[0, 0], [0, 1], [0, 2], [1, 0], [1, 3]])
+    noise = np.array([True, False, True, True, False])
+    c = np.array([(0, 0, "observed", 0, 0.0), (0, 1, "observed", 1, 0.0),
+                  (1, 0, "unobserved", 0, 0.0),   # not observed: does not cover (1, 0)
+                  (1, 3, "observed", 0, 0.0)], dtype=CANDIDATE_DTYPE)
+    assert coverage(c, train, noise) == {"flagged": 3, "covered": 1, "coverage": 1 / 3}
+    assert coverage(c, train, None) == {}
+    assert np.isnan(coverage(c, train, np.zeros(5, bool))["coverage"])
+
+
+@pytest.mark.parametrize("kw,setting", [
+    ({"k_neg": 0, "k_pos": 0}, "would be empty"),
+    ({"k_pos_share": -0.1}, "candidates.k_pos_share"),
+    ({"k_pos_share": 1.1}, "candidates.k_pos_share"),
+    ({"budget": -5}, "candidates.budget"),
+])
+def test_settings_that_select_nothing_are_refused(kw, setting):
+    with pytest.raises(ConfigError, match=setting):
+        CandidateSettings(**kw)
+    assert CandidateSettings(k_neg=0, k_pos=0, k_pos_share=0.2).k_pos_share == 0.2

@@ -88,3 +88,17 @@ def test_missing_column_and_simulated_flag():
     df["simulated"] = [True]
     _, rep = denoised_edges(G, df)
     assert rep.simulated is True
+
+
+def test_oracle_edges_remove_every_flagged_pair():
+    from llmhni_local.method.denoise import oracle_edges
+
+    g = np.array([[0, 0], [0, 1], [1, 1], [0, 1], [2, 3]])
+    noise = np.array([False, True, False, False, True])
+    # (0, 1) is listed twice, flagged once: both copies go
+    assert oracle_edges(g, noise).tolist() == [[0, 0], [1, 1]]
+    assert oracle_edges(g, np.zeros(5, bool)).tolist() == g.tolist()
+    with pytest.raises(DataError, match="no ground-truth noise flags"):
+        oracle_edges(g, None)
+    with pytest.raises(DataError, match="4 noise flags for 5"):
+        oracle_edges(g, np.zeros(4, bool))
