@@ -1,8 +1,8 @@
 """Rater quality on MovieLens-100K: baselines, zero-shot SmolLM2-135M and LoRA-tuned SmolLM2.
 
 Audit labels are SIMULATED from MovieLens-100K training ratings (>= 4 High, 3 Medium, <= 2
-Low; ``llmhni_local.audit.simulate``). Users are split once (seeded): 20% are evaluation users,
-the rest tuning users, so every held-out pair belongs to a user no adapter saw (held out by
+Low; ``llmhni_local.audit.simulated_audits``). Users are split once (seeded): 20% are
+evaluation users, the rest tuning users, so every held-out pair belongs to a user no adapter saw (held out by
 user, hence also by pair). Then:
 
 1. ``--eval-pairs`` training pairs of evaluation users are the held-out audited pairs; they are
@@ -97,7 +97,7 @@ def sample_pairs(data, users: np.ndarray, n: int, seed: int, exclude=frozenset()
     """A label frame of n training pairs of ``users`` (labels from ratings), not in exclude."""
     import pandas as pd
 
-    from llmhni_local.audit.simulate import ANNOTATOR, label_from_rating
+    from llmhni_local.audit.simulated_audits import ANNOTATOR, label_from_rating
 
     mask = np.isin(data.train[:, 0], users)
     idx = np.flatnonzero(mask)
@@ -118,7 +118,7 @@ def eval_run(work: Path, data, profiles, pairs) -> Path:
     """A run folder whose candidates are the held-out pairs, with their audited labels."""
     from llmhni_local.audit.export import write_table
     from llmhni_local.audit.importer import import_labels
-    from llmhni_local.audit.labels import labels_hash
+    from llmhni_local.audit.records import labels_hash
     from llmhni_local.llm.profiles import save_profiles
     from llmhni_local.llm.rate import CANDIDATES_FILE
     from llmhni_local.method.candidates import CANDIDATE_DTYPE, save_candidates

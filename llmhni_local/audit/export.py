@@ -157,7 +157,7 @@ def export_sample(run_dir: str | Path, n: int, *, seed: int = 0, show_model_labe
 
 
 def _drop_audited(run_dir: Path, table):
-    from llmhni_local.audit.labels import AUDIT_DB, AuditStore, audit_dir
+    from llmhni_local.audit.records import AUDIT_DB, AuditStore, audit_dir
 
     if not (audit_dir(run_dir) / AUDIT_DB).is_file():
         return table

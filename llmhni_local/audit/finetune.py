@@ -647,7 +647,7 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
     Returns the card (also written to ``out/card.json``).
     """
     from llmhni_local.audit.adapters import adapter_problems, write_card
-    from llmhni_local.audit.labels import labels_hash
+    from llmhni_local.audit.records import labels_hash
     from llmhni_local.llm.chat import load_tokenizer
     from llmhni_local.llm.labels import label_token_ids
     from llmhni_local.llm.offline import enforce_offline
@@ -912,7 +912,7 @@ def finetune_run(run_dir: str | Path, out: str | Path, settings: FinetuneSetting
                  **kwargs: Any) -> dict[str, Any]:
     """:func:`finetune` on every audited label of ``RUN`` (``RUN/audit/audit.sqlite``); the
     training pairs are recorded there, so ``audit report`` leaves them out."""
-    from llmhni_local.audit.labels import AuditStore
+    from llmhni_local.audit.records import AuditStore
     from llmhni_local.llm.profiles import load_profiles
     from llmhni_local.llm.rate import RateSettings, read_rating_manifest
     from llmhni_local.llm.registry import model_id, resolve_model

@@ -175,7 +175,7 @@ def import_labels(run_dir: str | Path, path: str | Path) -> ImportResult:
     """
     from collections import Counter
 
-    from llmhni_local.audit.labels import AuditStore
+    from llmhni_local.audit.records import AuditStore
     from llmhni_local.io import sha256_file
     from llmhni_local.llm.profiles import load_profiles
 

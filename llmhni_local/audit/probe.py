@@ -292,7 +292,7 @@ def probe_card(name: str, settings: ProbeSettings, inputs: ProbeInputs, labels, 
     import torch
     import transformers
 
-    from llmhni_local.audit.labels import labels_hash
+    from llmhni_local.audit.records import labels_hash
 
     spec = inputs.spec
     return {
@@ -462,7 +462,7 @@ def probe_run(run_dir: str | Path, out: str | Path, settings: ProbeSettings | No
     """:func:`fit_probe` on every audited label of ``RUN`` (``RUN/audit/audit.sqlite``,
     simulated ones included and marked); the pairs are recorded there as the probe's training
     pairs, so ``audit report`` leaves them out."""
-    from llmhni_local.audit.labels import AuditStore
+    from llmhni_local.audit.records import AuditStore
     from llmhni_local.llm.profiles import load_profiles
     from llmhni_local.llm.rate import RateSettings, read_rating_manifest
     from llmhni_local.llm.registry import model_id, resolve_model

@@ -49,7 +49,7 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
     """Every figure of the report, as plain data (no files written)."""
     import pandas as pd
 
-    from llmhni_local.audit.labels import AuditStore
+    from llmhni_local.audit.records import AuditStore
     from llmhni_local.llm.rate import read_rating_manifest
     from llmhni_local.llm.store import VIEWS, JudgmentStore
 
@@ -180,7 +180,7 @@ def write_report(run_dir: str | Path, *, max_listed: int = 30) -> dict[str, Any]
     ``disagreements.csv`` under ``RUN/audit/``; returns the figures."""
     import pandas as pd
 
-    from llmhni_local.audit.labels import audit_dir
+    from llmhni_local.audit.records import audit_dir
     from llmhni_local.io import atomic_path, write_json, write_text
 
     result = evaluate(run_dir)

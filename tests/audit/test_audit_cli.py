@@ -77,7 +77,7 @@ def test_simulate_needs_the_runs_data(cli, rated_run):
 def test_finetune_rater_and_adapters_validate(cli, rated_run, synth_data, tiny_llama, tmp_path):
     from llmhni_local.audit.export import write_table
     from llmhni_local.audit.importer import import_labels
-    from llmhni_local.audit.simulate import simulate_sample
+    from llmhni_local.audit.simulated_audits import simulate_sample
 
     frame, _ = simulate_sample(rated_run, 60, pool="train", data=synth_data())
     import_labels(rated_run, write_table(frame, tmp_path / "sim.csv"))

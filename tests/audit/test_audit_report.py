@@ -10,7 +10,7 @@ import pytest
 from llmhni_local.audit.agreement import agreement
 from llmhni_local.audit.export import export_sample, write_table
 from llmhni_local.audit.importer import import_labels
-from llmhni_local.audit.labels import AuditStore, audit_dir, trained_pairs
+from llmhni_local.audit.records import AuditStore, audit_dir, trained_pairs
 from llmhni_local.audit.report import audit_verdict, model_verdict, write_report
 from llmhni_local.errors import UserError
 from llmhni_local.llm.store import JudgmentStore
@@ -99,7 +99,7 @@ def test_report_needs_labels(rated_run):
 def test_identification_rows_leave_out_trained_pairs(rated_run):
     import pandas as pd
 
-    from llmhni_local.audit.labels import without_trained_pairs
+    from llmhni_local.audit.records import without_trained_pairs
 
     frame = pd.DataFrame({"user": [0, 0, 1, 2], "item": [1, 2, 3, 4], "verdict": ["hard"] * 4})
     assert without_trained_pairs(frame, rated_run)[1] == 0  # no audit store: nothing left out

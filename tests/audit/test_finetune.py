@@ -21,8 +21,8 @@ from llmhni_local.audit.finetune import (FinetuneSettings, Runner, answer_target
                                          answer_tokens, build_examples, finetune, finetune_run,
                                          lora_config, split_labels)
 from llmhni_local.audit.importer import import_labels
-from llmhni_local.audit.labels import AuditStore, labels_hash
-from llmhni_local.audit.simulate import simulate_sample
+from llmhni_local.audit.records import AuditStore, labels_hash
+from llmhni_local.audit.simulated_audits import simulate_sample
 from llmhni_local.errors import ConfigError, UserError
 from llmhni_local.llm.rate import RateSettings, rate_candidates, rater_model_id
 from llmhni_local.llm.settings import RaterSettings

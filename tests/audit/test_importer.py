@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from llmhni_local.audit.importer import ImportRefused, import_labels
-from llmhni_local.audit.labels import AUDIT_DB, AuditStore, audit_dir
+from llmhni_local.audit.records import AUDIT_DB, AuditStore, audit_dir
 
 GOOD = [
     {"user": 0, "item": 1, "label": "High", "annotator": "ana", "labelled_at": "2026-01-02"},

@@ -148,7 +148,7 @@ def test_bad_labels_are_one_line_errors(probe, tiny_llama):
 
 def test_probe_run_records_its_training_pairs(probe, synth_data, tiny_llama, write_labels):
     from llmhni_local.audit.importer import import_labels
-    from llmhni_local.audit.labels import AuditStore, trained_pairs
+    from llmhni_local.audit.records import AuditStore, trained_pairs
 
     run, _, _, labels = probe
     import_labels(run, write_labels(run / "genre.csv", labels.to_dict("records")))
