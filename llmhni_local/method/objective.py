@@ -111,8 +111,7 @@ class LLMHNIObjective:
     @property
     def contrast_scale(self) -> float:
         """Share of ``lambda_de`` / ``lambda_hal`` used this epoch (``contrast_warmup``)."""
-        w = self.settings.contrast_warmup
-        return 1.0 if w <= 0 else min(1.0, max(0, self.epoch - 1) / w)
+        return losses.warmup_scale(self.epoch, self.settings.contrast_warmup)
 
     def start_epoch(self, epoch: int, rng: np.random.Generator) -> None:
         self.epoch = epoch

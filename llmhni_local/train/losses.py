@@ -35,6 +35,17 @@ def tce_drop_rate(epoch: int, max_drop: float, warmup: int) -> float:
     return max_drop * min(1.0, (epoch - 1) / warmup)
 
 
+def warmup_scale(epoch: int, warmup: int) -> float:
+    """Share of a term's weight at ``epoch`` (1-based) under a linear warm-up over ``warmup``
+    epochs: ``min(1, (epoch - 1) / warmup)``; 1 when ``warmup`` is 0.
+
+    Example:
+        >>> [warmup_scale(e, 4) for e in (1, 3, 5, 9)], warmup_scale(1, 0)
+        ([0.0, 0.5, 1.0, 1.0], 1.0)
+    """
+    return 1.0 if warmup <= 0 else min(1.0, max(0, epoch - 1) / warmup)
+
+
 def reweighted(pos: torch.Tensor, neg: torch.Tensor, alpha: float) -> torch.Tensor:
     r"""R-CE in pairwise form: BPR weighted by :math:`\sigma(s^+ - s^-)^{\alpha}` (no gradient
     through the weight), so pairs the model finds implausible weigh less.

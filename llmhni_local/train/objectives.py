@@ -81,6 +81,6 @@ class RecObjective:
             u2, i2 = model(self.views[1])
             uu, ii = torch.unique(users), torch.unique(pos)
             ssl = losses.info_nce(u1[uu], u2[uu], s.ssl_temp) + losses.info_nce(i1[ii], i2[ii], s.ssl_temp)
-            total = total + s.ssl_weight * ssl
+            total = total + losses.warmup_scale(self.epoch, s.ssl_warmup) * s.ssl_weight * ssl
             parts["ssl"] = float(ssl.detach())
         return BatchLoss(total, parts)
