@@ -189,7 +189,7 @@ def rate_run(run_dir: str | Path, rater: "RaterSettings", settings: "RateSetting
 
     load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)  # fail before model checks
     enforce_offline()
-    model_id, adapter = rater_model_id(rater)
+    model_id, adapter = rater_model_id(rater, prompts_dir)
 
     def make_backend():
         from llmhni_local.llm.backends import make_rating_backend

@@ -1,9 +1,11 @@
 """The contract every LLM backend implements (vllm, openai, transformers).
 
 A rating backend turns chat prompts into label judgments: the generated text (kept raw) and the
-probability of each label read from the next-token log-probabilities at the answer position.
-An embedding backend turns texts into vectors. Backends never decide a label on their own: an
-answer that is not a label is returned with ``label=None`` and counted as a failure upstream.
+probability of each label read from the next-token log-probabilities at the answer position;
+the label is the most likely one there (``rater.decide = "likelihood"``) or the one the text
+names (``"parse"``). An embedding backend turns texts into vectors. Backends never default a
+label: an answer that is not a label is returned with ``label=None`` and counted as a failure
+upstream (so is a likelihood choice whose label mass is below ``rate.min_label_mass``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ class Judgment:
     """One rated prompt.
 
     Args:
-        text: the raw generated answer.
-        label: the label parsed from ``text``; ``None`` when the answer is not a label.
+        text: the raw generated answer (with ``rater.max_tokens = 1`` just the label token).
+        label: the label: the most likely one at the answer position (``decided_by =
+            "likelihood"``) or the one parsed from ``text`` (``"parse"``); ``None`` when there
+            is none (no probabilities, or the text is not a label).
         probs: probability of each label from the answer position's log-probabilities,
             renormalised over the labels; ``None`` when the backend could not read them.
         label_mass: total probability the model put on the label tokens before
@@ -33,6 +37,7 @@ class Judgment:
     label: str | None
     probs: dict[str, float] | None
     label_mass: float | None = None
+    decided_by: str = "parse"  # "likelihood": rate.min_label_mass applies to it
 
 
 class RatingBackend(Protocol):

@@ -111,7 +111,8 @@ def label_token_ids(tokenizer: Any, labels: Sequence[str] = LABELS, *, cue: str 
         else:  # the template's last token merged with the label: fall back to the bare label
             out[label] = enc(label)[0]
     if len(set(out.values())) != len(out):
-        shown = ", ".join(f"{lab}->{tokenizer.convert_ids_to_tokens(t)!r}" for lab, t in out.items())
+        shown = ", ".join(f"{lab}->{tokenizer.convert_ids_to_tokens(t)!r}"
+                          for lab, t in out.items())
         raise UserError(f"model {getattr(tokenizer, 'name_or_path', '?')}: labels share a first "
                         f"token ({shown}); next-token scoring cannot tell them apart, "
                         "constrained choice is needed")
@@ -170,8 +171,8 @@ def choose_label(probs: Mapping[str, float] | None) -> str | None:
     return max(probs, key=lambda lab: (probs[lab], -order.get(lab, len(order))))
 
 
-def probs_from_logprobs(logprobs: Mapping[int, float],
-                        label_ids: Mapping[str, int]) -> tuple[dict[str, float] | None, float | None]:
+def probs_from_logprobs(logprobs: Mapping[int, float], label_ids: Mapping[str, int]
+                        ) -> tuple[dict[str, float] | None, float | None]:
     """Label probabilities renormalised over the labels, and the mass they held.
 
     Args:

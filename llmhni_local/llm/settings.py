@@ -1,9 +1,10 @@
 """Typed, frozen settings of the LLM engines (the ``[rater]`` and ``[embedder]`` tables).
 
-vLLM on a CPU also reads two environment variables, defaulted by the vLLM backends when unset:
+``rater.dtype = "auto"`` is resolved from the hardware by ``llm/device.py``. vLLM on a CPU also
+reads two environment variables, defaulted by the vLLM backends when unset:
 ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache; default here 1, enough for SmolLM2-135M at batch
 64 x 1,024 tokens; raise it for larger models) and ``VLLM_CPU_NUM_OF_RESERVED_CPU`` (default
-here 0: on 2 cores reserving one for the engine's own loop costs ~40% throughput, ENV.md).
+here 0: on 2 cores reserving one for the engine's own loop costs ~40% throughput).
 """
 
 from __future__ import annotations
@@ -28,15 +29,23 @@ class RaterSettings:
             ``openai`` the local copy supplies the tokenizer and chat template (so the server
             receives exactly the text the other backends would) and must be the model the
             server serves. (default: ``"smollm2"``)
-        dtype: weights and activations. ``float32`` by measurement: ENV.md saw bfloat16 run
-            ~2x faster on a CPU with AVX-512 BF16, but the 2-core test machine of this project
-            has AVX2 only, where bfloat16 is emulated and vLLM rated 0.37 judgments/s in bf16
-            against ~5/s in fp32 (SmolLM2-135M, ~180-token prompts); fp32 is also what makes
-            backends agree to 1e-4 and results reproducible across machines. Choose
-            ``bfloat16`` on GPUs and on CPUs with AVX-512 BF16 / AMX (label probabilities
-            correlate ~0.98 with fp32 there, ENV.md). (default: ``"float32"``)
-        max_tokens: greedy tokens generated per prompt (the raw answer kept beside the
-            probabilities; ``Medium`` alone takes two tokens with SmolLM2). (default: ``4``)
+        dtype: weights and activations: ``auto``, ``bfloat16``, ``float16`` or ``float32``.
+            ``auto`` is resolved by ``llm/device.py`` (``resolve_dtype``): bfloat16 on CUDA and
+            on CPUs with AVX-512 BF16 or AMX (about 2x float32 there), float32 on other CPUs
+            (where bf16 is emulated and ran ~13x slower, docs/BENCHMARKS.md). The choice and
+            its reason are logged and written to ``rating.json``. Set ``float32`` for results
+            that agree across machines to ~1e-5. (default: ``"auto"``)
+        decide: how the label is chosen. ``likelihood``: the label whose token is most likely
+            at the answer position, right after the template's answer cue (multiple-choice
+            style, one forward pass; a label mass below ``rate.min_label_mass`` is a counted
+            failure). ``parse``: the label the generated text names (``labels.parse_label``;
+            needs ``max_tokens`` large enough to write it). Rows decided by ``parse`` are
+            stored under a model id ending ``+parse``, apart from likelihood rows.
+            (default: ``"likelihood"``)
+        max_tokens: greedy tokens generated per prompt, kept raw beside the probabilities. 1
+            is one forward pass over the prompt: the label is read at the first generated
+            position, which is all ``likelihood`` needs; more tokens are for inspecting free
+            answers (and for ``parse``). (default: ``1``)
         batch_size: prompts per forward pass (transformers) or per HTTP request (openai);
             vLLM receives every prompt of a ``rate`` call at once and schedules them itself.
             (default: ``64``)
@@ -58,17 +67,24 @@ class RaterSettings:
         max_model_len: longest prompt plus answer, in tokens (bounds vLLM's KV cache per
             sequence). (default: ``1024``)
         block_size: vLLM KV-cache block size in tokens; the CPU build reuses only whole blocks
-            of a shared prefix, so 32 reuses 62% of prompt tokens where 128 reuses 41% (ENV.md).
-            (default: ``32``)
+            of a shared prefix, so 32 reuses 62% of prompt tokens where 128 reuses 41%
+            (``rating.json`` reports the share per run). (default: ``32``)
         seed: engine seed (decoding is greedy; this only fixes anything random at start-up).
             (default: ``0``)
         timeout_s: seconds an HTTP request may take (``openai`` only). (default: ``600.0``)
+        tensor_parallel_size: GPUs one vLLM engine splits the model over (``vllm`` only).
+            (default: ``1``)
+        data_parallel_size: model replicas of one vLLM engine (``vllm`` only). vLLM 0.32's
+            in-process engine refuses values above 1 (it needs one process per replica);
+            serve replicas with ``vllm serve --data-parallel-size N`` and the ``openai``
+            backend instead. (default: ``1``)
     """
 
     backend: Literal["vllm", "transformers", "openai"] = "vllm"
     model: str = "smollm2"
-    dtype: Dtype = "float32"
-    max_tokens: int = 4
+    dtype: Dtype = "auto"
+    decide: Literal["likelihood", "parse"] = "likelihood"
+    max_tokens: int = 1
     batch_size: int = 64
     base_url: str = "http://127.0.0.1:8000/v1"
     served_model: str | None = None
@@ -78,8 +94,18 @@ class RaterSettings:
     block_size: int = 32
     seed: int = 0
     timeout_s: float = 600.0
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
 
     def __post_init__(self) -> None:
+        if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
+            raise ConfigError(f"rater.dtype must be auto, bfloat16, float16 or float32, got "
+                              f"{self.dtype!r}")
+        if self.decide not in ("likelihood", "parse"):
+            raise ConfigError(f"rater.decide must be likelihood or parse, got {self.decide!r}")
+        for name in ("tensor_parallel_size", "data_parallel_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"rater.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_tokens < 1:
             raise ConfigError(f"rater.max_tokens must be >= 1, got {self.max_tokens}")
         if self.batch_size < 1:

@@ -9,6 +9,7 @@ killed, whatever happens.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -77,7 +78,10 @@ class _Fake(BaseHTTPRequestHandler):
                 # answer in reverse index order: the client must sort by index
                 choices.append({"index": i, "text": ["High", "Low.", "maybe"][i % 3],
                                 "logprobs": {"top_logprobs": [top]}})
-            self._send(200, {"choices": choices[::-1]})
+            usage = {"prompt_tokens": 7 * len(body["prompt"])}
+            if type(self).mode == "vllm":  # vllm serve --enable-prompt-tokens-details
+                usage["prompt_tokens_details"] = {"cached_tokens": 5 * len(body["prompt"])}
+            self._send(200, {"choices": choices[::-1], "usage": usage})
         elif self.path == "/v1/embeddings":
             rows = [{"index": i, "embedding": [3.0, 4.0 + i]} for i in range(len(body["input"]))]
             self._send(200, {"data": rows})
@@ -97,15 +101,24 @@ def fake_server():
     server.server_close()
 
 
+def cued(prompts: list, cue: str = "Relevance:") -> list:
+    """The prompts with the rating templates' answer cue opening the assistant turn."""
+    return [p + [{"role": "assistant", "content": cue}] for p in prompts]
+
+
 def test_openai_rater_against_fake(fake_server, tiny_llama, tiny_prompts) -> None:
+    from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
+
     settings = RaterSettings(backend="openai", model=str(tiny_llama), base_url=fake_server,
-                             batch_size=2)
+                             batch_size=2, decide="parse", max_tokens=4)
+    prompts = cued(tiny_prompts(5))
     with make_rating_backend(settings) as rater:
-        assert rater.served_model == "tiny"
-        got = rater.rate(tiny_prompts(5))
+        assert rater.served_model == "tiny" and rater.model_id.endswith("+parse")
+        got = rater.rate(prompts)
         ids = list(rater.label_ids.values())
+        assert rater.token_stats["cached_tokens"] == 25 and rater.cached_known
     assert [j.text for j in got] == ["High", "Low.", "High", "Low.", "High"]  # per-batch index
-    assert [j.label for j in got] == ["High", "Low", "High", "Low", "High"]
+    assert [j.label for j in got] == ["High", "Low", "High", "Low", "High"]  # parsed text
     for j in got:
         assert j.probs == pytest.approx({"High": 1 / 6, "Medium": 2 / 6, "Low": 3 / 6})
         assert j.label_mass == pytest.approx(0.6)
@@ -114,17 +127,39 @@ def test_openai_rater_against_fake(fake_server, tiny_llama, tiny_prompts) -> Non
     first = reqs[0]
     assert first["logprob_token_ids"] == ids and first["temperature"] == 0.0
     assert first["add_special_tokens"] is False and first["return_tokens_as_token_ids"] is True
-    assert first["prompt"][0].endswith("<|im_start|>assistant\n")  # chat template applied here
+    assert first["max_tokens"] == 4
+    # The server gets the very text chat.py renders (so the very token ids the in-process
+    # backends use), ending in the open assistant turn after the cue.
+    tok = load_tokenizer(tiny_llama)
+    sent = [t for r in reqs for t in r["prompt"]]
+    assert sent == render_prompts(tok, prompts)
+    assert sent[0].endswith("<|im_start|>assistant\nRelevance:")
+    assert encode_prompts(tok, sent) == rater.prompt_ids(rater.prompt_texts(prompts))
+
+
+def test_openai_rater_likelihood_choice(fake_server, tiny_llama, tiny_prompts) -> None:
+    settings = RaterSettings(backend="openai", model=str(tiny_llama), base_url=fake_server)
+    with make_rating_backend(settings) as rater:
+        got = rater.rate(cued(tiny_prompts(3)))
+    # The fake gives Low the most probability, whatever the text says ("maybe" included).
+    assert [j.label for j in got] == ["Low"] * 3
+    assert all(j.decided_by == "likelihood" for j in got)
+    assert _Fake.requests[0]["max_tokens"] == 1  # one forward pass by default
 
 
 def test_openai_rater_topk_only_server_gives_no_probs(fake_server, tiny_llama,
                                                       tiny_prompts) -> None:
     _Fake.mode = "topk"
-    settings = RaterSettings(backend="openai", model=str(tiny_llama), base_url=fake_server)
+    settings = RaterSettings(backend="openai", model=str(tiny_llama), base_url=fake_server,
+                             decide="parse")
     with make_rating_backend(settings) as rater:
         got = rater.rate(tiny_prompts(3))
+        assert not rater.cached_known  # the server did not report prefix-cache hits
     assert all(j.probs is None and j.label_mass is None for j in got)
     assert got[0].label == "High" and got[2].label is None  # text still parsed
+    with make_rating_backend(dataclasses.replace(settings, decide="likelihood")) as rater:
+        got = rater.rate(tiny_prompts(3))
+    assert all(j.label is None for j in got)  # no probabilities: no choice, never a guess
 
 
 def test_openai_embedder_against_fake(fake_server) -> None:
@@ -146,11 +181,13 @@ def test_openai_unreachable_server_is_a_user_error(tiny_llama) -> None:
         make_rating_backend(RaterSettings(backend="openai", model=str(tiny_llama), base_url=url))
 
 
-def test_openai_adapter_needs_served_name(tiny_llama, tmp_path: Path) -> None:
+def test_openai_adapter_needs_served_name(tiny_llama, tmp_path: Path, monkeypatch) -> None:
+    from llmhni_local.llm.backends import common
+
     ad = tmp_path / "ad"
     ad.mkdir()
-    (ad / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}')
-    (ad / "adapter_model.safetensors").write_bytes(b"x")
+    # Adapter validation has its own tests (audit/adapters); here only the server name matters.
+    monkeypatch.setattr(common, "check_adapter", lambda path: Path(path))
     with pytest.raises(UserError, match="served_model"):
         make_rating_backend(RaterSettings(backend="openai", model=str(tiny_llama),
                                           adapter=str(ad)))
@@ -209,8 +246,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 def test_vllm_serve_matches_in_process(vllm_server, tiny_llama, tiny_prompts) -> None:
-    prompts = tiny_prompts(8)
-    common = dict(model=str(tiny_llama), dtype="float32", max_model_len=512)
+    prompts = cued(tiny_prompts(8))
+    common = dict(model=str(tiny_llama), dtype="float32", max_model_len=512, max_tokens=4)
     with make_rating_backend(RaterSettings(backend="openai", base_url=vllm_server,
                                            batch_size=3, **common)) as remote:
         got = remote.rate(prompts)

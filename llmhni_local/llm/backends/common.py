@@ -1,9 +1,12 @@
-"""What every rating backend shares: model checks, tokenizer, label tokens, judgments.
+"""What every rating backend shares: model checks, tokenizer, label tokens, dtype, judgments.
 
 A backend subclasses :class:`RaterCore`, which resolves and checks the model (and adapter)
-before any engine starts, loads the tokenizer that renders every prompt (``chat.py``), finds the
-label tokens and the model id; the backend then only turns token-id prompts into
-``(text, {token_id: logprob})`` pairs at the first generated position.
+before any engine starts, resolves ``rater.dtype`` (``llm/device.py``), loads the tokenizer that
+renders every prompt (``chat.py``), finds the label tokens after each answer cue (checked for
+the shipped rating templates here, before the engine) and the model id; the backend then only
+turns token-id prompts into ``(text, {token_id: logprob})`` pairs at the first generated
+position. The label is then chosen by likelihood or by parsing (``rater.decide``;
+docs/DESIGN.md, "Reading the answer at the label").
 """
 
 from __future__ import annotations
@@ -13,17 +16,37 @@ from typing import Any, Mapping, Sequence
 
 from llmhni_local.errors import UserError
 from llmhni_local.llm.base import Judgment
-from llmhni_local.llm.chat import Messages, encode_prompts, load_tokenizer, render_prompts
-from llmhni_local.llm.labels import label_token_ids, parse_label, probs_from_logprobs
+from llmhni_local.llm.chat import (Messages, answer_cue, encode_prompts, load_tokenizer,
+                                   render_prompts)
+from llmhni_local.llm.labels import (choose_label, label_token_ids, parse_label,
+                                     probs_from_logprobs, template_label_ids)
 from llmhni_local.llm.registry import (RATER_NEEDS, ModelSpec, Need, check_adapter, model_id,
                                        resolve_checked)
 from llmhni_local.llm.settings import RaterSettings
 
 
-def judgment(text: str, logprobs: Mapping[int, float], label_ids: Mapping[str, int]) -> Judgment:
-    """A :class:`Judgment` from the raw answer and the first position's label logprobs."""
+def judgment(text: str, logprobs: Mapping[int, float], label_ids: Mapping[str, int],
+             decide: str = "likelihood") -> Judgment:
+    """A :class:`Judgment` from the raw answer and the answer position's label logprobs: the
+    most likely label (``likelihood``) or the label the text names (``parse``)."""
     probs, mass = probs_from_logprobs(logprobs, label_ids)
-    return Judgment(text=text, label=parse_label(text), probs=probs, label_mass=mass)
+    if decide == "likelihood":
+        return Judgment(text=text, label=choose_label(probs), probs=probs, label_mass=mass,
+                        decided_by="likelihood")
+    return Judgment(text=text, label=parse_label(text), probs=probs, label_mass=mass,
+                    decided_by="parse")
+
+
+def rater_id(base_id: str, decide: str) -> str:
+    """The id judgments are stored under: parse-decided rows stay apart from likelihood ones."""
+    return base_id if decide == "likelihood" else f"{base_id}+{decide}"
+
+
+def default_rating_templates() -> list[Any]:
+    """The shipped rating templates (``prompts/``), whose cues every rater checks at start."""
+    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+
+    return list(load_templates(tuple(VIEW_TEMPLATES.values())).values())
 
 
 class Closing:
@@ -40,17 +63,67 @@ class Closing:
 
 
 class RaterCore(Closing):
-    """Model, adapter, tokenizer and label tokens of a rater; checked before the engine starts."""
+    """Model, adapter, dtype, tokenizer and label tokens of a rater; checked before the engine
+    starts. ``token_stats`` counts prompt tokens and those served from the prefix cache."""
 
     needs: tuple[Need, ...] = RATER_NEEDS
 
     def __init__(self, settings: RaterSettings) -> None:
+        from llmhni_local.llm.device import log_choice
+
         self.settings = settings
         self.spec: ModelSpec = resolve_checked(settings.model, self.needs)
         self.adapter: Path | None = check_adapter(settings.adapter) if settings.adapter else None
+        self.dtype, self.dtype_reason = self.resolve_dtype()
+        log_choice(self.dtype, self.dtype_reason)
         self.tokenizer: Any = load_tokenizer(self.spec.path)
-        self.label_ids: dict[str, int] = label_token_ids(self.tokenizer)
-        self.model_id: str = model_id(self.spec, self.adapter)
+        # Label tokens per answer cue; the shipped templates' cues are checked now, others
+        # (a custom prompts folder) when first seen (rate.rater_model_id checks them earlier).
+        self._cue_ids: dict[str, dict[str, int]] = template_label_ids(
+            self.tokenizer, default_rating_templates())
+        self.label_ids: dict[str, int] = next(iter(self._cue_ids.values()))
+        self.model_id: str = rater_id(model_id(self.spec, self.adapter), settings.decide)
+        self.token_stats: dict[str, int] = {"prompts": 0, "prompt_tokens": 0,
+                                            "cached_tokens": 0}
+        self.cached_known = False  # whether the backend can see prefix-cache hits
+
+    def resolve_dtype(self) -> tuple[str, str]:
+        """``(dtype, reason)`` for ``rater.dtype`` on this machine (``llm/device.py``)."""
+        from llmhni_local.llm.device import resolve_dtype
+
+        return resolve_dtype(self.settings.dtype)
+
+    @property
+    def dtype_choice(self) -> dict[str, str]:
+        return {"requested": self.settings.dtype, "dtype": self.dtype, "reason": self.dtype_reason}
+
+    def labels_for(self, prompts: Sequence[Messages]) -> list[dict[str, int]]:
+        """Per prompt, label -> token id after its answer cue (its last assistant message)."""
+        out = []
+        for messages in prompts:
+            cue = answer_cue(messages) or ""
+            if cue not in self._cue_ids:
+                self._cue_ids[cue] = label_token_ids(self.tokenizer, cue=cue or None)
+            out.append(self._cue_ids[cue])
+        return out
+
+    @staticmethod
+    def wanted(label_maps: Sequence[Mapping[str, int]]) -> list[int]:
+        """Every label token id the prompts need, in a fixed order (asked of the engine)."""
+        seen: dict[int, None] = {}
+        for m in label_maps:
+            seen.update(dict.fromkeys(m.values()))
+        return list(seen)
+
+    def judgments(self, results: Sequence[tuple[str, Mapping[int, float]]],
+                  label_maps: Sequence[Mapping[str, int]]) -> list[Judgment]:
+        return [judgment(text, lps, ids, self.settings.decide)
+                for (text, lps), ids in zip(results, label_maps)]
+
+    def count_tokens(self, prompt_tokens: int, cached_tokens: int = 0, prompts: int = 0) -> None:
+        self.token_stats["prompts"] += prompts
+        self.token_stats["prompt_tokens"] += prompt_tokens
+        self.token_stats["cached_tokens"] += cached_tokens
 
     def prompt_texts(self, prompts: Sequence[Messages]) -> list[str]:
         return render_prompts(self.tokenizer, prompts)

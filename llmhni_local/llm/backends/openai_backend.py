@@ -5,11 +5,15 @@ the same server with ``python -m vllm.entrypoints.launchers.api_server.entry --m
 (``vllm_compat.serve_command`` builds the right command for the installed build).
 
 Rating uses ``/v1/completions`` with the prompt text rendered *here* by ``chat.py`` (so the
-server gets exactly the text the in-process backends tokenise), ``add_special_tokens: false``,
+server gets exactly the text the in-process backends tokenise, ending with the answer cue in
+the open assistant turn), ``add_special_tokens: false``,
 greedy decoding and vLLM's ``logprob_token_ids`` extension, which returns the label tokens'
 log-probabilities at each generated position keyed ``token_id:N``
 (``return_tokens_as_token_ids``). A server that ignores the extension returns only its top-k
-tokens; a label missing from them leaves ``probs=None`` (never a guess). Embeddings use
+tokens; a label missing from them leaves ``probs=None`` (never a guess). The response's
+``usage`` gives the prompt tokens, and ``prompt_tokens_details.cached_tokens`` the prefix-cache
+hits where the server reports them (``vllm serve --enable-prompt-tokens-details``).
+Embeddings use
 ``/v1/embeddings``; the server's pooling must match the settings (``vllm serve --pooler-config``).
 
 Only ``base_url`` is contacted: no proxies from the environment, no redirects. An API key, when
@@ -24,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from llmhni_local.errors import UserError
-from llmhni_local.llm.backends.common import Closing, RaterCore, judgment
+from llmhni_local.llm.backends.common import Closing, RaterCore
 from llmhni_local.llm.base import Judgment
 from llmhni_local.llm.chat import Messages
 from llmhni_local.llm.offline import check_base_url
@@ -101,8 +105,11 @@ class OpenAIRater(RaterCore):
         self.client = _Client(settings.base_url, settings.timeout_s)
         self.served_model = settings.served_model or self.client.only_model()
 
-    def _body(self, texts: list[str]) -> dict[str, Any]:
-        ids = list(self.label_ids.values())
+    def resolve_dtype(self) -> tuple[str, str]:
+        # The weights run on the server, in whatever dtype it was started with.
+        return "server", "openai backend: the server's own dtype (vllm serve --dtype)"
+
+    def _body(self, texts: list[str], ids: list[int]) -> dict[str, Any]:
         return {
             "model": self.served_model,
             "prompt": texts,
@@ -118,21 +125,32 @@ class OpenAIRater(RaterCore):
 
     def rate(self, prompts: Sequence[Messages]) -> list[Judgment]:
         texts = self.prompt_texts(prompts)
-        self.prompt_ids(texts)  # length check, same as the other backends
-        out: list[Judgment] = []
+        ids = self.prompt_ids(texts)  # length check, same as the other backends
+        maps = self.labels_for(prompts)
+        wanted = self.wanted(maps)
+        results: list[tuple[str, dict[int, float]]] = []
         size = self.settings.batch_size
         for start in range(0, len(texts), size):
             chunk = texts[start:start + size]
-            data = self.client.request("POST", "/completions", self._body(chunk))
+            data = self.client.request("POST", "/completions", self._body(chunk, wanted))
             choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
             if len(choices) != len(chunk):
                 raise UserError(f"model server returned {len(choices)} answers for "
                                 f"{len(chunk)} prompts")
             for choice in choices:
                 tops = (choice.get("logprobs") or {}).get("top_logprobs") or [None]
-                out.append(judgment(choice.get("text", ""), _token_logprobs(tops[0]),
-                                    self.label_ids))
-        return out
+                results.append((choice.get("text", ""), _token_logprobs(tops[0])))
+            self._count_usage(data.get("usage"), ids[start:start + size])
+        return self.judgments(results, maps)
+
+    def _count_usage(self, usage: Any, ids: Sequence[Sequence[int]]) -> None:
+        """Prompt tokens (ours: the server's count includes no template of its own) and the
+        prefix-cache hits the server reports."""
+        details = (usage or {}).get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens")
+        if cached is not None:
+            self.cached_known = True
+        self.count_tokens(sum(len(r) for r in ids), int(cached or 0), len(ids))
 
     def generate(self, prompts: Sequence[Messages], max_tokens: int) -> list[str]:
         """Free greedy generation (e.g. profile summaries), same prompt rendering."""

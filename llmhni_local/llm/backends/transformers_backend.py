@@ -2,9 +2,11 @@
 
 Prompts are batched ``batch_size`` at a time with left padding (so every prompt's answer
 position is the last column). One ``generate`` call per batch does greedy decoding of
-``max_tokens`` tokens; its prefill computes logits at the last position only (transformers'
-``logits_to_keep``), and those first-step logits give the label probabilities, as vLLM's raw
-logprobs do. In fp32 the two backends agree to about 1e-5 on the same prompts.
+``max_tokens`` tokens (1 by default: the prefill alone); its prefill computes logits at the
+last position only (transformers' ``logits_to_keep``), and those first-step logits give the
+label probabilities after the answer cue, as vLLM's raw logprobs do. In fp32 the two backends
+agree to about 1e-5 on the same prompts. There is no prefix cache here: every prompt token is
+computed (``token_stats`` counts them, none cached).
 With ``batch_size=1`` this is the plain one-prompt-at-a-time ``generate`` loop.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from llmhni_local.llm.backends.common import RaterCore, judgment
+from llmhni_local.llm.backends.common import RaterCore
 from llmhni_local.llm.base import Judgment
 from llmhni_local.llm.chat import Messages
 from llmhni_local.llm.settings import RaterSettings
@@ -34,7 +36,7 @@ class TransformersRater(RaterCore):
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(
-            str(self.spec.path), dtype=torch_dtype(settings.dtype), local_files_only=True)
+            str(self.spec.path), dtype=torch_dtype(self.dtype), local_files_only=True)
         if self.adapter is not None:
             from peft import PeftModel
 
@@ -53,7 +55,8 @@ class TransformersRater(RaterCore):
             output_logits=read_labels, return_dict_in_generate=True,  # raw first-step logits
         )
 
-    def _batch(self, texts: list[str], gen: Any = None) -> list[tuple[str, dict[int, float]]]:
+    def _batch(self, texts: list[str], gen: Any = None, wanted: Sequence[int] = ()
+               ) -> list[tuple[str, dict[int, float]]]:
         import torch
 
         gen = gen or self._gen
@@ -62,28 +65,30 @@ class TransformersRater(RaterCore):
         with torch.inference_mode():
             out = self.model.generate(**enc, generation_config=gen)
         new = out.sequences[:, enc["input_ids"].shape[1]:]
-        if out.logits is None:  # free generation: no label read
+        if out.logits is None or not wanted:  # free generation: no label read
             label_lp: list[list[float]] = [[] for _ in texts]
         else:
             first = torch.log_softmax(out.logits[0].float(), dim=-1)  # (batch, vocab)
-            label_lp = first[:, torch.tensor(list(self.label_ids.values()))].tolist()
+            label_lp = first[:, torch.tensor(list(wanted))].tolist()
         results = []
         for row, lps in zip(new.tolist(), label_lp):
             # A byte-level token cut mid-character decodes to U+FFFD; vLLM's incremental
             # detokenizer holds such a tail back, so drop it here too (same text everywhere).
             text = self.tokenizer.decode(row, skip_special_tokens=True).rstrip("\ufffd")
-            results.append((text, dict(zip(self.label_ids.values(), lps))))
+            results.append((text, dict(zip(wanted, lps))))
         return results
 
     def rate(self, prompts: Sequence[Messages]) -> list[Judgment]:
         texts = self.prompt_texts(prompts)
-        self.prompt_ids(texts)  # length check, same as the other backends
-        out: list[Judgment] = []
+        ids = self.prompt_ids(texts)  # length check, same as the other backends
+        maps = self.labels_for(prompts)
+        wanted = self.wanted(maps)
+        results: list[tuple[str, dict[int, float]]] = []
         size = self.settings.batch_size
         for start in range(0, len(texts), size):
-            for text, lps in self._batch(texts[start:start + size]):
-                out.append(judgment(text, lps, self.label_ids))
-        return out
+            results += self._batch(texts[start:start + size], wanted=wanted)
+        self.count_tokens(sum(len(r) for r in ids), 0, len(prompts))
+        return self.judgments(results, maps)
 
     def generate(self, prompts: Sequence[Messages], max_tokens: int) -> list[str]:
         """Free greedy generation (e.g. profile summaries), same prompt rendering."""

@@ -1,11 +1,13 @@
 """vLLM in-process: the default rating and embedding backend.
 
-Rating is greedy decoding of ``max_tokens`` tokens; the label probabilities come from the first
-generated position's log-probabilities of the label tokens (``vllm_compat`` says how they are
+Rating is greedy decoding of ``max_tokens`` tokens (1 by default: one forward pass over the
+prompt); the label probabilities come from the first generated position's log-probabilities of
+the label tokens, which follow the template's answer cue (``vllm_compat`` says how they are
 read on this vLLM). Prompts go in as token ids rendered by ``chat.py``, all of a ``rate`` call
 at once and in the given order, so the engine batches them and reuses the KV blocks of the
-shared prefix. vLLM starts its engine with multiprocessing spawn: code that builds one must run
-under ``if __name__ == "__main__":``.
+shared prefix; ``token_stats`` counts prompt tokens and prefix-cache hits. vLLM starts its
+engine with multiprocessing spawn: code that builds one must run under
+``if __name__ == "__main__":``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from llmhni_local.llm.backends import vllm_compat as compat
-from llmhni_local.llm.backends.common import Closing, RaterCore, judgment
+from llmhni_local.llm.backends.common import Closing, RaterCore
 from llmhni_local.llm.base import Judgment
 from llmhni_local.llm.chat import Messages
 from llmhni_local.llm.registry import EMBEDDER_NEEDS, model_id, resolve_checked, text_limit
@@ -27,6 +29,7 @@ class VllmRater(RaterCore):
 
     def __init__(self, settings: RaterSettings) -> None:
         super().__init__(settings)  # every check before the engine starts
+        compat.check_parallel(settings.tensor_parallel_size, settings.data_parallel_size)
         path, adapter = self.spec.path, self.adapter
         self.lora_mode = compat.lora_mode(settings.lora_mode) if adapter is not None else None
         if self.lora_mode == "merged":
@@ -34,18 +37,26 @@ class VllmRater(RaterCore):
 
             path, adapter = merge_adapter(path, adapter), None  # a plain model: no LoRA kernels
         self.llm: Any = compat.make_generator(
-            path, dtype=settings.dtype, max_model_len=settings.max_model_len,
-            block_size=settings.block_size, seed=settings.seed, adapter=adapter)
-        self._wanted = list(self.label_ids.values())
-        self._params = compat.label_sampling_params(settings.max_tokens, self._wanted)
+            path, dtype=self.dtype, max_model_len=settings.max_model_len,
+            block_size=settings.block_size, seed=settings.seed, adapter=adapter,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            data_parallel_size=settings.data_parallel_size)
+        self._params: dict[tuple[int, ...], Any] = {}
         self._lora = compat.lora_request(adapter.name, adapter) if adapter is not None else None
+        self.cached_known = True
 
     def rate(self, prompts: Sequence[Messages]) -> list[Judgment]:
         if not prompts:
             return []
+        maps = self.labels_for(prompts)
+        wanted = tuple(self.wanted(maps))
+        if wanted not in self._params:
+            self._params[wanted] = compat.label_sampling_params(self.settings.max_tokens, wanted)
         ids = self.prompt_ids(self.prompt_texts(prompts))
-        results = compat.generate(self.llm, ids, self._params, self._wanted, lora=self._lora)
-        return [judgment(text, lps, self.label_ids) for text, lps in results]
+        results = compat.generate(self.llm, ids, self._params[wanted], wanted, lora=self._lora,
+                                  stats=self.token_stats)
+        self.token_stats["prompts"] += len(prompts)
+        return self.judgments(results, maps)
 
     def generate(self, prompts: Sequence[Messages], max_tokens: int) -> list[str]:
         """Free greedy generation (e.g. profile summaries), same prompt rendering."""

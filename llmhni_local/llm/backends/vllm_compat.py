@@ -76,13 +76,46 @@ def lora_mode(requested: str) -> str:
 
 
 # ---------------------------------------------------------------------------- generation
+def check_parallel(tensor_parallel_size: int = 1, data_parallel_size: int = 1) -> None:
+    """Refuse, before the engine starts, parallel sizes this vLLM or machine cannot run.
+
+    vLLM 0.32's ``LLM`` raises for ``data_parallel_size > 1`` outside its external launcher
+    (one process per replica); ``vllm serve --data-parallel-size N`` runs replicas instead.
+    """
+    from llmhni_local.errors import ConfigError
+
+    for name, value in (("tensor_parallel_size", tensor_parallel_size),
+                        ("data_parallel_size", data_parallel_size)):
+        if int(value) < 1:
+            raise ConfigError(f"rater.{name} must be >= 1, got {value}")
+    if data_parallel_size > 1:
+        raise ConfigError(f"rater.data_parallel_size = {data_parallel_size}: vLLM {version()}'s "
+                          "in-process engine runs one replica; start `vllm serve MODEL "
+                          f"--data-parallel-size {data_parallel_size}` and rate with the openai "
+                          "backend, or use rater.tensor_parallel_size")
+    if tensor_parallel_size > 1:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus and tensor_parallel_size > gpus:
+            raise ConfigError(f"rater.tensor_parallel_size = {tensor_parallel_size} but this "
+                              f"machine has {gpus} CUDA device(s)")
+
+
 def make_generator(path: str | os.PathLike, *, dtype: str, max_model_len: int, block_size: int,
-                   seed: int, adapter: str | os.PathLike | None = None) -> Any:
-    """An in-process generation engine over the model folder at ``path``."""
+                   seed: int, adapter: str | os.PathLike | None = None,
+                   tensor_parallel_size: int = 1, data_parallel_size: int = 1) -> Any:
+    """An in-process generation engine over the model folder at ``path``, over
+    ``tensor_parallel_size`` GPUs (several GPUs of one machine; :func:`check_parallel`)."""
+    check_parallel(tensor_parallel_size, data_parallel_size)
     prepare_env()
     from vllm import LLM
 
     kwargs: dict[str, Any] = {}
+    if tensor_parallel_size > 1:
+        kwargs["tensor_parallel_size"] = tensor_parallel_size
+    if data_parallel_size > 1:  # unreachable on 0.32 (check_parallel); kept for later releases
+        kwargs["data_parallel_size"] = data_parallel_size
     if adapter is not None:
         kwargs.update(
             enable_lora=True,  # adapters are applied per request (LoRARequest)
@@ -94,7 +127,7 @@ def make_generator(path: str | os.PathLike, *, dtype: str, max_model_len: int, b
     return LLM(
         model=str(path),
         tokenizer=str(path),  # the same folder: the tokenizer chat.py used
-        dtype=dtype,  # bfloat16 ~2x faster than float32 on AVX-512 BF16 CPUs (ENV.md)
+        dtype=dtype,  # resolved by llm/device.py: bf16 ~2x fp32 where the CPU has AVX-512 BF16
         enforce_eager=True,  # no CUDA graphs / torch.compile: quicker start, needed on CPU
         enable_prefix_caching=True,  # prompts share their user part: reuse its KV blocks
         block_size=block_size,  # CPU build reuses whole blocks only: 32 reuses 62% vs 41% at 128
@@ -143,14 +176,25 @@ def _first_logprobs(step: Any, wanted: Sequence[int]) -> dict[int, float]:
 
 
 def generate(llm: Any, prompt_ids: Sequence[Sequence[int]], params: Any,
-             wanted: Sequence[int], lora: Any = None) -> list[tuple[str, dict[int, float]]]:
-    """Generate for token-id prompts; per prompt the text and the wanted ids' first logprobs."""
+             wanted: Sequence[int], lora: Any = None,
+             stats: dict[str, int] | None = None) -> list[tuple[str, dict[int, float]]]:
+    """Generate for token-id prompts; per prompt the text and the wanted ids' first logprobs.
+
+    ``stats`` (if given) is increased by ``prompt_tokens`` and ``cached_tokens``: the prompt
+    tokens whose KV blocks came from the prefix cache (``RequestOutput.num_cached_tokens``, V1
+    engine; counted 0 where a release does not report it).
+    """
     # Token-id prompts: vLLM must not re-tokenise (or add a BOS to) the chat-templated text.
     # (Older releases took prompt_token_ids= as a keyword; 0.1x moved to TokensPrompt dicts.)
     prompts = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
     outputs = llm.generate(prompts, params, use_tqdm=False, lora_request=lora)
     results = []
     for out in outputs:
+        if stats is not None:
+            n_prompt = len(out.prompt_token_ids or ())
+            stats["prompt_tokens"] = stats.get("prompt_tokens", 0) + n_prompt
+            stats["cached_tokens"] = stats.get("cached_tokens", 0) + int(
+                getattr(out, "num_cached_tokens", None) or 0)
         comp = out.outputs[0]
         steps = comp.logprobs or []
         first = _first_logprobs(steps[0], wanted) if steps else {}
