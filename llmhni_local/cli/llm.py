@@ -109,13 +109,15 @@ def rate(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Prompts per backend call and per stored transaction."),
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Folder of prompt templates (default: prompts/)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ray: bool = typer.Option(False, "--ray", help="Rate as a Ray Data job (rate.engine = ray) on the cluster at rate.ray_address or RAY_ADDRESS, else on a local one."),
 ) -> None:
     """Rate every candidate pair in both views (user- and item-centric); resumable."""
     from llmhni_local.stages import rate_run
 
     cfg = run_config(config, set_, {"rater.backend": backend, "rater.model": model,
                                    "rater.adapter": adapter, "rater.lora_mode": lora_mode,
-                                   "rate.batch_size": batch_size})
+                                   "rate.batch_size": batch_size,
+                                   "rate.engine": "ray" if ray else None})
     report, mid, _ = rate_run(run, cfg.rater, cfg.rate, prompts_dir=prompts, progress=not quiet)
     speed = f", {report.rated / report.seconds:.1f} judgments/s" if report.seconds > 0 else ""
     print(f"rate: {report.rated} answers stored ({report.failures} not a label), "

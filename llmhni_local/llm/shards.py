@@ -127,6 +127,7 @@ def merge_pending(store, run_dir: str | Path) -> tuple[int, int, int]:
             if job.is_dir():
                 for tmp in job.glob(".*.tmp"):  # a write its worker never finished
                     tmp.unlink()
+                (job / ".job").unlink(missing_ok=True)  # the killed job's marker
                 with contextlib.suppress(OSError):
                     job.rmdir()  # only when empty
     return added, bad, n
