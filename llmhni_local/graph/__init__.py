@@ -1,1 +1,1 @@
-"""Graph construction: normalised bipartite adjacency (CSR), edge dropout, denoised graphs."""
+"""Graph construction: the normalised bipartite adjacency (CSR), PyG conversions, edge dropout."""

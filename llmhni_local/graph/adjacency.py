@@ -16,6 +16,34 @@ import numpy as np
 import torch
 
 
+def bipartite_edge_index(edges: np.ndarray, n_users: int,
+                         weight: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The user-item graph as PyG's undirected COO ``edge_index`` and its edge weights.
+
+    Items are numbered after the users; each pair appears in both directions, duplicates are
+    summed, and edges are sorted by (row, column) (``torch_geometric.utils.to_undirected``).
+
+    Args:
+        edges: ``(E, 2)`` array of (user, item) pairs.
+        n_users: number of users (the offset of item nodes).
+        weight: optional per-edge weight. (default: 1 per edge)
+
+    Returns:
+        ``(edge_index (2, E'), edge_weight (E',))``, int64 and float32.
+
+    >>> ei, w = bipartite_edge_index(np.array([[0, 0], [1, 0]]), 2)
+    >>> ei.tolist(), w.tolist()
+    ([[0, 1, 2, 2], [2, 2, 0, 1]], [1.0, 1.0, 1.0, 1.0])
+    """
+    from torch_geometric.utils import to_undirected
+
+    edges = torch.as_tensor(np.asarray(edges, dtype=np.int64).reshape(-1, 2))
+    w = (torch.ones(len(edges), dtype=torch.float32) if weight is None
+         else torch.as_tensor(np.asarray(weight, np.float32)))
+    directed = torch.stack([edges[:, 0], edges[:, 1] + n_users])
+    return to_undirected(directed, w, reduce="sum")
+
+
 def bipartite_adjacency(edges: np.ndarray, n_users: int, n_items: int,
                         weight: np.ndarray | None = None) -> torch.Tensor:
     """Symmetrically normalised adjacency of the user-item graph, as a CSR tensor.
@@ -37,25 +65,79 @@ def bipartite_adjacency(edges: np.ndarray, n_users: int, n_items: int,
     w = np.ones(len(edges), dtype=np.float32) if weight is None else np.asarray(weight, np.float32)
     rows = np.concatenate([edges[:, 0], edges[:, 1] + n_users])
     cols = np.concatenate([edges[:, 1] + n_users, edges[:, 0]])
-    vals = np.concatenate([w, w])
-    adj = sp.coo_matrix((vals, (rows, cols)), shape=(n, n)).tocsr()
+    # scipy sorts and sums duplicates about 5x faster than PyG's coalesce (torch.sort on CPU;
+    # docs/DESIGN.md, "What we use from PyG"), and views are rebuilt every epoch.
+    adj = sp.coo_matrix((np.concatenate([w, w]), (rows, cols)), shape=(n, n)).tocsr()
     adj.sum_duplicates()
-    deg = np.asarray(adj.sum(axis=1)).ravel()
+    adj.sort_indices()
+    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(adj.indptr))
+    edge_index = torch.from_numpy(np.stack([row, adj.indices.astype(np.int64)]))
+    return normalized_adjacency(edge_index, torch.from_numpy(adj.data), n, is_coalesced=True)
+
+
+def normalized_adjacency(edge_index: torch.Tensor, edge_weight: torch.Tensor | None,
+                         num_nodes: int, *, is_coalesced: bool = False) -> torch.Tensor:
+    """``D^{-1/2} A D^{-1/2}`` of an undirected graph given as PyG's ``edge_index``.
+
+    Args:
+        edge_index: ``(2, E)`` COO indices holding both directions of every edge (as
+            ``torch_geometric.utils.to_undirected`` gives them).
+        edge_weight: ``(E,)`` weights, or None for 1 per edge.
+        num_nodes: number of nodes.
+        is_coalesced: ``edge_index`` is already sorted by (row, column) without duplicates;
+            otherwise PyG's ``coalesce`` sorts it and sums duplicates. (default: ``False``)
+
+    Returns:
+        ``(N, N)`` float32 ``torch.sparse_csr`` tensor; :func:`propagate` needs it symmetric.
+
+    >>> normalized_adjacency(torch.tensor([[0, 1], [1, 0]]), None, 3).to_dense().tolist()
+    [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    """
+    from torch_geometric.utils import coalesce, scatter, to_torch_csr_tensor
+
+    w = (torch.ones(edge_index.size(1)) if edge_weight is None else edge_weight).float()
+    if not is_coalesced:
+        edge_index, w = coalesce(edge_index, w, num_nodes, reduce="sum")
+    row, col = edge_index
+    deg = scatter(w, row, dim=0, dim_size=num_nodes, reduce="sum").numpy()
+    # numpy's float32 power, not torch's pow (which rounds 1/sqrt differently in the last
+    # bit for about a third of degrees), so seeded runs keep their exact adjacency values.
     inv_sqrt = np.zeros_like(deg)
     nz = deg > 0
     inv_sqrt[nz] = deg[nz] ** -0.5
-    adj = sp.diags(inv_sqrt) @ adj @ sp.diags(inv_sqrt)
-    adj = adj.tocsr()
-    adj.sort_indices()
+    # Gathered in numpy: the same float32 products, without torch's thread start-up per op.
+    values = inv_sqrt[row.numpy()] * w.numpy() * inv_sqrt[col.numpy()]
     with warnings.catch_warnings():  # torch flags CSR as "beta" on every construction
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(adj.indptr.astype(np.int64)),
-            torch.from_numpy(adj.indices.astype(np.int64)),
-            torch.from_numpy(adj.data.astype(np.float32)),
-            size=(n, n),
-            check_invariants=False,  # scipy built it sorted and coalesced
-        )
+        return to_torch_csr_tensor(edge_index, torch.from_numpy(values),
+                                   size=(num_nodes, num_nodes), is_coalesced=True)
+
+
+def bipartite_edge_index(edges: np.ndarray, n_users: int,
+                         weight: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The user-item graph in PyG's form: an undirected COO ``edge_index`` and edge weights.
+
+    Items are numbered after the users; each pair appears in both directions, duplicates are
+    summed and edges sorted by (row, column) (``torch_geometric.utils.to_undirected``).
+
+    Args:
+        edges: ``(E, 2)`` array of (user, item) pairs.
+        n_users: number of users (the offset of item nodes).
+        weight: optional per-edge weight. (default: 1 per edge)
+
+    Returns:
+        ``(edge_index (2, E'), edge_weight (E',))``, int64 and float32.
+
+    >>> ei, w = bipartite_edge_index(np.array([[0, 0], [1, 0]]), 2)
+    >>> ei.tolist(), w.tolist()
+    ([[0, 1, 2, 2], [2, 2, 0, 1]], [1.0, 1.0, 1.0, 1.0])
+    """
+    from torch_geometric.utils import to_undirected
+
+    pairs = torch.as_tensor(np.asarray(edges, dtype=np.int64).reshape(-1, 2))
+    w = (torch.ones(len(pairs)) if weight is None
+         else torch.as_tensor(np.asarray(weight, np.float32)))
+    return to_undirected(torch.stack([pairs[:, 0], pairs[:, 1] + n_users]), w, reduce="sum")
 
 
 class SymmetricPropagate(torch.autograd.Function):
@@ -74,20 +156,3 @@ class SymmetricPropagate(torch.autograd.Function):
 def propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """One propagation step ``adj @ x`` over a symmetric normalised adjacency."""
     return SymmetricPropagate.apply(adj, x)
-
-
-def drop_edges(edges: np.ndarray, rate: float, rng: np.random.Generator,
-               training: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Keep each edge with probability ``1 - rate``.
-
-    Returns ``(kept_edges, keep_mask)``; with ``training=False`` or ``rate=0`` every edge is
-    kept (the input is returned unchanged).
-
-    >>> kept, mask = drop_edges(np.array([[0, 0], [1, 1]]), 0.0, np.random.default_rng(0))
-    >>> mask.tolist()
-    [True, True]
-    """
-    if not training or rate <= 0.0:
-        return edges, np.ones(len(edges), dtype=bool)
-    mask = rng.random(len(edges)) >= rate
-    return edges[mask], mask

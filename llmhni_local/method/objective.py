@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from llmhni_local.config import TrainSettings
 from llmhni_local.errors import ConfigError, DataError
-from llmhni_local.graph.adjacency import bipartite_adjacency, drop_edges
+from llmhni_local.graph.adjacency import bipartite_adjacency
+from llmhni_local.graph.dropout import dropout_edge
 from llmhni_local.method.negatives import SemanticNegatives, select_negatives, user_thresholds
 from llmhni_local.method.settings import LLMHNISettings
 from llmhni_local.train import losses
@@ -119,8 +120,8 @@ class LLMHNIObjective:
         view_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
         if self.settings.hal_on:
             rho = self.settings.rho
-            self.view_edges = (drop_edges(self.edges_G, rho, view_rng)[0],
-                               drop_edges(self.edges_Gprime, rho, view_rng)[0])
+            self.view_edges = (dropout_edge(self.edges_G, rho, view_rng)[0],
+                               dropout_edge(self.edges_Gprime, rho, view_rng)[0])
             self.views = tuple(bipartite_adjacency(e, self.n_users, self.n_items)  # type: ignore[assignment]
                                for e in self.view_edges)
 

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from llmhni_local.config import TrainSettings
-from llmhni_local.graph.adjacency import bipartite_adjacency, drop_edges
+from llmhni_local.graph.adjacency import bipartite_adjacency
+from llmhni_local.graph.dropout import dropout_edge
 from llmhni_local.train import losses
 
 
@@ -48,7 +49,7 @@ class RecObjective:
         self.epoch = epoch
         if self.settings.loss == "sgl":  # SGL-ED: two edge-dropped views per epoch
             self.views = tuple(  # type: ignore[assignment]
-                bipartite_adjacency(drop_edges(self.edges, self.settings.edge_drop, rng)[0],
+                bipartite_adjacency(dropout_edge(self.edges, self.settings.edge_drop, rng)[0],
                                     self.n_users, self.n_items)
                 for _ in range(2))
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from llmhni_local.graph.adjacency import bipartite_adjacency, drop_edges, propagate
+from llmhni_local.graph.adjacency import (bipartite_adjacency, bipartite_edge_index,
+                                          normalized_adjacency, propagate)
 
 
 def test_normalised_adjacency_by_hand():
@@ -36,10 +37,69 @@ def test_propagate_gradient_matches_dense():
     assert torch.allclose(g_sparse, x.grad, atol=1e-5)
 
 
-def test_drop_edges():
-    edges = np.arange(2000).reshape(1000, 2)
-    kept, mask = drop_edges(edges, 0.3, np.random.default_rng(0))
-    assert np.array_equal(kept, edges[mask])
-    assert 0.6 < mask.mean() < 0.8
-    same, m2 = drop_edges(edges, 0.3, np.random.default_rng(0), training=False)
-    assert same is edges and m2.all()
+def scipy_reference(edges, n_users, n_items, weight=None):
+    """The adjacency as the toolkit built it before PyG's utilities (scipy diagonal products)."""
+    import scipy.sparse as sp
+
+    n = n_users + n_items
+    w = np.ones(len(edges), dtype=np.float32) if weight is None else np.asarray(weight, np.float32)
+    rows = np.concatenate([edges[:, 0], edges[:, 1] + n_users])
+    cols = np.concatenate([edges[:, 1] + n_users, edges[:, 0]])
+    adj = sp.coo_matrix((np.concatenate([w, w]), (rows, cols)), shape=(n, n)).tocsr()
+    adj.sum_duplicates()
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    inv = np.zeros_like(deg)
+    inv[deg > 0] = deg[deg > 0] ** -0.5
+    adj = (sp.diags(inv) @ adj @ sp.diags(inv)).tocsr()
+    adj.sort_indices()
+    return adj
+
+
+def random_edges(seed, n_users=40, n_items=60, n=300):
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, n_users, n), rng.integers(0, n_items, n)], 1)  # with repeats
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_same_csr_as_before(seed):
+    edges = random_edges(seed)
+    ref = scipy_reference(edges, 40, 70)  # 10 items without edges
+    a = bipartite_adjacency(edges, 40, 70)
+    assert a.layout == torch.sparse_csr and a.values().dtype == torch.float32
+    assert a.crow_indices().tolist() == ref.indptr.tolist()
+    assert a.col_indices().tolist() == ref.indices.tolist()
+    assert torch.equal(a.values(), torch.from_numpy(ref.data.astype(np.float32)))  # bit for bit
+
+
+def test_weighted_csr_as_before_to_rounding():
+    edges = random_edges(3)
+    w = np.random.default_rng(3).random(len(edges))
+    ref = scipy_reference(edges, 40, 60, w)
+    a = bipartite_adjacency(edges, 40, 60, weight=w)
+    assert a.col_indices().tolist() == ref.indices.tolist()
+    assert torch.allclose(a.values(), torch.from_numpy(ref.data.astype(np.float32)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pyg_edge_index_gives_the_same_adjacency(seed):
+    edges = random_edges(seed)
+    edge_index, w = bipartite_edge_index(edges, 40)
+    assert edge_index.shape[0] == 2 and w.dtype == torch.float32
+    # undirected: every (a, b) has its (b, a), with the same weight
+    fwd = {(a, b): x for (a, b), x in zip(edge_index.T.tolist(), w.tolist())}
+    assert all(fwd[(b, a)] == x for (a, b), x in fwd.items())
+    assert w.sum().item() == 2 * len(edges)  # duplicates summed, none lost
+    a = bipartite_adjacency(edges, 40, 60)
+    shuffled = torch.randperm(edge_index.shape[1], generator=torch.Generator().manual_seed(seed))
+    b = normalized_adjacency(edge_index[:, shuffled], w[shuffled], 100)  # coalesced by PyG
+    assert torch.equal(a.crow_indices(), b.crow_indices())
+    assert torch.equal(a.col_indices(), b.col_indices())
+    assert torch.allclose(a.values(), b.values(), rtol=1e-6)
+
+
+def test_rows_of_normalised_adjacency_have_the_right_mass():
+    # for D^-1/2 A D^-1/2: sum_j a_ij * sqrt(d_j) = sqrt(d_i)
+    edges = np.unique(random_edges(5), axis=0)
+    a = bipartite_adjacency(edges, 40, 60).to_dense()
+    deg = (a != 0).sum(1).float()
+    assert torch.allclose(a @ deg.sqrt(), deg.sqrt(), atol=1e-5)
