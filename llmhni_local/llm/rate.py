@@ -1,4 +1,4 @@
-"""Dual rating of the candidate pairs (METHOD.md stage 6), resumable.
+"""Dual rating of the candidate pairs (stage 6; docs/DESIGN.md, "LLM layer"), resumable.
 
 For every candidate pair not yet in the judgment store, two prompts are built from
 ``prompts/``: the user-centric view (user profile, then the item) and the item-centric view (up
@@ -8,22 +8,31 @@ adjacent (user-centric ones, then item-centric ones), which lets vLLM's prefix c
 user's part. Each batch is stored in one transaction, so killing the process loses at most the
 batch in flight, and a rerun rates exactly what is missing.
 
-An answer that is not a label is stored as a failure (NULL label), never given a label. Once at
+The label is read at the answer position right after the template's answer cue and chosen by
+likelihood (``rater.decide``; docs/DESIGN.md, "Reading the answer at the label"); a choice whose
+label mass is below ``min_label_mass`` is stored as a failure (NULL label, raw text kept), as is
+an answer that is not a label under ``decide = "parse"``; neither is ever given a label. Once at
 least ``min_judgments`` answers of this model and prompt are stored, a failure share above
 ``max_failure_share`` stops the run with a :class:`~llmhni_local.errors.UserError`.
 
-The prompt hash a row is stored under covers what makes the prompt: the view's template, the
-profiles (their sha256) and, for the item-centric view, ``max_liked``. Changing any of them
-makes a fresh set of rows; the old ones stay in the store.
+The prompt hash a row is stored under covers what makes the prompt and its stored label: the
+view's template, the profiles (their sha256), for the item-centric view ``max_liked``, and
+``min_label_mass``. Changing any of them makes a fresh set of rows; the old ones stay in the
+store.
+
+Each call reports (``RateReport.as_dict`` and ``rating.json``) the dtype the rater chose and
+why, the prompt tokens, those served from vLLM's prefix cache, their share, and the unique
+(computed) prompt tokens per judgment.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -50,12 +59,29 @@ class RateSettings:
             and prompt) are not labels. (default: ``0.2``)
         min_judgments: the failure share is checked only once this many answers are stored,
             so that a few early failures do not stop a run. (default: ``64``)
+        min_label_mass: the least probability a likelihood-chosen judgment must put on the
+            label tokens together at the answer position; below it the model was not answering
+            with a label at all and the judgment is a counted failure (label NULL), never a
+            label. SmolLM2-135M-Instruct put 0.29-0.70 on the labels after the
+            ``Relevance:`` cue (median 0.49) on 128 ML-100K prompts, so 0.05 only catches
+            answers that go elsewhere altogether (docs/DESIGN.md, "Reading the answer at the
+            label"). (default: ``0.05``)
+        engine: where the missing judgments are rated: ``inprocess`` (one backend in this
+            process) or ``ray`` (a Ray Data job, one backend per worker, rows merged into the
+            same store exactly once; ``llm/ray_job.py``, README "Rating on a cluster").
+            (default: ``"inprocess"``)
+        ray_address: the Ray cluster for ``engine = "ray"`` (``host:port``,
+            ``ray://host:port`` or ``auto``); ``None`` takes ``RAY_ADDRESS`` and, without it,
+            starts a local cluster on this machine's CPUs. (default: ``None``)
     """
 
     batch_size: int = 256
     max_liked: int = 10
     max_failure_share: float = 0.2
     min_judgments: int = 64
+    min_label_mass: float = 0.05
+    engine: Literal["inprocess", "ray"] = "inprocess"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
@@ -67,6 +93,10 @@ class RateSettings:
                               f"{self.max_failure_share}")
         if self.min_judgments < 0:
             raise ConfigError(f"rate.min_judgments must be >= 0, got {self.min_judgments}")
+        if not 0.0 <= self.min_label_mass < 1.0:
+            raise ConfigError(f"rate.min_label_mass must be in [0, 1), got {self.min_label_mass}")
+        if self.engine not in ("inprocess", "ray"):
+            raise ConfigError(f"rate.engine must be inprocess or ray, got {self.engine!r}")
 
 
 @dataclass
@@ -74,18 +104,30 @@ class RateReport:
     """What one call of :func:`rate_candidates` did."""
 
     rated: int = 0  # answers stored by this call
-    failures: int = 0  # of which not a label
+    failures: int = 0  # of which not a label (low label mass included)
+    low_mass: int = 0  # of which a likelihood choice below rate.min_label_mass
     skipped: int = 0  # answers already stored before this call
     batches: int = 0
     seconds: float = 0.0
     engine_started: bool = False
     keys: dict[str, Key] = field(default_factory=dict)
+    dtype: dict[str, str] | None = None  # requested, chosen, why (from the backend)
+    prompt_tokens: int = 0  # prompt tokens sent to the backend
+    cached_tokens: int | None = None  # of which served from the prefix cache (None: unknown)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rated": self.rated, "failures": self.failures, "skipped": self.skipped,
-                "batches": self.batches, "seconds": round(self.seconds, 3),
+        cached = self.cached_tokens
+        unique = self.prompt_tokens - (cached or 0)
+        return {"rated": self.rated, "failures": self.failures, "low_mass": self.low_mass,
+                "skipped": self.skipped, "batches": self.batches,
+                "seconds": round(self.seconds, 3),
                 "judgments_per_s": self.rated / self.seconds if self.seconds > 0 else None,
-                "engine_started": self.engine_started,
+                "engine_started": self.engine_started, "dtype": self.dtype,
+                "prompt_tokens": self.prompt_tokens, "cached_tokens": cached,
+                "cached_share": (cached / self.prompt_tokens
+                                 if cached is not None and self.prompt_tokens else None),
+                "unique_tokens_per_judgment": (unique / self.rated
+                                               if cached is not None and self.rated else None),
                 "keys": {v: vars(k) for v, k in self.keys.items()}}
 
 
@@ -112,16 +154,19 @@ def view_messages(view: str, user: int, item: int, profiles, template: Template,
 
 
 def prompt_hashes(templates: dict[str, Template], profiles_hash: str,
-                  max_liked: int) -> dict[str, str]:
-    """The prompt hash of each view (template, profiles and, item-centric, L)."""
+                  max_liked: int, min_label_mass: float | None = None) -> dict[str, str]:
+    """The prompt hash of each view (template, profiles, item-centric L, the label-mass floor;
+    ``None``, as before the floor existed, leaves it out)."""
     from llmhni_local.io import sha256_text
 
     out = {}
     for view in VIEWS:
         tpl = templates[VIEW_TEMPLATES[view]]
-        parts = {"template": tpl.hash, "profiles": profiles_hash}
+        parts: dict[str, Any] = {"template": tpl.hash, "profiles": profiles_hash}
         if view == "item":
             parts["max_liked"] = max_liked
+        if min_label_mass is not None:
+            parts["min_label_mass"] = float(min_label_mass)
         out[view] = sha256_text(json.dumps(parts, sort_keys=True))
     return out
 
@@ -163,7 +208,7 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], RatingBacken
     from llmhni_local.io import write_json
     from llmhni_local.llm.profiles import load_profiles
     from llmhni_local.llm.prompts import load_templates
-    from llmhni_local.llm.store import JudgmentStore, make_rows
+    from llmhni_local.llm.store import JudgmentStore
     from llmhni_local.method.candidates import load_candidates
 
     settings = settings or RateSettings()
@@ -176,18 +221,12 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], RatingBacken
                             or candidates["item"].max() >= len(profiles.items)):
         raise UserError(f"{run_dir / CANDIDATES_FILE}: candidates name users or items the "
                         "profiles do not have (built from other data?)")
-    hashes = prompt_hashes(templates, profiles.hash, settings.max_liked)
+    hashes = prompt_hashes(templates, profiles.hash, settings.max_liked, settings.min_label_mass)
     keys = {v: Key(model_id, adapter or "", hashes[v]) for v in VIEWS}
     report = RateReport(keys=keys)
 
-    manifest = {
-        "model_id": model_id, "adapter": adapter or "", "profiles_hash": profiles.hash,
-        "views": {v: {"prompt_hash": hashes[v], "template": VIEW_TEMPLATES[v],
-                      "template_version": templates[VIEW_TEMPLATES[v]].version,
-                      "template_hash": templates[VIEW_TEMPLATES[v]].hash} for v in VIEWS},
-        "settings": _asdict(settings),
-        "candidates": int(len(candidates)),
-    }
+    manifest = _manifest(model_id, adapter, profiles.hash, hashes, templates, settings,
+                         len(candidates))
     store = JudgmentStore(run_dir)
     try:
         pairs = [(int(u), int(i)) for u, i in zip(candidates["user"], candidates["item"])]
@@ -207,6 +246,13 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], RatingBacken
         # A model and prompt that already failed too often would fail again: stop before the
         # engine starts (raise rate.max_failure_share to go on anyway).
         _check_failures(n_seen, n_bad, settings, run_dir, manifest)
+        if settings.engine == "ray":  # the same work list, as a Ray Data job (llm/ray_job.py)
+            from llmhni_local.llm.ray_job import rate_on_ray
+
+            return rate_on_ray(run_dir, store, work, make_backend, profiles=profiles,
+                               templates=templates, keys=keys, settings=settings, report=report,
+                               manifest=manifest, seen=(n_seen, n_bad), progress=progress,
+                               on_batch=on_batch)
         start = time.perf_counter()
         backend = make_backend()
         report.engine_started = True
@@ -215,55 +261,161 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], RatingBacken
             if got != model_id:
                 raise UserError(f"the rating backend reports model id {got!r} but the run "
                                 f"expected {model_id!r}")
-            with progress_bar("rating", len(work), enabled=progress, fields=("failures",)) as bar:
-                for b0 in range(0, len(work), settings.batch_size):
-                    batch = work[b0:b0 + settings.batch_size]
-                    prompts = [view_messages(v, u, i, profiles, templates[VIEW_TEMPLATES[v]],
-                                             settings.max_liked) for u, i, v, _ in batch]
-                    judgments = backend.rate(prompts)
-                    if len(judgments) != len(prompts):
-                        raise UserError(f"the rating backend returned {len(judgments)} answers "
-                                        f"for {len(prompts)} prompts")
-                    rows: list[tuple] = []
-                    bad = 0
-                    for v in VIEWS:
-                        idx = [k for k, w in enumerate(batch) if w[2] == v]
-                        if idx:
-                            r, f = make_rows(v, keys[v], [(batch[k][0], batch[k][1], batch[k][3])
-                                                          for k in idx],
-                                             [judgments[k] for k in idx])
-                            rows += r
-                            bad += f
-                    store.add_rows(rows)  # one transaction per batch
-                    report.batches += 1
-                    report.rated += len(batch)
-                    report.failures += bad
-                    n_seen += len(batch)
-                    n_bad += bad
-                    advance(len(batch), n_bad)
-                    if on_batch is not None:
-                        on_batch(report.batches)
-                    _check_failures(n_seen, n_bad, settings, run_dir, manifest)
+            report.dtype = getattr(backend, "dtype_choice", None)
+            manifest["dtype"] = report.dtype
+            job = _Job(store, keys, settings, run_dir, manifest, [n_seen, n_bad], on_batch)
+            _rate_work(backend, work, profiles, templates, job, report, progress)
         finally:
             report.seconds = time.perf_counter() - start
             backend.close()
-        write_json(run_dir / RATING_MANIFEST, {**manifest, "status": "done", "stored": n_seen,
-                                               "failures": n_bad, "last_call": report.as_dict()})
+        write_json(run_dir / RATING_MANIFEST, {**manifest, "status": "done",
+                                               "stored": job.counts[0], "failures": job.counts[1],
+                                               "last_call": report.as_dict()})
         return report
     finally:
         store.close()
 
 
-def rater_model_id(settings) -> tuple[str, str]:
+def _manifest(model_id: str, adapter: str, profiles_hash: str, hashes: dict[str, str],
+              templates: dict[str, Template], settings: RateSettings,
+              n_candidates: int) -> dict[str, Any]:
+    """What ``rating.json`` records before the engine starts (dtype and figures come later)."""
+    return {
+        "model_id": model_id, "adapter": adapter or "", "profiles_hash": profiles_hash,
+        "views": {v: {"prompt_hash": hashes[v], "template": VIEW_TEMPLATES[v],
+                      "template_version": templates[VIEW_TEMPLATES[v]].version,
+                      "template_hash": templates[VIEW_TEMPLATES[v]].hash,
+                      "answer_cue": templates[VIEW_TEMPLATES[v]].cue} for v in VIEWS},
+        "settings": _asdict(settings),
+        "candidates": int(n_candidates),
+    }
+
+
+@dataclass
+class _Job:
+    """Where one rating call writes, and what it checks after every batch."""
+
+    store: Any
+    keys: dict[str, Key]
+    settings: RateSettings
+    run_dir: Path
+    manifest: dict[str, Any]
+    counts: list[int]  # [answers stored for these keys, of which failures]
+    on_batch: Callable[[int], None] | None = None
+
+
+def _rate_work(backend: RatingBackend, work: list[tuple], profiles,
+               templates: dict[str, Template], job: _Job, report: RateReport,
+               progress: bool) -> None:
+    """Rate ``work`` in batches with one backend, one stored transaction per batch."""
+    settings = job.settings
+    stats0 = dict(getattr(backend, "token_stats", None) or {})
+    with progress_bar("rating", len(work), enabled=progress, fields=("failures",)) as bar:
+        for b0 in range(0, len(work), settings.batch_size):
+            batch = work[b0:b0 + settings.batch_size]
+            prompts = [view_messages(v, u, i, profiles, templates[VIEW_TEMPLATES[v]],
+                                     settings.max_liked) for u, i, v, _ in batch]
+            judgments = backend.rate(prompts)
+            if len(judgments) != len(prompts):
+                raise UserError(f"the rating backend returned {len(judgments)} answers "
+                                f"for {len(prompts)} prompts")
+            judgments, low = apply_mass_floor(judgments, settings.min_label_mass)
+            bad = _store_batch(job, batch, judgments)
+            report.batches += 1
+            report.rated += len(batch)
+            report.failures += bad
+            report.low_mass += low
+            _count_tokens(backend, stats0, report)
+            job.counts[0] += len(batch)
+            job.counts[1] += bad
+            bar.advance(len(batch), failures=job.counts[1])
+            if job.on_batch is not None:
+                job.on_batch(report.batches)
+            _check_failures(job.counts[0], job.counts[1], settings, job.run_dir, job.manifest)
+
+
+def _store_batch(job: _Job, batch: list[tuple], judgments: list) -> int:
+    """Store one batch (both views) in one transaction; returns its failures."""
+    from llmhni_local.llm.store import make_rows
+
+    rows: list[tuple] = []
+    bad = 0
+    for v in VIEWS:
+        idx = [k for k, w in enumerate(batch) if w[2] == v]
+        if idx:
+            r, f = make_rows(v, job.keys[v], [(batch[k][0], batch[k][1], batch[k][3])
+                                              for k in idx], [judgments[k] for k in idx])
+            rows += r
+            bad += f
+    job.store.add_rows(rows)  # one transaction per batch
+    return bad
+
+
+def _count_tokens(backend: Any, stats0: dict[str, int], report: RateReport) -> None:
+    """Prompt and prefix-cache tokens of this call, from the backend's running counts."""
+    stats = getattr(backend, "token_stats", None)
+    if not stats:
+        return
+    report.prompt_tokens = int(stats.get("prompt_tokens", 0) - stats0.get("prompt_tokens", 0))
+    if getattr(backend, "cached_known", False):
+        report.cached_tokens = int(stats.get("cached_tokens", 0)
+                                   - stats0.get("cached_tokens", 0))
+
+
+def apply_mass_floor(judgments: list, floor: float) -> tuple[list, int]:
+    """Likelihood choices whose label mass is below ``floor`` become failures (label None,
+    text, probabilities and mass kept); returns the judgments and how many were failed."""
+    import dataclasses
+
+    out, low = [], 0
+    for j in judgments:
+        if (getattr(j, "decided_by", "parse") == "likelihood" and j.label is not None
+                and (j.label_mass is None or j.label_mass < floor)):
+            j = dataclasses.replace(j, label=None)
+            low += 1
+        out.append(j)
+    return out, low
+
+
+def rater_model_id(settings, prompts_dir: str | Path | None = None) -> tuple[str, str]:
     """``(model_id, adapter)`` that rows of this rater are stored under, known before its
     engine starts: the same id the backend reports (registry name plus content hashes of the
-    model and adapter) and the adapter folder's name ('' for none). Use it wherever
-    :func:`rate_candidates` is called, so every entry point stores under the same key."""
+    model and adapter, ``+parse`` for ``rater.decide = "parse"``) and the adapter folder's
+    name ('' for none). Use it wherever :func:`rate_candidates` is called, so every entry
+    point stores under the same key.
+
+    It also checks, with the model's tokenizer, that every label follows the answer cue of the
+    rating templates in ``prompts_dir`` as one distinct token (a :class:`UserError` naming the
+    template file and the token pieces otherwise), so a bad cue stops before any engine."""
+    from llmhni_local.llm.backends.common import rater_id
     from llmhni_local.llm.registry import RATER_NEEDS, check_adapter, model_id, resolve_checked
 
     spec = resolve_checked(settings.model, RATER_NEEDS)
     adapter = check_adapter(settings.adapter) if settings.adapter else None
-    return model_id(spec, adapter), (adapter.name if adapter else "")
+    check_label_tokens(spec.path, prompts_dir)
+    return (rater_id(model_id(spec, adapter), getattr(settings, "decide", "likelihood")),
+            (adapter.name if adapter else ""))
+
+
+def check_label_tokens(model_path: str | Path, prompts_dir: str | Path | None = None
+                       ) -> dict[str, dict[str, int]]:
+    """Label token ids per answer cue of the rating templates for this model's tokenizer
+    (``labels.template_label_ids``); raises a :class:`UserError` naming the template file."""
+    from llmhni_local.llm.prompts import load_templates
+
+    templates = load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)
+    key = tuple(sorted((str(t.path), t.hash) for t in templates.values()))
+    return _label_tokens(str(model_path), key)
+
+
+@functools.lru_cache(maxsize=8)
+def _label_tokens(model_path: str, key: tuple) -> dict[str, dict[str, int]]:
+    from llmhni_local.llm.chat import load_tokenizer
+    from llmhni_local.llm.labels import template_label_ids
+    from llmhni_local.llm.prompts import load_template
+
+    templates = [load_template(Path(path).stem, Path(path).parent) for path, _ in key]
+    return template_label_ids(load_tokenizer(model_path), templates)
 
 
 def _check_failures(n_seen: int, n_bad: int, settings: RateSettings, run_dir: Path,

@@ -156,7 +156,7 @@ def test_prompts_are_grouped_by_user_with_shared_part_first(tmp_path, fake_modul
                     settings=RateSettings(batch_size=1000))
     assert len(fake.calls) == 1  # one large batch
     sent = fake.calls[0]
-    heads = [m[-1]["content"].split("Candidate item:")[0] for m in sent]
+    heads = [next(x["content"] for x in m if x["role"] == "user").split("Candidate item:")[0] for m in sent]
     views = ["user" if h.startswith("User profile:") else "item" for h in heads]
     # per user: a block of user-centric prompts, then a block of item-centric ones
     blocks = [v for k, v in enumerate(views) if k == 0 or views[k - 1] != v]
@@ -514,3 +514,90 @@ def test_sigkill_then_rerun_with_vllm(tmp_path, tiny_llama):
                                   rb.drop(columns=["p_high", "p_medium", "p_low", "label_mass"]))
     cols = ["p_high", "p_medium", "p_low", "label_mass"]
     assert np.allclose(ra[cols].to_numpy(float), rb[cols].to_numpy(float), atol=1e-4)
+
+
+# ---------------------------------------------------------------------------- label mass, tokens
+class _LikelihoodRater:
+    """Likelihood choices with a label mass that depends on the prompt; counts tokens like the
+    vLLM backend does (3 of every 4 prompt tokens 'cached')."""
+
+    model_id = "like@0"
+    dtype_choice = {"requested": "auto", "dtype": "float32", "reason": "test"}
+
+    def __init__(self) -> None:
+        self.token_stats = {"prompts": 0, "prompt_tokens": 0, "cached_tokens": 0}
+        self.cached_known = True
+
+    def rate(self, prompts):
+        import hashlib
+        import json as _json
+
+        from llmhni_local.llm.base import Judgment
+
+        out = []
+        for messages in prompts:
+            h = hashlib.sha256(_json.dumps(messages, sort_keys=True).encode()).digest()
+            mass = h[0] / 255
+            out.append(Judgment(" High", "High", {"High": .5, "Medium": .3, "Low": .2}, mass,
+                                decided_by="likelihood"))
+            self.token_stats["prompt_tokens"] += 40
+            self.token_stats["cached_tokens"] += 30
+        self.token_stats["prompts"] += len(prompts)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def test_low_label_mass_is_a_counted_failure(tmp_path) -> None:
+    run = make_run(tmp_path)
+    settings = RateSettings(max_failure_share=1.0, min_label_mass=0.3)
+    rep = rate_candidates(run, _LikelihoodRater, model_id="like@0", progress=False,
+                          settings=settings)
+    with JudgmentStore(run) as store:
+        df = store.frame()
+    low = df["label_mass"] < 0.3
+    assert low.any() and (~low).any()
+    assert df.loc[low, "label"].isna().all() and (df.loc[low, "ok"] == 0).all()
+    assert (df.loc[low, "text"] == " High").all()  # raw text kept
+    assert (df.loc[~low, "label"] == "High").all()
+    assert rep.failures == rep.low_mass == int(low.sum())
+    # Token figures of this call: prompt tokens, prefix-cache share, unique tokens a judgment.
+    d = rep.as_dict()
+    assert d["prompt_tokens"] == 40 * rep.rated and d["cached_tokens"] == 30 * rep.rated
+    assert d["cached_share"] == pytest.approx(0.75)
+    assert d["unique_tokens_per_judgment"] == pytest.approx(10.0)
+    manifest = read_rating_manifest(run)
+    assert manifest["dtype"]["dtype"] == "float32"
+    assert manifest["last_call"]["cached_share"] == pytest.approx(0.75)
+    assert manifest["settings"]["min_label_mass"] == 0.3
+    # Another floor is another set of rows (the prompt hash covers it).
+    rep2 = rate_candidates(run, _LikelihoodRater, model_id="like@0", progress=False,
+                           settings=RateSettings(max_failure_share=1.0, min_label_mass=0.0))
+    assert rep2.skipped == 0 and rep2.failures == 0
+
+
+def test_parse_decisions_ignore_the_mass_floor(tmp_path, fake_module) -> None:
+    run = make_run(tmp_path)
+    rep = rate_candidates(run, fake_module.FakeRater, model_id="fake@0", progress=False,
+                          settings=RateSettings(max_failure_share=1.0, min_label_mass=0.9))
+    assert rep.low_mass == 0 and rep.failures < rep.rated  # parsed labels stand
+    assert rep.as_dict()["cached_tokens"] is None  # the backend does not say
+
+
+def test_rate_settings_check_the_floor() -> None:
+    from llmhni_local.errors import ConfigError
+
+    assert RateSettings().min_label_mass == 0.05
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="rate.min_label_mass"):
+            RateSettings(min_label_mass=bad)
+
+
+def test_rater_model_id_checks_label_tokens_and_keeps_parse_rows_apart(tiny_llama) -> None:
+    from llmhni_local.llm.rate import rater_model_id
+    from llmhni_local.llm.settings import RaterSettings
+
+    like, _ = rater_model_id(RaterSettings(model=str(tiny_llama)))
+    parse, _ = rater_model_id(RaterSettings(model=str(tiny_llama), decide="parse"))
+    assert parse == like + "+parse"
