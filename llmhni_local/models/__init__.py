@@ -1,9 +1,12 @@
-"""Graph recommenders: LightGCN and NGCF over a sparse CSR adjacency."""
+"""Graph recommenders: LightGCN and NGCF over a sparse CSR adjacency, and any PyG model
+through :class:`PyGBackbone`; all are backbones (:class:`Backbone`) the trainer accepts."""
 
+from llmhni_local.models.backbone import Backbone
 from llmhni_local.models.lightgcn import LightGCN
 from llmhni_local.models.ngcf import NGCF
+from llmhni_local.models.pyg import PyGBackbone, pyg_lightgcn
 
-__all__ = ["LightGCN", "NGCF", "build_model"]
+__all__ = ["Backbone", "LightGCN", "NGCF", "PyGBackbone", "build_model", "pyg_lightgcn"]
 
 
 def build_model(name: str, n_users: int, n_items: int, dim: int, layers: int,

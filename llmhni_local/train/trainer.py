@@ -51,7 +51,8 @@ def fit(model: torch.nn.Module, data: Interactions, objective, *, train: TrainSe
     """Train ``model`` with ``objective`` and early-stop on validation.
 
     Args:
-        model: a backbone from :mod:`llmhni_local.models`.
+        model: a backbone (:class:`llmhni_local.models.Backbone`): the toolkit's LightGCN or
+            NGCF, or any PyG model wrapped in :class:`llmhni_local.models.PyGBackbone`.
         data: the data set; its ``train`` pairs are masked at evaluation time.
         objective: callable ``(model, users, pos, neg) -> BatchLoss`` with ``positives``,
             ``start_epoch(epoch, rng)`` and ``eval_adj()`` (see :mod:`.objectives`).
