@@ -66,7 +66,7 @@ def import_(
 
 
 def _print_problems(run: Path, problems: list[str]) -> None:
-    from llmhni_local.audit.labels import audit_dir
+    from llmhni_local.audit.records import audit_dir
     from llmhni_local.io import write_text
 
     for p in problems[:MAX_SHOWN]:
@@ -88,7 +88,7 @@ def report(
                                    help="Disagreements listed in report.md per rater."),
 ) -> None:
     """Agreement of every rater with the audited labels -> RUN/audit/report.md (+ PNG)."""
-    from llmhni_local.audit.labels import audit_dir
+    from llmhni_local.audit.records import audit_dir
     from llmhni_local.audit.report import write_report
 
     result = write_report(run, max_listed=max_listed)
@@ -127,8 +127,8 @@ def simulate(
     """Label pairs from MovieLens TRAINING ratings (>=4 High, 3 Medium, <=2 Low) and import."""
     from llmhni_local.audit.export import write_table
     from llmhni_local.audit.importer import import_labels
-    from llmhni_local.audit.labels import audit_dir
-    from llmhni_local.audit.simulate import simulate_sample
+    from llmhni_local.audit.records import audit_dir
+    from llmhni_local.audit.simulated_audits import simulate_sample
 
     if pool not in ("candidates", "train"):
         raise UserError(f"audit simulate: --pool must be candidates or train, got {pool!r}")

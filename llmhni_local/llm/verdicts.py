@@ -164,7 +164,7 @@ class Audits:
 def load_audits(run_dir: str | Path) -> Audits:
     """The run's audited labels minus the pairs that trained any adapter (none without an
     audit store)."""
-    from llmhni_local.audit.labels import AUDIT_DB, AuditStore, audit_dir
+    from llmhni_local.audit.records import AUDIT_DB, AuditStore, audit_dir
 
     if not (audit_dir(run_dir) / AUDIT_DB).is_file():
         return Audits.empty()

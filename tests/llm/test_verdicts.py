@@ -170,7 +170,7 @@ def _make_run(tmp_path, n_pairs=240, seed=0, fail_every=23):
 
 
 def _audit(run, cands, labels_of, pairs, trained=()):
-    from llmhni_local.audit.labels import AuditStore
+    from llmhni_local.audit.records import AuditStore
 
     with AuditStore(run) as store:
         store.add_labels([{"user": int(cands["user"][r]), "item": int(cands["item"][r]),
