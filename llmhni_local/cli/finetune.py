@@ -33,11 +33,21 @@ def finetune_rater(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed."),
     force: bool = typer.Option(False, "--force", help="Replace an existing adapter folder."),
     quiet: QuietOption = False,
+    kind: str = typer.Option("lora", "--kind", help="lora: LoRA-tune the rater (resumes after "
+                                                    "the last finished epoch); probe: fit a "
+                                                    "linear head on its hidden states."),
 ) -> None:
-    """LoRA-tune the rater on RUN's audited labels; resumes after the last finished epoch."""
+    """Tune the rater on RUN's audited labels: a LoRA adapter or a probe (--kind)."""
     from llmhni_local.audit.finetune import finetune_run, load_finetune_settings
+    from llmhni_local.audit.probe import check_kind
     from llmhni_local.config import parse_sets
 
+    if check_kind(kind) == "probe":
+        lora_only = {"--epochs": epochs, "--lr": lr, "--r": r, "--last-layers": last_layers,
+                     "--val-share": val_share}
+        _probe(run, out, config, set_, base=base, batch_size=batch_size, seed=seed,
+               force=force, lora_only=[k for k, v in lora_only.items() if v is not None])
+        return
     settings = load_finetune_settings(config, {
         "finetune.base": base, "finetune.epochs": epochs, "finetune.lr": lr,
         "finetune.batch_size": batch_size, "finetune.r": r, "finetune.last_layers": last_layers,
@@ -51,11 +61,29 @@ def finetune_rater(
           f"`rate {run} --adapter {out}`")
 
 
+def _probe(run: Path, out: Path, config, sets, *, base, batch_size, seed, force: bool,
+           lora_only: list[str]) -> None:
+    from llmhni_local.audit.probe import ProbeConfig, probe_run
+    from llmhni_local.cli.options import load
+    from llmhni_local.errors import UserError
+
+    if lora_only:
+        raise UserError(f"{', '.join(lora_only)}: LoRA settings; --kind probe does not take them")
+    settings = load(ProbeConfig, config, sets, {"probe.base": base, "probe.seed": seed,
+                                                "probe.batch_size": batch_size}).probe
+    card = probe_run(run, out, settings, force=force)
+    views = "; ".join(f"{v} view layer {f['layer']}, kappa {_f(f['kappa'])}, AUC(Low) "
+                      f"{_f(f['auc_low'])}" for v, f in card["cv"]["per_view"].items())
+    print(f"finetune-rater: probe -> {out} ({card['labels']['n']} labels; {card['cv']['folds']}-"
+          f"fold CV by user: {views}), {card['timing']['wall_seconds']:.0f} s; rate with "
+          f"`rate {run} --adapter {out}`")
+
+
 def _f(x) -> str:
     return "n/a" if x is None or x != x else f"{x:.3f}"
 
 
-adapters_app = typer.Typer(no_args_is_help=True, help="Check LoRA adapters before serving them.")
+adapters_app = typer.Typer(no_args_is_help=True, help="Check adapters (LoRA or probe) before rating with them.")
 
 
 @adapters_app.command("validate")
@@ -68,7 +96,7 @@ def validate(
                                                             "base model (by content hash)."),
     no_card: bool = typer.Option(False, "--no-card", help="Accept an adapter without card.json."),
 ) -> None:
-    """Check that vLLM can serve an adapter (task type, bias, modules_to_save, rank, files)."""
+    """Check an adapter: a LoRA one vLLM can serve (task type, bias, rank, files) or a probe."""
     from llmhni_local.audit.adapters import AdapterRefused, validate_adapter
 
     try:
@@ -78,6 +106,12 @@ def validate(
         for p in exc.problems:
             print(f"  {p}", file=sys.stderr)
         raise
+    if info.get("kind") == "probe":
+        heads = "; ".join(f"{v}: layer {h['layer']}, C {h['C']:g}, CV kappa {_f(h['kappa'])}"
+                          for v, h in info["heads"].items())
+        print(f"adapters validate: {path} OK (probe on {info['base']}, {info['labels']} labels; "
+              f"{heads})")
+        return
     extra = ""
     if "validation_kappa" in info:
         extra = (f"; tuned on {info['labels']} labels, validation kappa "
