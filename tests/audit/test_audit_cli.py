@@ -106,3 +106,14 @@ def test_finetune_rater_and_adapters_validate(cli, rated_run, synth_data, tiny_l
     bad_cfg.write_text("[finetune]\nepochz = 1\n")
     res = cli("finetune-rater", rated_run, "--out", tmp_path / "x", "--config", bad_cfg)
     assert res.exit_code != 0 and "unknown setting" in str(res.exception)
+
+
+def test_finetune_rater_kind(cli, rated_run, tmp_path):
+    res = cli("finetune-rater", rated_run, "--out", tmp_path / "a", "--kind", "sft")
+    assert res.exit_code != 0 and "unknown kind" in str(res.exception)
+    res = cli("finetune-rater", rated_run, "--out", tmp_path / "a", "--kind", "probe",
+              "--epochs", 2)
+    assert res.exit_code != 0 and "--epochs: LoRA settings" in str(res.exception)
+    res = cli("finetune-rater", rated_run, "--out", tmp_path / "a", "--kind", "probe")
+    assert res.exit_code != 0 and "no audited labels" in str(res.exception)
+    assert not (tmp_path / "a").exists()
