@@ -34,7 +34,7 @@ class DataSettings:
         source: ``ml100k`` (embedded default), ``rlmrec:PATH`` or ``files:PATH``.
             (default: ``"ml100k"``)
         synthetic_noise: share of extra random unobserved pairs added to training and flagged
-            as noise, relative to the training size, in [0, 0.5] (docs/METHOD.md's protocol uses
+            as noise (they alone become the ground-truth flags), relative to the training size, in [0, 0.5] (docs/METHOD.md's protocol uses
             5-20%; past a half the "noise" outnumbers the data); 0 disables. (default: ``0.0``)
         max_users: keep only the first N users (quick runs and tests); 0 keeps all.
             (default: ``0``)

@@ -3,6 +3,10 @@
 METHOD.md's synthetic-noise protocol: add x% random pairs that occur in no split to the
 training set only, and record them as ground-truth noise; validation and test stay clean.
 Pairs are drawn uniformly over all unobserved (user, item) pairs.
+
+The ground truth of this scenario is the injected pairs alone: any flags the data had (natural
+noise, ratings <= 2 on MovieLens) are replaced, so that the oracle, the coverage and the
+simulated rater all measure the noise the scenario adds (the ratings themselves are kept).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ def add_synthetic_noise(data: Interactions, share: float, seed: int) -> Interact
     """Return a copy of ``data`` with ``round(share * n_train)`` random noisy training pairs.
 
     The new pairs are distinct and occur in none of train, validation or test. They are
-    appended after the existing training edges with ``train_noise`` True; existing flags are
-    kept (all False when the data had none); with ratings, a new edge's rating is NaN. ``data``
+    appended after the existing training edges with ``train_noise`` True; the existing edges'
+    flags become False (see the module docstring; a note records how many were set); with
+    ratings, a new edge's rating is NaN. ``data``
     itself is not modified, and the same ``seed`` gives the same pairs.
 
     Args:
@@ -54,18 +59,18 @@ def add_synthetic_noise(data: Interactions, share: float, seed: int) -> Interact
         chosen = np.concatenate([chosen, draw[:need]])
 
     new = np.stack([chosen // data.n_items, chosen % data.n_items], axis=1).astype(np.int64)
-    old_noise = (data.train_noise if data.train_noise is not None
-                 else np.zeros(n_train, dtype=bool))
+    n_old_flags = int(data.train_noise.sum()) if data.train_noise is not None else 0
     train_rating = None
     if data.train_rating is not None:
         train_rating = np.concatenate([data.train_rating,
                                        np.full(n_new, np.nan, dtype=data.train_rating.dtype)])
     note = (f"added {n_new} synthetic noise interactions to train "
-            f"(share {share:g} of {n_train}, seed {seed}; flagged in train_noise)")
+            f"(share {share:g} of {n_train}, seed {seed}; flagged in train_noise, which now "
+            f"flags them alone; {n_old_flags} earlier flags cleared)")
     return data.replace(
         name=f"{data.name}+noise{share:g}",
         train=np.concatenate([data.train, new]),
-        train_noise=np.concatenate([old_noise.astype(bool), np.ones(n_new, dtype=bool)]),
+        train_noise=np.concatenate([np.zeros(n_train, dtype=bool), np.ones(n_new, dtype=bool)]),
         train_rating=train_rating,
         notes=(*data.notes, note),
     )
