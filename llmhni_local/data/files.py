@@ -312,6 +312,58 @@ def _profiles(path: Path, kind: str, index: dict[str, int]) -> tuple[list[str], 
     return [t if t is not None else "" for t in texts], missing
 
 
+def _locate(path: Path) -> tuple[str, Path, Path, Path | None, Path | None]:
+    """``(name, folder, interactions, users, items)`` of a file or folder argument."""
+    if path.is_dir():
+        inter_path = _find(path, "interactions", required=True)
+        assert inter_path is not None
+        return (path.resolve().name, path, inter_path, _find(path, "users", required=False),
+                _find(path, "items", required=False))
+    if path.exists():
+        return path.stem, path.parent, path, None, None
+    raise DataError(f"{path}: no such file or folder")
+
+
+def _first_of_pairs(u: np.ndarray, it: np.ndarray, n_items: int) -> np.ndarray:
+    """Row numbers to keep, in file order: a repeated (user, item) keeps its first line, so
+    the graph has one edge per pair."""
+    _, first = np.unique(u * n_items + it, return_index=True)
+    return np.sort(first)
+
+
+def _split(table: _Table, u: np.ndarray, times: np.ndarray | None, rows: np.ndarray,
+           user_ids: list[str], seed: int, notes: list[str]) -> np.ndarray:
+    """Per-user 80/10/10 part (0 train, 1 validation, 2 test) of each kept row; every user
+    must keep a training interaction (``rows`` are the file rows, for the message)."""
+    if times is not None:
+        part = chronological_split(u, times)
+        notes.append("split per user by time (80/10/10)")
+    else:
+        part = random_split(u, seed)
+        notes.append(f"split per user at random, seed {seed} (80/10/10; no timestamp column)")
+    has_train = np.zeros(len(user_ids), dtype=bool)
+    has_train[u[part == 0]] = True
+    if not has_train.all():
+        user = int(np.flatnonzero(~has_train)[0])
+        first_row = int(rows[np.flatnonzero(u == user)[0]])
+        count = int((u == user).sum())
+        raise DataError(f"{table.at(first_row)}: user {user_ids[user]!r} has {count} "
+                        "interaction(s), and the per-user 80/10/10 split leaves it none for "
+                        "training (every user needs at least 2)")
+    return part
+
+
+def _profile_texts(path: Path | None, kind: str, ids: list[str],
+                   notes: list[str]) -> list[str] | None:
+    """The ``users``/``items`` profile file's text per index, or None without the file."""
+    if path is None:
+        return None
+    texts, n_missing = _profiles(path, kind, {x: i for i, x in enumerate(ids)})
+    if n_missing:
+        notes.append(f"{path.name}: {n_missing} {kind}s have no profile (empty text)")
+    return texts
+
+
 def load_files(path: str | os.PathLike, *, seed: int = 0) -> Interactions:
     """Load an interactions file, or a folder with interactions and profile files.
 
@@ -330,96 +382,41 @@ def load_files(path: str | os.PathLike, *, seed: int = 0) -> Interactions:
     from llmhni_local.io import sha256_file
 
     path = Path(path)
-    if path.is_dir():
-        folder = path
-        inter_path = _find(folder, "interactions", required=True)
-        users_path = _find(folder, "users", required=False)
-        items_path = _find(folder, "items", required=False)
-        name = folder.resolve().name
-    elif path.exists():
-        folder, inter_path, users_path, items_path = path.parent, path, None, None
-        name = path.stem
-    else:
-        raise DataError(f"{path}: no such file or folder")
-    assert inter_path is not None
-
+    name, folder, inter_path, users_path, items_path = _locate(path)
     table = _read(inter_path, ("user", "item"))
-    users = _ids(table, "user")
-    items = _ids(table, "item")
-    has_rating = "rating" in table.frame.columns
-    has_time = "timestamp" in table.frame.columns
-    rating = _numbers(table, "rating") if has_rating else None
-    times = _times(table) if has_time else None
-
+    users, items = _ids(table, "user"), _ids(table, "item")
+    rating = _numbers(table, "rating") if "rating" in table.frame.columns else None
+    times = _times(table) if "timestamp" in table.frame.columns else None
     u, user_ids = _index(users)
     it, item_ids = _index(items)
-    n_users, n_items = len(user_ids), len(item_ids)
 
     notes: list[str] = []
-    # a repeated (user, item) keeps its first line: one edge per pair in the graph
-    _, first = np.unique(u * n_items + it, return_index=True)
-    keep = np.sort(first)
-    n_dup = len(u) - len(keep)
-    if n_dup:
-        notes.append(f"{inter_path.name}: dropped {n_dup} duplicate interactions")
-    rows = keep  # row numbers in the file, for messages
-    u, it = u[keep], it[keep]
-    rating = rating[keep] if rating is not None else None
-    times = times[keep] if times is not None else None
-
-    if times is not None:
-        part = chronological_split(u, times)
-        notes.append("split per user by time (80/10/10)")
-    else:
-        part = random_split(u, seed)
-        notes.append(f"split per user at random, seed {seed} (80/10/10; no timestamp column)")
-
-    has_train = np.zeros(n_users, dtype=bool)
-    has_train[u[part == 0]] = True
-    if not has_train.all():
-        user = int(np.flatnonzero(~has_train)[0])
-        first_row = int(rows[np.flatnonzero(u == user)[0]])
-        count = int((u == user).sum())
-        raise DataError(f"{table.at(first_row)}: user {user_ids[user]!r} has {count} "
-                        "interaction(s), and the per-user 80/10/10 split leaves it none for "
-                        "training (every user needs at least 2)")
+    rows = _first_of_pairs(u, it, len(item_ids))  # row numbers in the file, for messages
+    if len(u) > len(rows):
+        notes.append(f"{inter_path.name}: dropped {len(u) - len(rows)} duplicate interactions")
+    u, it = u[rows], it[rows]
+    rating = rating[rows] if rating is not None else None
+    times = times[rows] if times is not None else None
+    part = _split(table, u, times, rows, user_ids, seed, notes)
 
     pairs = np.stack([u, it], axis=1).astype(np.int64)
-    tr = part == 0
-    va, te = part == 1, part == 2
+    tr, va, te = part == 0, part == 1, part == 2
     train_rating = train_noise = None
     if rating is not None:
         va &= rating >= CLEAN_MIN_RATING
         te &= rating >= CLEAN_MIN_RATING
         train_rating = rating[tr].astype(np.float32)
         train_noise = rating[tr] <= NOISE_MAX_RATING
-
-    user_text = item_text = None
-    if users_path is not None:
-        user_text, n_missing = _profiles(users_path, "user", {x: i for i, x in enumerate(user_ids)})
-        if n_missing:
-            notes.append(f"{users_path.name}: {n_missing} users have no profile (empty text)")
-    if items_path is not None:
-        item_text, n_missing = _profiles(items_path, "item", {x: i for i, x in enumerate(item_ids)})
-        if n_missing:
-            notes.append(f"{items_path.name}: {n_missing} items have no profile (empty text)")
+    user_text = _profile_texts(users_path, "user", user_ids, notes)
+    item_text = _profile_texts(items_path, "item", item_ids, notes)
 
     prefix = f"{folder.name}/" if path.is_dir() else ""
     sources = {f"{prefix}{p.name}": sha256_file(p)
                for p in (inter_path, users_path, items_path) if p is not None}
     return Interactions(
-        name=name,
-        n_users=n_users,
-        n_items=n_items,
-        train=pairs[tr],
-        val=pairs[va],
-        test=pairs[te],
-        train_rating=train_rating,
-        train_noise=train_noise,
-        user_ids=user_ids,
-        item_ids=item_ids,
-        user_text=user_text,
-        item_text=item_text,
-        sources=sources,
-        notes=tuple(notes),
+        name=name, n_users=len(user_ids), n_items=len(item_ids),
+        train=pairs[tr], val=pairs[va], test=pairs[te],
+        train_rating=train_rating, train_noise=train_noise,
+        user_ids=user_ids, item_ids=item_ids, user_text=user_text, item_text=item_text,
+        sources=sources, notes=tuple(notes),
     )
