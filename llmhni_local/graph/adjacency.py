@@ -5,7 +5,12 @@ Nodes are users ``0 .. U-1`` followed by items ``U .. U+I-1``. The adjacency
 ``A_hat @ X`` with respect to ``X`` is ``A_hat @ G``: :class:`SymmetricPropagate` uses that to
 avoid the sparse transpose autograd would otherwise build on every backward pass. This CSR
 path is several times faster per epoch than a COO ``edge_index`` (measured ratios:
-docs/BENCHMARKS.md, "Trainer parity and speed"; the choice: docs/DESIGN.md, Trainer).
+docs/BENCHMARKS.md, "Trainer parity and speed" and "PyG backbones"; the choice:
+docs/DESIGN.md, Trainer).
+
+Degrees, coalescing and the CSR tensor come from ``torch_geometric.utils``;
+:func:`bipartite_edge_index` gives the same graph in PyG's COO form, and
+:func:`normalized_adjacency` takes one (docs/DESIGN.md, "What we use from PyG").
 """
 
 from __future__ import annotations
