@@ -59,21 +59,6 @@ def load_base(path: str, dtype: str) -> Any:
     return model.eval()
 
 
-def batch_tensors(rows: Sequence[Sequence[int]], pad_id: int):
-    """Left-padded ``input_ids``, ``attention_mask`` and ``position_ids`` (positions count
-    from each prompt's first real token, as in generation, so padding changes nothing)."""
-    import torch
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for k, r in enumerate(rows):
-        ids[k, width - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[k, width - len(r):] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids, mask, pos
-
-
 def answer_states(model: Any, rows: Sequence[Sequence[int]], layers: Sequence[int],
                   pad_id: int, batch_size: int = 16) -> np.ndarray:
     """``(len(rows), len(layers), hidden)`` float32 states at each prompt's last token.
@@ -86,6 +71,8 @@ def answer_states(model: Any, rows: Sequence[Sequence[int]], layers: Sequence[in
         batch_size: prompts per forward pass; batches hold prompts of similar length.
     """
     import torch
+
+    from llmhni_local.audit.finetune_runner import batch_tensors
 
     if not len(rows):
         return np.zeros((0, len(layers), int(model.config.hidden_size)), dtype=np.float32)

@@ -182,9 +182,13 @@ def test_a_tuned_model_answers_with_the_bare_label(audited_run, tiny_llama, tmp_
     tpl = load_templates(tuple(VIEW_TEMPLATES.values()))
     prompts = [view_messages(v, u, i, prof, tpl[VIEW_TEMPLATES[v]], 10)
                for u, i in [(12, 5), (14, 9)] for v in ("user", "item")]
-    with make_rating_backend(_rater(tiny_llama, "transformers")) as base:
+    import dataclasses
+
+    # decided by parsing the text: the untuned model's text is no label, the tuned one's is
+    parse = dataclasses.replace(_rater(tiny_llama, "transformers"), decide="parse")
+    with make_rating_backend(parse) as base:
         assert all(j.label is None for j in base.rate(prompts))
-    with make_rating_backend(_rater(tiny_llama, "transformers", out)) as tuned:
+    with make_rating_backend(dataclasses.replace(parse, adapter=str(out))) as tuned:
         got = tuned.rate(prompts)
     assert [j.text for j in got] == ["Low"] * 4 and [j.label for j in got] == ["Low"] * 4
 
