@@ -10,8 +10,8 @@ sha256 and sources, the split, the settings, validation kappa and training histo
 ``README.md`` (the card for people) and ``pairs.json`` (the labelled pairs that trained and
 validated it, so evaluations can leave the training ones out).
 
-:func:`adapter_problems` builds on
-:func:`llmhni_local.llm.registry.lora_folder_problem` (folder, ``adapter_config.json``, weights file, ``peft_type`` LORA, ``task_type``,
+:func:`adapter_problems` builds on :func:`llmhni_local.llm.registry.lora_folder_problem`
+(folder, ``adapter_config.json``, weights file, ``peft_type`` LORA, ``task_type``,
 ``modules_to_save``) and adds what serving also needs: ``task_type`` present and CAUSAL_LM,
 ``bias = "none"``, no DoRA, a rank within the engine's ``max_lora_rank``, weights that are
 LoRA matrices only, the card (for this toolkit's adapters) and, when asked, the base model the

@@ -82,7 +82,8 @@ def training_ratings(data) -> dict[tuple[int, int], float]:
 
 
 def simulate_sample(run_dir: str | Path, n: int, *,
-                    pool: Literal["candidates", "train"] = "candidates", seed: int = 0, data_settings=None, data=None,
+                    pool: Literal["candidates", "train"] = "candidates", seed: int = 0,
+                    data_settings=None, data=None,
                     allocation: Literal["proportional", "equal"] = "proportional"):
     """A label table (the export's columns, labels filled from training ratings) and a summary.
 
@@ -97,9 +98,7 @@ def simulate_sample(run_dir: str | Path, n: int, *,
             fingerprint), instead of loading it.
         allocation: strata allocation for ``pool="candidates"``.
     """
-    import pandas as pd
-
-    from llmhni_local.audit.export import FILL_COLUMNS, _drop_audited, export_sample
+    from llmhni_local.audit.export import export_sample
 
     run_dir = Path(run_dir)
     if data is None:
@@ -118,41 +117,8 @@ def simulate_sample(run_dir: str | Path, n: int, *,
                                            kinds=("observed",))
         info.update(sample_info)
     elif pool == "train":
-        from llmhni_local.llm.rate import CANDIDATES_FILE, RateSettings, liked_text
-        from llmhni_local.method.candidates import load_candidates
-
-        exclude: set[tuple[int, int]] = set()
-        if (run_dir / CANDIDATES_FILE).is_file():
-            c = load_candidates(run_dir / CANDIDATES_FILE)
-            exclude = set(zip(c["user"].tolist(), c["item"].tolist()))
-        table = pd.DataFrame({"user": data.train[:, 0], "item": data.train[:, 1]})
-        table = table[[(int(u), int(i)) not in exclude
-                       for u, i in zip(table["user"], table["item"])]]
-        table = _drop_audited(run_dir, table).drop_duplicates(["user", "item"])
-        if table.empty:
-            raise UserError(f"{run_dir}: no training pairs left to label")
-        rng = np.random.default_rng(seed)
-        rows = table.iloc[rng.choice(len(table), size=min(n, len(table)), replace=False)]
-        max_liked = RateSettings().max_liked
-        try:
-            from llmhni_local.llm.rate import read_rating_manifest
-
-            max_liked = int(read_rating_manifest(run_dir)["settings"]["max_liked"])
-        except (UserError, KeyError):
-            pass  # not rated yet: the rating stage's default
-        frame = pd.DataFrame({
-            "sample": np.arange(1, len(rows) + 1),
-            "user": rows["user"].astype(np.int64).to_numpy(),
-            "item": rows["item"].astype(np.int64).to_numpy(),
-            "kind": "observed",
-            "user_profile": [profiles.users[int(u)] for u in rows["user"]],
-            "liked_items": [liked_text(profiles, int(u), int(i), max_liked)
-                            for u, i in zip(rows["user"], rows["item"])],
-            "item_profile": [profiles.items[int(i)] for i in rows["item"]],
-        })
-        for c in FILL_COLUMNS:
-            frame[c] = ""
-        info.update(excluded_candidates=len(exclude), available=int(len(table)))
+        frame, extra = _train_pool(run_dir, n, seed, data, profiles)
+        info.update(extra)
     else:
         raise UserError(f"audit simulate: --pool must be candidates or train, got {pool!r}")
     values = [ratings.get((int(u), int(i))) for u, i in zip(frame["user"], frame["item"])]
@@ -165,3 +131,46 @@ def simulate_sample(run_dir: str | Path, n: int, *,
     info["labels"] = {lab: int((frame["label"] == lab).sum()) for lab in ("High", "Medium", "Low")}
     info["pairs"] = int(len(frame))
     return frame, info
+
+
+def _train_pool(run_dir: Path, n: int, seed: int, data, profiles):
+    """``(frame, info)``: up to ``n`` training pairs that are not candidates of the run (nor
+    audited yet), in the export's columns."""
+    import pandas as pd
+
+    from llmhni_local.audit.export import FILL_COLUMNS, _drop_audited
+    from llmhni_local.llm.rate import CANDIDATES_FILE, RateSettings, liked_text
+    from llmhni_local.method.candidates import load_candidates
+
+    exclude: set[tuple[int, int]] = set()
+    if (run_dir / CANDIDATES_FILE).is_file():
+        c = load_candidates(run_dir / CANDIDATES_FILE)
+        exclude = set(zip(c["user"].tolist(), c["item"].tolist()))
+    table = pd.DataFrame({"user": data.train[:, 0], "item": data.train[:, 1]})
+    table = table[[(int(u), int(i)) not in exclude
+                   for u, i in zip(table["user"], table["item"])]]
+    table = _drop_audited(run_dir, table).drop_duplicates(["user", "item"])
+    if table.empty:
+        raise UserError(f"{run_dir}: no training pairs left to label")
+    rng = np.random.default_rng(seed)
+    rows = table.iloc[rng.choice(len(table), size=min(n, len(table)), replace=False)]
+    max_liked = RateSettings().max_liked
+    try:
+        from llmhni_local.llm.rate import read_rating_manifest
+
+        max_liked = int(read_rating_manifest(run_dir)["settings"]["max_liked"])
+    except (UserError, KeyError):
+        pass  # not rated yet: the rating stage's default
+    frame = pd.DataFrame({
+        "sample": np.arange(1, len(rows) + 1),
+        "user": rows["user"].astype(np.int64).to_numpy(),
+        "item": rows["item"].astype(np.int64).to_numpy(),
+        "kind": "observed",
+        "user_profile": [profiles.users[int(u)] for u in rows["user"]],
+        "liked_items": [liked_text(profiles, int(u), int(i), max_liked)
+                        for u, i in zip(rows["user"], rows["item"])],
+        "item_profile": [profiles.items[int(i)] for i in rows["item"]],
+    })
+    for c in FILL_COLUMNS:
+        frame[c] = ""
+    return frame, {"excluded_candidates": len(exclude), "available": int(len(table))}

@@ -83,7 +83,8 @@ def _f(x) -> str:
     return "n/a" if x is None or x != x else f"{x:.3f}"
 
 
-adapters_app = typer.Typer(no_args_is_help=True, help="Check adapters (LoRA or probe) before rating with them.")
+adapters_app = typer.Typer(no_args_is_help=True,
+                           help="Check adapters (LoRA or probe) before rating with them.")
 
 
 @adapters_app.command("validate")
