@@ -136,7 +136,8 @@ class FinetuneConfig:
 
 def load_finetune_settings(path: str | Path | None,
                            overrides: dict[str, Any] | None = None) -> FinetuneSettings:
-    """Defaults < TOML file (``[finetune]``) < flags (``{"finetune.epochs": 2}``)."""
+    """Defaults < TOML file (``[finetune]``; a ``[probe]`` table beside it is the probe's) <
+    flags (``{"finetune.epochs": 2}``)."""
     from llmhni_local.config import load_config
 
-    return load_config(FinetuneConfig, path, overrides).finetune
+    return load_config(FinetuneConfig, path, overrides, ignore=("probe",)).finetune
