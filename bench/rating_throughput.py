@@ -1,27 +1,41 @@
-"""Rating throughput of SmolLM2-135M through vLLM, batched transformers and a plain loop.
+"""Rating throughput of SmolLM2-135M against the machine's matmul bound.
 
-The same rating prompts (user-centric view, built from MovieLens-100K: demographics and
-favourite training titles with genres first, then the candidate item) are rated by
+One run measures, one after the other so they never share cores:
 
-  (a) vLLM in-process (prefix caching, block size 32),
-  (b) transformers in batches (left padding, last-position logits only),
-  (c) a plain one-prompt-at-a-time ``generate`` loop (transformers, batch size 1),
+  (0) the machine's matmul rate in the rater's dtype (torch, ``torch.get_num_threads()``
+      threads): the linear layers of one decoder layer of the model (q, k, v, o, gate, up,
+      down) on M tokens, for a few M, best of several trials; measured before the raters and
+      again after them, the higher figure is the bound;
+  (a) vLLM in-process, as the toolkit rates (``rater.max_tokens = 1``, likelihood choice at
+      the answer cue, prefix caching, ``rater.dtype`` resolved by ``llm/device.py``);
+  (b) optionally the toolkit's batched transformers backend;
+  (c) the plain loop a user would write: transformers, the model folder's own dtype, one
+      prompt at a time, ``generate`` greedy until a label word appears (``stop_strings``,
+      at most ``--loop-max-new-tokens``), the label parsed from the text.
 
-each in its own subprocess, one after the other, so they never share cores or memory. Engine
-start-up is timed apart from rating, and a few prompts of other users are rated first, untimed
-(kernels are set up per batch shape on first use), so judgments/s is the steady rate. Then the default embedder (all-MiniLM-L6-v2) embeds every item profile through vLLM and
-sentence-transformers. Prints a table, and as its last line one JSON object of the figures.
+The prompts are real MovieLens-100K rating prompts built as ``rate`` builds them
+(``llm.rate.view_messages``, both views, one user's prompts adjacent: user-centric, then
+item-centric). Each rater runs in its own subprocess; engine start-up is timed apart, and a few
+prompts of other users are rated first, untimed, so judgments/s is the steady rate.
+
+Reported per rater: judgments/s, x the plain loop, prompt tokens, the share served from vLLM's
+prefix cache (``RequestOutput.num_cached_tokens``), the unique (computed) prompt tokens per
+judgment, and the achieved FLOP rate over those tokens (2 x non-embedding parameters x unique
+tokens/s; attention over the context is left out) as a fraction of the matmul bound. Labels
+and probabilities are compared between raters. Prints tables, then one JSON line.
 
 Needs ``python cli.py models prepare smollm2`` first. Usage::
 
-    python bench/rating_throughput.py [--pairs 128] [--dtype float32] [--max-tokens 4]
-    python bench/rating_throughput.py --raters vllm --adapter adapters/NAME --no-embed
+    python bench/rating_throughput.py                       # 128 prompts, dtype auto
+    python bench/rating_throughput.py --dtype both          # vLLM in float32 and bfloat16
+    python bench/rating_throughput.py --raters vllm --adapter adapters/NAME
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -31,135 +45,253 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
+from _common import REPO_ROOT, emit_json, print_table
 
+ROOT = REPO_ROOT
 RATERS = {"vllm": "vLLM", "transformers": "transformers, batched", "loop": "plain generate loop",
           "lora-request": "vLLM + LoRARequest", "lora-merged": "vLLM + merged LoRA"}
 # With --adapter: the same prompts through the adapter, applied per request (vLLM's LoRA
 # kernels) and folded into the weights (rater.lora_mode = "merged"; merge time counts as start).
 ADAPTER_KINDS = ("lora-request", "lora-merged")
+# Probabilities of two raters must agree this closely (max |dp| over labels): fp32 against
+# fp32 differs by ~1e-5 (kernel order); bfloat16 keeps 8 bits of mantissa.
+PROB_TOL = {"float32": 1e-3, "bfloat16": 3e-2, "float16": 1e-2}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--pairs", type=int, default=128, help="rating prompts (default 128)")
-    p.add_argument("--users", type=int, default=0,
-                   help="users the pairs come from (default pairs/4: 4 items per user)")
+    p.add_argument("--prompts", "--pairs", dest="prompts", type=int, default=128,
+                   help="timed rating prompts (judgments; default 128)")
+    p.add_argument("--per-user", type=int, default=4,
+                   help="candidate pairs per user, each rated in both views (default 4)")
     p.add_argument("--warmup", type=int, default=16,
-                   help="prompts of other users rated first, untimed (kernel set-up for the "
-                        "batch shapes; default 16)")
-    p.add_argument("--dtype", default="float32", choices=["bfloat16", "float32"])
-    p.add_argument("--max-tokens", type=int, default=4)
+                   help="prompts of other users rated first, untimed (default 16)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "both"],
+                   help="rater dtype for vLLM / batched transformers; 'both' runs float32 and "
+                        "bfloat16 (default auto: llm/device.py's choice)")
+    p.add_argument("--max-tokens", type=int, default=1, help="rater.max_tokens (default 1)")
+    p.add_argument("--block-size", type=int, default=32, help="rater.block_size (default 32)")
+    p.add_argument("--loop-max-new-tokens", type=int, default=4,
+                   help="cap on the plain loop's generated tokens (default 4)")
     p.add_argument("--batch-size", type=int, default=16, help="transformers batch size")
+    p.add_argument("--matmul-tokens", default="256,1024,4096",
+                   help="token counts M of the matmul bound (default 256,1024,4096)")
     p.add_argument("--model", default="smollm2")
-    p.add_argument("--raters", default="vllm,transformers,loop")
-    p.add_argument("--no-embed", action="store_true", help="skip the embedding figures")
+    p.add_argument("--raters", default="vllm,loop",
+                   help="comma list of vllm, transformers, loop (default vllm,loop)")
+    p.add_argument("--embed", action="store_true",
+                   help="also time the default embedder through vLLM and sentence-transformers")
+    p.add_argument("--no-embed", action="store_true", help=argparse.SUPPRESS)  # the old default
     p.add_argument("--adapter", default=None,
                    help="a LoRA adapter folder: also rate through it with vLLM, per request "
                         "and merged (adds lora-request,lora-merged to --raters)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-dtype", default=None, help=argparse.SUPPRESS)
     p.add_argument("--prompts-file", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out-file", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 # ---------------------------------------------------------------------------- prompts
-def build_prompts(n_pairs: int, n_users: int, seed: int = 0) -> tuple[list, list[str], str]:
-    """``(chat prompts, item profile texts, where the prompts came from)``.
-
-    Pairs: per user 2 of the user's training items and 2 unobserved items (a candidate set's
-    shape), users in order so each user's prompts sit together (prefix caching).
-    """
+def build_prompts(n_users: int, per_user: int, seed: int = 0) -> tuple[list, list[str]]:
+    """``(chat prompts, item profile texts)``: per user ``per_user`` pairs (half training
+    items, half unobserved), user-centric prompts then item-centric ones, users adjacent."""
     from llmhni_local.data.movielens import load_ml100k
+    from llmhni_local.llm.profiles import make_profiles
+    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.llm.rate import view_messages
 
     data = load_ml100k()
     rng = np.random.default_rng(seed)
-    per_user = max(1, n_pairs // max(1, n_users))
     train = data.user_item_lists("train")
-    users = rng.choice(data.n_users, size=n_users, replace=False)
-    pairs = []
-    for u in users:
-        seen = train[u]
-        pos = rng.choice(seen, size=min(len(seen), per_user // 2), replace=False)
-        neg = []
-        while len(neg) < per_user - len(pos):
-            j = int(rng.integers(data.n_items))
-            if j not in seen and j not in neg:
-                neg.append(j)
-        pairs += [(int(u), int(i)) for i in list(pos) + neg]
-    pairs = pairs[:n_pairs]
-    try:  # the project's own templates and profiles (prompts/rate_user_centric.toml)
-        from llmhni_local.llm.profiles import make_profiles
-        from llmhni_local.llm.prompts import load_template
-        from llmhni_local.llm.rate import view_messages
-
-        profiles = make_profiles(data)
-        tpl = load_template("rate_user_centric")
-        prompts = [view_messages("user", u, i, profiles, tpl, 10) for u, i in pairs]
-        return prompts, list(profiles.items), "prompts/rate_user_centric.toml"
-    except ImportError:
-        return _own_prompts(data, pairs), _own_items(data), "bench's built-in template"
-
-
-def _own_items(data) -> list[str]:
-    return [f"{m['title']} ({m.get('year', '')}). Genres: {m.get('genres', '')}."
-            for m in data.item_meta]
-
-
-def _own_prompts(data, pairs) -> list:
-    items = _own_items(data)
-    train, ratings = data.train, data.train_rating
+    profiles = make_profiles(data)
+    tpls = load_templates(tuple(VIEW_TEMPLATES.values()))
     prompts = []
-    for u, i in pairs:
-        mask = train[:, 0] == u
-        order = np.argsort(-ratings[mask], kind="stable")[:8]
-        fav = "\n".join(f"- {items[j]}" for j in train[mask][order, 1])
-        meta = data.user_meta[u]
-        prompts.append([
-            {"role": "system", "content": "You judge how well a film matches a user's tastes."},
-            {"role": "user", "content": f"User: {meta['age']}-year-old {meta['gender']} "
-                                        f"{meta['occupation']}. Favourite films:\n{fav}\n\n"
-                                        f"Candidate film: {items[i]}\nHow relevant is it? Answer "
-                                        "with exactly one word: High, Medium or Low."},
-        ])
-    return prompts
+    for u in rng.choice(data.n_users, size=n_users, replace=False):
+        seen = train[u]
+        items = [int(i) for i in rng.choice(seen, size=min(len(seen), per_user // 2),
+                                            replace=False)]
+        while len(items) < per_user:
+            j = int(rng.integers(data.n_items))
+            if j not in seen and j not in items:
+                items.append(j)
+        for view in ("user", "item"):
+            prompts += [view_messages(view, int(u), i, profiles, tpls[VIEW_TEMPLATES[view]], 10)
+                        for i in items]
+    return prompts, list(profiles.items)
 
 
-def cpu_features() -> list[str]:
-    """The vector extensions that decide fp32 vs bf16 speed on a CPU (Linux only)."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return []
-    return [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+# ---------------------------------------------------------------------------- the bound
+def cpu_bf16() -> dict:
+    """What decides bf16 speed on this CPU: flags and torch's view of the vector unit."""
+    import torch
+
+    from llmhni_local.llm.device import cpu_flags
+
+    flags = cpu_flags()
+    return {"flags": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+                      if f in flags],
+            "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+            "torch_threads": torch.get_num_threads()}
+
+
+def model_shape(path: Path) -> dict:
+    """Layer sizes and the non-embedding parameter count (the model built on the meta device:
+    no weights read). The tied LM head is left out too: vLLM runs it at one position per
+    judgment."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    emb = {id(p) for p in model.get_input_embeddings().parameters()}
+    emb |= {id(p) for p in model.get_output_embeddings().parameters()}
+    non_emb = sum(p.numel() for p in model.parameters() if id(p) not in emb)
+    head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return {"hidden": cfg.hidden_size, "intermediate": cfg.intermediate_size,
+            "q": cfg.num_attention_heads * head, "kv": cfg.num_key_value_heads * head,
+            "layers": cfg.num_hidden_layers, "non_embedding_params": int(non_emb),
+            "config_dtype": str(getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", ""))
+            .replace("torch.", "")}
+
+
+def matmul_rate(shape: dict, dtype: str, tokens: list[int], trials: int = 5,
+                min_s: float = 0.25) -> dict:
+    """FLOP/s of one decoder layer's linear layers (``F.linear``, the model's weight shapes)
+    on M tokens, best of ``trials`` timed loops of at least ``min_s`` seconds, per M."""
+    import torch
+    import torch.nn.functional as F
+
+    dt = getattr(torch, dtype)
+    h, f = shape["hidden"], shape["intermediate"]
+    outs = (shape["q"], shape["kv"], shape["kv"], h, f, f)  # q k v o gate up, input h
+    g = torch.Generator().manual_seed(0)
+    w_in = [torch.randn(o, h, generator=g).to(dt) * 0.02 for o in outs]
+    w_down = torch.randn(h, f, generator=g).to(dt) * 0.02
+    params = sum(w.numel() for w in w_in) + w_down.numel()
+    rates = {}
+    for m in tokens:
+        x = torch.randn(m, h, generator=g).to(dt)
+        y = torch.randn(m, f, generator=g).to(dt)
+
+        def layer() -> None:
+            for w in w_in:
+                F.linear(x, w)
+            F.linear(y, w_down)
+
+        with torch.inference_mode():
+            layer()  # first call sets up the kernels
+            reps = 1
+            while True:
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    layer()
+                took = time.perf_counter() - t0
+                if took >= min_s:
+                    break
+                reps *= 2
+            best = took / reps
+            for _ in range(trials - 1):
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    layer()
+                best = min(best, (time.perf_counter() - t0) / reps)
+        rates[m] = 2.0 * m * params / best
+    return {"flop_per_s": max(rates.values()), "by_tokens": rates}
 
 
 # ---------------------------------------------------------------------------- workers
+def steady(rate_fn, prompts: list, warmup: list, stats: dict | None) -> tuple[list, float, dict]:
+    """Rate the warm-up prompts, then time ``prompts``; token counts of the timed part only."""
+    if warmup:  # other users' prompts: no prefix of the timed ones gets cached
+        rate_fn(warmup)
+    before = dict(stats or {})
+    t0 = time.perf_counter()
+    out = rate_fn(prompts)
+    took = time.perf_counter() - t0
+    diff = {k: v - before.get(k, 0) for k, v in (stats or {}).items()}
+    return out, took, diff
+
+
 def run_rater(kind: str, prompts: list, warmup: list, args: argparse.Namespace) -> dict:
+    """The toolkit's own rater (vLLM, batched transformers, or vLLM with an adapter)."""
     from llmhni_local.llm.backends import make_rating_backend
     from llmhni_local.llm.settings import RaterSettings
 
-    backend = "vllm" if kind == "vllm" or kind in ADAPTER_KINDS else "transformers"
-    batch = 1 if kind == "loop" else args.batch_size
+    backend = "transformers" if kind == "transformers" else "vllm"
     lora = kind in ADAPTER_KINDS
-    settings = RaterSettings(backend=backend, model=args.model, dtype=args.dtype,
-                             max_tokens=args.max_tokens, batch_size=batch,
+    settings = RaterSettings(backend=backend, model=args.model, dtype=args.worker_dtype,
+                             max_tokens=args.max_tokens, batch_size=args.batch_size,
+                             block_size=args.block_size,
                              adapter=args.adapter if lora else None,
                              lora_mode=kind.split("-")[1] if lora else "auto")
     t0 = time.perf_counter()
     rater = make_rating_backend(settings)
     start_s = time.perf_counter() - t0
-    if warmup:  # other users' prompts: no prefix of the timed ones gets cached
-        rater.rate(warmup)
-    t1 = time.perf_counter()
-    judgments = rater.rate(prompts)
-    rate_s = time.perf_counter() - t1
+    judgments, rate_s, toks = steady(rater.rate, prompts, warmup, rater.token_stats)
     rater.close()
-    return {"kind": kind, "start_s": start_s, "rate_s": rate_s, "n": len(prompts),
-            "per_s": len(prompts) / rate_s, "model_id": rater.model_id,
+    computed = toks["prompt_tokens"] - toks["cached_tokens"]
+    return {"kind": kind, "dtype": rater.dtype, "dtype_reason": rater.dtype_reason,
+            "start_s": start_s, "rate_s": rate_s, "n": len(prompts),
+            "prompt_tokens": toks["prompt_tokens"], "cached_tokens": toks["cached_tokens"],
+            "cached_known": bool(rater.cached_known), "computed_tokens": computed,
+            "generated_tokens": 0, "model_id": rater.model_id,
             "judgments": [[j.text, j.label, j.probs, j.label_mass] for j in judgments]}
+
+
+def run_loop(prompts: list, warmup: list, args: argparse.Namespace) -> dict:
+    """The loop a user would write: one prompt at a time, the folder's own dtype, ``generate``
+    until a label word appears, the label parsed from the text. The first step's logits give
+    the label probabilities for the agreement check (no extra forward pass)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmhni_local.llm.base import LABELS
+    from llmhni_local.llm.chat import answer_cue, render_prompt
+    from llmhni_local.llm.labels import label_token_ids, parse_label, probs_from_logprobs
+    from llmhni_local.llm.registry import resolve_model
+
+    path = str(resolve_model(args.model).path)
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
+    start_s = time.perf_counter() - t0
+    counts = {"prompt_tokens": 0, "generated_tokens": 0}
+    label_ids: dict = {}
+
+    def rate(batch: list) -> list:
+        out = []
+        for messages in batch:
+            enc = tok(render_prompt(tok, messages), return_tensors="pt", add_special_tokens=False)
+            with torch.inference_mode():
+                gen = model.generate(**enc, max_new_tokens=args.loop_max_new_tokens,
+                                     do_sample=False, stop_strings=list(LABELS), tokenizer=tok,
+                                     pad_token_id=tok.eos_token_id, output_logits=True,
+                                     return_dict_in_generate=True)
+            n = enc["input_ids"].shape[1]
+            new = gen.sequences[0, n:]
+            text = tok.decode(new, skip_special_tokens=True)
+            cue = answer_cue(messages)
+            if cue not in label_ids:
+                label_ids[cue] = label_token_ids(tok, cue=cue)
+            ids = label_ids[cue]
+            lp = torch.log_softmax(gen.logits[0][0].float(), dim=-1)
+            probs, mass = probs_from_logprobs({t: float(lp[t]) for t in ids.values()}, ids)
+            counts["prompt_tokens"] += n
+            counts["generated_tokens"] += len(new)
+            out.append([text, parse_label(text), probs, mass])
+        return out
+
+    judgments, rate_s, toks = steady(rate, prompts, warmup, counts)
+    # Each forward pass after the prefill adds one token (the KV cache keeps the rest).
+    computed = toks["prompt_tokens"] + toks["generated_tokens"] - len(prompts)
+    return {"kind": "loop", "dtype": str(model.dtype).replace("torch.", ""),
+            "dtype_reason": "the model folder's own dtype (from_pretrained default)",
+            "start_s": start_s, "rate_s": rate_s, "n": len(prompts),
+            "prompt_tokens": toks["prompt_tokens"], "cached_tokens": 0, "cached_known": True,
+            "computed_tokens": computed, "generated_tokens": toks["generated_tokens"],
+            "model_id": path, "judgments": judgments}
 
 
 def run_embedder(kind: str, texts: list[str], args: argparse.Namespace) -> dict:
@@ -184,17 +316,22 @@ def worker(args: argparse.Namespace) -> None:
     payload = json.loads(Path(args.prompts_file).read_text())
     if args.worker.startswith("embed-"):
         out = run_embedder(args.worker, payload["items"], args)
+    elif args.worker == "loop":
+        out = run_loop(payload["prompts"], payload["warmup"], args)
     else:
         out = run_rater(args.worker, payload["prompts"], payload["warmup"], args)
     Path(args.out_file).write_text(json.dumps(out))
 
 
-def spawn(kind: str, args: argparse.Namespace, prompts_file: Path, tmp: Path) -> dict:
-    out_file = tmp / f"{kind}.json"
+def spawn(kind: str, dtype: str, args: argparse.Namespace, prompts_file: Path,
+          tmp: Path) -> dict:
+    out_file = tmp / f"{kind}-{dtype}.json"
+    # "auto" goes to the rater as such, so its dtype reason is the toolkit's own.
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind,
-           "--prompts-file", str(prompts_file), "--out-file", str(out_file),
-           "--dtype", args.dtype, "--max-tokens", str(args.max_tokens),
-           "--batch-size", str(args.batch_size), "--model", args.model]
+           "--worker-dtype", "auto" if args.dtype == "auto" else dtype, "--prompts-file", str(prompts_file),
+           "--out-file", str(out_file), "--max-tokens", str(args.max_tokens),
+           "--block-size", str(args.block_size), "--batch-size", str(args.batch_size),
+           "--loop-max-new-tokens", str(args.loop_max_new_tokens), "--model", args.model]
     if args.adapter:
         cmd += ["--adapter", args.adapter]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -206,125 +343,194 @@ def spawn(kind: str, args: argparse.Namespace, prompts_file: Path, tmp: Path) ->
         raise SystemExit(f"{kind} worker failed with exit status {proc.returncode}")
     out = json.loads(out_file.read_text())
     out["process_s"] = time.perf_counter() - t0
-    print(f"  {kind}: {out['per_s']:.2f}/s (start {out['start_s']:.1f} s, "
-          f"process {out['process_s']:.0f} s)", flush=True)
+    out["per_s"] = out["n"] / out["rate_s"]
+    print(f"  {kind} ({out.get('dtype', dtype)}): {out['per_s']:.2f}/s (start "
+          f"{out['start_s']:.1f} s, process {out['process_s']:.0f} s)", flush=True)
     return out
 
 
 # ---------------------------------------------------------------------------- comparison
-def agreement(a: dict, b: dict) -> dict:
-    """How far two raters' judgments of the same prompts are apart."""
-    pa = [j[2] for j in a["judgments"]]
-    pb = [j[2] for j in b["judgments"]]
-    ok = [k for k in range(len(pa)) if pa[k] and pb[k]]
+def agreement(a: dict, b: dict, tol: float) -> dict:
+    """How far two raters' judgments of the same prompts are apart: the most likely label,
+    the label each decided (the loop's is parsed from its text), and the probabilities."""
+    ja, jb = a["judgments"], b["judgments"]
+    ok = [k for k in range(len(ja)) if ja[k][2] and jb[k][2]]
     if not ok:
-        return {"compared": 0}
-    ha = np.array([pa[k]["High"] for k in ok])
-    hb = np.array([pb[k]["High"] for k in ok])
-    arg = [max(pa[k], key=pa[k].get) == max(pb[k], key=pb[k].get) for k in ok]
-    diffs = [abs(pa[k][lab] - pb[k][lab]) for k in ok for lab in pa[k]]
-    corr = float(np.corrcoef(ha, hb)[0, 1]) if ha.std() > 0 and hb.std() > 0 else float("nan")
-    return {"compared": len(ok), "argmax_agree": float(np.mean(arg)),
-            "max_abs_prob_diff": float(max(diffs)), "corr_p_high": corr,
-            "same_text": float(np.mean([a["judgments"][k][0] == b["judgments"][k][0]
-                                        for k in ok]))}
+        return {"compared": 0, "ok": False}
+    top = [max(ja[k][2], key=ja[k][2].get) == max(jb[k][2], key=jb[k][2].get) for k in ok]
+    both = [k for k in ok if ja[k][1] is not None and jb[k][1] is not None]
+    diffs = [abs(ja[k][2][lab] - jb[k][2][lab]) for k in ok for lab in ja[k][2]]
+    out = {"compared": len(ok), "argmax_agree": float(np.mean(top)),
+           "labels_compared": len(both),
+           "same_label": float(np.mean([ja[k][1] == jb[k][1] for k in both])) if both else None,
+           "max_abs_prob_diff": float(max(diffs)), "tolerance": tol}
+    out["ok"] = out["argmax_agree"] == 1.0 and out["max_abs_prob_diff"] <= tol and \
+        out["same_label"] in (None, 1.0)
+    return out
 
 
 def summary(r: dict) -> dict:
-    js = r["judgments"]
-    labels = [j[1] for j in js]
-    return {"n": len(js), "failures": sum(lab is None for lab in labels),
-            "label_counts": {lab: labels.count(lab) for lab in ("High", "Medium", "Low")},
-            "mean_p_high": float(np.mean([j[2]["High"] for j in js if j[2]])),
-            "mean_label_mass": float(np.mean([j[3] for j in js if j[3] is not None]))}
+    labels = [j[1] for j in r["judgments"]]
+    return {"n": len(labels), "failures": sum(lab is None for lab in labels),
+            "label_counts": {lab: labels.count(lab) for lab in ("High", "Medium", "Low")}}
+
+
+def figures_of(r: dict, loop: float | None, bounds: dict, non_emb: int) -> dict:
+    """Judgments/s, x loop, token figures and the FLOP-bound fraction of one rater."""
+    n = r["n"]
+    achieved = 2.0 * non_emb * r["computed_tokens"] / r["rate_s"]
+    bound = bounds.get(r["dtype"])
+    return {"dtype": r["dtype"], "dtype_reason": r["dtype_reason"],
+            "judgments_per_s": r["per_s"], "start_s": r["start_s"],
+            "x_loop": r["per_s"] / loop if loop else math.nan,
+            "prompt_tokens_per_judgment": r["prompt_tokens"] / n,
+            "prefix_cache_hit_share": (r["cached_tokens"] / r["prompt_tokens"]
+                                       if r["cached_known"] else None),
+            "unique_tokens_per_judgment": r["computed_tokens"] / n,
+            "generated_tokens_per_judgment": r["generated_tokens"] / n,
+            "achieved_flop_per_s": achieved,
+            "flop_fraction": achieved / bound if bound else math.nan, **summary(r)}
+
+
+# ---------------------------------------------------------------------------- main
+def measure_bounds(shape: dict, dtypes: list[str], tokens: list[int], into: dict) -> None:
+    for dt in dtypes:
+        m = matmul_rate(shape, dt, tokens)
+        into.setdefault(dt, []).append(m)
+        print(f"  matmul {dt}: " + ", ".join(f"M={k} {v / 1e9:.1f}" for k, v in
+                                             m["by_tokens"].items()) + " GFLOP/s", flush=True)
+
+
+def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[str]]:
+    """``[(kind, dtype)]`` of the rater runs and the dtypes whose bound is measured."""
+    from llmhni_local.llm.device import resolve_dtype
+
+    dtypes = ["float32", "bfloat16"] if args.dtype == "both" else \
+        [resolve_dtype(args.dtype)[0]]
+    kinds = [k.strip() for k in args.raters.split(",") if k.strip()]
+    if args.adapter:
+        kinds += [k for k in ADAPTER_KINDS if k not in kinds]
+    for kind in kinds:
+        if kind not in RATERS:
+            raise SystemExit(f"unknown rater {kind!r} (known: {', '.join(RATERS)})")
+    runs = [(k, d) for k in kinds if k != "loop" for d in dtypes]
+    if "loop" in kinds:
+        runs.append(("loop", "model"))
+    return runs, dtypes
 
 
 def main(args: argparse.Namespace) -> None:
+    from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
+    from llmhni_local.llm.device import resolve_dtype
     from llmhni_local.llm.registry import resolve_model
 
-    resolve_model(args.model)  # fails early with "run models prepare" when needed
-    n_users = args.users or max(1, args.pairs // 4)
-    per_user = max(1, args.pairs // n_users)
-    n_warm_users = -(-args.warmup // per_user) if args.warmup else 0
-    everything, items, source = build_prompts(args.pairs + n_warm_users * per_user,
-                                              n_users + n_warm_users)
-    prompts, warmup = everything[:args.pairs], everything[args.pairs:][:args.warmup]
-    from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
-
-    tok = load_tokenizer(resolve_model(args.model).path)
+    spec = resolve_model(args.model)  # fails early with "run models prepare" when needed
+    runs, dtypes = plan(args)
+    shape = model_shape(spec.path)
+    per_user = 2 * args.per_user
+    n_users = -(-args.prompts // per_user)
+    n_warm = -(-args.warmup // per_user) if args.warmup else 0
+    everything, items = build_prompts(n_users + n_warm, args.per_user)
+    prompts = everything[:args.prompts]
+    warmup = everything[n_users * per_user:][:args.warmup]
+    tok = load_tokenizer(spec.path)
     lengths = [len(x) for x in encode_prompts(tok, render_prompts(tok, prompts))]
-    print(f"{len(prompts)} prompts from {n_users} users (+{len(warmup)} warm-up prompts of "
-          f"other users, untimed) ({source}); mean {np.mean(lengths):.0f} "
-          f"tokens (min {min(lengths)}, max {max(lengths)}); model {args.model}, {args.dtype}, "
-          f"max_tokens {args.max_tokens}; {os.cpu_count()} CPUs ({', '.join(cpu_features())})",
-          flush=True)
+    cpu = cpu_bf16()
+    bound_dtypes = sorted({*dtypes, shape["config_dtype"]} & {"float32", "bfloat16"})
+    print(f"{len(prompts)} prompts of {n_users} users, both views (+{len(warmup)} warm-up "
+          f"prompts of other users, untimed); mean {np.mean(lengths):.0f} tokens (min "
+          f"{min(lengths)}, max {max(lengths)}); {args.model}: {shape['non_embedding_params']:,} "
+          f"non-embedding parameters, folder dtype {shape['config_dtype']}; rater dtype "
+          f"{'/'.join(dtypes)} ({resolve_dtype(args.dtype)[1] if args.dtype != 'both' else 'both'}"
+          f"); max_tokens {args.max_tokens}; {os.cpu_count()} CPUs, flags "
+          f"{' '.join(cpu['flags'])}, torch {cpu['torch_cpu_capability']}, "
+          f"{cpu['torch_threads']} threads", flush=True)
+    tokens = [int(t) for t in args.matmul_tokens.split(",")]
+    measured: dict[str, list] = {}
+    measure_bounds(shape, bound_dtypes, tokens, measured)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         prompts_file = tmp / "prompts.json"
         prompts_file.write_text(json.dumps({"prompts": prompts, "warmup": warmup,
                                             "items": items}))
-        kinds = [k.strip() for k in args.raters.split(",") if k.strip()]
-        if args.adapter:
-            kinds += [k for k in ADAPTER_KINDS if k not in kinds]
-        for kind in kinds:
-            if kind not in RATERS:
-                raise SystemExit(f"unknown rater {kind!r} (known: {', '.join(RATERS)})")
-            results[kind] = spawn(kind, args, prompts_file, tmp)
-        if not args.no_embed:
+        for kind, dt in runs:
+            key = kind if len(dtypes) == 1 or kind == "loop" else f"{kind}_{dt}"
+            results[key] = spawn(kind, dt, args, prompts_file, tmp)
+        if args.embed and not args.no_embed:
             for kind in ("embed-vllm", "embed-st"):
-                results[kind] = spawn(kind, args, prompts_file, tmp)
+                results[kind] = spawn(kind, "float32", args, prompts_file, tmp)
+    measure_bounds(shape, bound_dtypes, tokens, measured)  # again: the load may have changed
+    bounds = {dt: max(m["flop_per_s"] for m in ms) for dt, ms in measured.items()}
+    report(args, results, bounds, measured, shape, cpu, dtypes, lengths)
 
-    figures: dict = {"pairs": len(prompts), "users": n_users, "warmup": len(warmup),
-                     "dtype": args.dtype,
-                     "mean_prompt_tokens": float(np.mean(lengths)), "prompt_source": source,
-                     "cpus": os.cpu_count(), "cpu_features": cpu_features()}
-    print(f"\n{'rater':<24} {'judgments/s':>12} {'start s':>8} {'x loop':>8}  failures")
+
+def report(args, results, bounds, measured, shape, cpu, dtypes, lengths) -> None:
     loop = results.get("loop", {}).get("per_s")
-    for kind, title in RATERS.items():
-        if kind not in results:
-            continue
-        r = results[kind]
-        ratio = r["per_s"] / loop if loop else float("nan")
-        s = summary(r)
-        print(f"{title:<24} {r['per_s']:>12.2f} {r['start_s']:>8.1f} {ratio:>8.2f}  "
-              f"{s['failures']}/{s['n']}")
-        figures[kind] = {"judgments_per_s": r["per_s"], "start_s": r["start_s"],
-                         "x_loop": ratio, **s}
-    for a, b in (("vllm", "transformers"), ("vllm", "loop"), ("transformers", "loop"),
-                 ("lora-request", "lora-merged")):
-        if a in results and b in results:
-            figures[f"agree_{a}_{b}"] = agreement(results[a], results[b])
-            g = figures[f"agree_{a}_{b}"]
-            print(f"agreement {a} vs {b}: argmax {g.get('argmax_agree', float('nan')):.3f}, "
-                  f"max |dp| {g.get('max_abs_prob_diff', float('nan')):.2e}, "
-                  f"corr P(High) {g.get('corr_p_high', float('nan')):.4f}, "
-                  f"same text {g.get('same_text', float('nan')):.3f}")
+    figs = {k: figures_of(r, loop, bounds, shape["non_embedding_params"])
+            for k, r in results.items() if not k.startswith("embed-")}
+    rows = [[k, f["dtype"], f["judgments_per_s"], f["x_loop"], f["start_s"],
+             f["prompt_tokens_per_judgment"], f["prefix_cache_hit_share"],
+             f["unique_tokens_per_judgment"], f["achieved_flop_per_s"] / 1e9,
+             f["flop_fraction"], f"{f['failures']}/{f['n']}"] for k, f in figs.items()]
+    print_table(["rater", "dtype", "judgments/s", "x loop", "start s", "prompt tok/j",
+                 "cache hit", "unique tok/j", "GFLOP/s", "of bound", "failures"], rows,
+                title="Rating (timed part; GFLOP/s = 2 x non-embedding params x unique tokens/s)",
+                digits=2)
+    print_table(["dtype", "bound GFLOP/s", *[f"M={m}" for m in measured[next(iter(measured))][0]
+                                               ["by_tokens"]]],
+                [[dt, bounds[dt] / 1e9, *[max(m["by_tokens"][t] for m in ms) / 1e9
+                                          for t in ms[0]["by_tokens"]]]
+                 for dt, ms in measured.items()],
+                title="Matmul bound (one decoder layer's linears, best of before/after)", digits=1)
+    agree = {}
+    keys = list(figs)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            tol = max(PROB_TOL.get(figs[a]["dtype"], 1e-2), PROB_TOL.get(figs[b]["dtype"], 1e-2))
+            agree[f"{a}~{b}"] = agreement(results[a], results[b], tol)
+    if agree:
+        print_table(["raters", "argmax agree", "same label", "max |dp|", "tolerance", "ok"],
+                    [[k, g.get("argmax_agree"), g.get("same_label"), g.get("max_abs_prob_diff"),
+                      g["tolerance"], g["ok"]] for k, g in agree.items()],
+                    title="Agreement (same prompts)", digits=6)
+    out = {"judgments_per_s": {k: f["judgments_per_s"] for k, f in figs.items()},
+           "x_loop": {k: f["x_loop"] for k, f in figs.items() if k != "loop"},
+           "flop_fraction": {k: f["flop_fraction"] for k, f in figs.items()},
+           "dtype": {k: f["dtype"] for k, f in figs.items()},
+           "dtype_reason": {k: f["dtype_reason"] for k, f in figs.items()},
+           "prefix_cache_hit_share": {k: f["prefix_cache_hit_share"] for k, f in figs.items()},
+           "unique_tokens_per_judgment": {k: f["unique_tokens_per_judgment"]
+                                          for k, f in figs.items()},
+           "matmul_bound_flop_per_s": bounds, "achieved_flop_per_s":
+               {k: f["achieved_flop_per_s"] for k, f in figs.items()},
+           "agreement": agree, "agreement_ok": all(g["ok"] for g in agree.values()),
+           "prompts": len(lengths), "mean_prompt_tokens": float(np.mean(lengths)),
+           "max_tokens": args.max_tokens, "block_size": args.block_size,
+           "non_embedding_params": shape["non_embedding_params"], "cpus": os.cpu_count(),
+           "cpu": cpu, "raters": figs}
+    vllm = [k for k in figs if k.startswith("vllm")]
+    for k in vllm:
+        f = figs[k]
+        print(f"{k}: {f['x_loop']:.2f}x the plain loop (target >= 10x: "
+              f"{'met' if f['x_loop'] >= 10 else 'NOT met'}), {f['flop_fraction']:.0%} of the "
+              f"matmul bound (target >= 50%: {'met' if f['flop_fraction'] >= 0.5 else 'NOT met'})")
     if "lora-request" in results and "lora-merged" in results:
-        ratio = results["lora-merged"]["per_s"] / results["lora-request"]["per_s"]
-        figures["lora_merged_x_request"] = ratio
-        line = f"merged LoRA / LoRARequest = {ratio:.2f}x"
-        if "vllm" in results:
-            base = results["lora-merged"]["per_s"] / results["vllm"]["per_s"]
-            figures["lora_merged_x_base"] = base
-            line += f"; merged LoRA / base vLLM = {base:.2f}x"
-        print(line)
-    if "vllm" in results and loop:
-        target = results["vllm"]["per_s"] / loop
-        print(f"vLLM / plain loop = {target:.2f}x (target >= 5x): "
-              f"{'met' if target >= 5 else 'NOT met'}")
+        out["lora_merged_x_request"] = results["lora-merged"]["per_s"] / \
+            results["lora-request"]["per_s"]
+        print(f"merged LoRA / LoRARequest = {out['lora_merged_x_request']:.2f}x")
     if "embed-vllm" in results:
         va = np.asarray(results["embed-vllm"]["vectors"])
         vb = np.asarray(results["embed-st"]["vectors"])
         cos = (va * vb).sum(1) / (np.linalg.norm(va, axis=1) * np.linalg.norm(vb, axis=1))
-        print(f"\n{'embedder (minilm)':<24} {'texts/s':>12} {'start s':>8}")
-        for kind, title in (("embed-vllm", "vLLM pooling"), ("embed-st", "sentence-transformers")):
-            r = results[kind]
-            print(f"{title:<24} {r['per_s']:>12.1f} {r['start_s']:>8.1f}")
-            figures[kind] = {"texts_per_s": r["per_s"], "start_s": r["start_s"], "n": r["n"]}
-        figures["embed_min_cosine"] = float(cos.min())
-        print(f"vLLM vs sentence-transformers: min cosine {cos.min():.6f} over {len(cos)} items")
-    print(json.dumps(figures))
+        for kind in ("embed-vllm", "embed-st"):
+            out[kind] = {"texts_per_s": results[kind]["per_s"], "n": results[kind]["n"],
+                         "start_s": results[kind]["start_s"]}
+        out["embed_min_cosine"] = float(cos.min())
+        print(f"embedding: vLLM {out['embed-vllm']['texts_per_s']:.1f} texts/s, "
+              f"sentence-transformers {out['embed-st']['texts_per_s']:.1f}; min cosine "
+              f"{cos.min():.6f}")
+    emit_json(out)
 
 
 if __name__ == "__main__":
