@@ -72,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run the zero-shot pipeline (its candidates stay out of the tuning "
                         "labels, as in a full run) but not the one with the tuned rater: "
                         "rating through a LoRA adapter is slow on a CPU")
+    p.add_argument("--probe-only", action="store_true",
+                   help="only the probe rows (and the label-free baselines): no LLM rating, "
+                        "no LoRA, no recall")
+    p.add_argument("--synthetic-pairs", type=int, default=300,
+                   help="random never-seen pairs of evaluation users (synthetic noise)")
     p.add_argument("--work", default=str(REPO_ROOT / "runs" / "bench-rater-quality"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="delete WORK first")
@@ -81,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.sizes = sorted({int(x) for x in args.labels.split(",") if x.strip()})
     if args.eval_pairs is None:
         args.eval_pairs = 100 if args.quick else 300
-    if args.quick:
+    if args.quick or args.probe_only:
         args.no_recall = True
     return args
 
@@ -280,6 +285,72 @@ def prob_views(run: Path, model_id: str, adapter: str, truth: dict) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------- probe
+def synthetic_pairs(data, users: np.ndarray, n: int, seed: int) -> list[tuple[int, int]]:
+    """n random (user, item) pairs of ``users`` seen nowhere in the data (synthetic noise)."""
+    seen = {(int(u), int(i)) for part in (data.train, data.val, data.test) for u, i in part}
+    rng = np.random.default_rng(seed)
+    out: set = set()
+    while len(out) < n:
+        p = (int(rng.choice(users)), int(rng.integers(data.n_items)))
+        if p not in seen:
+            out.add(p)
+    return sorted(out)
+
+
+def probe_probs(out: Path, pairs, profiles, prompts: Path, max_liked: int) -> dict:
+    """Per view ``(n, 3)`` probabilities of the probe at ``out`` through its rating backend."""
+    from llmhni_local.llm.backends import make_rating_backend
+    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.llm.rate import view_messages
+    from llmhni_local.llm.settings import RaterSettings
+
+    templates = load_templates(tuple(VIEW_TEMPLATES.values()), prompts)
+    with make_rating_backend(RaterSettings(backend="transformers", model="smollm2",
+                                           adapter=str(out))) as backend:
+        return {v: backend.head_probs([view_messages(v, u, i, profiles,
+                                                     templates[VIEW_TEMPLATES[v]], max_liked)
+                                       for u, i in pairs]) for v in ("user", "item")}
+
+
+def probe_rows(args, data, profiles, pool, heldout, eval_users, prompts: Path,
+               max_liked: int) -> list[dict]:
+    """Probe at every label count: per view natural-noise AUC (audited Low = rated <= 2 among
+    held-out pairs), synthetic-noise AUC (random never-seen pairs against the held-out
+    pairs), 3-class and verdict kappa, tuning seconds. Largest set first, on its own; the
+    smaller nested sets take its states from memory (marked *)."""
+    from llmhni_local.audit.probe import ProbeSettings, fit_probe
+    from llmhni_local.audit.probe_head import auc, noise_score
+
+    held = list(zip(heldout["user"].tolist(), heldout["item"].tolist()))
+    fake = synthetic_pairs(data, eval_users, args.synthetic_pairs, args.seed + 3)
+    truth = heldout["label"].tolist()
+    memo: dict = {}
+    rows = []
+    for n in sorted(args.sizes, reverse=True):
+        out = Path(args.work) / "adapters" / f"ml100k-sim-probe-{n}"
+        print(f"[p] probe on {n} simulated labels -> {out}", flush=True)
+        card = fit_probe(profiles, pool.iloc[:n], out, ProbeSettings(), prompts_dir=prompts,
+                         max_liked=max_liked, force=True, state_memo=memo,
+                         log=lambda m: print("   ", m, flush=True))
+        p_held = probe_probs(out, held, profiles, prompts, max_liked)
+        p_fake = probe_probs(out, fake, profiles, prompts, max_liked)
+        preds = {v: [LABELS[k] for k in p_held[v].argmax(1)] for v in ("user", "item")}
+        row = baseline_rows(f"probe ({n} labels)" + ("*" if card["timing"]["states_reused"]
+                                                     else ""), truth, preds)
+        low = np.array([t == "Low" for t in truth])
+        for v in ("user", "item"):
+            row["views"][v]["auc_natural"] = auc(noise_score(p_held[v]), low)
+            row["views"][v]["auc_synthetic"] = auc(
+                np.r_[noise_score(p_held[v]), noise_score(p_fake[v])],
+                np.r_[np.zeros(len(held), bool), np.ones(len(fake), bool)])
+        row.update(n=n, finetune_s=card["timing"]["wall_seconds"],
+                   states_s=card["timing"]["states_seconds"],
+                   layers={v: card["heads"][v]["layer"] for v in ("user", "item")})
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["n"])
+
+
 # ---------------------------------------------------------------------------- recall
 def pipeline_recall(args, adapter: Path | None) -> tuple[float, Path]:
     from llmhni_local.config import read_toml
@@ -355,6 +426,10 @@ def main(args: argparse.Namespace) -> dict:
     ceiling = logistic_predictions(data, score, tune_all, heldout, args.seed, mean_ratings=True)
     rows.append(baseline_rows("  + mean ratings, own left out (not in any prompt)", truth,
                               {"user": ceiling, "item": ceiling}))
+
+    if args.probe_only:
+        prows = probe_rows(args, data, profiles, pool, heldout, eval_users, prompts, max_liked)
+        return probe_result(result, rows + prows, truth, t_start)
 
     print("[3] zero-shot SmolLM2-135M", flush=True)
     zero_id = rate(run, args, None, prompts)
@@ -448,6 +523,36 @@ def main(args: argparse.Namespace) -> dict:
                                         else None)}
     result["recall@20"] = recall
     result["finetune_settings"] = dataclasses.asdict(ft)
+    result["wall_seconds"] = time.perf_counter() - t_start
+    return result
+
+
+def probe_result(result: dict, rows: list[dict], truth: list[str], t_start: float) -> dict:
+    """The probe-only table and figures (label-free baselines beside the probe rows)."""
+    nan = float("nan")
+    table = [[r["name"], r["views"]["user"].get("auc_natural", nan),
+              r["views"]["item"].get("auc_natural", nan),
+              r["views"]["user"].get("auc_synthetic", nan),
+              r["views"]["item"].get("auc_synthetic", nan), r["views"]["user"]["kappa"],
+              r["views"]["item"]["kappa"], r["views"]["verdict"]["kappa"],
+              r.get("finetune_s", nan)] for r in rows]
+    print_table(["rater", "AUC nat. user", "AUC nat. item", "AUC syn. user", "AUC syn. item",
+                 "kappa user", "kappa item", "kappa verdict", "tuning s"], table,
+                title=f"Held-out pairs: {len(truth)} of users in no tuning set (SIMULATED "
+                      f"labels {result['heldout_labels']})", digits=3)
+    result["raters"] = [{"name": r["name"], **{f"{v}_{m}": r["views"][v].get(m) for v in
+                         ("user", "item", "verdict") for m in ("kappa", "auc_natural",
+                                                                "auc_synthetic")},
+                         **{k: r[k] for k in ("n", "finetune_s", "states_s", "layers")
+                            if k in r}} for r in rows]
+    big = max((r for r in rows if "n" in r), key=lambda r: r["n"], default=None)
+    if big is not None:
+        v = big["views"]
+        result["targets"] = {
+            "natural_auc_user_at_least_0.65": bool(v["user"]["auc_natural"] >= 0.65),
+            "synthetic_auc_one_view_at_least_0.75": bool(max(v["user"]["auc_synthetic"],
+                                                             v["item"]["auc_synthetic"]) >= 0.75),
+            "tune_within_10_min": bool(big["finetune_s"] <= 600)}
     result["wall_seconds"] = time.perf_counter() - t_start
     return result
 
