@@ -37,7 +37,7 @@ class FinetuneSettings:
             (e.g. one that scales its input embeddings) falls back to the full pass.
             (default: ``True``)
         epochs: passes over the training labels. One epoch on a few hundred labels learns
-            only the label prior with SmolLM2-135M (ENV.md); several epochs at a higher
+            only the label prior with SmolLM2-135M (docs/BENCHMARKS.md); several epochs at a higher
             learning rate than the usual 2e-4 do better (measured by
             ``bench/rater_quality.py``). (default: ``3``)
         lr: peak AdamW learning rate (linear warm-up, then linear decay to 0). (default:

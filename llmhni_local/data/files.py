@@ -11,7 +11,7 @@ and ``timestamp`` (a number or a date); other columns are ignored. Profiles: col
 
 Protocol: each user's interactions are split 80/10/10 by time when a timestamp exists, else in
 a seeded random order (:mod:`llmhni_local.data.splits`). With ratings, the natural-noise
-protocol of METHOD.md applies: training keeps every interaction and flags those rated <= 2 as
+protocol of docs/METHOD.md applies: training keeps every interaction and flags those rated <= 2 as
 noisy; validation and test keep only ratings >= 4. Without ratings there are no noise flags and
 every held-out interaction is kept. A repeated (user, item) pair keeps its first line only.
 """
@@ -34,7 +34,7 @@ from llmhni_local.data.splits import chronological_split, random_split
 from llmhni_local.errors import DataError
 
 FORMATS = {".csv": "CSV", ".tsv": "TSV", ".jsonl": "JSON lines", ".parquet": "Parquet"}
-NOISE_MAX_RATING = 2  # rated <= 2: ground-truth noisy training interaction (METHOD.md)
+NOISE_MAX_RATING = 2  # rated <= 2: ground-truth noisy training interaction (docs/METHOD.md)
 CLEAN_MIN_RATING = 4  # validation and test keep ratings >= 4
 
 

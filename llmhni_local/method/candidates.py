@@ -1,4 +1,4 @@
-"""Candidate pairs for the LLM to rate (METHOD.md stage 5).
+"""Candidate pairs for the LLM to rate (docs/METHOD.md stage 5).
 
 From a recommender pretrained on the training data, per user:
 

@@ -1,4 +1,4 @@
-"""The denoised graph G' from the verdicts (METHOD.md stage 7).
+"""The denoised graph G' from the verdicts (docs/METHOD.md stage 7).
 
 ``G' = G - {observed pairs judged noisy} + {unobserved pairs judged hard}``. Observed pairs
 judged hard (hard positives) stay, unobserved pairs judged noisy (true negatives) stay out:

@@ -1,4 +1,4 @@
-"""Semantic-guided hard negatives (METHOD.md stage 4).
+"""Semantic-guided hard negatives (docs/METHOD.md stage 4).
 
 The sampler draws a pool of ``M`` uniform negatives per training pair
 (:class:`SemanticNegatives`); inside the loss, the current model scores the pool and

@@ -1,4 +1,4 @@
-r"""The combined LLMHNI objective (METHOD.md stage 8), in the trainer's objective interface
+r"""The combined LLMHNI objective (docs/METHOD.md stage 8), in the trainer's objective interface
 (:class:`llmhni_local.train.objectives.RecObjective` is the plain counterpart).
 
 .. math::

@@ -1,4 +1,4 @@
-"""Typed, frozen settings of the LLMHNI method (METHOD.md stages 3, 4, 7 and 8).
+"""Typed, frozen settings of the LLMHNI method (docs/METHOD.md stages 3, 4, 7 and 8).
 
 Two tables, so that each pipeline stage can be cached on the settings it actually reads:
 :class:`AlignSettings` (the alignment MLP, stage 3) and :class:`LLMHNISettings` (negatives,
@@ -32,7 +32,7 @@ class AlignSettings:
     its negatives (pairs that are pseudo-positives themselves are masked out of the negatives).
 
     Args:
-        n_pseudo: pseudo-positive items per user, N in METHOD.md. (default: ``50``)
+        n_pseudo: pseudo-positive items per user, N in docs/METHOD.md. (default: ``50``)
         hidden: hidden width of the two-layer MLP. (default: ``256``)
         out_dim: size of the aligned vectors ``z'``. (default: ``64``, the recommender's size)
         epochs: passes over the pseudo-label pairs. On MovieLens-100K (943 users, 1,682
@@ -41,7 +41,7 @@ class AlignSettings:
             busy processes; expect much less on an idle machine. (default: ``10``)
         lr: Adam learning rate. (default: ``1e-3``)
         batch_size: pseudo-label pairs per batch; the in-batch negatives. (default: ``1024``)
-        temperature: InfoNCE temperature. (default: ``0.2``, the tau of METHOD.md)
+        temperature: InfoNCE temperature. (default: ``0.2``, the tau of docs/METHOD.md)
         weight_decay: Adam weight decay of the MLP. (default: ``0.0``)
     """
 

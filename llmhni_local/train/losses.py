@@ -50,7 +50,7 @@ def reweighted(pos: torch.Tensor, neg: torch.Tensor, alpha: float) -> torch.Tens
     r"""R-CE in pairwise form: BPR weighted by :math:`\sigma(s^+ - s^-)^{\alpha}` (no gradient
     through the weight), so pairs the model finds implausible weigh less.
 
-    This follows R-CE's intent (down-weight large-loss samples, Wang et al. 2021); METHOD.md
+    This follows R-CE's intent (down-weight large-loss samples, Wang et al. 2021); docs/METHOD.md
     writes the weight as :math:`\sigma(-(s^+ - s^-))^{\alpha}`, which would up-weight them — we
     read that as a sign slip (see docs/DESIGN.md).
     """
