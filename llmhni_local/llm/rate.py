@@ -206,21 +206,11 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], RatingBacken
         on_batch: called with the batch number after each batch is stored (tests).
     """
     from llmhni_local.io import write_json
-    from llmhni_local.llm.profiles import load_profiles
-    from llmhni_local.llm.prompts import load_templates
     from llmhni_local.llm.store import JudgmentStore
-    from llmhni_local.method.candidates import load_candidates
 
     settings = settings or RateSettings()
     run_dir = Path(run_dir)
-    # Everything that can be wrong in the inputs is checked here, before any engine starts.
-    templates = load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)
-    profiles = load_profiles(run_dir)
-    candidates = load_candidates(run_dir / CANDIDATES_FILE)
-    if len(candidates) and (candidates["user"].max() >= len(profiles.users)
-                            or candidates["item"].max() >= len(profiles.items)):
-        raise UserError(f"{run_dir / CANDIDATES_FILE}: candidates name users or items the "
-                        "profiles do not have (built from other data?)")
+    templates, profiles, candidates = _load_inputs(run_dir, prompts_dir)
     hashes = prompt_hashes(templates, profiles.hash, settings.max_liked, settings.min_label_mass)
     keys = {v: Key(model_id, adapter or "", hashes[v]) for v in VIEWS}
     report = RateReport(keys=keys)
@@ -274,6 +264,22 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], RatingBacken
         return report
     finally:
         store.close()
+
+
+def _load_inputs(run_dir: Path, prompts_dir: str | Path | None):
+    """Templates, profiles and candidates of ``RUN``, checked before any engine starts."""
+    from llmhni_local.llm.profiles import load_profiles
+    from llmhni_local.llm.prompts import load_templates
+    from llmhni_local.method.candidates import load_candidates
+
+    templates = load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)
+    profiles = load_profiles(run_dir)
+    candidates = load_candidates(run_dir / CANDIDATES_FILE)
+    if len(candidates) and (candidates["user"].max() >= len(profiles.users)
+                            or candidates["item"].max() >= len(profiles.items)):
+        raise UserError(f"{run_dir / CANDIDATES_FILE}: candidates name users or items the "
+                        "profiles do not have (built from other data?)")
+    return templates, profiles, candidates
 
 
 def _manifest(model_id: str, adapter: str, profiles_hash: str, hashes: dict[str, str],

@@ -100,6 +100,16 @@ def build_mlp(in_dim: int, settings: AlignSettings):
                          nn.Linear(settings.hidden, settings.out_dim))
 
 
+def _membership(labels: np.ndarray, n_users: int, n_items: int):
+    """Which (user, item) pairs are pseudo-labels: a dense bool table where it fits (far
+    faster per batch), a sparse matrix otherwise."""
+    import scipy.sparse as sp
+
+    member = sp.csr_matrix((np.ones(len(labels), dtype=np.int8), (labels[:, 0], labels[:, 1])),
+                           shape=(n_users, n_items))
+    return member.toarray() > 0 if n_users * n_items <= 200_000_000 else member
+
+
 def train_alignment(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndarray,
                     settings: AlignSettings | LLMHNISettings, seed: int
                     ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -125,7 +135,6 @@ def train_alignment(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndar
         ``pos_cos`` is the mean aligned cosine of the pseudo-label pairs and ``rand_cos`` that
         of as many random user-item pairs (the gap shows the alignment working).
     """
-    import scipy.sparse as sp
     import torch
     import torch.nn.functional as F
 
@@ -137,10 +146,7 @@ def train_alignment(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndar
         raise DataError(f"alignment: {len(labels)} pseudo-label pair(s); at least 2 are needed "
                         "(are there training interactions?)")
     n_users, n_items = len(x_user), len(x_item)
-    member = sp.csr_matrix((np.ones(len(labels), dtype=np.int8), (labels[:, 0], labels[:, 1])),
-                           shape=(n_users, n_items))
-    if n_users * n_items <= 200_000_000:  # a dense bool lookup table is far faster per batch
-        member = member.toarray() > 0
+    member = _membership(labels, n_users, n_items)
     rng = np.random.default_rng(seed)
     rand_pairs = np.stack([rng.integers(0, n_users, len(labels)),
                            rng.integers(0, n_items, len(labels))], 1)
