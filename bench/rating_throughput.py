@@ -73,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--block-size", type=int, default=32, help="rater.block_size (default 32)")
     p.add_argument("--loop-max-new-tokens", type=int, default=4,
                    help="cap on the plain loop's generated tokens (default 4)")
+    p.add_argument("--loop-prompts", type=int, default=0,
+                   help="time the plain loop on the first N prompts only (it is the slow one; "
+                        "default 0: all)")
     p.add_argument("--batch-size", type=int, default=16, help="transformers batch size")
     p.add_argument("--matmul-tokens", default="256,1024,4096",
                    help="token counts M of the matmul bound (default 256,1024,4096)")
@@ -121,6 +124,28 @@ def build_prompts(n_users: int, per_user: int, seed: int = 0) -> tuple[list, lis
     return prompts, list(profiles.items)
 
 
+def prefix_reuse(ids: list[list[int]], block: int) -> dict:
+    """The share of prompt tokens an ideal prefix cache could serve, given the order: per
+    prompt the longest common token prefix with any earlier prompt, counted in whole tokens
+    and in whole blocks of ``block`` tokens (what vLLM's cache can hit). The template sets the
+    first figure; the second is the most a block size allows."""
+    total = tok_hits = block_hits = 0
+    for k, row in enumerate(ids):
+        best = 0
+        for prev in ids[:k]:
+            n = 0
+            for a, b in zip(row, prev):
+                if a != b:
+                    break
+                n += 1
+            best = max(best, n)
+        best = min(best, len(row) - 1)  # the last prompt token is always computed
+        total += len(row)
+        tok_hits += best
+        block_hits += best // block * block
+    return {"token_share": tok_hits / total, "block_share": block_hits / total}
+
+
 # ---------------------------------------------------------------------------- the bound
 def cpu_bf16() -> dict:
     """What decides bf16 speed on this CPU: flags and torch's view of the vector unit."""
@@ -158,47 +183,67 @@ def model_shape(path: Path) -> dict:
 
 def matmul_rate(shape: dict, dtype: str, tokens: list[int], trials: int = 5,
                 min_s: float = 0.25) -> dict:
-    """FLOP/s of one decoder layer's linear layers (``F.linear``, the model's weight shapes)
-    on M tokens, best of ``trials`` timed loops of at least ``min_s`` seconds, per M."""
+    """FLOP/s of one decoder layer's linear layers (q, k, v, o, gate, up, down: the model's
+    weight shapes) on M tokens, per M: the best of ``trials`` timed loops of at least
+    ``min_s`` seconds, and of two kernels, ``F.linear`` (MKL for float32) and oneDNN with
+    prepacked weights (``torch.utils.mkldnn``, the library vLLM's CPU linear layers call), so
+    the bound is the faster of them."""
     import torch
     import torch.nn.functional as F
+    from torch.utils import mkldnn
 
     dt = getattr(torch, dtype)
     h, f = shape["hidden"], shape["intermediate"]
     outs = (shape["q"], shape["kv"], shape["kv"], h, f, f)  # q k v o gate up, input h
-    g = torch.Generator().manual_seed(0)
-    w_in = [torch.randn(o, h, generator=g).to(dt) * 0.02 for o in outs]
-    w_down = torch.randn(h, f, generator=g).to(dt) * 0.02
-    params = sum(w.numel() for w in w_in) + w_down.numel()
-    rates = {}
+    torch.manual_seed(0)
+    w_in = [torch.nn.Linear(h, o, bias=False).to(dt).eval() for o in outs]
+    w_down = torch.nn.Linear(f, h, bias=False).to(dt).eval()
+    params = sum(w.weight.numel() for w in w_in) + w_down.weight.numel()
+    packed = [mkldnn.to_mkldnn(w, dt) for w in (*w_in, w_down)]
+    rates: dict[int, float] = {}
+    kernels: dict[int, dict[str, float]] = {}
     for m in tokens:
-        x = torch.randn(m, h, generator=g).to(dt)
-        y = torch.randn(m, f, generator=g).to(dt)
+        x, y = torch.randn(m, h).to(dt), torch.randn(m, f).to(dt)
+        xm, ym = x.to_mkldnn(), y.to_mkldnn()
 
-        def layer() -> None:
+        def dense() -> None:
             for w in w_in:
-                F.linear(x, w)
-            F.linear(y, w_down)
+                F.linear(x, w.weight)
+            F.linear(y, w_down.weight)
 
-        with torch.inference_mode():
-            layer()  # first call sets up the kernels
-            reps = 1
-            while True:
-                t0 = time.perf_counter()
-                for _ in range(reps):
-                    layer()
-                took = time.perf_counter() - t0
-                if took >= min_s:
-                    break
-                reps *= 2
-            best = took / reps
-            for _ in range(trials - 1):
-                t0 = time.perf_counter()
-                for _ in range(reps):
-                    layer()
-                best = min(best, (time.perf_counter() - t0) / reps)
-        rates[m] = 2.0 * m * params / best
-    return {"flop_per_s": max(rates.values()), "by_tokens": rates}
+        def onednn() -> None:
+            for w in packed[:-1]:
+                w(xm)
+            packed[-1](ym)
+
+        kernels[m] = {name: 2.0 * m * params / _best_time(fn, trials, min_s)
+                      for name, fn in (("F.linear", dense), ("onednn", onednn))}
+        rates[m] = max(kernels[m].values())
+    return {"flop_per_s": max(rates.values()), "by_tokens": rates, "by_kernel": kernels}
+
+
+def _best_time(fn, trials: int, min_s: float) -> float:
+    """Seconds per call of ``fn``: loops of at least ``min_s`` seconds, the best of ``trials``."""
+    import torch
+
+    with torch.inference_mode():
+        fn()  # the first call sets up the kernels
+        reps = 1
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            took = time.perf_counter() - t0
+            if took >= min_s:
+                break
+            reps *= 2
+        best = took / reps
+        for _ in range(trials - 1):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            best = min(best, (time.perf_counter() - t0) / reps)
+    return best
 
 
 # ---------------------------------------------------------------------------- workers
@@ -317,7 +362,9 @@ def worker(args: argparse.Namespace) -> None:
     if args.worker.startswith("embed-"):
         out = run_embedder(args.worker, payload["items"], args)
     elif args.worker == "loop":
-        out = run_loop(payload["prompts"], payload["warmup"], args)
+        n = args.loop_prompts or len(payload["prompts"])
+        # No batch shapes to set up one prompt at a time: two warm-up prompts do.
+        out = run_loop(payload["prompts"][:n], payload["warmup"][:2], args)
     else:
         out = run_rater(args.worker, payload["prompts"], payload["warmup"], args)
     Path(args.out_file).write_text(json.dumps(out))
@@ -331,7 +378,8 @@ def spawn(kind: str, dtype: str, args: argparse.Namespace, prompts_file: Path,
            "--worker-dtype", "auto" if args.dtype == "auto" else dtype, "--prompts-file", str(prompts_file),
            "--out-file", str(out_file), "--max-tokens", str(args.max_tokens),
            "--block-size", str(args.block_size), "--batch-size", str(args.batch_size),
-           "--loop-max-new-tokens", str(args.loop_max_new_tokens), "--model", args.model]
+           "--loop-max-new-tokens", str(args.loop_max_new_tokens),
+           "--loop-prompts", str(args.loop_prompts), "--model", args.model]
     if args.adapter:
         cmd += ["--adapter", args.adapter]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -352,9 +400,10 @@ def spawn(kind: str, dtype: str, args: argparse.Namespace, prompts_file: Path,
 # ---------------------------------------------------------------------------- comparison
 def agreement(a: dict, b: dict, tol: float) -> dict:
     """How far two raters' judgments of the same prompts are apart: the most likely label,
-    the label each decided (the loop's is parsed from its text), and the probabilities."""
+    the label each decided (the loop's is parsed from its text), and the probabilities, over
+    the prompts both rated (the loop may have rated the first ones only)."""
     ja, jb = a["judgments"], b["judgments"]
-    ok = [k for k in range(len(ja)) if ja[k][2] and jb[k][2]]
+    ok = [k for k in range(min(len(ja), len(jb))) if ja[k][2] and jb[k][2]]
     if not ok:
         return {"compared": 0, "ok": False}
     top = [max(ja[k][2], key=ja[k][2].get) == max(jb[k][2], key=jb[k][2].get) for k in ok]
@@ -397,8 +446,9 @@ def measure_bounds(shape: dict, dtypes: list[str], tokens: list[int], into: dict
     for dt in dtypes:
         m = matmul_rate(shape, dt, tokens)
         into.setdefault(dt, []).append(m)
-        print(f"  matmul {dt}: " + ", ".join(f"M={k} {v / 1e9:.1f}" for k, v in
-                                             m["by_tokens"].items()) + " GFLOP/s", flush=True)
+        print(f"  matmul {dt}, GFLOP/s (F.linear/oneDNN): " + ", ".join(
+            f"M={k} {v['F.linear'] / 1e9:.1f}/{v['onednn'] / 1e9:.1f}"
+            for k, v in m["by_kernel"].items()), flush=True)
 
 
 def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[str]]:
@@ -434,7 +484,9 @@ def main(args: argparse.Namespace) -> None:
     prompts = everything[:args.prompts]
     warmup = everything[n_users * per_user:][:args.warmup]
     tok = load_tokenizer(spec.path)
-    lengths = [len(x) for x in encode_prompts(tok, render_prompts(tok, prompts))]
+    ids = encode_prompts(tok, render_prompts(tok, warmup + prompts))
+    lengths = [len(x) for x in ids[len(warmup):]]
+    reuse = prefix_reuse(ids, args.block_size)  # over warm-up + timed, as the engine sees them
     cpu = cpu_bf16()
     bound_dtypes = sorted({*dtypes, shape["config_dtype"]} & {"float32", "bfloat16"})
     print(f"{len(prompts)} prompts of {n_users} users, both views (+{len(warmup)} warm-up "
@@ -444,7 +496,9 @@ def main(args: argparse.Namespace) -> None:
           f"{'/'.join(dtypes)} ({resolve_dtype(args.dtype)[1] if args.dtype != 'both' else 'both'}"
           f"); max_tokens {args.max_tokens}; {os.cpu_count()} CPUs, flags "
           f"{' '.join(cpu['flags'])}, torch {cpu['torch_cpu_capability']}, "
-          f"{cpu['torch_threads']} threads", flush=True)
+          f"{cpu['torch_threads']} threads; ideal prefix reuse in this order "
+          f"{reuse['token_share']:.0%} of prompt tokens ({reuse['block_share']:.0%} in whole "
+          f"blocks of {args.block_size})", flush=True)
     tokens = [int(t) for t in args.matmul_tokens.split(",")]
     measured: dict[str, list] = {}
     measure_bounds(shape, bound_dtypes, tokens, measured)
@@ -462,10 +516,10 @@ def main(args: argparse.Namespace) -> None:
                 results[kind] = spawn(kind, "float32", args, prompts_file, tmp)
     measure_bounds(shape, bound_dtypes, tokens, measured)  # again: the load may have changed
     bounds = {dt: max(m["flop_per_s"] for m in ms) for dt, ms in measured.items()}
-    report(args, results, bounds, measured, shape, cpu, dtypes, lengths)
+    report(args, results, bounds, measured, shape, cpu, lengths, reuse)
 
 
-def report(args, results, bounds, measured, shape, cpu, dtypes, lengths) -> None:
+def report(args, results, bounds, measured, shape, cpu, lengths, reuse) -> None:
     loop = results.get("loop", {}).get("per_s")
     figs = {k: figures_of(r, loop, bounds, shape["non_embedding_params"])
             for k, r in results.items() if not k.startswith("embed-")}
@@ -482,7 +536,8 @@ def report(args, results, bounds, measured, shape, cpu, dtypes, lengths) -> None
                 [[dt, bounds[dt] / 1e9, *[max(m["by_tokens"][t] for m in ms) / 1e9
                                           for t in ms[0]["by_tokens"]]]
                  for dt, ms in measured.items()],
-                title="Matmul bound (one decoder layer's linears, best of before/after)", digits=1)
+                title="Matmul bound (one decoder layer's linears; best of F.linear and oneDNN, of "
+                      "before and after the raters)", digits=1)
     agree = {}
     keys = list(figs)
     for i, a in enumerate(keys):
@@ -505,7 +560,9 @@ def report(args, results, bounds, measured, shape, cpu, dtypes, lengths) -> None
            "matmul_bound_flop_per_s": bounds, "achieved_flop_per_s":
                {k: f["achieved_flop_per_s"] for k, f in figs.items()},
            "agreement": agree, "agreement_ok": all(g["ok"] for g in agree.values()),
-           "prompts": len(lengths), "mean_prompt_tokens": float(np.mean(lengths)),
+           "ideal_prefix_reuse": reuse,
+           "prompts": len(lengths), "loop_prompts": results.get("loop", {}).get("n"),
+           "mean_prompt_tokens": float(np.mean(lengths)),
            "max_tokens": args.max_tokens, "block_size": args.block_size,
            "non_embedding_params": shape["non_embedding_params"], "cpus": os.cpu_count(),
            "cpu": cpu, "raters": figs}
