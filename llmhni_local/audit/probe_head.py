@@ -93,8 +93,9 @@ def group_folds(groups: Sequence[int], y: Sequence[int], k: int, seed: int = 0) 
     per-class counts as far as whole groups allow (largest groups placed first, each into the
     fold whose class counts it fills least).
 
-    >>> group_folds([0, 0, 1, 1, 2, 2, 3, 3], [0, 1, 0, 1, 0, 1, 0, 1], 2).tolist()
-    [1, 1, 0, 0, 1, 1, 0, 0]
+    >>> folds = group_folds([0, 0, 1, 1, 2, 2, 3, 3], [0, 1, 0, 1, 0, 1, 0, 1], 2)
+    >>> np.bincount(folds).tolist(), bool((folds[::2] == folds[1::2]).all())  # sizes, whole users
+    ([4, 4], True)
     """
     groups = np.asarray(groups)
     y = np.asarray(y, dtype=np.int64)
