@@ -36,6 +36,7 @@ from _common import REPO_ROOT, emit_json, fail, format_table, print_table
 
 BASELINES = ["bpr", "tce", "rce", "sgl"]
 ABLATIONS = ["llmhni-no-semneg", "llmhni-no-align", "llmhni-no-denoise", "llmhni-no-hal"]
+SCENARIOS = {"natural": 0.0, "synthetic10": 0.1, "synthetic20": 0.2}
 MARK_BEGIN, MARK_END = "<!-- bench/denoise.py:begin -->", "<!-- bench/denoise.py:end -->"
 
 
@@ -54,11 +55,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     p.add_argument("--adapter", default=None, help="LoRA adapter for the rater (rater.adapter)")
     p.add_argument("--no-llm", action="store_true", help="skip the LLM-rater rows")
+    p.add_argument("--scenarios", default=None,
+                   help="comma-separated subset of natural, synthetic10, synthetic20")
     p.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench-denoise"))
     p.add_argument("--no-docs", action="store_true", help="do not write docs/")
     args = p.parse_args(argv)
     if args.seeds < 1:
         fail("--seeds must be >= 1 (the seed list would be empty)")
+    if args.scenarios is not None:
+        unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
+        if unknown or not args.scenarios:
+            fail(f"--scenarios: unknown {sorted(unknown)} (known: {', '.join(SCENARIOS)})")
     if args.share is not None and not 0 < args.share <= 1:
         fail(f"--share must be in (0, 1], got {args.share}")
     return args
@@ -179,8 +186,6 @@ def _curves(args, sim: dict, sdir: Path, tag: str, out: dict) -> None:
         figs[f"{tag}/llmhni-share{s:g}/coverage"] = cov
         _put(figs, f"{tag}/llmhni-share{s:g}", rr)
         out["sim_rows"].append([tag, f"share {s:g} (coverage {cov:.2f})", _ms(rr), "-"])
-    # Leave the folder at the main setting, so a rerun of the first cell reuses everything.
-    cell(sim, sdir, **{"pipeline.methods": ["llmhni"], "pipeline.simulated_error": 0.0})
 
 
 def _llm_cell(args, common: dict, scen: str, backbone: str, bpr: float, oracle: float,
@@ -242,8 +247,9 @@ def main(args: argparse.Namespace) -> dict:
         base["train.epochs"] = args.epochs
     if args.adapter:
         base["rater.adapter"] = args.adapter
-    scenarios = ({"natural": 0.0, "synthetic20": 0.2} if args.quick
-                 else {"natural": 0.0, "synthetic10": 0.1, "synthetic20": 0.2})
+    names = (args.scenarios.split(",") if args.scenarios
+             else ["natural", "synthetic20"] if args.quick else list(SCENARIOS))
+    scenarios = {n: SCENARIOS[n] for n in names}
     backbones = ["lightgcn"] if args.quick else ["lightgcn", "ngcf"]
     out = {"rows": [], "sim_rows": [], "pairs": [], "curve": [], "figures": {}}
     t0 = time.perf_counter()
@@ -274,8 +280,9 @@ def main(args: argparse.Namespace) -> dict:
 def _write_docs(args, tables: list[tuple[str, str]], seconds: float) -> None:
     path = REPO_ROOT / "docs" / "BENCHMARKS.md"
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    cmd = ("python bench/denoise.py" + (" --quick" if args.quick else "") + f" --seeds {args.seeds}"
-           + (" --no-llm" if args.no_llm else ""))
+    import sys
+
+    cmd = "python bench/denoise.py " + " ".join(sys.argv[1:])
     body = "\n\n".join(f"{title}:\n\n{table}" for title, table in tables)
     block = (f"{MARK_BEGIN}\n## Denoising (`{cmd}`)\n\n"
              f"Measured {time.strftime('%Y-%m-%d')}: {seconds / 60:.0f} minutes on 2 CPU cores "
