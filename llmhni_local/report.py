@@ -305,6 +305,15 @@ def write_report(run_dir: str | Path, data) -> dict:
     return out
 
 
+def _console():
+    """A rich console; 120 columns when output is not a terminal (a log file or a pipe), where
+    rich would assume 80 and cut the column headers."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
+
+
 def print_run_summary(run_dir: str | Path) -> None:
     """The demo's closing table: clean-test metrics per method and identification figures."""
     from rich.console import Console
@@ -315,10 +324,10 @@ def print_run_summary(run_dir: str | Path) -> None:
     sim = " [SIMULATED rater]" if results.get("simulated_rater") else ""
     table = Table(title=f"Clean-test ranking{sim}")
     for h in RESULT_HEADER:
-        table.add_column(h, justify="left" if h == "method" else "right")
+        table.add_column(h, justify="left" if h == "method" else "right", min_width=len(h))
     for row in results_table(results):
         table.add_row(*row)
-    console = Console()
+    console = _console()
     console.print(table)
     rep = run_dir / "report.json"
     if rep.is_file():
