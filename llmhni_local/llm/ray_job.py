@@ -81,14 +81,16 @@ def _quiet_http_for_children() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+def connect(address: str | None = None, num_cpus: int | None = None, *,
+            setting: str = "rate.ray_address") -> bool:
     """Join the Ray cluster at ``address`` (else ``RAY_ADDRESS``), or start a local one on
     ``num_cpus`` CPUs (default: this process's CPUs). Returns True when this call started
-    Ray (the caller shuts it down); an already initialised Ray is used as it is."""
+    Ray (the caller shuts it down); an already initialised Ray is used as it is. Errors name
+    ``setting`` (where ``address`` came from) or ``RAY_ADDRESS``."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray is imported
     import ray
 
-    what = "rate.ray_address" if address else "RAY_ADDRESS"
+    what = setting if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         _check_reachable(address, what)
@@ -119,6 +121,19 @@ def worker_layout() -> tuple[int, dict[str, float]]:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cpus = min(int(n["Resources"].get("CPU", 1)) for n in nodes) if nodes else 1
     return max(1, len(nodes)), {"num_cpus": max(1, cpus)}
+
+
+def set_data_context() -> None:
+    """Ray Data settings of every job of the toolkit (rating, embedding)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the driver shows its own bar
+    ctx.print_on_execution_start = False
+    # Every actor is up (model loaded, warm-up done) before the first batch is sent; an
+    # actor that fails to start fails the job at once, with its own error.
+    ctx.wait_for_min_actors_s = 3600
+    ctx.max_consecutive_actor_init_deaths = 0
 
 
 # ---------------------------------------------------------------------------- the workers
@@ -367,13 +382,7 @@ def _job_dataset(work: list[tuple], make_backend: Callable[[], Any], *, profiles
     """The lazy Ray Data pipeline: packed blocks -> actors -> one shard record per block."""
     import ray.data
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # the driver shows its own bar
-    ctx.print_on_execution_start = False
-    # Every actor is up (model loaded, warm-up judged) before the first batch is sent; an
-    # actor that fails to start fails the job at once, with its own error.
-    ctx.wait_for_min_actors_s = 3600
-    ctx.max_consecutive_actor_init_deaths = 0
+    set_data_context()
     actors, resources = worker_layout()
     ds = _dataset(pack_by_user(work, settings.batch_size))
     with warnings.catch_warnings():

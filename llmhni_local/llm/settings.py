@@ -1,4 +1,5 @@
-"""Typed, frozen settings of the LLM engines (the ``[rater]`` and ``[embedder]`` tables).
+"""Typed, frozen settings of the LLM engines (the ``[rater]``, ``[embedder]`` and ``[embed]``
+tables).
 
 ``rater.dtype = "auto"`` is resolved from the hardware by ``llm/device.py``. vLLM on a CPU also
 reads two environment variables, defaulted by the vLLM backends when unset:
@@ -162,3 +163,30 @@ class EmbedderSettings:
             raise ConfigError(f"embedder.batch_size must be >= 1, got {self.batch_size}")
         if self.max_model_len is not None and self.max_model_len < 8:
             raise ConfigError(f"embedder.max_model_len must be >= 8, got {self.max_model_len}")
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    """Where the ``embed`` stage runs (the ``[embed]`` table). Not part of the vectors' reuse
+    key: the engine does not change the vectors (tested to 1e-6), so vectors computed one way
+    are reused the other.
+
+    Args:
+        engine: ``inprocess`` (one embedding backend in this process) or ``ray`` (a Ray Data
+            job, one backend per worker; the vectors come back to this process, which writes
+            them exactly as in process; ``llm/ray_embed.py``, README "Rating on a cluster").
+            (default: ``"inprocess"``)
+        ray_address: the Ray cluster for ``engine = "ray"`` (``host:port``,
+            ``ray://host:port`` or ``auto``); ``None`` takes ``RAY_ADDRESS`` and, without it,
+            starts a local cluster on this machine. (default: ``None``)
+    """
+
+    engine: Literal["inprocess", "ray"] = "inprocess"
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("inprocess", "ray"):
+            raise ConfigError(f"embed.engine must be inprocess or ray, got {self.engine!r}")
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise ConfigError("embed.ray_address must not be empty (None: RAY_ADDRESS or a "
+                              "local cluster)")
