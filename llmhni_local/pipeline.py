@@ -35,7 +35,7 @@ from llmhni_local.errors import UserError
 from llmhni_local.io import sha256_text, write_json
 from llmhni_local.llm.profiles import ProfileSettings
 from llmhni_local.llm.rate import RateSettings
-from llmhni_local.llm.settings import EmbedderSettings, RaterSettings
+from llmhni_local.llm.settings import EmbedderSettings, EmbedSettings, RaterSettings
 from llmhni_local.llm.verdict_rules import VerdictSettings
 from llmhni_local.method.candidates import CandidateSettings
 from llmhni_local.method.settings import LLMHNISettings
@@ -99,6 +99,7 @@ class RunConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
     profiles: ProfileSettings = field(default_factory=ProfileSettings)
     embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
+    embed: EmbedSettings = field(default_factory=EmbedSettings)
     candidates: CandidateSettings = field(default_factory=CandidateSettings)
     rater: RaterSettings = field(default_factory=RaterSettings)
     rate: RateSettings = field(default_factory=RateSettings)
@@ -125,7 +126,7 @@ def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = 
 _READS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "data": (("data",), ()),
     "profiles": (("profiles",), ("data",)),
-    "embed": (("embedder",), ("profiles",)),
+    "embed": (("embedder",), ("profiles",)),  # not [embed]: the engine leaves the vectors
     "align": (("llmhni.align", "train.seed"), ("embed",)),
     "rec_pre": (("model", "train", "eval"), ("data",)),
     "candidates": (("candidates",), ("rec_pre",)),
@@ -217,7 +218,7 @@ def _rater_id(run: Run) -> tuple[str, str]:
 def _stage_embed(run: Run) -> dict:
     from llmhni_local.stages import embed_run
 
-    emb = embed_run(run.dir, run.cfg.embedder, progress=run.progress)
+    emb = embed_run(run.dir, run.cfg.embedder, progress=run.progress, embed=run.cfg.embed)
     return {"dim": int(emb.users.shape[1]), "model_id": emb.meta.get("model_id"),
             "reused_vectors": emb.reused}
 

@@ -110,12 +110,13 @@ def profiles_data(run_dir: str | Path, fallback: "DataSettings") -> "Interaction
 
 # ---------------------------------------------------------------------------- embed
 def embed_run(run_dir: str | Path, settings: "EmbedderSettings", *, force: bool = False,
-              progress: bool = True) -> "Embeddings":
-    """Embed the profiles of ``run_dir`` (or reuse vectors saved under the same key)."""
+              progress: bool = True, embed: Any = None) -> "Embeddings":
+    """Embed the profiles of ``run_dir`` (or reuse vectors saved under the same key); ``embed``
+    (the ``[embed]`` table) says where: in process or as a Ray Data job."""
     from llmhni_local.llm.embed import embed_profiles, embedder_model_id
 
     return embed_profiles(run_dir, settings, model_id=embedder_model_id(settings), force=force,
-                          progress=progress)
+                          progress=progress, embed=embed)
 
 
 # ---------------------------------------------------------------------------- candidates

@@ -55,12 +55,14 @@ def embed(
     backend: Optional[str] = typer.Option(None, "--backend", help=backend_help(EMBEDDING_BACKENDS)),
     model: Optional[str] = typer.Option(None, "--model", help="Registry name or model folder."),
     force: bool = typer.Option(False, "--force", help="Embed even when saved vectors match."),
+    ray: bool = typer.Option(False, "--ray", help="Embed as a Ray Data job (embed.engine = ray) on the cluster at embed.ray_address or RAY_ADDRESS, else on a local one."),
 ) -> None:
     """Embed every user and item profile into RUN/embeddings/ (reused when nothing changed)."""
     from llmhni_local.stages import embed_run
 
-    cfg = run_config(config, set_, {"embedder.backend": backend, "embedder.model": model})
-    result = embed_run(run, cfg.embedder, force=force, progress=False)
+    cfg = run_config(config, set_, {"embedder.backend": backend, "embedder.model": model,
+                                   "embed.engine": "ray" if ray else None})
+    result = embed_run(run, cfg.embedder, force=force, progress=False, embed=cfg.embed)
     how = "reused (no engine started)" if result.reused else "computed"
     print(f"embeddings {how}: {result.users.shape[0]} users, {result.items.shape[0]} items, "
           f"dim {result.users.shape[1]}, model {result.meta['model_id']}")

@@ -10,6 +10,7 @@ engine; a change in any of them embeds again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ def embedder_model_id(settings: Any) -> str:
 def embed_profiles(run_dir: str | Path, settings: Any,
                    make_backend: Callable[[], EmbeddingBackend] | None = None, *,
                    model_id: str = "", batch_size: int = 512, force: bool = False,
-                   progress: bool = False) -> Embeddings:
+                   progress: bool = False, embed: Any = None) -> Embeddings:
     """Embed every profile of ``RUN``, or reuse the saved vectors when nothing changed.
 
     Args:
@@ -76,6 +77,9 @@ def embed_profiles(run_dir: str | Path, settings: Any,
         batch_size: texts per backend call.
         force: embed even when saved vectors match.
         progress: show progress (:mod:`llmhni_local.progress`).
+        embed: where to compute (:class:`~llmhni_local.llm.settings.EmbedSettings`; None: in
+            process). With ``engine = "ray"`` the same blocks are embedded by Ray workers
+            (``llm/ray_embed.py``) and written here exactly as in process.
     """
     from llmhni_local.llm.profiles import load_profiles
 
@@ -87,18 +91,23 @@ def embed_profiles(run_dir: str | Path, settings: Any,
         cached = _load_if(folder, key)
         if cached is not None:
             return cached
-    if make_backend is None:
-        def make_backend():  # noqa: E306 - the default factory, imported lazily
-            from llmhni_local.llm.backends import make_embedding_backend
+    if make_backend is None:  # by reference, so Ray workers import it rather than unpickle it
+        make_backend = functools.partial(_default_backend, settings)
+    if embed is not None and embed.engine == "ray":
+        from llmhni_local.llm.ray_embed import embed_on_ray
 
-            return make_embedding_backend(settings)
-    backend = make_backend()
-    try:
-        users = _embed_all(backend, profiles.users, batch_size, "users", progress)
-        items = _embed_all(backend, profiles.items, batch_size, "items", progress)
-        backend_id = str(getattr(backend, "model_id", ""))
-    finally:
-        backend.close()
+        vecs, backend_id = embed_on_ray({"users": profiles.users, "items": profiles.items},
+                                        make_backend, batch_size=batch_size,
+                                        address=embed.ray_address, progress=progress)
+        users, items = vecs["users"], vecs["items"]
+    else:
+        backend = make_backend()
+        try:
+            users = _embed_all(backend, profiles.users, batch_size, "users", progress)
+            items = _embed_all(backend, profiles.items, batch_size, "items", progress)
+            backend_id = str(getattr(backend, "model_id", ""))
+        finally:
+            backend.close()
     if users.shape[1] != items.shape[1]:
         raise DataError(f"embedder gave {users.shape[1]}-d user and {items.shape[1]}-d item "
                         "vectors")
@@ -119,17 +128,28 @@ def _embed_all(backend: EmbeddingBackend, texts: list[str], batch_size: int, wha
     with progress_bar(f"embedding {what}", len(texts), enabled=progress) as bar:
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]
-            vecs = np.asarray(backend.embed(chunk), dtype=np.float32)
-            if vecs.ndim != 2 or vecs.shape[0] != len(chunk):
-                raise DataError(f"embedder returned shape {vecs.shape} for {len(chunk)} {what}")
-            if not np.isfinite(vecs).all():
-                raise DataError(f"embedder returned non-finite values for {what} "
-                                f"{start}..{start + len(chunk) - 1}")
-            parts.append(vecs)
+            parts.append(check_vectors(backend.embed(chunk), len(chunk), what, start))
             bar.advance(len(chunk))
     if not parts:
         raise DataError(f"no {what} profiles to embed")
     return np.concatenate(parts)
+
+
+def check_vectors(vecs: Any, n: int, what: str, start: int) -> np.ndarray:
+    """The backend's answer for ``n`` texts from ``start`` as float32, or a DataError."""
+    vecs = np.asarray(vecs, dtype=np.float32)
+    if vecs.ndim != 2 or vecs.shape[0] != n:
+        raise DataError(f"embedder returned shape {vecs.shape} for {n} {what}")
+    if not np.isfinite(vecs).all():
+        raise DataError(f"embedder returned non-finite values for {what} "
+                        f"{start}..{start + n - 1}")
+    return vecs
+
+
+def _default_backend(settings: Any) -> EmbeddingBackend:
+    from llmhni_local.llm.backends import make_embedding_backend
+
+    return make_embedding_backend(settings)
 
 
 def save_embeddings(folder: Path, users: np.ndarray, items: np.ndarray,
