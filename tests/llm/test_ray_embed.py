@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import socket
 import sys
@@ -166,3 +167,29 @@ def test_worker_errors_are_one_line_and_leave_earlier_files(ref, tmp_path, clust
 
 def want_dir(ref) -> Path:
     return ref["clean"].parent / "inprocess" / "embeddings"
+
+
+@pytest.mark.slow
+def test_embed_command_with_ray_under_the_network_block(ref, tmp_path):
+    """``embed RUN --ray`` starting its own local cluster, in a subprocess where every
+    non-loopback connection is refused and logged: the vectors of in process, no attempt."""
+    import subprocess
+
+    run = fresh(ref, tmp_path)
+    repo = Path(__file__).resolve().parents[2]
+    netblock = Path(__file__).resolve().parent / "netblock"
+    log = tmp_path / "netblock.log"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(PYTHONPATH=f"{netblock}{os.pathsep}{repo}", NETBLOCK_LOG=str(log))
+    code = ("import runpy, sys, sitecustomize; assert sitecustomize.ACTIVE; "
+            f"sys.argv = ['cli.py', 'embed', {str(run)!r}, '--ray', "
+            "'--backend', 'sentence-transformers']; "
+            f"runpy.run_path({str(repo / 'cli.py')!r}, run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=300, cwd=repo)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "embeddings computed: 7 users, 5 items, dim 384" in out.stdout
+    e = load_embeddings(run)
+    np.testing.assert_allclose(e.users, ref["emb"].users, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(e.items, ref["emb"].items, rtol=0, atol=1e-6)
+    assert not log.exists() or log.read_text() == "", log.read_text()[:2000]
