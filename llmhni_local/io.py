@@ -73,3 +73,18 @@ def sha256_dir(path: str | os.PathLike) -> str:
         h.update(str(f.relative_to(root)).encode())
         h.update(sha256_file(f).encode())
     return h.hexdigest()
+
+
+def publish_folder(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Move a finished folder built at ``tmp`` onto ``out``, replacing what was there.
+
+    ``tmp`` is made readable (``mkdtemp`` makes it private; what we publish is plain data); the
+    final step is one rename, so a reader sees the old folder or the new one, never a mix.
+    """
+    import shutil
+
+    os.chmod(tmp, 0o755)
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)

@@ -438,7 +438,7 @@ def finetune_run(run_dir: str | Path, out: str | Path, settings: FinetuneSetting
     training pairs are recorded there, so ``audit report`` leaves them out."""
     from llmhni_local.audit.records import AuditStore
     from llmhni_local.llm.profiles import load_profiles
-    from llmhni_local.llm.rate import RateSettings, read_rating_manifest
+    from llmhni_local.llm.rate import run_max_liked
     from llmhni_local.llm.registry import model_id, resolve_model
 
     settings = settings or FinetuneSettings()
@@ -450,12 +450,7 @@ def finetune_run(run_dir: str | Path, out: str | Path, settings: FinetuneSetting
                    for r in store.imports()]
     if labels.empty:
         raise UserError(f"{run_dir}: no audited labels to fine-tune on; run `audit import` first")
-    max_liked = settings.max_liked
-    if max_liked is None:
-        try:
-            max_liked = int(read_rating_manifest(run_dir)["settings"]["max_liked"])
-        except (UserError, KeyError):
-            max_liked = RateSettings().max_liked
+    max_liked = run_max_liked(run_dir, settings.max_liked)
     card = finetune(profiles, labels, out, settings, max_liked=max_liked, label_sources=sources,
                     run_dir=run_dir, **kwargs)
     adapter_id = model_id(resolve_model(settings.base), out)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -87,6 +86,7 @@ def save_adapter(model: Any, out: Path, card: dict[str, Any], pairs: list, train
     """Write the adapter, ``pairs.json`` and the card into a temporary sibling of ``out``,
     check that it is servable, rename it into place; returns the card as stored."""
     from llmhni_local.audit.adapters import adapter_problems, write_card
+    from llmhni_local.io import publish_folder
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -100,10 +100,7 @@ def save_adapter(model: Any, out: Path, card: dict[str, Any], pairs: list, train
         problems = adapter_problems(tmp, max_lora_rank=None, require_card=True)
         if problems:
             raise UserError(f"the tuned adapter would not be servable: {problems[0]}")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; an adapter folder is plain data
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        publish_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return json.loads((out / "card.json").read_text())  # as stored, as a reused card comes back

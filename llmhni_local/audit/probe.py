@@ -328,7 +328,7 @@ def write_probe(out: Path, heads: dict, card: dict, pairs: dict) -> None:
     from safetensors.numpy import save_file
 
     from llmhni_local.audit.probe_head import head_tensors
-    from llmhni_local.io import write_json, write_text
+    from llmhni_local.io import publish_folder, write_json, write_text
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -340,10 +340,7 @@ def write_probe(out: Path, heads: dict, card: dict, pairs: dict) -> None:
         problems = probe_problems(tmp)
         if problems:
             raise UserError(f"the fitted probe would not load: {problems[0]}")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a probe folder is plain data
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        publish_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -466,7 +463,7 @@ def probe_run(run_dir: str | Path, out: str | Path, settings: ProbeSettings | No
     pairs, so ``audit report`` leaves them out."""
     from llmhni_local.audit.records import AuditStore
     from llmhni_local.llm.profiles import load_profiles
-    from llmhni_local.llm.rate import RateSettings, read_rating_manifest
+    from llmhni_local.llm.rate import run_max_liked
     from llmhni_local.llm.registry import model_id, resolve_model
 
     settings = settings or ProbeSettings()
@@ -476,12 +473,7 @@ def probe_run(run_dir: str | Path, out: str | Path, settings: ProbeSettings | No
         labels = store.labels()
         sources = [{"file": r["file"], "sha256": r["sha256"], "rows": r["rows"],
                     "simulated": r["simulated"]} for r in store.imports()]
-    max_liked = settings.max_liked
-    if max_liked is None:
-        try:
-            max_liked = int(read_rating_manifest(run_dir)["settings"]["max_liked"])
-        except (UserError, KeyError):
-            max_liked = RateSettings().max_liked
+    max_liked = run_max_liked(run_dir, settings.max_liked)
     card = fit_probe(profiles, labels, out, settings, max_liked=max_liked,
                      label_sources=sources, run_dir=run_dir, **kwargs)
     adapter_id = model_id(resolve_model(settings.base), out)

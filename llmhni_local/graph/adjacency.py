@@ -21,34 +21,6 @@ import numpy as np
 import torch
 
 
-def bipartite_edge_index(edges: np.ndarray, n_users: int,
-                         weight: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The user-item graph as PyG's undirected COO ``edge_index`` and its edge weights.
-
-    Items are numbered after the users; each pair appears in both directions, duplicates are
-    summed, and edges are sorted by (row, column) (``torch_geometric.utils.to_undirected``).
-
-    Args:
-        edges: ``(E, 2)`` array of (user, item) pairs.
-        n_users: number of users (the offset of item nodes).
-        weight: optional per-edge weight. (default: 1 per edge)
-
-    Returns:
-        ``(edge_index (2, E'), edge_weight (E',))``, int64 and float32.
-
-    >>> ei, w = bipartite_edge_index(np.array([[0, 0], [1, 0]]), 2)
-    >>> ei.tolist(), w.tolist()
-    ([[0, 1, 2, 2], [2, 2, 0, 1]], [1.0, 1.0, 1.0, 1.0])
-    """
-    from torch_geometric.utils import to_undirected
-
-    edges = torch.as_tensor(np.asarray(edges, dtype=np.int64).reshape(-1, 2))
-    w = (torch.ones(len(edges), dtype=torch.float32) if weight is None
-         else torch.as_tensor(np.asarray(weight, np.float32)))
-    directed = torch.stack([edges[:, 0], edges[:, 1] + n_users])
-    return to_undirected(directed, w, reduce="sum")
-
-
 def bipartite_adjacency(edges: np.ndarray, n_users: int, n_items: int,
                         weight: np.ndarray | None = None) -> torch.Tensor:
     """Symmetrically normalised adjacency of the user-item graph, as a CSR tensor.

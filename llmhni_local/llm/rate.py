@@ -437,6 +437,17 @@ def _check_failures(n_seen: int, n_bad: int, settings: RateSettings, run_dir: Pa
             f"see the raw answers with `judgments export {run_dir} --format csv`")
 
 
+def run_max_liked(run_dir: str | Path, requested: int | None) -> int:
+    """L for prompts built outside the rating stage (fine-tuning, probes): ``requested`` when
+    set, else what the run's rating used (``rating.json``), else the default."""
+    if requested is not None:
+        return requested
+    try:
+        return int(read_rating_manifest(run_dir)["settings"]["max_liked"])
+    except (UserError, KeyError):
+        return RateSettings().max_liked
+
+
 def read_rating_manifest(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / RATING_MANIFEST
     if not path.is_file():
