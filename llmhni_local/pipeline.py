@@ -44,11 +44,7 @@ from llmhni_local.stages import missing_outputs
 STAGES: tuple[str, ...] = ("data", "profiles", "embed", "align", "rec_pre", "candidates",
                            "rate", "verdicts", "train", "report")
 
-#: The trainable methods: baselines in the same trainer, LLMHNI and its ablations.
-#: ``oracle`` is the reference ceiling: BPR on the training data with every ground-truth noisy
-#: edge removed (needs noise flags: natural noise or ``data.synthetic_noise``).
-METHODS: tuple[str, ...] = ("bpr", "tce", "rce", "sgl", "llmhni", "llmhni-no-semneg",
-                            "llmhni-no-align", "llmhni-no-denoise", "llmhni-no-hal", "oracle")
+#: LLMHNI's ablations: method name -> the ``[llmhni]`` switch it turns off.
 _ABLATIONS = {"llmhni-no-semneg": "semantic_negatives", "llmhni-no-align": "alignment",
               "llmhni-no-denoise": "denoise", "llmhni-no-hal": "hal"}
 
@@ -311,9 +307,72 @@ def _verdict_table(run: Run):
     return v[v["verdict"].isin(["hard", "noisy"])]
 
 
+@dataclass(frozen=True)
+class Method:
+    """One trainable method of the ``train`` stage (a row of :data:`METHOD_TABLE`).
+
+    Args:
+        loss: the ``train.loss`` its runs use (the plain objectives' loss; LLMHNI and the
+            oracle build their own objective on BPR).
+        build: ``build(run, name, cfg) -> train_run keyword arguments`` (objective, sampler,
+            manifest extras); ``None`` trains the plain objective of ``loss`` on G.
+        reads_verdicts: its runs read the verdicts and the alignment (they enter its key).
+        help: one line for docs and error messages.
+    """
+
+    loss: str = "bpr"
+    build: Callable[[Any, str, TrainConfig], dict] | None = None
+    reads_verdicts: bool = False
+    help: str = ""
+
+
+def _oracle_run(run: "Run", name: str, cfg: TrainConfig) -> dict:
+    from llmhni_local.method.denoise import oracle_edges
+    from llmhni_local.train.objectives import RecObjective
+
+    data = run.data
+    clean = oracle_edges(data.train, data.train_noise)
+    return {"objective": RecObjective(clean, data.n_users, data.n_items, cfg.train),
+            "extra_manifest": {"oracle": {"edges": len(clean),
+                                          "removed": len(data.train) - len(clean)}}}
+
+
+def _llmhni_run(run: "Run", name: str, cfg: TrainConfig) -> dict:
+    from llmhni_local.method.denoise import denoised_edges
+    from llmhni_local.method.objective import LLMHNIObjective
+
+    data, s = run.data, run.cfg.llmhni
+    if name in _ABLATIONS:
+        s = dataclasses.replace(s, **{_ABLATIONS[name]: False})
+    edges_gp, report = denoised_edges(data.train, _verdict_table(run))
+    zu, zi = _load_z(run, aligned=s.alignment)
+    objective = LLMHNIObjective(data.train, edges_gp, data.n_users, data.n_items, cfg.train, s,
+                                z_user=zu, z_item=zi)
+    extra = {"llmhni": to_dict(s), "denoise": report.to_dict(),
+             "rater": run.cfg.pipeline.rater,
+             "simulated": run.cfg.pipeline.rater == "simulated"}
+    return {"objective": objective, "sampler": objective.make_sampler(), "extra_manifest": extra}
+
+
+#: The trainable methods, one row each: baselines in the same trainer, LLMHNI and its
+#: ablations, and ``oracle``, the reference ceiling (BPR on the training data with every
+#: ground-truth noisy edge removed; needs noise flags: natural noise or
+#: ``data.synthetic_noise``). A new method is a row here (and its objective in its own module).
+METHOD_TABLE: dict[str, Method] = {
+    "bpr": Method("bpr", help="BPR on G"),
+    "tce": Method("tce", help="T-CE: drop the largest-loss pairs"),
+    "rce": Method("rce", help="R-CE: down-weight large-loss pairs"),
+    "sgl": Method("sgl", help="SGL: BPR plus edge-drop contrast"),
+    "llmhni": Method(build=_llmhni_run, reads_verdicts=True, help="LLMHNI on G'"),
+    **{name: Method(build=_llmhni_run, reads_verdicts=True, help=f"LLMHNI without {switch}")
+       for name, switch in _ABLATIONS.items()},
+    "oracle": Method(build=_oracle_run, help="BPR on G without the flagged edges (ceiling)"),
+}
+METHODS: tuple[str, ...] = tuple(METHOD_TABLE)
+
+
 def method_train_settings(run: Run, method: str, seed: int) -> TrainSettings:
-    loss = method if method in ("bpr", "tce", "rce", "sgl") else "bpr"  # oracle: BPR
-    return dataclasses.replace(run.cfg.train, loss=loss, seed=seed)
+    return dataclasses.replace(run.cfg.train, loss=METHOD_TABLE[method].loss, seed=seed)
 
 
 def train_method(run: Run, method: str, seed: int, out: Path):
@@ -322,33 +381,9 @@ def train_method(run: Run, method: str, seed: int, out: Path):
 
     cfg = run.cfg.train_config()
     cfg = dataclasses.replace(cfg, train=method_train_settings(run, method, seed))
-    data = run.data
-    if method == "oracle":
-        from llmhni_local.method.denoise import oracle_edges
-        from llmhni_local.train.objectives import RecObjective
-
-        clean = oracle_edges(data.train, data.train_noise)
-        objective = RecObjective(clean, data.n_users, data.n_items, cfg.train)
-        return train_run(cfg, data, out, objective=objective, progress=run.progress,
-                         extra_manifest={"oracle": {"edges": len(clean),
-                                                    "removed": len(data.train) - len(clean)}})
-    if not method.startswith("llmhni"):
-        return train_run(cfg, data, out, progress=run.progress)
-    from llmhni_local.method.denoise import denoised_edges
-    from llmhni_local.method.objective import LLMHNIObjective
-
-    s = run.cfg.llmhni
-    if method in _ABLATIONS:
-        s = dataclasses.replace(s, **{_ABLATIONS[method]: False})
-    edges_gp, report = denoised_edges(data.train, _verdict_table(run))
-    zu, zi = _load_z(run, aligned=s.alignment)
-    objective = LLMHNIObjective(data.train, edges_gp, data.n_users, data.n_items, cfg.train, s,
-                                z_user=zu, z_item=zi)
-    extra = {"llmhni": to_dict(s), "denoise": report.to_dict(),
-             "rater": run.cfg.pipeline.rater,
-             "simulated": run.cfg.pipeline.rater == "simulated"}
-    return train_run(cfg, data, out, objective=objective, sampler=objective.make_sampler(),
-                     progress=run.progress, extra_manifest=extra)
+    spec = METHOD_TABLE[method]
+    kwargs = spec.build(run, method, cfg) if spec.build is not None else {}
+    return train_run(cfg, run.data, out, progress=run.progress, **kwargs)
 
 
 def _method_key(run: Run, method: str, seed: int) -> str:
@@ -358,7 +393,7 @@ def _method_key(run: Run, method: str, seed: int) -> str:
     payload: dict[str, Any] = {"method": method, "seed": seed, "data": run.keys["data"],
                                "rec_pre": run.keys["rec_pre"],
                                "settings": {s: _get(run.cfg, s) for s in ("model", "train", "eval")}}
-    if method.startswith("llmhni"):
+    if METHOD_TABLE[method].reads_verdicts:
         payload.update(llmhni=_get(run.cfg, "llmhni"), verdicts=run.keys["verdicts"],
                        align=run.keys["align"])
     return sha256_text(json.dumps(payload, sort_keys=True, default=str))
