@@ -109,11 +109,12 @@ class Job:
     fingerprint: str = ""
 
 
-def checked_labels(labels):
+def checked_labels(labels, empty: str = "no labels to fine-tune on"):
     """The label frame sorted by pair (a fixed order, so the split and a resumed run's
-    fingerprint do not depend on how the labels were read); bad labels are errors."""
+    fingerprint do not depend on how the labels were read); bad labels are errors (``empty``
+    is the message when there are none)."""
     if labels is None or len(labels) == 0:
-        raise UserError("no labels to fine-tune on")
+        raise UserError(empty)
     bad = sorted(set(labels["label"]) - set(LABELS))
     if bad:
         raise UserError(f"labels hold {bad[0]!r}, not one of {', '.join(LABELS)}")

@@ -111,14 +111,10 @@ def check_kind(kind: str) -> str:
 def check_labels(labels, folds: int) -> tuple[Any, np.ndarray]:
     """The labels sorted by pair and their class indices; every problem a one-line error
     naming the count (single class, too few labels per class or users for ``folds``)."""
-    if labels is None or len(labels) == 0:
-        raise UserError("no labels to fit a probe on; run `audit import` (or `audit simulate`)")
-    bad = sorted(set(labels["label"]) - set(LABELS))
-    if bad:
-        raise UserError(f"labels hold {bad[0]!r}, not one of {', '.join(LABELS)}")
-    if labels.duplicated(["user", "item"]).any():
-        raise UserError("labels hold the same pair twice")
-    labels = labels.sort_values(["user", "item"], kind="stable").reset_index(drop=True)
+    from llmhni_local.audit.finetune import checked_labels
+
+    labels = checked_labels(labels, empty="no labels to fit a probe on; run `audit import` "
+                                          "(or `audit simulate`)")
     y = np.asarray([LABELS.index(x) for x in labels["label"]], dtype=np.int64)
     counts = np.bincount(y, minlength=len(LABELS))
     present = [LABELS[k] for k in range(len(LABELS)) if counts[k]]
