@@ -3,12 +3,15 @@
 The prompt text always comes from :func:`llmhni_local.llm.chat.render_prompts` on the rating
 stage's view messages, so the probe sees the very prompt the rater sees; the answer position is
 the prompt's last token (the rendered prompt ends with the open assistant turn and its cue, so
-the next token is the label). The base model runs once per prompt through transformers with
-``output_hidden_states``: prompts are length-sorted into batches, left-padded (so every
-prompt's last token is the batch's last column, with positions counted from its first real
-token), under ``inference_mode``, and only the last position's logits are computed
-(``logits_to_keep=1``: SmolLM2's vocabulary projection over every position would cost more
-than the states themselves).
+the next token is the label). The base model's decoder (``model.model``: no language-model
+head, so no logits at all) runs once per prompt through transformers and stops at the deepest
+layer asked for: forward hooks on the embeddings, the decoder layers and the final norm copy the
+last position's state, and the hook of the deepest index asked for ends the pass by raising a
+private exception (the layers after it never run; a probe on the middle layer pays half the
+prefill). Prompts are length-sorted into batches, left-padded (so every prompt's last token is
+the batch's last column, with positions counted from its first real token), under
+``inference_mode``. The states equal those of a full pass with ``output_hidden_states``
+(tested).
 
 Layer numbering is transformers': index ``k`` is the state after ``k`` decoder layers (0: the
 embeddings) and index ``n_layers`` is the final norm's output, the state the language-model
@@ -59,12 +62,37 @@ def load_base(path: str, dtype: str) -> Any:
     return model.eval()
 
 
+class _Done(Exception):
+    """Raised by the hook of the deepest layer asked for: ends the forward pass there."""
+
+
+def _decoder(model: Any) -> Any:
+    """The decoder stack of a transformers causal LM (embeddings, layers, final norm)."""
+    from llmhni_local.errors import UserError
+
+    decoder = getattr(model, "model", None)
+    if not all(hasattr(decoder, a) for a in ("embed_tokens", "layers", "norm")):
+        raise UserError(f"{type(model).__name__}: no decoder with embed_tokens, layers and norm "
+                        "under .model; the probe reads hidden states of such models only")
+    return decoder
+
+
+def _hook_points(decoder: Any, layers: Sequence[int]) -> dict[int, Any]:
+    """Hidden-state index -> the module whose output is that state (module docstring)."""
+    n = len(decoder.layers)
+    bad = [k for k in layers if not 0 <= k <= n]
+    if bad:
+        raise ValueError(f"hidden-state indices {bad} outside 0..{n} ({n} decoder layers)")
+    return {k: decoder.embed_tokens if k == 0 else decoder.norm if k == n
+            else decoder.layers[k - 1] for k in set(layers)}
+
+
 def answer_states(model: Any, rows: Sequence[Sequence[int]], layers: Sequence[int],
                   pad_id: int, batch_size: int = 16) -> np.ndarray:
     """``(len(rows), len(layers), hidden)`` float32 states at each prompt's last token.
 
     Args:
-        model: a transformers causal LM (eval mode).
+        model: a transformers causal LM (eval mode) with its decoder at ``model.model``.
         rows: token ids of rendered prompts (:func:`llmhni_local.llm.chat.encode_prompts`).
         layers: hidden-state indices to keep (see the module docstring).
         pad_id: the padding token id (masked out).
@@ -74,18 +102,39 @@ def answer_states(model: Any, rows: Sequence[Sequence[int]], layers: Sequence[in
 
     from llmhni_local.audit.finetune_runner import batch_tensors
 
-    if not len(rows):
-        return np.zeros((0, len(layers), int(model.config.hidden_size)), dtype=np.float32)
     out = np.zeros((len(rows), len(layers), int(model.config.hidden_size)), dtype=np.float32)
+    if not len(rows):
+        return out
+    decoder = _decoder(model)
+    points = _hook_points(decoder, layers)
+    deepest, got = max(points), {}
+
+    def hook_for(k: int):
+        def hook(_module, _inputs, output):
+            state = output[0] if isinstance(output, tuple) else output
+            got[k] = state[:, -1, :].to(torch.float32, copy=True)
+            if k == deepest:
+                raise _Done
+        return hook
+
+    handles = [module.register_forward_hook(hook_for(k)) for k, module in points.items()]
     order = np.argsort([len(r) for r in rows], kind="stable")
-    with torch.inference_mode():
-        for b0 in range(0, len(order), batch_size):
-            sel = order[b0:b0 + batch_size]
-            ids, mask, pos = batch_tensors([rows[k] for k in sel], pad_id)
-            got = model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                        output_hidden_states=True, logits_to_keep=1, use_cache=False)
-            for j, layer in enumerate(layers):
-                out[sel, j] = got.hidden_states[layer][:, -1, :].float().numpy()
+    try:
+        with torch.inference_mode():
+            for b0 in range(0, len(order), batch_size):
+                sel = order[b0:b0 + batch_size]
+                ids, mask, pos = batch_tensors([rows[k] for k in sel], pad_id)
+                got.clear()
+                try:
+                    decoder(input_ids=ids, attention_mask=mask, position_ids=pos,
+                            use_cache=False)
+                except _Done:
+                    pass
+                for j, layer in enumerate(layers):
+                    out[sel, j] = got[layer].numpy()
+    finally:
+        for handle in handles:
+            handle.remove()
     return out
 
 

@@ -161,3 +161,92 @@ def test_probe_run_records_its_training_pairs(probe, synth_data, tiny_llama, wri
         assert store.finetune_adapters()[0]["pairs"] == len(labels)
     assert json.loads((run.parent / "adapters" / "from-run" / "card.json").read_text())[
         "labels"]["sources"][0]["rows"] == len(labels)
+
+
+# ---------------------------------------------------------------------------- the state pass
+@pytest.fixture(scope="module")
+def deep_tiny(tiny_llama, tiny_prompts):
+    """A 5-layer random Llama on the tiny model's tokenizer (the tiny one has 2 layers, too
+    few to show where a pass stops) and token ids of prompts of different lengths."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
+
+    config = LlamaConfig.from_pretrained(str(tiny_llama))
+    config.num_hidden_layers = 5
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(config).eval()
+    tok = load_tokenizer(tiny_llama)
+    ids = encode_prompts(tok, render_prompts(tok, tiny_prompts(n=7, seed=3)))
+    # lengths differ within a batch, so left padding is exercised
+    ids = [r[:len(r) - 5 * (k % 4)] for k, r in enumerate(ids)]
+    assert len({len(r) for r in ids}) > 2
+    return model, ids, tok.pad_token_id
+
+
+def _full_pass_states(model, rows, layers, pad_id, batch_size):
+    """The reference: the whole causal LM with ``output_hidden_states`` (no early stop)."""
+    import torch
+
+    from llmhni_local.audit.finetune_runner import batch_tensors
+
+    out = np.zeros((len(rows), len(layers), model.config.hidden_size), dtype=np.float32)
+    order = np.argsort([len(r) for r in rows], kind="stable")
+    with torch.inference_mode():
+        for b0 in range(0, len(order), batch_size):
+            sel = order[b0:b0 + batch_size]
+            ids, mask, pos = batch_tensors([rows[k] for k in sel], pad_id)
+            got = model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                        output_hidden_states=True, logits_to_keep=1, use_cache=False)
+            for j, layer in enumerate(layers):
+                out[sel, j] = got.hidden_states[layer][:, -1, :].float().numpy()
+    return out
+
+
+@pytest.mark.parametrize("layers", [[0], [2], [5], [0, 2, 5], [4, 1], [3, 3]])
+def test_early_stopping_states_equal_the_full_pass(deep_tiny, layers):
+    from llmhni_local.audit.probe_states import answer_states
+
+    model, ids, pad = deep_tiny
+    got = answer_states(model, ids, layers, pad, batch_size=3)
+    want = _full_pass_states(model, ids, layers, pad, batch_size=3)
+    assert got.shape == (len(ids), len(layers), model.config.hidden_size)
+    assert np.allclose(got, want, atol=1e-5), np.abs(got - want).max()
+    assert np.abs(got).sum(axis=-1).min() > 0  # every row written
+    if len(set(layers)) > 1:  # different layers give different states
+        assert not np.allclose(got[:, 0], got[:, 1], atol=1e-3)
+
+
+def test_the_pass_stops_after_the_deepest_layer_asked_for(deep_tiny):
+    from llmhni_local.audit.probe_states import answer_states
+
+    model, ids, pad = deep_tiny
+    decoder = model.model
+    modules = {f"layer{k}": m for k, m in enumerate(decoder.layers)}
+    modules.update(norm=decoder.norm, lm_head=model.lm_head, embed=decoder.embed_tokens)
+    calls = dict.fromkeys(modules, 0)
+    # transformers itself may keep hooks here (it records output_hidden_states with them)
+    before = {n: len(m._forward_hooks) for n, m in modules.items()}
+
+    def counter(name):
+        def hook(*_):
+            calls[name] += 1
+        return hook
+
+    handles = [m.register_forward_hook(counter(n)) for n, m in modules.items()]
+    try:
+        for layers, ran in [([2], {"embed", "layer0", "layer1"}), ([0], {"embed"}),
+                            ([1, 4], {"embed", "layer0", "layer1", "layer2", "layer3"}),
+                            ([5], {"embed", "norm", *(f"layer{k}" for k in range(5))})]:
+            calls.update(dict.fromkeys(calls, 0))
+            answer_states(model, ids, layers, pad, batch_size=4)  # two batches
+            assert {n for n, c in calls.items() if c} == ran, (layers, calls)
+            assert all(calls[n] == 2 for n in ran), calls
+    finally:
+        for h in handles:
+            h.remove()
+    # the pass removed its own hooks
+    assert {n: len(m._forward_hooks) for n, m in modules.items()} == before
+    with pytest.raises(ValueError, match=r"outside 0\.\.5"):
+        answer_states(model, ids, [6], pad)
