@@ -344,4 +344,7 @@ def llm_share_lines(info: dict[str, Any] | None) -> list[str]:
               f"{_f(cv['argmax_rule']['kappa'])} | n/a |", "",
               f"Stacked minus non-LLM: AUC {_f(info['llm_share']['auc_gain_over_non_llm'])}, "
               f"verdict kappa {_f(info['llm_share']['kappa_gain_over_non_llm'])}.", ""]
+    if "model" in info:
+        lines += [f"The rule uses `{info['model']}`, refitted on every usable audited pair: "
+                  f"{info['chosen_by']}.", ""]
     return lines

@@ -153,7 +153,8 @@ def verdicts(
     if "cross_validated" in info:
         cv = info["cross_validated"]
         print("rule stacked, cross-validated AUC: " + ", ".join(
-            f"{k} {cv[k]['auc']:.3f}" for k in ("llm", "non_llm", "stacked")))
+            f"{k} {cv[k]['auc']:.3f}" for k in ("llm", "non_llm", "stacked"))
+            + f"; uses {info['model']}")
 
 
 # ---------------------------------------------------------------------------- judgments

@@ -15,10 +15,13 @@ The design is in docs/DESIGN.md ("Verdict rules"). In short:
   two taus are chosen jointly on the run's audited pairs for the best verdict kappa (audited
   label High -> hard, else noisy), or put at the quantile that gives ``target_share`` of a
   view's candidates High.
-* **Stacked** (``rule = "stacked"``): one class-balanced, L2-regularised logistic model
-  (Newton's method, numpy) of the audited verdict on the rater's probabilities of both views and
-  non-LLM features (the recommender's score, log item popularity, log user activity, the
-  candidate kind); cross-validated against the LLM-only and non-LLM-only models on the same folds.
+* **Stacked** (``rule = "stacked"``): class-balanced, L2-regularised logistic models (Newton's
+  method, numpy) of the audited verdict on the rater's probabilities of both views (``llm``),
+  on non-LLM features (the recommender's score, log item popularity, log user activity, the
+  candidate kind: ``non_llm``) and on both (``stacked``), cross-validated on the same folds.
+  The rule uses the one with the best cross-validated AUC (ties to the simpler one:
+  ``non_llm``, ``llm``, ``stacked``), refitted on every usable audited pair, so it is at
+  least as good in cross-validation as each of its parts; all three figures are reported.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ class VerdictSettings:
 
     Args:
         rule: ``argmax`` (hard iff both views' labels are High), ``threshold`` (hard iff both
-            views' calibrated High score clears its tau) or ``stacked`` (a logistic model on the
+            views' calibrated High score clears its tau) or ``stacked`` (the logistic model on
+            LLM features, non-LLM features or both with the best cross-validated AUC on the
             audited pairs; needs ``min_audits`` audited candidates of both verdicts).
             (default: ``"argmax"``)
         calibration: ``none`` or ``batch`` (divide each label probability by its mean over the
@@ -246,6 +250,29 @@ def cross_validate(features: dict[str, np.ndarray], y: np.ndarray, *, folds: int
         out[name] = {"auc": auc(oof, y), "kappa": binary_kappa(oof >= 0.5, y),
                      "accuracy": float(((oof >= 0.5) == y).mean())}
     return out
+
+
+#: The stacked rule's candidate models, simplest first: a tie in cross-validated AUC goes to
+#: the earlier one.
+MODEL_ORDER = ("non_llm", "llm", "stacked")
+
+
+def choose_model(cv: dict[str, dict[str, float]]) -> tuple[str, str]:
+    """The candidate model (of :data:`MODEL_ORDER`) with the best cross-validated AUC and why,
+    so the model used is never worse in cross-validation than either part. AUCs are compared
+    to 12 digits (a difference below is float noise, a tie); NaN counts as the worst.
+
+    >>> choose_model({"llm": {"auc": 0.6}, "non_llm": {"auc": 0.6}, "stacked": {"auc": 0.55}})[0]
+    'non_llm'
+    """
+    def score(name: str) -> float:
+        value = float(cv[name]["auc"])
+        return round(value, 12) if math.isfinite(value) else -math.inf
+
+    best = max(MODEL_ORDER, key=score)  # max keeps the first of equals: the simplest
+    figures = ", ".join(f"{name} {cv[name]['auc']:.3f}" for name in MODEL_ORDER)
+    return best, (f"best cross-validated AUC ({figures}); ties go to the simpler model "
+                  "(non_llm, then llm, then stacked)")
 
 
 def jsonable(x: Any) -> Any:

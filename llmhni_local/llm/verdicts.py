@@ -26,9 +26,9 @@ their pure parts live in :mod:`llmhni_local.llm.verdict_rules`. Whatever is fitt
 calibration means, the stacked model) leaves out the audited pairs that trained an adapter.
 
 Writes ``RUN/verdicts.parquet`` (one row per candidate; ``score_user``/``score_item`` under the
-threshold rule, ``p_stacked`` under the stacked one) and ``RUN/verdicts.json`` (counts, and in
-``verdict_rule`` what the rule used: taus and their source, calibration, cross-validated
-figures).
+threshold rule, ``p_stacked`` under the stacked one: P(hard) of the model that rule chose) and
+``RUN/verdicts.json`` (counts, and in ``verdict_rule`` what the rule used: taus and their
+source, calibration, the stacked rule's chosen model and all three cross-validated figures).
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ from llmhni_local.errors import UserError
 from llmhni_local.llm.base import LABELS
 from llmhni_local.llm.store import VIEWS, Key
 from llmhni_local.llm.verdict_rules import (VerdictSettings, batch_calibrate, binary_kappa,
-                                            cross_validate, fit_logistic, high_score, jsonable,
-                                            log_ratios, predict_logistic, tau_from_share,
-                                            taus_by_kappa)
+                                            choose_model, cross_validate, fit_logistic,
+                                            high_score, jsonable, log_ratios, predict_logistic,
+                                            tau_from_share, taus_by_kappa)
 
 VERDICTS_FILE = "verdicts.parquet"
 COUNTS_FILE = "verdicts.json"
@@ -54,8 +54,9 @@ SCORE_TEXT = "log P(High) - log(P(Medium) + P(Low)) of the (calibrated) label pr
 RULE_TEXT = {
     "argmax": "hard iff both views say High; a failed view gives no verdict",
     "threshold": "hard iff both views' High score clears its tau; a failed view gives no verdict",
-    "stacked": "hard iff the stacked logistic model gives P(hard) >= 0.5; a failed view gives "
-               "no verdict",
+    "stacked": "hard iff the logistic model with the best cross-validated AUC on the audited "
+               "pairs (LLM features, non-LLM features or both) gives P(hard) >= 0.5; a failed "
+               "view gives no verdict",
 }
 ACTIONS = {("observed", "hard"): "keep", ("observed", "noisy"): "remove",
            ("unobserved", "hard"): "add", ("unobserved", "noisy"): "nothing"}
@@ -297,7 +298,9 @@ def _taus(scores, settings: VerdictSettings, fit: np.ndarray, truth: np.ndarray,
 
 def _stacked(table, candidates: np.ndarray, settings: VerdictSettings, truth: np.ndarray,
              audit_info: dict[str, Any], train: np.ndarray | None):
-    """Fit the stacked model on the usable audited pairs; P(hard) for every judged pair."""
+    """Cross-validate the three candidate models (LLM features, non-LLM features, both) on the
+    usable audited pairs, refit the one with the best cross-validated AUC on all of them and
+    give P(hard) for every judged pair (see :func:`~llmhni_local.llm.verdict_rules.choose_model`)."""
     if train is None:
         raise UserError("verdicts.rule = 'stacked' needs the training data (item popularity, "
                         "user activity); run it through the pipeline")
@@ -306,18 +309,20 @@ def _stacked(table, candidates: np.ndarray, settings: VerdictSettings, truth: np
     llm = np.column_stack([log_ratios(np.nan_to_num(_view_probs(table, v, settings)[0]))
                            for v in VIEWS])
     non_llm = non_llm_features(table, candidates, train)
-    both = np.column_stack([llm, non_llm])
+    features = {"llm": llm, "non_llm": non_llm, "stacked": np.column_stack([llm, non_llm])}
     use = ~np.isnan(truth)
     y = truth[use] == 1
-    cv = cross_validate({"llm": llm[use], "non_llm": non_llm[use], "stacked": both[use]}, y,
+    cv = cross_validate({k: x[use] for k, x in features.items()}, y,
                         folds=settings.folds, l2=settings.l2, seed=settings.seed)
+    chosen, why = choose_model(cv)
     cv["argmax_rule"] = {"kappa": binary_kappa((table["verdict"] == "hard").to_numpy()[use], y)}
-    model = fit_logistic(both[use], y, settings.l2)
-    p = np.where(judged, predict_logistic(model, both), np.nan)
+    model = fit_logistic(features[chosen][use], y, settings.l2)
+    p = np.where(judged, predict_logistic(model, features[chosen]), np.nan)
     table["p_stacked"] = p
+    names = MODEL_FEATURES[chosen]
     info = {"rule": "stacked", "calibration": "not used: the model's log-ratio features absorb "
-            "a per-label rescaling in its intercept", "features": list(STACKED_FEATURES),
-            "coefficients": dict(zip(STACKED_FEATURES, model["coef"].tolist())),
+            "a per-label rescaling in its intercept", "model": chosen, "chosen_by": why,
+            "features": list(names), "coefficients": dict(zip(names, model["coef"].tolist())),
             "intercept": float(model["intercept"][0]), "l2": settings.l2,
             "folds": settings.folds, "threshold": 0.5, "cross_validated": cv,
             "llm_share": {"auc_gain_over_non_llm": cv["stacked"]["auc"] - cv["non_llm"]["auc"],
@@ -330,6 +335,9 @@ def _stacked(table, candidates: np.ndarray, settings: VerdictSettings, truth: np
 STACKED_FEATURES = ("user_log_high_low", "user_log_medium_low", "item_log_high_low",
                     "item_log_medium_low", "rec_score", "log_item_popularity",
                     "log_user_activity", "observed")
+#: Features of each candidate model of the stacked rule.
+MODEL_FEATURES = {"llm": STACKED_FEATURES[:4], "non_llm": STACKED_FEATURES[4:],
+                  "stacked": STACKED_FEATURES}
 
 
 def non_llm_features(table, candidates: np.ndarray, train: np.ndarray) -> np.ndarray:

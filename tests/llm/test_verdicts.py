@@ -16,8 +16,9 @@ import pytest
 
 from llmhni_local.errors import ConfigError, UserError
 from llmhni_local.llm.verdict_rules import (VerdictSettings, batch_calibrate, binary_kappa,
-                                            cross_validate, fit_logistic, high_score,
-                                            predict_logistic, tau_from_share, taus_by_kappa)
+                                            choose_model, cross_validate, fit_logistic,
+                                            high_score, predict_logistic, tau_from_share,
+                                            taus_by_kappa)
 from llmhni_local.llm.verdicts import compute_verdicts, load_verdicts, write_verdicts
 
 
@@ -118,6 +119,20 @@ def test_stacked_beats_each_part_when_both_carry_signal():
     assert 0.65 < cv["llm"]["auc"] < 0.9 and 0.65 < cv["non_llm"]["auc"] < 0.9
 
 
+def test_choose_model_takes_the_best_auc_and_the_simpler_on_ties():
+    def cv(llm, non, both):
+        return {"llm": {"auc": llm}, "non_llm": {"auc": non}, "stacked": {"auc": both}}
+
+    assert choose_model(cv(0.7, 0.6, 0.65))[0] == "llm"
+    assert choose_model(cv(0.6, 0.6, 0.6))[0] == "non_llm"
+    assert choose_model(cv(0.7, 0.6, 0.7))[0] == "llm"
+    assert choose_model(cv(0.6, 0.6, 0.6 + 1e-15))[0] == "non_llm"  # float noise is a tie
+    assert choose_model(cv(0.6, 0.6, 0.61))[0] == "stacked"
+    assert choose_model(cv(math.nan, 0.52, 0.5))[0] == "non_llm"
+    _, why = choose_model(cv(0.7, 0.6, 0.65))
+    assert "llm 0.700" in why and "non_llm 0.600" in why and "stacked 0.650" in why
+
+
 def test_settings_are_checked():
     with pytest.raises(ConfigError, match="verdicts.target_share"):
         VerdictSettings(target_share=0.0)
@@ -129,9 +144,11 @@ def test_settings_are_checked():
 MODEL, ADAPTER, HASHES = "fake@0", "", {"user": "hu", "item": "hi"}
 
 
-def _make_run(tmp_path, n_pairs=240, seed=0, fail_every=23):
-    """Candidates and stored judgments: a pair's latent relevance lifts P(High) in both views;
-    every ``fail_every``-th pair has a failed user view. Returns (run, latent hard flags, train)."""
+def _make_run(tmp_path, n_pairs=240, seed=0, fail_every=23, llm_signal=1.0, score_weight=0.8):
+    """Candidates and stored judgments: a pair's latent relevance (``score_weight`` times the
+    recommender's score plus noise) lifts P(High) in both views by ``llm_signal`` (0: the
+    probabilities are noise); every ``fail_every``-th pair has a failed user view. Returns
+    (run, candidates, latent hard flags, train)."""
     from llmhni_local.llm.rate import CANDIDATES_FILE, RATING_MANIFEST
     from llmhni_local.llm.store import COLUMNS, JudgmentStore
     from llmhni_local.method.candidates import CANDIDATE_DTYPE, save_candidates
@@ -140,7 +157,7 @@ def _make_run(tmp_path, n_pairs=240, seed=0, fail_every=23):
     users, items = np.arange(n_pairs) // 6, np.arange(n_pairs) % 6 + 10 * (np.arange(n_pairs) % 5)
     kind = np.where(np.arange(n_pairs) % 2 == 0, "observed", "unobserved")
     score = rng.normal(size=n_pairs)
-    latent = rng.normal(size=n_pairs) + 0.8 * score
+    latent = rng.normal(size=n_pairs) + score_weight * score
     hard = latent > 0.3
     cands = np.array(list(zip(users, items, kind, np.zeros(n_pairs), score)), dtype=CANDIDATE_DTYPE)
     run = tmp_path / "run"
@@ -153,7 +170,7 @@ def _make_run(tmp_path, n_pairs=240, seed=0, fail_every=23):
     for r in range(n_pairs):
         for view in ("user", "item"):
             # every answer is High by argmax (p_high > 0.5), as a zero-shot small model gives
-            ph = 0.9 + 0.09 * np.tanh(latent[r] + rng.normal(0, 0.5))
+            ph = 0.9 + 0.09 * np.tanh(llm_signal * latent[r] + rng.normal(0, 0.5))
             pm = (1 - ph) * 0.5
             failed = view == "user" and r % fail_every == 0
             label = None if failed else "High"
@@ -270,6 +287,35 @@ def test_stacked_reports_each_part_and_needs_two_classes(tmp_path):
         write_verdicts(run2, VerdictSettings(rule="stacked"), train=train2)
 
 
+@pytest.mark.parametrize("llm_signal, score_weight, want", [
+    (0.0, 1.5, {"non_llm"}),  # the LLM's probabilities are pure noise
+    (1.5, 0.0, {"llm", "stacked"}),  # only the LLM's probabilities carry the label
+])
+def test_stacked_uses_the_candidate_with_the_best_cv_auc(tmp_path, llm_signal, score_weight,
+                                                         want):
+    run, cands, hard, train = _make_run(tmp_path, n_pairs=300, llm_signal=llm_signal,
+                                        score_weight=score_weight)
+    _audit(run, cands, lambda r: "High" if hard[r] else "Low", range(1, 300))
+    info = write_verdicts(run, VerdictSettings(rule="stacked"), train=train)["verdict_rule"]
+    cv = info["cross_validated"]
+    assert info["model"] in want, (info["model"], cv)
+    aucs = {k: cv[k]["auc"] for k in ("llm", "non_llm", "stacked")}
+    assert all(0.0 <= a <= 1.0 for a in aucs.values())
+    assert aucs[info["model"]] == max(aucs.values())  # never worse in CV than either part
+    best_part = "non_llm" if llm_signal == 0 else "llm"
+    assert aucs[best_part] > 0.7 and min(aucs.values()) < aucs[best_part]
+    # the refitted model is the chosen one: its features and nothing else
+    from llmhni_local.llm.verdicts import MODEL_FEATURES
+    assert list(info["coefficients"]) == list(MODEL_FEATURES[info["model"]])
+    assert info["model"] in info["chosen_by"] and "best cross-validated AUC" in info["chosen_by"]
+    # the LLM's share is reported whatever model is used
+    assert info["llm_share"]["auc_gain_over_non_llm"] == pytest.approx(
+        aucs["stacked"] - aucs["non_llm"])
+    v = load_verdicts(run)
+    judged = v["verdict"].isin(["hard", "noisy"])
+    assert ((v.loc[judged, "p_stacked"] >= 0.5) == (v.loc[judged, "verdict"] == "hard")).all()
+
+
 def test_audit_report_shows_the_rule_and_the_llms_share(tmp_path):
     from llmhni_local.audit.report import write_report
 
@@ -281,6 +327,7 @@ def test_audit_report_shows_the_rule_and_the_llms_share(tmp_path):
     md = (run / "audit" / "report.md").read_text()
     cv = counts["verdict_rule"]["cross_validated"]
     assert "### The LLM's share" in md
+    assert f"The rule uses `{counts['verdict_rule']['model']}`" in md
     for key in ("llm", "non_llm", "stacked"):
         assert f"| {cv[key]['auc']:.3f} | {cv[key]['kappa']:.3f} |" in md
     write_verdicts(run, VerdictSettings(rule="threshold", tau_source="share"))
