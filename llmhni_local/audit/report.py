@@ -317,8 +317,10 @@ def llm_share_lines(info: dict[str, Any] | None) -> list[str]:
         tau = info["tau"]
         src = ("target share " + _f(info.get("target_share"), 2)
                if info["tau_source"] == "share" else
-               f"best verdict kappa on {info['audits']['usable']} audited pairs (in-sample "
-               f"kappa {_f(info.get('kappa_on_audits'))})")
+               f"best verdict kappa on {info['audits']['usable']} audited pairs (kappa "
+               f"{_f(info.get('kappa_in_sample'))} in-sample, "
+               f"{_f(info.get('kappa_cross_fitted'))} cross-fitted: taus chosen on the "
+               "other folds)")
         lines.append(f"A view says High when {info['score']} >= tau: user view "
                      f"{_f(tau['user'])}, item view {_f(tau['item'])}; taus from {src}. "
                      f"Share of candidates saying High: user "

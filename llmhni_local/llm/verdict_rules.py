@@ -14,7 +14,9 @@ The design is in docs/DESIGN.md ("Verdict rules"). In short:
 * **Threshold** (``rule = "threshold"``): a view says High when its score is at least tau. The
   two taus are chosen jointly on the run's audited pairs for the best verdict kappa (audited
   label High -> hard, else noisy), or put at the quantile that gives ``target_share`` of a
-  view's candidates High.
+  view's candidates High. With taus from audits two kappas are reported: the in-sample one
+  (taus chosen and judged on the same pairs: optimistic) and a cross-fitted one (taus chosen
+  on k-1 folds, judged on the held-out fold, pooled: the honest estimate).
 * **Stacked** (``rule = "stacked"``): class-balanced, L2-regularised logistic models (Newton's
   method, numpy) of the audited verdict on the rater's probabilities of both views (``llm``),
   on non-LLM features (the recommender's score, log item popularity, log user activity, the
@@ -61,10 +63,11 @@ class VerdictSettings:
             ``tau_source = "share"``. (default: ``0.8``)
         min_audits: fewest usable audited pairs (rated candidates that trained no adapter) to
             fit taus or the stacked model from. (default: ``50``)
-        folds: cross-validation folds of the stacked model's report; each verdict class needs
-            at least this many audited pairs. (default: ``5``)
+        folds: cross-validation folds of the stacked rule's candidate models (each verdict
+            class needs at least this many audited pairs) and of the threshold rule's
+            cross-fitted kappa. (default: ``5``)
         l2: L2 penalty of the stacked logistic model on standardised features. (default: ``1.0``)
-        seed: seed of the cross-validation folds. (default: ``0``)
+        seed: seed of the cross-validation and cross-fitting folds. (default: ``0``)
     """
 
     rule: Literal["argmax", "threshold", "stacked"] = "argmax"
@@ -179,6 +182,25 @@ def taus_by_kappa(score_user: np.ndarray, score_item: np.ndarray, hard: np.ndarr
     taus = np.append(gu, np.inf), np.append(gi, np.inf)
     best = float(kappa[a, b])
     return float(taus[0][a]), float(taus[1][b]), best if math.isfinite(best) else math.nan
+
+
+def cross_fitted_kappa(score_user: np.ndarray, score_item: np.ndarray, hard: np.ndarray, *,
+                       folds: int, seed: int = 0) -> float:
+    """The threshold rule's kappa as it would do on pairs its taus were not chosen on: taus
+    by :func:`taus_by_kappa` on ``folds - 1`` stratified folds, the verdicts of the held-out
+    fold by them, all held-out verdicts pooled into one kappa against ``hard``. The in-sample
+    kappa (taus chosen and judged on the same pairs) is biased up; this one is not."""
+    su, si = np.asarray(score_user, float), np.asarray(score_item, float)
+    hard = np.asarray(hard, bool)
+    fold = stratified_folds(hard, folds, seed)
+    pred = np.zeros(len(hard), dtype=bool)
+    for k in range(folds):
+        test = fold == k
+        if not test.any():
+            continue
+        tu, ti, _ = taus_by_kappa(su[~test], si[~test], hard[~test])
+        pred[test] = (su[test] >= tu) & (si[test] >= ti)
+    return binary_kappa(pred, hard)
 
 
 # ---------------------------------------------------------------------------- logistic model

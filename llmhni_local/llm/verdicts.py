@@ -28,7 +28,10 @@ calibration means, the stacked model) leaves out the audited pairs that trained 
 Writes ``RUN/verdicts.parquet`` (one row per candidate; ``score_user``/``score_item`` under the
 threshold rule, ``p_stacked`` under the stacked one: P(hard) of the model that rule chose) and
 ``RUN/verdicts.json`` (counts, and in ``verdict_rule`` what the rule used: taus and their
-source, calibration, the stacked rule's chosen model and all three cross-validated figures).
+source with, for taus from audits, ``kappa_in_sample`` (taus chosen and judged on the same
+audited pairs: optimistic) and ``kappa_cross_fitted`` (taus chosen on the other folds: the
+honest estimate), calibration, the stacked rule's chosen model and all three cross-validated
+figures).
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from llmhni_local.errors import UserError
 from llmhni_local.llm.base import LABELS
 from llmhni_local.llm.store import VIEWS, Key
 from llmhni_local.llm.verdict_rules import (VerdictSettings, batch_calibrate, binary_kappa,
-                                            choose_model, cross_validate, fit_logistic,
+                                            choose_model, cross_fitted_kappa,
+                                            cross_validate, fit_logistic,
                                             high_score, jsonable, log_ratios, predict_logistic,
                                             tau_from_share, taus_by_kappa)
 
@@ -291,7 +295,15 @@ def _taus(scores, settings: VerdictSettings, fit: np.ndarray, truth: np.ndarray,
         tu, ti, kappa = taus_by_kappa(scores["user"][use], scores["item"][use], truth[use] == 1)
         taus = {"user": tu, "item": ti}
         info["audits"] = audit_info
-        info["kappa_on_audits"] = kappa  # in-sample: the taus were chosen on these pairs
+        # the taus are chosen on these very pairs, so their kappa is optimistic; the
+        # cross-fitted one judges every pair by taus chosen without it
+        info["kappa_in_sample"] = kappa
+        info["kappa_cross_fitted"] = cross_fitted_kappa(
+            scores["user"][use], scores["item"][use], truth[use] == 1,
+            folds=settings.folds, seed=settings.seed)
+        info["cross_fitting"] = {"folds": settings.folds, "seed": settings.seed,
+                                 "how": "taus chosen on the other folds' audited pairs, "
+                                        "verdicts of the held-out fold, pooled"}
     info["tau"] = taus
     return taus
 

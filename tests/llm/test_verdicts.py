@@ -250,7 +250,44 @@ def test_threshold_from_audits_leaves_trained_pairs_out(tmp_path):
     clean = [r for r in audited[40:] if r % 23]
     v = load_verdicts(run).iloc[clean]
     kappa = binary_kappa(v["verdict"] == "hard", hard[clean])
-    assert info["kappa_on_audits"] == pytest.approx(kappa) and kappa > 0.3
+    assert info["kappa_in_sample"] == pytest.approx(kappa) and kappa > 0.3
+    # taus chosen on the other folds still work on a signal: the honest figure stays high
+    assert 0.3 < info["kappa_cross_fitted"] <= kappa + 0.05
+    assert info["cross_fitting"]["folds"] == 5
+    from llmhni_local.audit.report import llm_share_lines
+    text = "\n".join(llm_share_lines(info))
+    assert f"kappa {kappa:.3f} in-sample, {info['kappa_cross_fitted']:.3f} cross-fitted" in text
+
+
+def test_cross_fitted_kappa_is_near_zero_on_noise():
+    from llmhni_local.llm.verdict_rules import cross_fitted_kappa
+
+    in_sample, cross = [], []
+    for seed in range(20):  # 20 seeded noise fixtures: the means are safe, one draw is not
+        rng = np.random.default_rng(seed)
+        su, si, hard = rng.normal(size=120), rng.normal(size=120), rng.random(120) < 0.4
+        in_sample.append(taus_by_kappa(su, si, hard)[2])
+        cross.append(cross_fitted_kappa(su, si, hard, folds=5, seed=seed))
+    in_sample, cross = np.array(in_sample), np.array(cross)
+    # choosing two taus on the judged pairs finds agreement in noise; judged out of fold, none
+    assert (in_sample > 0).all() and in_sample.mean() > 0.1
+    assert abs(cross.mean()) < 0.08  # ~3 standard errors of the mean of 20 at kappa 0
+    assert (in_sample - cross).mean() > 0.1
+    # a perfect signal is kept by cross-fitting
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=100)
+    assert cross_fitted_kappa(s, s, s > 0.2, folds=5) > 0.8
+
+
+def test_threshold_on_noise_reports_both_kappas(tmp_path):
+    run, cands, hard, _ = _make_run(tmp_path, llm_signal=0.0)  # probabilities are pure noise
+    _audit(run, cands, lambda r: "High" if hard[r] else "Low", range(1, 200))
+    info = write_verdicts(run, VerdictSettings(rule="threshold"))["verdict_rule"]
+    stored = json.loads((run / "verdicts.json").read_text())["verdict_rule"]
+    assert stored["kappa_in_sample"] == pytest.approx(info["kappa_in_sample"])
+    assert info["kappa_in_sample"] > 0
+    assert info["kappa_cross_fitted"] < info["kappa_in_sample"] - 0.05  # seeded fixture
+    assert abs(info["kappa_cross_fitted"]) < 0.15
 
 
 def test_threshold_from_audits_without_audits_is_one_line_error(tmp_path):
