@@ -313,12 +313,31 @@ def probe_probs(out: Path, pairs, profiles, prompts: Path, max_liked: int) -> di
                                        for u, i in pairs]) for v in ("user", "item")}
 
 
+def memo_probe_probs(out: Path, pairs, profiles, prompts: Path, max_liked: int,
+                     memo: dict) -> dict:
+    """Per view ``(n, 3)`` probabilities of the probe at ``out``, its heads applied to states
+    from ``memo`` (computed once at every candidate layer by the fitting code's own
+    ``compute_states``): the nested probes share one hidden-state pass over the held-out pairs."""
+    import pandas as pd
+
+    from llmhni_local.audit.probe import ProbeSettings, compute_states, load_probe, prepare_inputs
+
+    settings = ProbeSettings()
+    inputs = prepare_inputs(profiles, pd.DataFrame(pairs, columns=["user", "item"]), settings,
+                            max_liked, prompts_dir=prompts)
+    card, heads = load_probe(out)
+    states, layers, _ = compute_states(inputs, settings, card["dtype"], memo)
+    return {v: heads[v][1].probs(states[v][:, layers.index(heads[v][0])]) for v in ("user", "item")}
+
+
 def probe_rows(args, data, profiles, pool, heldout, eval_users, prompts: Path,
                max_liked: int) -> list[dict]:
     """Probe at every label count: per view natural-noise AUC (audited Low = rated <= 2 among
     held-out pairs), synthetic-noise AUC (random never-seen pairs against the held-out
     pairs), 3-class and verdict kappa, tuning seconds. Largest set first, on its own; the
-    smaller nested sets take its states from memory (marked *)."""
+    smaller nested sets take its states from memory (marked *). Held-out states are computed
+    once; the largest probe is also run through its rating backend on the held-out pairs, and
+    the largest gap between the two routes is reported (``backend_max_abs_dp``)."""
     from llmhni_local.audit.probe import ProbeSettings, fit_probe
     from llmhni_local.audit.probe_head import auc, noise_score
 
@@ -333,11 +352,22 @@ def probe_rows(args, data, profiles, pool, heldout, eval_users, prompts: Path,
         card = fit_probe(profiles, pool.iloc[:n], out, ProbeSettings(), prompts_dir=prompts,
                          max_liked=max_liked, force=True, state_memo=memo,
                          log=lambda m: print("   ", m, flush=True))
-        p_held = probe_probs(out, held, profiles, prompts, max_liked)
-        p_fake = probe_probs(out, fake, profiles, prompts, max_liked)
+        t0 = time.perf_counter()
+        p_held = memo_probe_probs(out, held, profiles, prompts, max_liked, memo)
+        p_fake = memo_probe_probs(out, fake, profiles, prompts, max_liked, memo)
+        eval_s = time.perf_counter() - t0
         preds = {v: [LABELS[k] for k in p_held[v].argmax(1)] for v in ("user", "item")}
         row = baseline_rows(f"probe ({n} labels)" + ("*" if card["timing"]["states_reused"]
                                                      else ""), truth, preds)
+        if not rows:
+            t0 = time.perf_counter()
+            via = probe_probs(out, held, profiles, prompts, max_liked)
+            row["backend_s_per_prompt"] = (time.perf_counter() - t0) / (2 * len(held))
+            row["backend_max_abs_dp"] = max(float(np.abs(via[v] - p_held[v]).max())
+                                            for v in ("user", "item"))
+            print(f"    rating backend on the held-out pairs: max |dp| against the shared "
+                  f"states {row['backend_max_abs_dp']:.2g}, "
+                  f"{row['backend_s_per_prompt']:.3f} s per prompt", flush=True)
         low = np.array([t == "Low" for t in truth])
         for v in ("user", "item"):
             row["views"][v]["auc_natural"] = auc(noise_score(p_held[v]), low)
@@ -345,7 +375,7 @@ def probe_rows(args, data, profiles, pool, heldout, eval_users, prompts: Path,
                 np.r_[noise_score(p_held[v]), noise_score(p_fake[v])],
                 np.r_[np.zeros(len(held), bool), np.ones(len(fake), bool)])
         row.update(n=n, finetune_s=card["timing"]["wall_seconds"],
-                   states_s=card["timing"]["states_seconds"],
+                   states_s=card["timing"]["states_seconds"], eval_states_s=eval_s,
                    layers={v: card["heads"][v]["layer"] for v in ("user", "item")})
         rows.append(row)
     return sorted(rows, key=lambda r: r["n"])
@@ -543,7 +573,8 @@ def probe_result(result: dict, rows: list[dict], truth: list[str], t_start: floa
     result["raters"] = [{"name": r["name"], **{f"{v}_{m}": r["views"][v].get(m) for v in
                          ("user", "item", "verdict") for m in ("kappa", "auc_natural",
                                                                 "auc_synthetic")},
-                         **{k: r[k] for k in ("n", "finetune_s", "states_s", "layers")
+                         **{k: r[k] for k in ("n", "finetune_s", "states_s", "eval_states_s",
+                                              "backend_max_abs_dp", "backend_s_per_prompt", "layers")
                             if k in r}} for r in rows]
     big = max((r for r in rows if "n" in r), key=lambda r: r["n"], default=None)
     if big is not None:
@@ -553,6 +584,10 @@ def probe_result(result: dict, rows: list[dict], truth: list[str], t_start: floa
             "synthetic_auc_one_view_at_least_0.75": bool(max(v["user"]["auc_synthetic"],
                                                              v["item"]["auc_synthetic"]) >= 0.75),
             "tune_within_10_min": bool(big["finetune_s"] <= 600)}
+        logit = next((r for r in rows if r["name"].startswith("logistic: counts")), None)
+        if logit is not None:
+            result["targets"]["verdict_kappa_above_counts_similarity_logistic"] = bool(
+                v["verdict"]["kappa"] > logit["views"]["verdict"]["kappa"])
     result["wall_seconds"] = time.perf_counter() - t_start
     return result
 
