@@ -2,8 +2,11 @@
 
 Stages, in order (``python cli.py run --config configs/ml100k.toml``)::
 
-    data -> profiles -> embed -> align -> rec_pre -> candidates -> rate -> verdicts
-         -> train -> report
+    data -> profiles -> embed -> align -> rec_pre -> candidates -> tune -> rate
+         -> verdicts -> train -> report
+
+``tune`` does nothing unless ``tune.kind`` asks it to fit a probe on simulated audit labels
+(:class:`~llmhni_local.llm.settings.TuneSettings`); the rate stage then rates with that probe.
 
 Each stage records in ``RUN/stages/<stage>.json`` a key: the hash of the settings it reads and
 of the keys of the stages it reads from. A stage whose key is unchanged and whose outputs exist
@@ -13,7 +16,7 @@ is reused without doing any work; ``--from STAGE`` runs that stage and every lat
 Run folder layout::
 
     RUN/profiles/  RUN/embeddings/  RUN/align/z.npz  RUN/rec_pre/ (a train run)
-    RUN/candidates.parquet  RUN/judgments.sqlite  RUN/rating.json
+    RUN/candidates.parquet  RUN/tune/ (tune.kind = "probe")  RUN/judgments.sqlite  RUN/rating.json
     RUN/verdicts.parquet  RUN/verdicts.json  RUN/train/<method>/seed<k>/ (train runs)
     RUN/results.json  RUN/report.md  RUN/plots/*.png
 """
@@ -35,14 +38,14 @@ from llmhni_local.errors import UserError
 from llmhni_local.io import sha256_text, write_json
 from llmhni_local.llm.profiles import ProfileSettings
 from llmhni_local.llm.rate import RateSettings
-from llmhni_local.llm.settings import EmbedderSettings, EmbedSettings, RaterSettings
+from llmhni_local.llm.settings import EmbedderSettings, EmbedSettings, RaterSettings, TuneSettings
 from llmhni_local.llm.verdict_rules import VerdictSettings
 from llmhni_local.method.candidates import CandidateSettings
 from llmhni_local.method.settings import LLMHNISettings
-from llmhni_local.stages import missing_outputs
+from llmhni_local.stages import TUNE_PROBE_DIR, TUNE_SUMMARY, missing_outputs
 
 STAGES: tuple[str, ...] = ("data", "profiles", "embed", "align", "rec_pre", "candidates",
-                           "rate", "verdicts", "train", "report")
+                           "tune", "rate", "verdicts", "train", "report")
 
 #: LLMHNI's ablations: method name -> the ``[llmhni]`` switch it turns off.
 _ABLATIONS = {"llmhni-no-semneg": "semantic_negatives", "llmhni-no-align": "alignment",
@@ -98,9 +101,20 @@ class RunConfig:
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     candidates: CandidateSettings = field(default_factory=CandidateSettings)
     rater: RaterSettings = field(default_factory=RaterSettings)
+    tune: TuneSettings = field(default_factory=TuneSettings)
     rate: RateSettings = field(default_factory=RateSettings)
     llmhni: LLMHNISettings = field(default_factory=LLMHNISettings)
     verdicts: VerdictSettings = field(default_factory=VerdictSettings)
+
+    def __post_init__(self) -> None:
+        if self.tune.kind == "none":
+            return
+        if self.rater.adapter:
+            raise ConfigError(f"tune.kind = {self.tune.kind!r} rates with the probe it fits; "
+                              f"rater.adapter ({self.rater.adapter}) must then be unset")
+        if self.pipeline.rater == "simulated":
+            raise ConfigError(f"tune.kind = {self.tune.kind!r} tunes the LLM rater; "
+                              "pipeline.rater = 'simulated' uses none (set tune.kind = 'none')")
 
     def train_config(self, **train_changes) -> TrainConfig:
         return TrainConfig(data=self.data, model=self.model,
@@ -126,12 +140,25 @@ _READS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "align": (("llmhni.align", "train.seed"), ("embed",)),
     "rec_pre": (("model", "train", "eval"), ("data",)),
     "candidates": (("candidates",), ("rec_pre",)),
+    # with tune.kind = "none" it reads only [tune], and rate does not read it (_reads)
+    "tune": (("tune", "rater.model", "rate.max_liked"), ("candidates", "profiles")),
     "rate": (("rater", "rate", "pipeline.rater", "pipeline.simulated_error"), ("candidates", "profiles")),
     "verdicts": (("verdicts",), ("rate",)),
     "train": (("model", "train", "eval", "llmhni", "pipeline.methods", "pipeline.seeds"),
               ("verdicts", "align", "rec_pre")),
     "report": ((), ("train",)),
 }
+
+
+def _reads(cfg: RunConfig, stage: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """:data:`_READS` of ``stage`` under ``cfg``: an untuned run's keys are those of a run
+    without a tune stage, and a tuned run's rate key holds the tune key (a new probe re-rates)."""
+    settings, upstream = _READS[stage]
+    if stage == "tune" and cfg.tune.kind == "none":
+        return ("tune",), ()
+    if stage == "rate" and cfg.tune.kind != "none":
+        return settings, (*upstream, "tune")
+    return settings, upstream
 
 
 def _get(cfg: RunConfig, dotted: str) -> Any:
@@ -165,11 +192,19 @@ class Run:
         return self._data
 
     def key(self, stage: str) -> str:
-        settings, upstream = _READS[stage]
+        settings, upstream = _reads(self.cfg, stage)
         payload = {"stage": stage, "settings": {s: _get(self.cfg, s) for s in settings},
                    "upstream": {u: self.keys[u] for u in upstream},
                    "extra": self.extra_keys.get(stage, "")}
         return sha256_text(json.dumps(payload, sort_keys=True, default=str))
+
+    @property
+    def rater(self) -> RaterSettings:
+        """The rater the rate stage uses: ``[rater]``, with the tune stage's probe as its
+        adapter when ``tune.kind = "probe"``."""
+        if self.cfg.tune.kind == "probe":
+            return dataclasses.replace(self.cfg.rater, adapter=str(self.dir / TUNE_PROBE_DIR))
+        return self.cfg.rater
 
     def record_path(self, stage: str) -> Path:
         return self.dir / "stages" / f"{stage}.json"
@@ -204,11 +239,12 @@ def _embedder_id(run: Run) -> str:
     return embedder_model_id(run.cfg.embedder)
 
 
-def _rater_id(run: Run) -> tuple[str, str]:
-    """``(model_id, adapter)`` as every entry point stores judgments under them."""
+def _rater_id(run: Run, settings: RaterSettings | None = None) -> tuple[str, str]:
+    """``(model_id, adapter)`` as every entry point stores judgments under them (of
+    ``settings``, by default ``[rater]`` as configured)."""
     from llmhni_local.llm.rate import rater_model_id
 
-    return rater_model_id(run.cfg.rater)
+    return rater_model_id(settings or run.cfg.rater)
 
 
 def _stage_embed(run: Run) -> dict:
@@ -270,12 +306,23 @@ def _stage_candidates(run: Run) -> dict:
     return {"pairs": info["pairs"], **info["counts"], **({"coverage": cov} if cov else {})}
 
 
+def _stage_tune(run: Run) -> dict:
+    if run.cfg.tune.kind == "none":
+        return {"kind": "none"}
+    from llmhni_local.stages import tune_run
+
+    run.log(f"[tune] {run.cfg.tune.kind} on {run.cfg.tune.labels} simulated audit labels "
+            "(training pairs that are not candidates)")
+    return tune_run(run.dir, run.data, run.cfg.tune, base=run.cfg.rater.model,
+                    max_liked=run.cfg.rate.max_liked, log=run.log)
+
+
 def _stage_rate(run: Run) -> dict:
     if run.cfg.pipeline.rater == "simulated":
         return {"simulated": True, "skipped": "the simulated rater reads noise flags, no LLM"}
     from llmhni_local.stages import rate_run
 
-    report, rid, adapter = rate_run(run.dir, run.cfg.rater, run.cfg.rate, progress=run.progress)
+    report, rid, adapter = rate_run(run.dir, run.rater, run.cfg.rate, progress=run.progress)
     return {"model_id": rid, "adapter": adapter, **report.as_dict()}
 
 
@@ -435,8 +482,48 @@ def _stage_train(run: Run) -> dict:
                              "epoch_seconds": metrics["epoch_seconds"]})
         results[method] = {"seeds": per_seed, **_mean_std(per_seed)}
     write_json(run.dir / "results.json", {"methods": results,
-                                          "simulated_rater": run.cfg.pipeline.rater == "simulated"})
+                                          "simulated_rater": run.cfg.pipeline.rater == "simulated",
+                                          "rater": rater_info(run)})
     return {m: {k: v for k, v in r.items() if k != "seeds"} for m, r in results.items()}
+
+
+def _model_name(model: str) -> str:
+    """A rater model as a reader knows it: the registry's model name, else the folder's."""
+    from llmhni_local.llm.registry import KNOWN
+
+    if model in KNOWN:
+        return KNOWN[model].description.split(" (")[0]
+    return Path(model).name or model
+
+
+def rater_info(run: Run) -> dict[str, Any]:
+    """How results.json, report.md and the closing table name the rater whose verdicts the
+    methods in ``methods`` read: ``description`` always, ``tag`` (a mark on those methods'
+    rows) when the rater was tuned inside the run on simulated labels, so no reader takes it
+    for a zero-shot or a human-audited rater."""
+    methods = [m for m in run.cfg.pipeline.methods if METHOD_TABLE[m].reads_verdicts]
+    if run.cfg.pipeline.rater == "simulated":
+        return {"kind": "simulated", "methods": methods,
+                "description": "SIMULATED rater (reads the ground-truth noise flags, error rate "
+                               f"{run.cfg.pipeline.simulated_error:g})"}
+    name, adapter = _model_name(run.cfg.rater.model), run.cfg.rater.adapter
+    info: dict[str, Any] = {"kind": "llm", "model": run.cfg.rater.model, "methods": methods}
+    if run.cfg.tune.kind == "probe":
+        tune = json.loads((run.dir / TUNE_SUMMARY).read_text())
+        info.update(tuned={k: tune[k] for k in ("kind", "labels", "counts", "pool", "rule",
+                                                "simulated")},
+                    tag="simulated-audit-tuned rater",
+                    description=f"{name} + probe tuned on {tune['labels']} SIMULATED audit "
+                                f"labels ({tune['pool']}; read off ratings {tune['rule']}, not "
+                                "given by a person)")
+    elif adapter:
+        from llmhni_local.audit.probe import is_probe_folder
+
+        kind = "probe" if is_probe_folder(adapter) else "LoRA adapter"
+        info["description"] = f"{name} + {kind} {Path(adapter).name} (see its card for its labels)"
+    else:
+        info["description"] = f"{name} (zero-shot)"
+    return info
 
 
 def _per_user_from_model(run: Run, out: Path) -> None:
@@ -468,7 +555,7 @@ def _stage_report(run: Run) -> dict:
 _RUNNERS: dict[str, Callable[[Run], dict]] = {
     "data": _stage_data, "profiles": _stage_profiles, "embed": _stage_embed,
     "align": _stage_align, "rec_pre": _stage_rec_pre, "candidates": _stage_candidates,
-    "rate": _stage_rate, "verdicts": _stage_verdicts, "train": _stage_train,
+    "tune": _stage_tune, "rate": _stage_rate, "verdicts": _stage_verdicts, "train": _stage_train,
     "report": _stage_report,
 }
 
@@ -476,8 +563,14 @@ def _model_keys(run: Run) -> None:
     """Model content hashes enter the keys of the stages that use the models."""
     needs_llm = run.cfg.pipeline.rater == "llm"
     run.extra_keys["embed"] = _embedder_id(run)
-    if needs_llm:
+    if needs_llm and run.cfg.tune.kind == "none":  # a tuned rater's id: _tuned_rater_key
         run.extra_keys["rate"] = ":".join(_rater_id(run))
+    if run.cfg.tune.kind != "none":
+        from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+
+        # the probe reads the base model's states on the rating prompts
+        hashes = [t.hash for t in load_templates(tuple(VIEW_TEMPLATES.values())).values()]
+        run.extra_keys["tune"] = ":".join([_rater_id(run)[0], *hashes])
     if run.cfg.profiles.summarize:
         run.extra_keys["summarizer"] = ":summarized-by:" + ":".join(_rater_id(run))
 
@@ -505,10 +598,14 @@ def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = T
         forced = forced or stage == start
         if stage == "data":
             _stage_data(run)  # cheap, and sets the data hash the later keys read
+        if stage == "rate" and run.cfg.tune.kind != "none":
+            # the tuned rater's id holds the probe folder's hash, known once tune is done
+            run.extra_keys["rate"] = ":".join(_rater_id(run, run.rater))
         key = run.key(stage)
         run.keys[stage] = key
         rec = run.record(stage)
-        missing = missing_outputs(run.dir, stage, simulated=run.cfg.pipeline.rater == "simulated")
+        missing = missing_outputs(run.dir, stage, simulated=run.cfg.pipeline.rater == "simulated",
+                                  tune=run.cfg.tune.kind)
         if not forced and rec is not None and rec.get("key") == key and not missing:
             run.ran[stage] = False
             log(f"[{stage}] unchanged, reused")
@@ -542,6 +639,10 @@ def _check_inputs_early(run: Run) -> None:
     if needs_flags and run.data.train_noise is None:
         raise ConfigError(f"{needs_flags[0]} needs ground-truth noise flags; {run.data.name} has "
                           "none (set data.synthetic_noise)")
+    if run.cfg.tune.kind != "none" and run.data.train_rating is None:
+        raise ConfigError(f"tune.kind = {run.cfg.tune.kind!r} fits on simulated audit labels "
+                          f"read off explicit ratings; {run.data.name} has none (set tune.kind "
+                          "= 'none')")
     resolve_checked(run.cfg.embedder.model, ("weights", "config", "tokenizer"))
     if run.cfg.pipeline.rater == "llm" or run.cfg.profiles.summarize:
         resolve_checked(run.cfg.rater.model, ("weights", "config", "tokenizer"))
@@ -553,8 +654,15 @@ def _manifest(run: Run, build_manifest) -> dict:
     templates = load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values()))
     models = {"embedder": {"name": run.cfg.embedder.model, "id": run.extra_keys.get("embed")}}
     if run.cfg.pipeline.rater == "llm":
-        models["rater"] = {"name": run.cfg.rater.model, "adapter": run.cfg.rater.adapter,
+        models["rater"] = {"name": run.cfg.rater.model, "adapter": run.rater.adapter,
                            "id": run.extra_keys.get("rate")}
+        if run.cfg.tune.kind == "probe":
+            from llmhni_local.llm.registry import model_hash
+
+            folder = run.dir / TUNE_PROBE_DIR
+            models["rater"]["tuned"] = {"kind": "probe", "folder": str(folder),
+                                        "sha256": model_hash(folder), "simulated_labels": True,
+                                        "summary": TUNE_SUMMARY}
     else:
         models["rater"] = {"simulated": True, "error_rate": run.cfg.pipeline.simulated_error}
     return build_manifest(

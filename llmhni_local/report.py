@@ -220,13 +220,16 @@ def results_table(results: dict) -> list[list[str]]:
     BPR and the oracle (:func:`gap_recovered`) when both were trained, else "-"."""
     rows = []
     methods = results["methods"]
+    rater = results.get("rater") or {}
+    marked = set(rater.get("methods", ())) if rater.get("tag") else set()
     ref = ((methods["bpr"]["recall@20_mean"], methods["oracle"]["recall@20_mean"])
            if "bpr" in methods and "oracle" in methods else None)
     for m, r in methods.items():
         n = len(r["seeds"])
         fmt = (lambda k: f"{r[k + '_mean']:.4f} ± {r[k + '_std']:.4f}") if n > 1 else (lambda k: f"{r[k + '_mean']:.4f}")
         gap = gap_recovered(r["recall@20_mean"], *ref) if ref else float("nan")
-        rows.append([m, fmt("recall@20"), fmt("ndcg@20"), fmt("recall@10"), fmt("ndcg@10"), str(n),
+        name = f"{m} ({rater['tag']})" if m in marked else m
+        rows.append([name, fmt("recall@20"), fmt("ndcg@20"), fmt("recall@10"), fmt("ndcg@10"), str(n),
                      f"{np.mean([s['epoch_seconds'] for s in r['seeds']]):.2f}",
                      "-" if np.isnan(gap) else f"{gap:+.2f}"])
     return rows
@@ -234,6 +237,16 @@ def results_table(results: dict) -> list[list[str]]:
 
 RESULT_HEADER = ["method", "Recall@20", "NDCG@20", "Recall@10", "NDCG@10", "seeds", "s/epoch",
                  "BPR->oracle"]
+
+
+def rater_line(results: dict) -> str:
+    """The sentence naming the rater whose verdicts LLMHNI read ('' for a run that did not
+    record it)."""
+    rater = results.get("rater") or {}
+    if not rater.get("description") or rater.get("kind") == "simulated":
+        return ""  # the simulated rater has its own banner
+    marked = ", ".join(rater.get("methods", ())) or "LLMHNI"
+    return f"Rater of {marked}: {rater['description']}."
 
 
 def write_report(run_dir: str | Path, data) -> dict:
@@ -250,6 +263,9 @@ def write_report(run_dir: str | Path, data) -> dict:
     if simulated:
         lines += ["**Verdicts from the SIMULATED rater** (reads the ground-truth noise flags and "
                   "errs at a set rate): a study of rater quality, not an LLM result.", ""]
+    tag = (results.get("rater") or {}).get("tag")
+    if rater_line(results):
+        lines += [f"**{rater_line(results)}**", ""]
     lines += ["## Clean-test ranking (full ranking, training items masked; test read once at the "
               "best validation epoch)", "",
               "| " + " | ".join(RESULT_HEADER) + " |", "|" + "---|" * len(RESULT_HEADER)]
@@ -281,7 +297,8 @@ def write_report(run_dir: str | Path, data) -> dict:
         ident["left_out_trained_pairs"] = left_out
         out["identification"] = ident
         plot_identification(verdicts, plots / "identification.png")
-        lines += ["## Identification of noisy and hard pairs" + (" (simulated rater)" if simulated else ""), ""]
+        lines += ["## Identification of noisy and hard pairs" + (" (simulated rater)" if simulated else "")
+                  + (f" ({tag})" if tag else ""), ""]
         if "coverage" in ident:
             c = ident["coverage"]
             lines += [f"Coverage: {c['covered']} of the {c['flagged']} flagged-noisy training "
@@ -322,7 +339,9 @@ def print_run_summary(run_dir: str | Path) -> None:
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
     sim = " [SIMULATED rater]" if results.get("simulated_rater") else ""
-    table = Table(title=f"Clean-test ranking{sim}")
+    tag = (results.get("rater") or {}).get("tag")
+    sim += f" [{tag}]" if tag else ""
+    table = Table(title=f"Clean-test ranking{sim}", caption=rater_line(results) or None)
     for h in RESULT_HEADER:
         table.add_column(h, justify="left" if h == "method" else "right", min_width=len(h))
     for row in results_table(results):

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from llmhni_local.llm.embed import Embeddings
     from llmhni_local.llm.profiles import ProfileSettings, Profiles
     from llmhni_local.llm.rate import RateReport, RateSettings
-    from llmhni_local.llm.settings import EmbedderSettings, RaterSettings
+    from llmhni_local.llm.settings import EmbedderSettings, RaterSettings, TuneSettings
     from llmhni_local.method.candidates import CandidateSettings
 
 #: Files (or folders) each stage writes, relative to the run folder; a missing one re-runs it.
@@ -36,6 +36,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "align": ("align/aligned.npz", "align/raw.npz"),
     "rec_pre": ("rec_pre/model.pt", "rec_pre/metrics.json"),
     "candidates": ("candidates.parquet", "candidates.json"),
+    "tune": (),  # tune.kind = "none" writes nothing; see TUNE_OUTPUTS
     "rate": ("judgments.sqlite", "rating.json"),
     "verdicts": ("verdicts.parquet",),
     "train": ("results.json",),
@@ -46,10 +47,23 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
 #: With the simulated rater (``pipeline.rater = "simulated"``) the rate stage stores nothing.
 SIMULATED_OUTPUTS: dict[str, tuple[str, ...]] = {"rate": ()}
 
+#: Where ``tune.kind = "probe"`` puts the probe folder and its summary, relative to the run.
+TUNE_PROBE_DIR = "tune/probe"
+TUNE_SUMMARY = "tune/tune.json"
 
-def missing_outputs(run_dir: str | Path, stage: str, *, simulated: bool = False) -> list[str]:
-    """The declared outputs of ``stage`` that ``run_dir`` lacks (empty: all there)."""
+#: What the ``tune`` stage writes per ``tune.kind``.
+TUNE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "none": (), "probe": (TUNE_SUMMARY, f"{TUNE_PROBE_DIR}/card.json",
+                          f"{TUNE_PROBE_DIR}/probe.safetensors")}
+
+
+def missing_outputs(run_dir: str | Path, stage: str, *, simulated: bool = False,
+                    tune: str = "none") -> list[str]:
+    """The declared outputs of ``stage`` that ``run_dir`` lacks (empty: all there); ``tune``
+    is ``tune.kind``."""
     declared = SIMULATED_OUTPUTS.get(stage, OUTPUTS[stage]) if simulated else OUTPUTS[stage]
+    if stage == "tune":
+        declared = TUNE_OUTPUTS[tune]
     return [o for o in declared if not (Path(run_dir) / o).exists()]
 
 
@@ -200,3 +214,44 @@ def rate_run(run_dir: str | Path, rater: "RaterSettings", settings: "RateSetting
     report = rate_candidates(run_dir, make_backend, model_id=model_id, adapter=adapter,
                              settings=settings, prompts_dir=prompts_dir, progress=progress)
     return report, model_id, adapter
+
+
+# ---------------------------------------------------------------------------- tune
+def tune_run(run_dir: str | Path, data: "Interactions", settings: "TuneSettings", *,
+             base: str, max_liked: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``tune.kind = "probe"``: fit a probe on ``rater.model`` (``base``) into
+    ``RUN/tune/probe/`` from ``settings.labels`` simulated audit labels of training pairs that
+    are not candidates of the run (``audit simulate --pool train``), and describe it in
+    ``RUN/tune/tune.json``; returns that summary."""
+    import time
+
+    from llmhni_local.audit.probe import ProbeSettings, fit_probe
+    from llmhni_local.audit.simulated_audits import RATING_RULE, simulate_sample
+    from llmhni_local.io import write_json
+    from llmhni_local.llm.profiles import load_profiles
+
+    if settings.kind != "probe":
+        raise ConfigError(f"tune.kind {settings.kind!r}: tune_run fits probes only")
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    frame, info = simulate_sample(run_dir, settings.labels, pool="train", seed=settings.seed,
+                                  data=data)
+    labels = frame[["user", "item", "label"]].assign(simulated=True)
+    source = {"simulated": True, "rule": RATING_RULE, "pool": "train", "seed": settings.seed,
+              "rows": int(len(labels))}
+    card = fit_probe(load_profiles(run_dir), labels, run_dir / TUNE_PROBE_DIR,
+                     ProbeSettings(base=base), max_liked=max_liked, label_sources=[source],
+                     run_dir=run_dir, force=True, log=log)
+    summary = {
+        "kind": "probe", "simulated": True, "labels": int(card["labels"]["n"]),
+        "counts": card["labels"]["counts"], "users": int(card["labels"]["users"]),
+        "seed": settings.seed, "rule": RATING_RULE,
+        "pool": "training pairs that are not candidates",
+        "excluded_candidates": int(info.get("excluded_candidates", 0)),
+        "available": int(info.get("available", 0)), "probe": TUNE_PROBE_DIR,
+        "base_model": card["base_model"]["name"],
+        "cv": {view: dict(fig) for view, fig in card["cv"]["per_view"].items()},
+        "probe_seconds": card["timing"]["wall_seconds"],
+        "seconds": time.perf_counter() - t0}
+    write_json(run_dir / TUNE_SUMMARY, summary)
+    return summary

@@ -163,3 +163,33 @@ def test_oracle_coverage_and_per_user_metrics(tmp_path):
     run_pipeline(cfg2, progress=False, log=logs.append)
     assert "[train] oracle seed 0: unchanged, reused" in logs
     assert "[train] llmhni seed 0: unchanged, reused" in logs
+
+
+def test_tuned_rater_pipeline_marks_the_rater_and_retunes(tmp_path, tiny_llama):
+    """tune.kind = "probe" end to end: the probe is fitted on simulated labels of training
+    pairs that are not candidates, the rate stage rates with it, the report, results.json and
+    manifest name it, and a changed [tune] re-rates without touching earlier stages."""
+    tuned = {"rater.backend": "transformers", "rater.model": str(tiny_llama),
+             "rater.dtype": "float32", "rate.max_failure_share": 1.0,
+             "pipeline.methods": ["bpr", "llmhni"], "tune.kind": "probe", "tune.labels": 100}
+    cfg = _cfg(tmp_path, **tuned)
+    run = run_pipeline(cfg, progress=False, log=lambda _: None)
+    assert run.ran["tune"] and (run.dir / "tune" / "probe" / "card.json").is_file()
+    tune = json.loads((run.dir / "tune" / "tune.json").read_text())
+    assert tune["labels"] == 100 and tune["pool"] == "training pairs that are not candidates"
+    rating = json.loads((run.dir / "stages" / "rate.json").read_text())["summary"]
+    assert "+probe:probe@" in rating["model_id"]
+    results = json.loads((run.dir / "results.json").read_text())
+    assert results["rater"]["tag"] == "simulated-audit-tuned rater"
+    report = (run.dir / "report.md").read_text()
+    assert "probe tuned on 100 SIMULATED audit labels (training pairs that are not candidates" \
+        in report and "llmhni (simulated-audit-tuned rater)" in report
+    manifest = json.loads((run.dir / "manifest.json").read_text())
+    assert manifest["models"]["rater"]["tuned"]["sha256"] and manifest["settings"]["tune"][
+        "labels"] == 100
+    again = run_pipeline(cfg, progress=False, log=lambda _: None)
+    assert not any(again.ran.values())
+    reseeded = run_pipeline(_cfg(tmp_path, **tuned, **{"tune.seed": 1}), progress=False,
+                            log=lambda _: None)
+    assert [s for s in STAGES if reseeded.ran[s]] == ["tune", "rate", "verdicts", "train",
+                                                       "report"]

@@ -17,8 +17,9 @@ def run(
     set_: SetOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Run every stage: data, profiles, embeddings, alignment, Rec_pre, candidates, rating,
-    verdicts, training, evaluation, report. Unchanged stages are reused."""
+    """Run every stage: data, profiles, embeddings, alignment, Rec_pre, candidates, tuning the
+    rater (only with tune.kind), rating, verdicts, training, evaluation, report. Unchanged
+    stages are reused."""
     from llmhni_local.pipeline import run_pipeline
     from llmhni_local.report import print_run_summary
 
