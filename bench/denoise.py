@@ -134,7 +134,9 @@ def run_scenario(args, base: dict, scen: str, noise: float, backbone: str, out: 
 
     tag, figs = f"{scen}/{backbone}", out["figures"]
     share = args.share if args.share is not None else (0.7 if noise == 0 else 0.4)
-    common = {**base, "data.synthetic_noise": noise, "model.name": backbone}
+    # No in-run tuning: the simulated cells need none, and the LLM cells rate zero-shot (or
+    # with --adapter); synthetic pairs have no rating to simulate an audit label from.
+    common = {**base, "data.synthetic_noise": noise, "model.name": backbone, "tune.kind": "none"}
     sim = {**common, "pipeline.rater": "simulated", "candidates.k_pos_share": share,
            "candidates.k_pos": 0, "candidates.k_neg": 0, "candidates.budget": 0}
     main_methods = BASELINES + ["oracle", "llmhni"] + ([] if args.quick else ABLATIONS)

@@ -392,7 +392,8 @@ def pipeline_recall(args, adapter: Path | None) -> tuple[float, Path]:
     cfg = load_run_config(None, {**base, "pipeline.out": str(out),
                                  "pipeline.methods": ["bpr", "llmhni"],
                                  "rater.backend": args.backend, "rater.dtype": args.dtype,
-                                 "rater.adapter": str(adapter) if adapter else None})
+                                 "rater.adapter": str(adapter) if adapter else None,
+                                 "tune.kind": "none"})  # this bench's adapters, not the demo's
     run = run_pipeline(cfg, progress=False, log=lambda m: print("   ", m, flush=True))
     results = json.loads((run.dir / "results.json").read_text())["methods"]
     return float(results["llmhni"]["recall@20_mean"]), run.dir

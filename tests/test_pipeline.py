@@ -16,6 +16,7 @@ SMALL = {
     "model.dim": 16,
     "candidates.budget": 40,
     "llmhni.align.epochs": 2,
+    "tune.kind": "none",  # the demo tunes a probe on SmolLM2; tests that want it say so
 }
 
 
