@@ -147,8 +147,12 @@ def _train_pool(run_dir: Path, n: int, seed: int, data, profiles):
         c = load_candidates(run_dir / CANDIDATES_FILE)
         exclude = set(zip(c["user"].tolist(), c["item"].tolist()))
     table = pd.DataFrame({"user": data.train[:, 0], "item": data.train[:, 1]})
-    table = table[[(int(u), int(i)) not in exclude
-                   for u, i in zip(table["user"], table["item"])]]
+    # Pairs with no rating (synthetic noise injects them) have nothing to simulate a label
+    # from; they are left out and counted, never labelled by their noise flag.
+    rated = np.isfinite(np.asarray(data.train_rating, dtype=np.float64))
+    unrated = int((~rated).sum())
+    table = table[rated & np.array([(int(u), int(i)) not in exclude
+                                    for u, i in zip(table["user"], table["item"])], dtype=bool)]
     table = _drop_audited(run_dir, table).drop_duplicates(["user", "item"])
     if table.empty:
         raise UserError(f"{run_dir}: no training pairs left to label")
@@ -173,4 +177,5 @@ def _train_pool(run_dir: Path, n: int, seed: int, data, profiles):
     })
     for c in FILL_COLUMNS:
         frame[c] = ""
-    return frame, {"excluded_candidates": len(exclude), "available": int(len(table))}
+    return frame, {"excluded_candidates": len(exclude), "available": int(len(table)),
+                   "unrated_excluded": unrated}

@@ -50,6 +50,21 @@ def test_train_pool_leaves_candidates_out(rated_run, synth_data):
     assert len(frame) == len(train) - observed == info["available"]
 
 
+def test_train_pool_leaves_unrated_pairs_out(rated_run, synth_data):
+    """Synthetic noise adds training pairs with no rating: never labelled, counted."""
+    import dataclasses
+
+    data = synth_data()
+    ratings = np.asarray(data.train_rating, dtype=np.float32).copy()
+    ratings[::5] = np.nan
+    data = dataclasses.replace(data, train_rating=ratings)
+    frame, info = simulate_sample(rated_run, 1000, pool="train", data=data)
+    unrated = set(map(tuple, data.train[::5].tolist()))
+    assert info["unrated_excluded"] == len(data.train[::5]) > 0
+    assert not set(zip(frame["user"].tolist(), frame["item"].tolist())) & unrated
+    assert frame["label"].isin(["High", "Medium", "Low"]).all()
+
+
 def test_data_must_be_the_runs(rated_run, synth_data):
     with pytest.raises(UserError, match="not the data the profiles were built from"):
         simulate_sample(rated_run, 5, data=synth_data(seed=7))
