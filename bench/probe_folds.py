@@ -6,7 +6,7 @@ labels are SIMULATED from MovieLens-100K training ratings (<= 2 Low); ``--users`
 least 40 training items give ``--pairs`` pairs each, so random folds put a user's other pairs in
 training. A gap between the two is what the head learns of the user, not of the pair.
 
-    python bench/probe_folds.py                 # 40 users x 10 pairs (~4 min on 2 cores)
+    python bench/probe_folds.py                 # 40 users x 10 pairs (~3 min on 2 cores)
 """
 
 from __future__ import annotations
