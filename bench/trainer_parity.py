@@ -215,7 +215,7 @@ def run_seed(data, s: BenchSettings, seed: int) -> dict:
                  on_eval=on_eval)
     wall = time.perf_counter() - t0
     # RLMRec masks only training items when testing (its AllRankTstData); the project also
-    # masks validation items (METHOD.md). Report both, so the comparison is like for like.
+    # masks validation items (docs/METHOD.md). Report both, so the comparison is like for like.
     import torch
 
     from llmhni_local.eval.ranking import evaluate_ranking

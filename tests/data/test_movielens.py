@@ -1,4 +1,4 @@
-"""MovieLens-100K under the natural-noise protocol: the counts METHOD.md states."""
+"""MovieLens-100K under the natural-noise protocol: the counts docs/METHOD.md states."""
 
 import importlib.util
 

@@ -120,7 +120,7 @@ def test_label_token_ids_shared_first_token_raises() -> None:
 
 
 def test_label_token_ids_smollm2_if_prepared() -> None:
-    """ENV.md: SmolLM2 answers without a space, so 'Medium' is scored by its 'Med' token."""
+    """Measured on SmolLM2 (docs/DESIGN.md, "Reading the answer at the label"): SmolLM2 answers without a space, so 'Medium' is scored by its 'Med' token."""
     from llmhni_local.llm.chat import load_tokenizer
     from llmhni_local.llm.registry import resolve_model
 
