@@ -9,9 +9,15 @@ added to training and flagged) and backbone (LightGCN; NGCF without ``--quick``)
    on a candidate set that covers most flagged edges (``--share``, per-user share of training
    items). The same run folder then retrains LLMHNI alone for each simulated error rate and for
    each smaller share (the budget curve); every other stage and method is reused.
-2. ``llm``: LLMHNI with the local LLM rater (zero-shot unless ``--adapter``) on the base
-   config's candidate budget (rating is the cost: SmolLM2-135M rates ~2.3 judgments/s on 2 CPU
-   cores), skipped with ``--no-llm``.
+2. ``llm``: LLMHNI with the local LLM rater on the base config's candidate budget (rating is
+   the cost), skipped with ``--no-llm``. On natural noise the rater is the base config's probe,
+   tuned in the run on simulated audit labels (``[tune]``; rows ``llmhni-llm-probe``); on
+   synthetic noise, whose injected pairs have no rating to simulate a label from, zero-shot
+   (``llmhni-llm-zeroshot``); with ``--adapter``, that LoRA adapter (``llmhni-llm-lora``).
+
+Before the seeds are trained, each simulated cell chooses LLMHNI's similarity threshold
+quantile and contrastive weight on seed 0's validation Recall@20 (``--quantiles``,
+``--contrast``); the test split is not read for it.
 
 Every figure is a clean-test metric, mean ± std over ``--seeds``; LLMHNI against each baseline
 is a paired difference over the same seeds with a 95% bootstrap-over-users interval
@@ -58,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--contrast", default="0,0.01",
                    help="LLMHNI's contrastive weights tried (lambda_de = lambda_hal = w), "
                         "chosen per cell on seed 0's best validation Recall@20")
+    p.add_argument("--quantiles", default="0.5,0.75,0.9",
+                   help="LLMHNI's similarity threshold quantiles tried (llmhni.threshold_quantile), "
+                        "chosen per cell with the contrastive weight")
     p.add_argument("--adapter", default=None, help="LoRA adapter for the rater (rater.adapter)")
     p.add_argument("--no-llm", action="store_true", help="skip the LLM-rater rows")
     p.add_argument("--scenarios", default=None,
@@ -73,6 +82,17 @@ def parse_args(argv=None) -> argparse.Namespace:
             fail(f"--scenarios: unknown {sorted(unknown)} (known: {', '.join(SCENARIOS)})")
     if args.share is not None and not 0 < args.share <= 1:
         fail(f"--share must be in (0, 1], got {args.share}")
+    for name in ("contrast", "quantiles"):
+        try:
+            values = _floats(getattr(args, name), [])
+        except ValueError:
+            fail(f"--{name}: not a comma-separated list of numbers: {getattr(args, name)!r}")
+        if not values:
+            fail(f"--{name} must list at least one value")
+        if name == "quantiles" and not all(0 <= v <= 1 for v in values):
+            fail(f"--quantiles must be in [0, 1], got {getattr(args, name)!r}")
+        if name == "contrast" and not all(v >= 0 for v in values):
+            fail(f"--contrast must be >= 0, got {getattr(args, name)!r}")
     return args
 
 
@@ -141,7 +161,7 @@ def run_scenario(args, base: dict, scen: str, noise: float, backbone: str, out: 
            "candidates.k_pos": 0, "candidates.k_neg": 0, "candidates.budget": 0}
     main_methods = BASELINES + ["oracle", "llmhni"] + ([] if args.quick else ABLATIONS)
     sdir = Path(args.out) / f"{scen}-{backbone}-sim"
-    chosen = choose_contrast(args, sim, sdir, tag, out)
+    chosen = choose_settings(args, sim, sdir, tag, out)
     sim.update(chosen)
     print(f"== {tag}: {', '.join(main_methods)} (simulated rater, error 0, share {share})", flush=True)
     res = cell(sim, sdir, **{"pipeline.methods": main_methods, "pipeline.simulated_error": 0.0})
@@ -166,25 +186,52 @@ def run_scenario(args, base: dict, scen: str, noise: float, backbone: str, out: 
                          "shares": {share: (cov, m["llmhni"]["recall@20_mean"])}})
     _curves(args, sim, sdir, tag, out)
     if not args.no_llm:
-        _llm_cell(args, {**common, **chosen}, scen, backbone, bpr, oracle, out)
+        llm = {**common, **chosen}
+        # Natural noise has MovieLens ratings to simulate audit labels from, so its LLM cell
+        # rates with the base config's tuned probe (the toolkit's best rater without audits
+        # by people); synthetic pairs have none, so those cells rate zero-shot.
+        if noise == 0 and not args.adapter and base.get("tune.kind", "none") != "none":
+            llm["tune.kind"] = base["tune.kind"]
+        _llm_cell(args, llm, scen, backbone, bpr, oracle, out)
 
 
-def choose_contrast(args, sim: dict, sdir: Path, tag: str, out: dict) -> dict:
-    """LLMHNI's contrastive weight for this cell, by seed 0's best validation Recall@20 (the
-    simulated rater at error 0); test figures are not looked at. One weight for both terms."""
-    grid = _floats(args.contrast, [0.0, 0.01])
-    if len(grid) < 2:
-        return {"llmhni.lambda_de": grid[0], "llmhni.lambda_hal": grid[0]} if grid else {}
-    val = {}
-    for w in grid:
-        print(f"== {tag}: choosing the contrastive weight: llmhni at {w:g}, seed 0", flush=True)
-        r = cell({**sim, "pipeline.seeds": [0], "llmhni.lambda_de": w, "llmhni.lambda_hal": w},
-                 sdir, **{"pipeline.methods": ["llmhni"], "pipeline.simulated_error": 0.0})
-        val[w] = r["methods"]["llmhni"]["seeds"][0]["val"]["recall@20"]
-    best = max(grid, key=lambda w: (val[w], -w))  # ties: the smaller weight
-    out["figures"][f"{tag}/llmhni/contrast_weight"] = best
-    out["choices"].append([tag, ", ".join(f"{w:g}: {v:.4f}" for w, v in val.items()), f"{best:g}"])
-    return {"llmhni.lambda_de": best, "llmhni.lambda_hal": best}
+def choose_settings(args, sim: dict, sdir: Path, tag: str, out: dict) -> dict:
+    """LLMHNI's similarity threshold quantile and contrastive weight for this cell, by seed 0's
+    best validation Recall@20 (simulated rater at error 0); test figures are not looked at.
+
+    A coordinate search: each quantile of ``--quantiles`` at the base contrastive weight, then
+    each other weight of ``--contrast`` at the best quantile (one weight for both terms; ties:
+    the earlier candidate)."""
+    quantiles, weights = _floats(args.quantiles, []), _floats(args.contrast, [])
+    w0 = sim.get("llmhni.lambda_de", weights[0])
+    w0 = w0 if w0 in weights else weights[0]
+    if len(quantiles) == 1 and len(weights) == 1:
+        return _llmhni_choice(quantiles[0], weights[0])
+    val: dict[tuple[float, float], float] = {}
+
+    def trial(q: float, w: float) -> None:
+        print(f"== {tag}: choosing LLMHNI's settings: quantile {q:g}, weight {w:g}, seed 0",
+              flush=True)
+        r = cell({**sim, "pipeline.seeds": [0], **_llmhni_choice(q, w)}, sdir,
+                 **{"pipeline.methods": ["llmhni"], "pipeline.simulated_error": 0.0})
+        val[(q, w)] = r["methods"]["llmhni"]["seeds"][0]["val"]["recall@20"]
+
+    for q in quantiles:
+        trial(q, w0)
+    q_best = max(quantiles, key=lambda q: val[(q, w0)])
+    for w in weights:
+        if w != w0:
+            trial(q_best, w)
+    best = max(val, key=val.get)  # dicts keep insertion order: ties go to the earlier trial
+    out["figures"][f"{tag}/llmhni/threshold_quantile"] = best[0]
+    out["figures"][f"{tag}/llmhni/contrast_weight"] = best[1]
+    out["choices"].append([tag, "; ".join(f"q {q:g}, w {w:g}: {v:.4f}" for (q, w), v in val.items()),
+                           f"q {best[0]:g}, w {best[1]:g}"])
+    return _llmhni_choice(*best)
+
+
+def _llmhni_choice(q: float, w: float) -> dict:
+    return {"llmhni.threshold_quantile": q, "llmhni.lambda_de": w, "llmhni.lambda_hal": w}
 
 
 def _curves(args, sim: dict, sdir: Path, tag: str, out: dict) -> None:
@@ -230,7 +277,9 @@ def _llm_cell(args, common: dict, scen: str, backbone: str, bpr: float, oracle: 
         figs[f"{tag}/llm/noisy_f1"] = ident["observed"]["f1"]
     for name in methods:
         rr = r["methods"][name]
-        label = name.replace("llmhni", "llmhni-llm", 1)
+        kind = "probe" if common.get("tune.kind", "none") != "none" else (
+            "lora" if args.adapter else "zeroshot")
+        label = name.replace("llmhni", f"llmhni-llm-{kind}", 1)
         _put(figs, f"{tag}/{label}", rr)
         out["rows"].append([scen, backbone, label, _ms(rr), _ms(rr, "ndcg@20"),
                             f"{gap_recovered(rr['recall@20_mean'], bpr, oracle):+.2f}"])
@@ -291,8 +340,9 @@ def main(args: argparse.Namespace) -> dict:
          "Paired differences, same seeds, bootstrap over users"),
         (["cell", "setting", "Recall@20", "vs BPR [95% CI]"], out["sim_rows"],
          "LLMHNI with the SIMULATED rater: error and budget curves"),
-        (["cell", "validation Recall@20 by weight", "chosen"], out["choices"],
-         "LLMHNI's contrastive weight (lambda_de = lambda_hal), chosen on validation, seed 0"),
+        (["cell", "validation Recall@20 by setting", "chosen"], out["choices"],
+         "LLMHNI's similarity threshold quantile q and contrastive weight w (lambda_de = "
+         "lambda_hal), chosen on validation, seed 0"),
     ]
     for head, rows, title in tables:
         print_table(head, rows, title=title)
