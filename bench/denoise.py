@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -355,6 +356,11 @@ def main(args: argparse.Namespace) -> dict:
     return result
 
 
+def _shown(path: str) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
+
+
 def _write_docs(args, tables: list[tuple[str, str]], seconds: float) -> None:
     path = REPO_ROOT / "docs" / "BENCHMARKS.md"
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
@@ -363,8 +369,9 @@ def _write_docs(args, tables: list[tuple[str, str]], seconds: float) -> None:
     cmd = "python bench/denoise.py " + " ".join(sys.argv[1:])
     body = "\n\n".join(f"{title}:\n\n{table}" for title, table in tables)
     block = (f"{MARK_BEGIN}\n## Denoising (`{cmd}`)\n\n"
-             f"Measured {time.strftime('%Y-%m-%d')}: {seconds / 60:.0f} minutes on 2 CPU cores "
-             "(AMD EPYC, shared with other jobs). Clean-test metrics (full ranking, training "
+             f"Measured {time.strftime('%Y-%m-%d')}: {seconds / 60:.0f} minutes on "
+             f"{os.cpu_count()} CPU cores; runs whose keys match earlier ones in `{_shown(args.out)}` "
+             "are reused, so the minutes count only what was recomputed. Clean-test metrics (full ranking, training "
              "items masked, test read once at the best validation epoch). BPR->oracle: "
              "(method - BPR) / (oracle - BPR) on Recall@20. The simulated rater reads the "
              "ground-truth flags of observed candidates (a study, not an LLM result).\n\n"
