@@ -101,6 +101,29 @@ def _floats(text: str | None, default: list[float]) -> list[float]:
     return default if text is None else [float(x) for x in text.split(",") if x.strip()]
 
 
+def base_settings(config: str, seeds: int, epochs: int) -> dict:
+    """The base config file as dotted settings, with the bench's seeds and epoch bound."""
+    from llmhni_local.config import read_toml
+
+    base = {f"{t}.{k}": v for t, table in read_toml(config).items() for k, v in table.items()}
+    base.pop("pipeline.out", None)
+    base["pipeline.seeds"] = list(range(seeds))
+    base["train.epochs"] = epochs
+    return base
+
+
+def cell_settings(base: dict, noise: float, backbone: str, share: float | None = None) -> tuple[dict, dict]:
+    """``(common, sim)``: a scenario's settings, and those of its simulated cell (a candidate
+    set of ``share`` of each user's training items; default 0.7 natural, 0.4 synthetic)."""
+    share = share if share is not None else (0.7 if noise == 0 else 0.4)
+    # No in-run tuning here: the simulated cells need none (the natural LLM cell turns the
+    # base config's tuning back on, run_scenario).
+    common = {**base, "data.synthetic_noise": noise, "model.name": backbone, "tune.kind": "none"}
+    sim = {**common, "pipeline.rater": "simulated", "candidates.k_pos_share": share,
+           "candidates.k_pos": 0, "candidates.k_neg": 0, "candidates.budget": 0}
+    return common, sim
+
+
 def cell(base: dict, out: Path, **overrides) -> dict:
     """Run the pipeline in ``out``; returns results, identification and the run folder."""
     from llmhni_local.pipeline import load_run_config, run_pipeline
@@ -154,12 +177,8 @@ def run_scenario(args, base: dict, scen: str, noise: float, backbone: str, out: 
     from llmhni_local.report import gap_recovered
 
     tag, figs = f"{scen}/{backbone}", out["figures"]
-    share = args.share if args.share is not None else (0.7 if noise == 0 else 0.4)
-    # No in-run tuning: the simulated cells need none, and the LLM cells rate zero-shot (or
-    # with --adapter); synthetic pairs have no rating to simulate an audit label from.
-    common = {**base, "data.synthetic_noise": noise, "model.name": backbone, "tune.kind": "none"}
-    sim = {**common, "pipeline.rater": "simulated", "candidates.k_pos_share": share,
-           "candidates.k_pos": 0, "candidates.k_neg": 0, "candidates.budget": 0}
+    common, sim = cell_settings(base, noise, backbone, args.share)
+    share = sim["candidates.k_pos_share"]
     main_methods = BASELINES + ["oracle", "llmhni"] + ([] if args.quick else ABLATIONS)
     sdir = Path(args.out) / f"{scen}-{backbone}-sim"
     chosen = choose_settings(args, sim, sdir, tag, out)
@@ -314,13 +333,7 @@ def plot(out: dict, path: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
-    from llmhni_local.config import read_toml
-
-    base_toml = read_toml(args.config)
-    base = {f"{t}.{k}": v for t, table in base_toml.items() for k, v in table.items()}
-    base.pop("pipeline.out", None)
-    base["pipeline.seeds"] = list(range(args.seeds))
-    base["train.epochs"] = args.epochs
+    base = base_settings(args.config, args.seeds, args.epochs)
     if args.adapter:
         base["rater.adapter"] = args.adapter
     names = (args.scenarios.split(",") if args.scenarios
