@@ -45,6 +45,21 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def float_list(flag: str, text: str, lo: float | None = None, hi: float | None = None) -> list[float]:
+    """A non-empty comma-separated list of numbers given to ``flag``, each in ``[lo, hi]``;
+    otherwise :func:`fail` with one line naming the flag."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        fail(f"{flag}: not a comma-separated list of numbers: {text!r}")
+    if not values:
+        fail(f"{flag} must list at least one value")
+    if (lo is not None and min(values) < lo) or (hi is not None and max(values) > hi):
+        bounds = f"in [{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
+        fail(f"{flag} must be {bounds}, got {text!r}")
+    return values
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1). The std of a single value is undefined:
     NaN, which :func:`emit_json` writes as ``null``."""

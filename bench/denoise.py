@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO_ROOT, emit_json, fail, format_table, print_table
+from _common import REPO_ROOT, emit_json, fail, float_list, format_table, print_table
 
 BASELINES = ["bpr", "tce", "rce", "sgl"]
 ABLATIONS = ["llmhni-no-semneg", "llmhni-no-align", "llmhni-no-denoise", "llmhni-no-hal"]
@@ -83,17 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             fail(f"--scenarios: unknown {sorted(unknown)} (known: {', '.join(SCENARIOS)})")
     if args.share is not None and not 0 < args.share <= 1:
         fail(f"--share must be in (0, 1], got {args.share}")
-    for name in ("contrast", "quantiles"):
-        try:
-            values = _floats(getattr(args, name), [])
-        except ValueError:
-            fail(f"--{name}: not a comma-separated list of numbers: {getattr(args, name)!r}")
-        if not values:
-            fail(f"--{name} must list at least one value")
-        if name == "quantiles" and not all(0 <= v <= 1 for v in values):
-            fail(f"--quantiles must be in [0, 1], got {getattr(args, name)!r}")
-        if name == "contrast" and not all(v >= 0 for v in values):
-            fail(f"--contrast must be >= 0, got {getattr(args, name)!r}")
+    float_list("--contrast", args.contrast, lo=0)
+    float_list("--quantiles", args.quantiles, lo=0, hi=1)
     return args
 
 
@@ -295,10 +286,10 @@ def _llm_cell(args, common: dict, scen: str, backbone: str, bpr: float, oracle: 
     figs[f"{tag}/llm/coverage"] = ident.get("coverage", {}).get("coverage")
     if "observed" in ident:
         figs[f"{tag}/llm/noisy_f1"] = ident["observed"]["f1"]
+    kind = "probe" if common.get("tune.kind", "none") != "none" else (
+        "lora" if args.adapter else "zeroshot")
     for name in methods:
         rr = r["methods"][name]
-        kind = "probe" if common.get("tune.kind", "none") != "none" else (
-            "lora" if args.adapter else "zeroshot")
         label = name.replace("llmhni", f"llmhni-llm-{kind}", 1)
         _put(figs, f"{tag}/{label}", rr)
         out["rows"].append([scen, backbone, label, _ms(rr), _ms(rr, "ndcg@20"),

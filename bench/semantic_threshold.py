@@ -11,8 +11,7 @@ cell's own runs are left alone). For each model, and for BPR and the oracle of t
 * the mean aligned similarity ``cos(z'_u, z'_i)`` of the top-20 test-time list, next to that
   of the user's own training, validation and test items;
 * the mean training popularity of the top-20 list;
-* the share of pool candidates the rule protected (the false-negative suspects) and the
-  rows where every candidate was protected.
+* the share of pool candidates the rule protected (the false-negative suspects).
 
 A negative is never more similar to the user than the threshold, so the lower the quantile,
 the more the model learns the profile similarity itself; the similarity of its lists shows it.
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import emit_json, fail, print_table
+from _common import emit_json, fail, float_list, print_table
 
 K = 20
 
@@ -53,12 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench-denoise"),
                    help="the denoise bench's --out")
     args = p.parse_args(argv)
-    try:
-        args.q = [float(x) for x in args.quantiles.split(",") if x.strip()]
-    except ValueError:
-        fail(f"--quantiles: not a comma-separated list of numbers: {args.quantiles!r}")
-    if not args.q or not all(0 <= q <= 1 for q in args.q):
-        fail(f"--quantiles must list values in [0, 1], got {args.quantiles!r}")
+    args.q = float_list("--quantiles", args.quantiles, lo=0, hi=1)
     if args.contrast < 0:
         fail(f"--contrast must be >= 0, got {args.contrast}")
     return args
@@ -91,24 +85,23 @@ def main(args: argparse.Namespace) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from llmhni_local.graph.adjacency import bipartite_adjacency
-    from llmhni_local.method.denoise import denoised_edges, oracle_edges
-    from llmhni_local.pipeline import _verdict_table, train_method
-    from llmhni_local.train.run import load_trained
-
     from denoise import SCENARIOS, base_settings, cell, cell_settings
 
-    from llmhni_local.pipeline import Run, load_run_config
+    from llmhni_local.graph.adjacency import bipartite_adjacency
+    from llmhni_local.method.denoise import denoised_edges, oracle_edges
+    from llmhni_local.pipeline import Run, _verdict_table, load_run_config, train_method
+    from llmhni_local.train.run import load_trained
 
     t0 = time.perf_counter()
-    _, sim = cell_settings(base_settings(args.config, 1, args.epochs),
-                           SCENARIOS[args.scenario], args.backbone)
-    sim.update({"pipeline.seeds": [args.seed], "llmhni.lambda_de": args.contrast,
+    _, settings = cell_settings(base_settings(args.config, 1, args.epochs),
+                                SCENARIOS[args.scenario], args.backbone)
+    settings.update({"pipeline.seeds": [args.seed], "llmhni.lambda_de": args.contrast,
                 "llmhni.lambda_hal": args.contrast})
     run_dir = Path(args.out) / f"{args.scenario}-{args.backbone}-sim"
     print(f"== {run_dir.name}: bringing the cell back to its main setting (reused by key)", flush=True)
-    cell(sim, run_dir, **{"pipeline.methods": ["bpr", "oracle"], "pipeline.simulated_error": 0.0})
-    run = Run(load_run_config(None, {**sim, "pipeline.out": str(run_dir)}), progress=False,
+    cell(settings, run_dir, **{"pipeline.methods": ["bpr", "oracle"],
+                               "pipeline.simulated_error": 0.0})
+    run = Run(load_run_config(None, {**settings, "pipeline.out": str(run_dir)}), progress=False,
               log=lambda m: None)
     data = run.data
     z = np.load(run_dir / "align" / "aligned.npz")
@@ -154,10 +147,12 @@ def main(args: argparse.Namespace) -> dict:
                 run.cfg.llmhni, threshold_quantile=q))
         out = study / label.replace(" ", "-").replace("=", "") / f"seed{seed}"
         train_method(run, method, seed, out)
-        hist = json.loads((out / "history.json").read_text())
-        flagged = np.mean([h["false_negatives_flagged"] for h in hist if "false_negatives_flagged" in h])
-        pool = run.cfg.llmhni.pool_size * run.cfg.train.batch_size
-        report(label, out, "G'", "-" if q is None else f"{flagged / pool:.3f}")
+        protected = "-"
+        if q is not None:
+            hist = json.loads((out / "history.json").read_text())
+            flagged = np.mean([h["false_negatives_flagged"] for h in hist])
+            protected = f"{flagged / (run.cfg.llmhni.pool_size * run.cfg.train.batch_size):.3f}"
+        report(label, out, "G'", protected)
 
     print_table(["model", "val R@20", "test R@20", f"top-{K} sim", f"top-{K} popularity",
                  "protected share"], rows,
