@@ -18,6 +18,7 @@ Run folder layout::
     RUN/profiles/  RUN/embeddings/  RUN/align/z.npz  RUN/rec_pre/ (a train run)
     RUN/candidates.parquet  RUN/tune/ (tune.kind = "probe")  RUN/judgments.sqlite  RUN/rating.json
     RUN/verdicts.parquet  RUN/verdicts.json  RUN/train/<method>/seed<k>/ (train runs)
+    RUN/train_store/<key>/ (every finished train run, by its key: a setting changed back is free)
     RUN/results.json  RUN/report.md  RUN/plots/*.png
 """
 
@@ -447,11 +448,30 @@ def _method_key(run: Run, method: str, seed: int) -> str:
 
 
 _METHOD_KEY_FILE = "method_key.txt"
+TRAIN_STORE = "train_store"
+
+
+def _finished(folder: Path, mkey: str) -> bool:
+    """``folder`` holds a finished train run whose key is ``mkey``."""
+    from llmhni_local.train.run import PER_USER_FILE
+
+    done = [folder / f for f in (_METHOD_KEY_FILE, "metrics.json", PER_USER_FILE)]
+    return all(p.is_file() for p in done) and done[0].read_text() == mkey
+
+
+def _replace_tree(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a temporary sibling, so an interrupted copy never
+    leaves a ``dst`` that looks finished."""
+    import shutil
+
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
 
 
 def _stage_train(run: Run) -> dict:
-    import shutil
-
     from llmhni_local.train.run import PER_USER_FILE
 
     results: dict[str, Any] = {}
@@ -460,23 +480,27 @@ def _stage_train(run: Run) -> dict:
         for seed in run.cfg.pipeline.seeds:
             out = run.dir / "train" / method / f"seed{seed}"
             mkey = _method_key(run, method, seed)
-            done = [out / f for f in (_METHOD_KEY_FILE, "metrics.json", PER_USER_FILE)]
-            if all(p.is_file() for p in done) and done[0].read_text() == mkey:
+            stored = run.dir / TRAIN_STORE / mkey[:32]
+            if _finished(out, mkey):
                 run.log(f"[train] {method} seed {seed}: unchanged, reused")
-                metrics = json.loads((out / "metrics.json").read_text())
-            elif method == "bpr" and seed == run.cfg.train.seed:
-                # Rec_pre *is* this baseline (same backbone, BPR, same seed): copy, do not retrain.
-                if out.exists():
-                    shutil.rmtree(out)
-                shutil.copytree(run.dir / "rec_pre", out)
-                if not (out / PER_USER_FILE).is_file():  # a Rec_pre trained before they were kept
-                    _per_user_from_model(run, out)
-                metrics = json.loads((out / "metrics.json").read_text())
+            elif _finished(stored, mkey):
+                # The bench's curves and choices retrain LLMHNI under other settings in the
+                # same folder; a run whose settings come back is copied, not retrained.
+                run.log(f"[train] {method} seed {seed}: reused from {TRAIN_STORE}/")
+                _replace_tree(stored, out)
             else:
-                run.log(f"[train] {method} seed {seed}")
-                train_method(run, method, seed, out)
-                metrics = json.loads((out / "metrics.json").read_text())
-            (out / _METHOD_KEY_FILE).write_text(mkey)
+                if method == "bpr" and seed == run.cfg.train.seed:
+                    # Rec_pre *is* this baseline (same backbone, BPR, same seed): copy, do not retrain.
+                    _replace_tree(run.dir / "rec_pre", out)
+                    if not (out / PER_USER_FILE).is_file():  # a Rec_pre trained before they were kept
+                        _per_user_from_model(run, out)
+                else:
+                    run.log(f"[train] {method} seed {seed}")
+                    (out / _METHOD_KEY_FILE).unlink(missing_ok=True)  # no stale key if it fails
+                    train_method(run, method, seed, out)
+                (out / _METHOD_KEY_FILE).write_text(mkey)
+                _replace_tree(out, stored)
+            metrics = json.loads((out / "metrics.json").read_text())
             per_seed.append({"seed": seed, "test": metrics["test"], "val": metrics["val"],
                              "best_epoch": metrics["best_epoch"],
                              "epoch_seconds": metrics["epoch_seconds"]})

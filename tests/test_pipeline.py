@@ -158,12 +158,24 @@ def test_oracle_coverage_and_per_user_metrics(tmp_path):
     assert "BPR->oracle" in (out / "report.md").read_text()
     # a second run with another method list retrains nothing it already has
     logs = []
-    cfg2 = _cfg(tmp_path, **{"pipeline.rater": "simulated", "data.synthetic_noise": 0.2,
-                             "pipeline.methods": ["oracle", "llmhni"],
-                             "candidates.k_pos_share": 0.3, "candidates.budget": 0})
+    extra = {"pipeline.rater": "simulated", "data.synthetic_noise": 0.2,
+             "pipeline.methods": ["oracle", "llmhni"], "candidates.k_pos_share": 0.3,
+             "candidates.budget": 0}
+    cfg2 = _cfg(tmp_path, **extra)
     run_pipeline(cfg2, progress=False, log=logs.append)
     assert "[train] oracle seed 0: unchanged, reused" in logs
     assert "[train] llmhni seed 0: unchanged, reused" in logs
+    # LLMHNI under another rater error overwrites train/llmhni/seed0; the first error back
+    # is copied from the keyed store, not retrained (the bench's curves depend on it)
+    first = json.loads((out / "train" / "llmhni" / "seed0" / "metrics.json").read_text())
+    run_pipeline(_cfg(tmp_path, **{**extra, "pipeline.simulated_error": 0.3}), progress=False,
+                 log=lambda _: None)
+    logs.clear()
+    run_pipeline(cfg2, progress=False, log=logs.append)
+    assert "[train] llmhni seed 0: reused from train_store/" in logs
+    assert not any(m.startswith("[train] llmhni seed 0") and "reused" not in m for m in logs)
+    back = json.loads((out / "train" / "llmhni" / "seed0" / "metrics.json").read_text())
+    assert back["test"] == first["test"]
 
 
 def test_tuned_rater_pipeline_marks_the_rater_and_retunes(tmp_path, tiny_llama):
