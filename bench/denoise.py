@@ -126,12 +126,23 @@ def cell_settings(base: dict, noise: float, backbone: str, share: float | None =
     return common, sim
 
 
+TRAININGS = {"trained": 0, "reused": 0}  # train runs of this invocation (for the time table)
+
+
+def _log(message: str) -> None:
+    print("   ", message, flush=True)
+    if message.startswith("[train] "):
+        TRAININGS["reused" if "reused" in message else "trained"] += 1
+    elif message.startswith("[rec_pre] running"):
+        TRAININGS["trained"] += 1
+
+
 def cell(base: dict, out: Path, **overrides) -> dict:
     """Run the pipeline in ``out``; returns results, identification and the run folder."""
     from llmhni_local.pipeline import load_run_config, run_pipeline
 
     cfg = load_run_config(None, {**base, "pipeline.out": str(out), **overrides})
-    run = run_pipeline(cfg, progress=False, log=lambda m: print("   ", m, flush=True))
+    run = run_pipeline(cfg, progress=False, log=_log)
     results = json.loads((run.dir / "results.json").read_text())["methods"]
     rpath = run.dir / "report.json"
     report = json.loads(rpath.read_text()) if rpath.is_file() else {}
@@ -343,11 +354,18 @@ def main(args: argparse.Namespace) -> dict:
     scenarios = {n: SCENARIOS[n] for n in names}
     backbones = (args.backbones.split(",") if args.backbones
                  else ["lightgcn"] if args.quick else BACKBONES)
-    out = {"rows": [], "sim_rows": [], "pairs": [], "curve": [], "figures": {}, "choices": []}
+    out = {"rows": [], "sim_rows": [], "pairs": [], "curve": [], "figures": {}, "choices": [],
+           "times": []}
     t0 = time.perf_counter()
     for scen, noise in scenarios.items():
         for backbone in backbones:
+            t1, before = time.perf_counter(), dict(TRAININGS)
             run_scenario(args, base, scen, noise, backbone, out)
+            minutes = (time.perf_counter() - t1) / 60
+            new, reused = (TRAININGS[k] - before[k] for k in ("trained", "reused"))
+            out["figures"][f"{scen}/{backbone}/minutes"] = minutes
+            out["figures"][f"{scen}/{backbone}/trainings"] = new
+            out["times"].append([f"{scen}/{backbone}", f"{minutes:.1f}", str(new), str(reused)])
     seconds = time.perf_counter() - t0
 
     tables = [
@@ -360,6 +378,8 @@ def main(args: argparse.Namespace) -> dict:
         (["cell", "validation Recall@20 by setting", "chosen"], out["choices"],
          "LLMHNI's similarity threshold quantile q and contrastive weight w (lambda_de = "
          "lambda_hal), chosen on validation, seed 0"),
+        (["cell", "minutes", "trainings run", "reused by key"], out["times"],
+         "Time per cell (trainings: Rec_pre and train runs, per seed)"),
     ]
     for head, rows, title in tables:
         print_table(head, rows, title=title)
