@@ -1,16 +1,17 @@
 """Denoising benchmark: baselines, the oracle, LLMHNI with a simulated and a local LLM rater.
 
 For each scenario (natural noise; 10% and 20% synthetic noise, i.e. random unobserved pairs
-added to training and flagged) and backbone (LightGCN; NGCF without ``--quick``), in
-``runs/bench-denoise/<scenario>-<backbone>-*``:
+added to training and flagged) and backbone (LightGCN; NGCF without ``--quick``), in one run
+folder ``runs/bench-denoise/<scenario>-<backbone>`` (so both cells share the data, profiles,
+embeddings, alignment and Rec_pre; train runs are kept by key, so neither retrains the other's):
 
-1. ``sim``: BPR, T-CE, R-CE, SGL, the **oracle** (BPR with every flagged edge removed) and
+1. simulated cell: BPR, T-CE, R-CE, SGL, the **oracle** (BPR with every flagged edge removed) and
    LLMHNI with its ablation without denoising (the other three too without ``--quick``), driven
    by the SIMULATED rater at error 0,
    on a candidate set that covers most flagged edges (``--share``, per-user share of training
    items). The same run folder then retrains LLMHNI alone for each simulated error rate and for
    each smaller share (the budget curve); every other stage and method is reused.
-2. ``llm``: LLMHNI with the local LLM rater on the base config's candidate budget (rating is
+2. LLM cell: LLMHNI with the local LLM rater on the base config's candidate budget (rating is
    the cost), skipped with ``--no-llm``. On natural noise the rater is the base config's probe,
    tuned in the run on simulated audit labels (``[tune]``; rows ``llmhni-llm-probe``); on
    synthetic noise, whose injected pairs have no rating to simulate a label from, zero-shot
@@ -18,7 +19,8 @@ added to training and flagged) and backbone (LightGCN; NGCF without ``--quick``)
 
 Before the seeds are trained, each simulated cell chooses LLMHNI's similarity threshold
 quantile and contrastive weight on seed 0's validation Recall@20 (``--quantiles``,
-``--contrast``); the test split is not read for it.
+``--contrast``); the test split is not read for it. ``--quick`` tries the default quantile
+0.75 only (chosen over 0.5 and 0.9 in every cell of the 3-seed run, docs/BENCHMARKS.md).
 
 Every figure is a clean-test metric, mean ± std over ``--seeds``; LLMHNI against each baseline
 is a paired difference over the same seeds with a 95% bootstrap-over-users interval
@@ -72,9 +74,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--contrast", default="0,0.01",
                    help="LLMHNI's contrastive weights tried (lambda_de = lambda_hal = w), "
                         "chosen per cell on seed 0's best validation Recall@20")
-    p.add_argument("--quantiles", default="0.5,0.75,0.9",
+    p.add_argument("--quantiles", default=None,
                    help="LLMHNI's similarity threshold quantiles tried (llmhni.threshold_quantile), "
-                        "chosen per cell with the contrastive weight")
+                        "chosen per cell with the contrastive weight (default 0.5,0.75,0.9; "
+                        "0.75 with --quick)")
     p.add_argument("--adapter", default=None, help="LoRA adapter for the rater (rater.adapter)")
     p.add_argument("--no-llm", action="store_true", help="skip the LLM-rater rows")
     p.add_argument("--scenarios", default=None,
@@ -95,6 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.share is not None and not 0 < args.share <= 1:
         fail(f"--share must be in (0, 1], got {args.share}")
     float_list("--contrast", args.contrast, lo=0)
+    if args.quantiles is None:
+        args.quantiles = "0.75" if args.quick else "0.5,0.75,0.9"
     float_list("--quantiles", args.quantiles, lo=0, hi=1)
     return args
 
@@ -193,7 +198,7 @@ def run_scenario(args, base: dict, scen: str, noise: float, backbone: str, out: 
     common, sim = cell_settings(base, noise, backbone, args.share)
     share = sim["candidates.k_pos_share"]
     main_methods = BASELINES + ["oracle", "llmhni"] + (QUICK_ABLATIONS if args.quick else ABLATIONS)
-    sdir = Path(args.out) / f"{scen}-{backbone}-sim"
+    sdir = Path(args.out) / f"{scen}-{backbone}"
     chosen = choose_settings(args, sim, sdir, tag, out)
     sim.update(chosen)
     print(f"== {tag}: {', '.join(main_methods)} (simulated rater, error 0, share {share})", flush=True)
@@ -225,7 +230,7 @@ def run_scenario(args, base: dict, scen: str, noise: float, backbone: str, out: 
         # by people); synthetic pairs have none, so those cells rate zero-shot.
         if noise == 0 and not args.adapter and base.get("tune.kind", "none") != "none":
             llm["tune.kind"] = base["tune.kind"]
-        _llm_cell(args, llm, scen, backbone, bpr, oracle, out)
+        _llm_cell(args, llm, sdir, scen, backbone, bpr, oracle, out)
 
 
 def choose_settings(args, sim: dict, sdir: Path, tag: str, out: dict) -> dict:
@@ -295,14 +300,14 @@ def _curves(args, sim: dict, sdir: Path, tag: str, out: dict) -> None:
         out["sim_rows"].append([tag, f"share {s:g} (coverage {cov:.2f})", _ms(rr), "-"])
 
 
-def _llm_cell(args, common: dict, scen: str, backbone: str, bpr: float, oracle: float,
-              out: dict) -> None:
+def _llm_cell(args, common: dict, sdir: Path, scen: str, backbone: str, bpr: float,
+              oracle: float, out: dict) -> None:
     from llmhni_local.report import gap_recovered
 
     tag, figs = f"{scen}/{backbone}", out["figures"]
     print(f"== {tag}: llmhni with the LLM rater (base config's candidates)", flush=True)
     methods = ["llmhni"] + ([] if args.quick else ABLATIONS)
-    r = cell(common, Path(args.out) / f"{scen}-{backbone}-llm",
+    r = cell(common, sdir,
              **{"pipeline.methods": methods, "pipeline.rater": "llm"})
     ident = r["identification"]
     figs[f"{tag}/llm/coverage"] = ident.get("coverage", {}).get("coverage")

@@ -97,7 +97,7 @@ def main(args: argparse.Namespace) -> dict:
                                 SCENARIOS[args.scenario], args.backbone)
     settings.update({"pipeline.seeds": [args.seed], "llmhni.lambda_de": args.contrast,
                 "llmhni.lambda_hal": args.contrast})
-    run_dir = Path(args.out) / f"{args.scenario}-{args.backbone}-sim"
+    run_dir = Path(args.out) / f"{args.scenario}-{args.backbone}"
     print(f"== {run_dir.name}: bringing the cell back to its main setting (reused by key)", flush=True)
     cell(settings, run_dir, **{"pipeline.methods": ["bpr", "oracle"],
                                "pipeline.simulated_error": 0.0})
