@@ -136,7 +136,7 @@ TRAININGS = {"trained": 0, "reused": 0}  # train runs of this invocation (for th
 
 def _log(message: str) -> None:
     print("   ", message, flush=True)
-    if message.startswith("[train] "):
+    if re.match(r"\[train\] \S+ seed \d+", message):  # not the stage's running / done lines
         TRAININGS["reused" if "reused" in message else "trained"] += 1
     elif message.startswith("[rec_pre] running"):
         TRAININGS["trained"] += 1
