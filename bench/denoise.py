@@ -7,14 +7,15 @@ embeddings, alignment and Rec_pre; train runs are kept by key, so neither retrai
 
 1. simulated cell: BPR, T-CE, R-CE, SGL, the **oracle** (BPR with every flagged edge removed)
    and LLMHNI with its ablation without denoising (the other three too without ``--quick``),
-   driven by the SIMULATED rater at error 0, on a candidate set that covers most flagged edges (``--share``, per-user share of training
-   items). The same run folder then retrains LLMHNI alone for each simulated error rate and for
-   each smaller share (the budget curve); every other stage and method is reused.
+   driven by the SIMULATED rater at error 0, on a candidate set that covers most flagged edges
+   (``--share``, per-user share of training items). Then LLMHNI alone for each simulated error
+   rate and each smaller share (the budget curve); every other stage and method is reused.
 2. LLM cell: LLMHNI (no ablations) with the local LLM rater on the base config's candidate
-   budget (rating is the cost), skipped with ``--no-llm``. On natural noise the rater is the base config's probe,
-   tuned in the run on simulated audit labels (``[tune]``; rows ``llmhni-llm-probe``); on
-   synthetic noise, whose injected pairs have no rating to simulate a label from, zero-shot
-   (``llmhni-llm-zeroshot``); with ``--adapter``, that LoRA adapter (``llmhni-llm-lora``).
+   budget (rating is the cost), skipped with ``--no-llm``. On natural noise the rater is the
+   base config's probe, tuned in the run on simulated audit labels (``[tune]``; rows
+   ``llmhni-llm-probe``); on synthetic noise, whose injected pairs have no rating to simulate
+   a label from, zero-shot (``llmhni-llm-zeroshot``); with ``--adapter``, that LoRA adapter
+   (``llmhni-llm-lora``).
 
 Before the seeds are trained, each simulated cell chooses LLMHNI's similarity threshold
 quantile and contrastive weight on seed 0's validation Recall@20 (``--quantiles``,
