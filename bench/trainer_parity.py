@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common, howev
 from _common import emit_json, fail, mean_std, median, print_table, require_dir, shared_path
 
 # RLMRec (Ren et al., WWW 2024), Table 2, LightGCN on its Amazon-book split: mean of 5 seeds,
-# all-item ranking, dim 32. Also in ../shared/data/rlmrec-amazon/README.md.
+# all-item ranking, dim 32 (bench/README.md, "trainer_parity.py").
 REFERENCE = {"recall@10": 0.0915, "recall@20": 0.1411, "ndcg@10": 0.0694, "ndcg@20": 0.0856}
 RECALL_TARGET = 0.95  # Recall@20 within 5% of the published figure, or above it
 SPEED_TARGET = 0.25  # project epoch time at most this share of the COO reference
