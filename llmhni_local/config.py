@@ -16,6 +16,7 @@ A TOML file has one table per section, e.g.::
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -24,6 +25,9 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, get_args, get_origin
 
 from llmhni_local.errors import ConfigError
+
+#: The accepted spellings of ``train.device``.
+DEVICE_SPELLING = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,11 @@ class TrainSettings:
             MovieLens-100K (docs/DESIGN.md). 0: full weight from the start. (default: ``10``)
         edge_drop: edge-drop rate rho of contrastive views. (default: ``0.1``)
         threads: torch CPU threads; 0 uses torch's default. (default: ``0``)
+        device: where the model, graphs and losses live: ``auto`` (CUDA when torch sees a
+            GPU, else the CPU), ``cpu``, ``cuda`` (the current CUDA device) or ``cuda:N``.
+            Sampling stays on the CPU either way (docs/DESIGN.md, Trainer, "Devices"); a
+            CUDA request on a machine without one is an error before any training.
+            (default: ``"auto"``)
     """
 
     loss: Literal["bpr", "tce", "rce", "sgl"] = "bpr"
@@ -131,8 +140,13 @@ class TrainSettings:
     ssl_warmup: int = 10
     edge_drop: float = 0.1
     threads: int = 0
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        # Only the spelling is checked here (no torch import in the settings layer); whether
+        # the machine has that device is llmhni_local.train.device.resolve_device's question.
+        if not DEVICE_SPELLING.fullmatch(self.device):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.epochs <= 0 or self.batch_size <= 0 or self.eval_every <= 0:
             raise ConfigError("train.epochs, train.batch_size and train.eval_every must be > 0")
         if self.patience <= 0:
