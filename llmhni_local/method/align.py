@@ -111,7 +111,8 @@ def _membership(labels: np.ndarray, n_users: int, n_items: int):
 
 
 def train_alignment(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndarray,
-                    settings: AlignSettings | LLMHNISettings, seed: int
+                    settings: AlignSettings | LLMHNISettings, seed: int, *,
+                    device: "str | torch.device" = "cpu"  # noqa: F821
                     ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Train ``f`` on the pseudo-labels and return the aligned vectors.
 
@@ -128,6 +129,10 @@ def train_alignment(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndar
         settings: :class:`AlignSettings` (or :class:`LLMHNISettings`, whose ``align`` is read).
         seed: seeds the MLP's initialisation and the batch order (torch's global generator is
             left as it was).
+        device: where ``f`` trains: a ``train.device`` spelling or a resolved device. The MLP
+            is initialised on the CPU and the batch order and masks come from numpy, so a CUDA
+            run starts from the same weights and sees the same batches. (default: ``"cpu"``,
+            today's figures)
 
     Returns:
         ``(z_user, z_item, history)``: ``(U, out_dim)`` and ``(I, out_dim)`` float32 unit
@@ -138,6 +143,9 @@ def train_alignment(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndar
     import torch
     import torch.nn.functional as F
 
+    from llmhni_local.train.device import resolve_device
+
+    dev = resolve_device(device)
     s = settings.align if isinstance(settings, LLMHNISettings) else settings
     x_user = np.asarray(x_user, dtype=np.float32)
     x_item = np.asarray(x_item, dtype=np.float32)
@@ -150,11 +158,11 @@ def train_alignment(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndar
     rng = np.random.default_rng(seed)
     rand_pairs = np.stack([rng.integers(0, n_users, len(labels)),
                            rng.integers(0, n_items, len(labels))], 1)
-    xu_t, xi_t = torch.from_numpy(x_user), torch.from_numpy(x_item)
+    xu_t, xi_t = torch.from_numpy(x_user).to(dev), torch.from_numpy(x_item).to(dev)
     history: list[dict] = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        f = build_mlp(x_user.shape[1], s)
+        f = build_mlp(x_user.shape[1], s).to(dev)
         opt = torch.optim.Adam(f.parameters(), lr=s.lr, weight_decay=s.weight_decay)
         for epoch in range(1, s.epochs + 1):
             f.train()
@@ -168,12 +176,14 @@ def train_alignment(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndar
                 # f on each distinct node once (a batch repeats users and items).
                 uu, u_inv = np.unique(u, return_inverse=True)
                 ii, i_inv = np.unique(i, return_inverse=True)
-                zu = F.normalize(f(xu_t[uu]), dim=1)[torch.from_numpy(u_inv)]
-                zi = F.normalize(f(xi_t[ii]), dim=1)[torch.from_numpy(i_inv)]
+                zu = F.normalize(f(xu_t[torch.from_numpy(uu).to(dev)]), dim=1)[
+                    torch.from_numpy(u_inv).to(dev)]
+                zi = F.normalize(f(xi_t[torch.from_numpy(ii).to(dev)]), dim=1)[
+                    torch.from_numpy(i_inv).to(dev)]
                 logits = zu @ zi.T / s.temperature
-                other_pos = torch.from_numpy(batch_positive_mask(member, u, i))
+                other_pos = torch.from_numpy(batch_positive_mask(member, u, i)).to(dev)
                 logits = logits.masked_fill(other_pos, float("-inf"))
-                target = torch.arange(len(batch))
+                target = torch.arange(len(batch), device=dev)
                 loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -195,17 +205,19 @@ def _embed(f, xu_t, xi_t) -> tuple[np.ndarray, np.ndarray]:
 
     f.eval()
     with torch.no_grad():
-        return (F.normalize(f(xu_t), dim=1).numpy().astype(np.float32),
-                F.normalize(f(xi_t), dim=1).numpy().astype(np.float32))
+        return (F.normalize(f(xu_t), dim=1).cpu().numpy().astype(np.float32),
+                F.normalize(f(xi_t), dim=1).cpu().numpy().astype(np.float32))
 
 
 def similarity_vectors(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndarray,
-                       settings: LLMHNISettings, seed: int
+                       settings: LLMHNISettings, seed: int, *,
+                       device: "str | torch.device" = "cpu"  # noqa: F821
                        ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """The vectors the negative sampler measures similarity with: the aligned ``z'`` when
-    ``settings.alignment`` is on, else the raw embeddings ``x`` scaled to unit length
-    (ablation "without alignment"; history is then empty)."""
+    ``settings.alignment`` is on (``f`` trained on ``device``, see :func:`train_alignment`),
+    else the raw embeddings ``x`` scaled to unit length (ablation "without alignment";
+    history is then empty)."""
     if settings.alignment:
-        return train_alignment(x_user, x_item, train_pairs, settings.align, seed)
+        return train_alignment(x_user, x_item, train_pairs, settings.align, seed, device=device)
     _check_inputs(np.asarray(x_user), np.asarray(x_item), train_pairs)
     return _unit_rows(x_user), _unit_rows(x_item), []

@@ -100,14 +100,15 @@ def select_negatives(scores, sim, *, rule: Literal["threshold", "combined"],
     import torch
 
     scores = torch.as_tensor(scores).detach()
-    sim = torch.as_tensor(sim, dtype=scores.dtype).detach()
+    dev = scores.device  # every tensor made here lives where the scores do (CPU or CUDA)
+    sim = torch.as_tensor(sim, dtype=scores.dtype, device=dev).detach()
     if scores.ndim != 2 or scores.shape != sim.shape:
         raise ValueError(f"scores {tuple(scores.shape)} and sim {tuple(sim.shape)} must be the "
                          "same (B, M) shape")
     if rule == "threshold":
         if threshold is None:
             raise ValueError("the threshold rule needs a threshold")
-        thr = torch.as_tensor(threshold, dtype=scores.dtype).reshape(-1, 1)
+        thr = torch.as_tensor(threshold, dtype=scores.dtype, device=dev).reshape(-1, 1)
         low = sim < thr
         masked = scores.masked_fill(~low, float("-inf"))
         fallback = ~low.any(dim=1)
@@ -116,7 +117,7 @@ def select_negatives(scores, sim, *, rule: Literal["threshold", "combined"],
         if beta is None:
             raise ValueError("the combined rule needs beta")
         chosen = (scores - beta * sim).argmax(dim=1)
-        fallback = torch.zeros(len(scores), dtype=torch.bool)
+        fallback = torch.zeros(len(scores), dtype=torch.bool, device=dev)
     else:
         raise ValueError(f"unknown similarity rule {rule!r}")
     chosen_score = scores.gather(1, chosen.unsqueeze(1))

@@ -17,6 +17,10 @@ r"""The combined LLMHNI objective (docs/METHOD.md stage 8), in the trainer's obj
 The two contrastive weights rise linearly from 0 over ``contrast_warmup`` epochs
 (:attr:`LLMHNIObjective.contrast_scale`); both terms are still computed (and reported) then.
 
+Everything is built on the CPU, as seeded CPU runs always were, and :meth:`LLMHNIObjective.to`
+moves the graphs, the similarity vectors, table and thresholds to the training device; the
+candidate pools are drawn on the CPU and reach the device with the batch.
+
 A part that is off (weight 0 or switch off) is not computed and its key is absent from the
 batch's parts. :meth:`LLMHNIObjective.start_epoch` always takes exactly one number from the
 trainer's generator, whatever is switched on, so every ablation sees the same batches and
@@ -96,6 +100,20 @@ class LLMHNIObjective:
         self.view_edges: tuple[np.ndarray, np.ndarray] | None = None
         self.views: tuple[torch.Tensor, torch.Tensor] | None = None
         self.epoch = 0
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> "LLMHNIObjective":
+        """Move G, G', the views and the similarity tensors to ``device``; later views follow."""
+        self.device = dev = torch.device(device)
+        same = self.adj_Gprime is self.adj_G  # denoise off: one graph, kept as one
+        self.adj_G = self.adj_G.to(dev)
+        self.adj_Gprime = self.adj_G if same else self.adj_Gprime.to(dev)
+        if self.views is not None:
+            self.views = tuple(v.to(dev) for v in self.views)  # type: ignore[assignment]
+        for name in ("z_user", "z_item", "sim_table", "thresholds"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(dev))
+        return self
 
     # ------------------------------------------------------------------ trainer interface
     @property
@@ -122,8 +140,9 @@ class LLMHNIObjective:
             rho = self.settings.rho
             self.view_edges = (dropout_edge(self.edges_G, rho, view_rng)[0],
                                dropout_edge(self.edges_Gprime, rho, view_rng)[0])
-            self.views = tuple(bipartite_adjacency(e, self.n_users, self.n_items)  # type: ignore[assignment]
-                               for e in self.view_edges)
+            self.views = tuple(  # type: ignore[assignment]
+                bipartite_adjacency(e, self.n_users, self.n_items).to(self.device)
+                for e in self.view_edges)
 
     def eval_adj(self) -> torch.Tensor:
         """Evaluation propagates over G'."""

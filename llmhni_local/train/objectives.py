@@ -2,6 +2,10 @@
 
 An objective owns the graph(s) it propagates over, so the trainer stays the same for plain
 BPR, the denoising baselines (T-CE, R-CE), SGL and LLMHNI (``llmhni_local.method``).
+
+Graphs are built on the CPU (scipy, and the numpy generator's edge dropout, so seeded CPU
+runs keep their figures) and ``to(device)`` moves them, as ``nn.Module.to`` does; the views
+redrawn each epoch follow to the same device.
 """
 
 from __future__ import annotations
@@ -40,17 +44,26 @@ class RecObjective:
         self.adj = bipartite_adjacency(edges, n_users, n_items)
         self.views: tuple[torch.Tensor, torch.Tensor] | None = None
         self.epoch = 1
+        self.device = torch.device("cpu")
 
     @property
     def positives(self) -> np.ndarray:
         return self.edges
+
+    def to(self, device: torch.device | str) -> "RecObjective":
+        """Move the graph (and this epoch's views) to ``device``; later views follow."""
+        self.device = torch.device(device)
+        self.adj = self.adj.to(self.device)
+        if self.views is not None:
+            self.views = tuple(v.to(self.device) for v in self.views)  # type: ignore[assignment]
+        return self
 
     def start_epoch(self, epoch: int, rng: np.random.Generator) -> None:
         self.epoch = epoch
         if self.settings.loss == "sgl":  # SGL-ED: two edge-dropped views per epoch
             self.views = tuple(  # type: ignore[assignment]
                 bipartite_adjacency(dropout_edge(self.edges, self.settings.edge_drop, rng)[0],
-                                    self.n_users, self.n_items)
+                                    self.n_users, self.n_items).to(self.device)
                 for _ in range(2))
 
     def eval_adj(self) -> torch.Tensor:

@@ -18,14 +18,18 @@ def train_run(cfg: TrainConfig, data: Interactions, out: str | Path, *, objectiv
     """Train the configured backbone on ``data`` and write the run folder ``out``.
 
     ``objective`` defaults to :class:`~llmhni_local.train.objectives.RecObjective` on the
-    training graph with ``cfg.train.loss``; LLMHNI passes its own.
+    training graph with ``cfg.train.loss``; LLMHNI passes its own. ``cfg.train.device`` is
+    resolved first, so a device this machine lacks fails before anything is built or written;
+    the manifest records the device (:func:`~llmhni_local.train.device.device_record`).
     """
     import torch
 
     from llmhni_local.models import build_model
+    from llmhni_local.train.device import device_record, resolve_device
     from llmhni_local.train.objectives import RecObjective
     from llmhni_local.train.trainer import seed_everything
 
+    device = resolve_device(cfg.train.device)
     out = Path(out)
     seed_everything(cfg.train.seed)  # initialisation is seeded too, not only sampling
     m = cfg.model
@@ -43,10 +47,12 @@ def train_run(cfg: TrainConfig, data: Interactions, out: str | Path, *, objectiv
     write_json(out / "history.json", result.history)
     write_json(out / "manifest.json", build_manifest(
         settings=to_dict(cfg), data_sources=data.sources,
-        seeds={"train": cfg.train.seed, "data": cfg.data.seed}, extra=extra_manifest))
+        seeds={"train": cfg.train.seed, "data": cfg.data.seed},
+        extra={"device": device_record(device), **(extra_manifest or {})}))
     write_json(out / "metrics.json", {
         "val": result.val, "test": result.test, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run, "epoch_seconds": result.epoch_seconds,
+        "device": str(device),  # epoch_seconds means little without it
         "data": data.info(), "config": to_dict(cfg),
     })
     return result

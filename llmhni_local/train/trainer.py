@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -14,6 +13,7 @@ from llmhni_local.config import EvalSettings, TrainSettings
 from llmhni_local.data.dataset import Interactions
 from llmhni_local.eval.ranking import evaluate_ranking
 from llmhni_local.progress import progress_bar
+from llmhni_local.train.device import index_tensor, resolve_device
 from llmhni_local.train.samplers import UniformNegatives
 
 
@@ -55,16 +55,22 @@ def fit(model: torch.nn.Module, data: Interactions, objective, *, train: TrainSe
             NGCF, or any PyG model wrapped in :class:`llmhni_local.models.PyGBackbone`.
         data: the data set; its ``train`` pairs are masked at evaluation time.
         objective: callable ``(model, users, pos, neg) -> BatchLoss`` with ``positives``,
-            ``start_epoch(epoch, rng)`` and ``eval_adj()`` (see :mod:`.objectives`).
-        train: the ``[train]`` settings.
+            ``start_epoch(epoch, rng)``, ``eval_adj()`` and ``to(device)`` (see
+            :mod:`.objectives`).
+        train: the ``[train]`` settings; ``train.device`` says where ``model`` and
+            ``objective`` are moved (they stay there after the call).
         eval: the ``[eval]`` settings.
         sampler: negative sampler with ``sample(users, rng)``; default uniform over items the
             user has no positive with (in the objective's graph or in the training data).
+            It draws on the CPU from the trainer's numpy generator, on every device.
         progress: show a progress bar over epochs.
         on_eval: called with each history row after a validation evaluation.
     """
+    device = resolve_device(train.device)
     if train.threads > 0:
         torch.set_num_threads(train.threads)
+    model.to(device)
+    objective.to(device)
     rng = seed_everything(train.seed)
     positives = objective.positives
     if sampler is None:
@@ -87,9 +93,11 @@ def fit(model: torch.nn.Module, data: Interactions, objective, *, train: TrainSe
             n_batches = 0
             for start in range(0, len(order), train.batch_size):
                 sl = slice(start, start + train.batch_size)
-                out = objective(model, torch.from_numpy(users_all[sl]),
-                                torch.from_numpy(pos_all[sl]),
-                                torch.from_numpy(np.asarray(neg_all[sl])))
+                # One copy per index array and batch; every op of the loss then indexes on
+                # the device (a no-op view on the CPU).
+                out = objective(model, index_tensor(users_all[sl], device),
+                                index_tensor(pos_all[sl], device),
+                                index_tensor(np.asarray(neg_all[sl]), device))
                 opt.zero_grad(set_to_none=True)
                 out.total.backward()
                 opt.step()
@@ -106,7 +114,7 @@ def fit(model: torch.nn.Module, data: Interactions, objective, *, train: TrainSe
                 row["val"] = val
                 if val[key] > best_value:
                     best_value, best_epoch, best_val = val[key], epoch, val
-                    best_state = copy.deepcopy(model.state_dict())
+                    best_state = cpu_state(model)
                     bad_evals = 0
                 else:
                     bad_evals += 1
@@ -123,6 +131,12 @@ def fit(model: torch.nn.Module, data: Interactions, objective, *, train: TrainSe
     return FitResult(best_epoch=best_epoch, val=best_val, test=test, history=history,
                      epoch_seconds=train_time / max(1, epochs_run), epochs_run=epochs_run,
                      state_dict=best_state)
+
+
+def cpu_state(model: torch.nn.Module) -> dict:
+    """A copy of ``model``'s weights on the CPU: the best checkpoint costs no GPU memory and
+    saves and loads anywhere (the values are the model's, bit for bit)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def evaluate_model(model: torch.nn.Module, adj: torch.Tensor, data: Interactions, split: str,
