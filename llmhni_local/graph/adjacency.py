@@ -8,6 +8,11 @@ path is several times faster per epoch than a COO ``edge_index`` (measured ratio
 docs/BENCHMARKS.md, "Trainer parity and speed" and "PyG backbones"; the choice:
 docs/DESIGN.md, Trainer).
 
+The tensor is built on the CPU (scipy and numpy, so seeded CPU runs keep their exact values)
+and moved with ``.to(device)``; propagation then runs where the tensor is: on CUDA,
+``torch.sparse.mm`` of a CSR tensor and a dense matrix is cuSPARSE's SpMM, forward and (being
+the same product) backward.
+
 Degrees, coalescing and the CSR tensor come from ``torch_geometric.utils``;
 :func:`bipartite_edge_index` gives the same graph in PyG's COO form, and
 :func:`normalized_adjacency` takes one (docs/DESIGN.md, "What we use from PyG").
@@ -65,14 +70,17 @@ def normalized_adjacency(edge_index: torch.Tensor, edge_weight: torch.Tensor | N
             otherwise PyG's ``coalesce`` sorts it and sums duplicates. (default: ``False``)
 
     Returns:
-        ``(N, N)`` float32 ``torch.sparse_csr`` tensor; :func:`propagate` needs it symmetric.
+        ``(N, N)`` float32 ``torch.sparse_csr`` tensor on ``edge_index``'s device (built on
+        the CPU); :func:`propagate` needs it symmetric.
 
     >>> normalized_adjacency(torch.tensor([[0, 1], [1, 0]]), None, 3).to_dense().tolist()
     [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     """
     from torch_geometric.utils import coalesce, scatter, to_torch_csr_tensor
 
-    w = (torch.ones(edge_index.size(1)) if edge_weight is None else edge_weight).float()
+    device = edge_index.device
+    edge_index = edge_index.cpu()  # the normalisation below is numpy's (see inv_sqrt)
+    w = (torch.ones(edge_index.size(1)) if edge_weight is None else edge_weight.cpu()).float()
     if not is_coalesced:
         edge_index, w = coalesce(edge_index, w, num_nodes, reduce="sum")
     row, col = edge_index
@@ -87,7 +95,7 @@ def normalized_adjacency(edge_index: torch.Tensor, edge_weight: torch.Tensor | N
     with warnings.catch_warnings():  # torch flags CSR as "beta" on every construction
         warnings.simplefilter("ignore", UserWarning)
         return to_torch_csr_tensor(edge_index, torch.from_numpy(values),
-                                   size=(num_nodes, num_nodes), is_coalesced=True)
+                                   size=(num_nodes, num_nodes), is_coalesced=True).to(device)
 
 
 def bipartite_edge_index(edges: np.ndarray, n_users: int,
@@ -118,7 +126,12 @@ def bipartite_edge_index(edges: np.ndarray, n_users: int,
 
 
 class SymmetricPropagate(torch.autograd.Function):
-    """``A @ X`` for a fixed symmetric sparse ``A``; backward is ``A @ grad`` (no transpose)."""
+    """``A @ X`` for a fixed symmetric sparse ``A``; backward is ``A @ grad`` (no transpose).
+
+    ``A`` and ``X`` on the same device, CPU or CUDA: ``torch.sparse.mm`` of a CSR tensor and a
+    dense one is supported on both, so the function needs no device branch. On CUDA the
+    product may sum a row in another order from run to run (docs/DESIGN.md, Trainer).
+    """
 
     @staticmethod
     def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

@@ -103,3 +103,27 @@ def test_rows_of_normalised_adjacency_have_the_right_mass():
     a = bipartite_adjacency(edges, 40, 60).to_dense()
     deg = (a != 0).sum(1).float()
     assert torch.allclose(a @ deg.sqrt(), deg.sqrt(), atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_propagation_on_cuda_matches_the_cpu():
+    rng = np.random.default_rng(0)
+    edges = np.unique(np.stack([rng.integers(0, 20, 120), rng.integers(0, 30, 120)], 1), axis=0)
+    adj = bipartite_adjacency(edges, 20, 30)
+    x0 = torch.randn(50, 8)
+    grads, outs = [], []
+    for device in ("cpu", "cuda"):
+        x = x0.to(device).requires_grad_()
+        a = adj.to(device)
+        assert a.layout == torch.sparse_csr and a.device.type == device
+        y = propagate(a, propagate(a, x))
+        (y ** 2).sum().backward()
+        outs.append(y.detach().cpu())
+        grads.append(x.grad.cpu())
+    assert torch.allclose(outs[0], outs[1], atol=1e-6)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+    # the CUDA graph is built like the CPU one: from a CUDA edge_index, on the same device
+    ei, w = bipartite_edge_index(edges, 20)
+    on_gpu = normalized_adjacency(ei.cuda(), w.cuda(), 50)
+    assert on_gpu.device.type == "cuda"
+    assert torch.equal(on_gpu.to_dense().cpu(), normalized_adjacency(ei, w, 50).to_dense())
