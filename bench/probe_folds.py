@@ -1,6 +1,6 @@
 """Probe folds: does a probe's cross-validated AUC rise when a user's pairs sit on both sides?
 
-A probe head (``llmhni_local.audit.probe``) is cross-validated twice on the same hidden states
+A probe head (``llmhni_local.tune.probe``) is cross-validated twice on the same hidden states
 of SmolLM2-135M: with folds grouped by user (as the toolkit does) and with random folds. The
 labels are SIMULATED from MovieLens-100K training ratings (<= 2 Low); ``--users`` users with at
 least 40 training items give ``--pairs`` pairs each, so random folds put a user's other pairs in
@@ -32,9 +32,9 @@ def main(args: argparse.Namespace) -> dict:
     import pandas as pd
 
     from rater_quality import sample_pairs
-    from llmhni_local.audit.probe import ProbeSettings, compute_states, prepare_inputs
-    from llmhni_local.audit.probe_head import cross_validate, group_folds
-    from llmhni_local.audit.probe_states import state_dtype
+    from llmhni_local.tune.probe import ProbeSettings, compute_states, prepare_inputs
+    from llmhni_local.tune.probe_head import cross_validate, group_folds
+    from llmhni_local.llm.probe_states import state_dtype
     from llmhni_local.data.movielens import load_ml100k
     from llmhni_local.llm.base import LABELS
     from llmhni_local.llm.profiles import make_profiles

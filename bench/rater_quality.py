@@ -17,7 +17,7 @@ user, hence also by pair). Then:
    (all-MiniLM-L6-v2 cosine of user and item profiles for the user view, mean cosine of the
    liked items and the item for the item view; two thresholds set on the tuning pairs so the
    predicted label shares match the tuning labels'); zero-shot SmolLM2-135M; SmolLM2-135M with a
-   LoRA adapter tuned (``llmhni_local.audit.finetune``) on N labels of tuning users, N in
+   LoRA adapter tuned (``llmhni_local.tune.finetune``) on N labels of tuning users, N in
    ``--labels`` (nested samples: the 250 are among the 500, ...);
 3. for each: kappa and linear-weighted kappa per view and for the combined verdict (hard iff
    both views say High; audit High = hard), and the fine-tuning wall time;
@@ -234,7 +234,7 @@ def logistic_predictions(data, score, tune, heldout, seed: int,
 
 def baseline_rows(name: str, truth: list[str], preds: dict[str, list[str]]) -> dict:
     from llmhni_local.audit.agreement import agreement
-    from llmhni_local.audit.report import audit_verdict, model_verdict
+    from llmhni_local.verdicts.rules import audit_verdict, model_verdict
 
     out = {v: agreement(truth, preds[v]) for v in ("user", "item")}
     out["verdict"] = agreement([audit_verdict(t) for t in truth],
@@ -320,7 +320,8 @@ def memo_probe_probs(out: Path, pairs, profiles, prompts: Path, max_liked: int,
     ``compute_states``): the nested probes share one hidden-state pass over the held-out pairs."""
     import pandas as pd
 
-    from llmhni_local.audit.probe import ProbeSettings, compute_states, load_probe, prepare_inputs
+    from llmhni_local.llm.probe import load_probe
+    from llmhni_local.tune.probe import ProbeSettings, compute_states, prepare_inputs
 
     settings = ProbeSettings()
     inputs = prepare_inputs(profiles, pd.DataFrame(pairs, columns=["user", "item"]), settings,
@@ -338,8 +339,8 @@ def probe_rows(args, data, profiles, pool, heldout, eval_users, prompts: Path,
     smaller nested sets take its states from memory (marked *). Held-out states are computed
     once; the largest probe is also run through its rating backend on the held-out pairs, and
     the largest gap between the two routes is reported (``backend_max_abs_dp``)."""
-    from llmhni_local.audit.probe import ProbeSettings, fit_probe
-    from llmhni_local.audit.probe_head import auc, noise_score
+    from llmhni_local.tune.probe import ProbeSettings, fit_probe
+    from llmhni_local.tune.probe_head import auc, noise_score
 
     held = list(zip(heldout["user"].tolist(), heldout["item"].tolist()))
     fake = synthetic_pairs(data, eval_users, args.synthetic_pairs, args.seed + 3)
@@ -401,7 +402,7 @@ def pipeline_recall(args, adapter: Path | None) -> tuple[float, Path]:
 
 # ---------------------------------------------------------------------------- main
 def main(args: argparse.Namespace) -> dict:
-    from llmhni_local.audit.finetune import finetune, load_finetune_settings
+    from llmhni_local.tune.finetune import finetune, load_finetune_settings
     from llmhni_local.audit.report import evaluate
     from llmhni_local.data.movielens import load_ml100k
     from llmhni_local.llm.offline import enforce_offline

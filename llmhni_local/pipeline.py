@@ -40,7 +40,7 @@ from llmhni_local.io import sha256_text, write_json
 from llmhni_local.llm.profiles import ProfileSettings
 from llmhni_local.llm.rate import RateSettings
 from llmhni_local.llm.settings import EmbedderSettings, EmbedSettings, RaterSettings, TuneSettings
-from llmhni_local.llm.verdict_rules import VerdictSettings
+from llmhni_local.verdicts.rules import VerdictSettings
 from llmhni_local.method.candidates import CandidateSettings
 from llmhni_local.method.settings import LLMHNISettings
 from llmhni_local.stages import TUNE_PROBE_DIR, TUNE_SUMMARY, missing_outputs
@@ -342,14 +342,16 @@ def _stage_verdicts(run: Run) -> dict:
                                        seed=run.cfg.train.seed)
         write_simulated_verdicts(run.dir / "verdicts.parquet", v, summary)
         return summary
-    from llmhni_local.llm.verdicts import write_verdicts
+    from llmhni_local.audit.records import load_audits
+    from llmhni_local.verdicts.decide import write_verdicts
 
-    return write_verdicts(run.dir, run.cfg.verdicts, train=run.data.train)
+    return write_verdicts(run.dir, run.cfg.verdicts, audits=load_audits(run.dir),
+                          train=run.data.train)
 
 
 def _verdict_table(run: Run):
     """Pairs with a verdict; those with a failed or unrated view change nothing in G'."""
-    from llmhni_local.llm.verdicts import load_verdicts
+    from llmhni_local.verdicts.decide import load_verdicts
 
     v = load_verdicts(run.dir)
     return v[v["verdict"].isin(["hard", "noisy"])]
@@ -541,7 +543,7 @@ def rater_info(run: Run) -> dict[str, Any]:
                                 f"labels ({tune['pool']}; read off ratings {tune['rule']}, not "
                                 "given by a person)")
     elif adapter:
-        from llmhni_local.audit.probe import is_probe_folder
+        from llmhni_local.llm.probe import is_probe_folder
 
         kind = "probe" if is_probe_folder(adapter) else "LoRA adapter"
         info["description"] = f"{name} + {kind} {Path(adapter).name} (see its card for its labels)"

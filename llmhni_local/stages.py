@@ -225,7 +225,7 @@ def tune_run(run_dir: str | Path, data: "Interactions", settings: "TuneSettings"
     ``RUN/tune/tune.json``; returns that summary."""
     import time
 
-    from llmhni_local.audit.probe import ProbeSettings, fit_probe
+    from llmhni_local.tune.probe import ProbeSettings, fit_probe
     from llmhni_local.audit.simulated_audits import RATING_RULE, simulate_sample
     from llmhni_local.io import write_json
     from llmhni_local.llm.profiles import load_profiles

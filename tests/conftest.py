@@ -38,3 +38,15 @@ def tiny_gguf(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def tiny_prompts():
     """``tiny_prompts(n=8, seed=0)``: chat prompts in the rating shape for the tiny model."""
     return tiny.tiny_prompts
+
+
+# Rated run folders and audit labels, shared by the audit, tuning and verdict tests.
+_rspec = importlib.util.spec_from_file_location("llmhni_tests_run_fixtures",
+                                                Path(__file__).parent / "run_fixtures.py")
+run_fixtures = importlib.util.module_from_spec(_rspec)
+_rspec.loader.exec_module(run_fixtures)
+_rated_template = run_fixtures._rated_template
+rated_run = run_fixtures.rated_run
+synth_data = run_fixtures.synth_data
+write_labels = run_fixtures.write_labels
+fake_rater = run_fixtures.fake_rater

@@ -74,7 +74,7 @@ def rated_pairs(run_dir: str | Path):
     """The candidates of ``RUN`` with the last rating run's labels and verdict per pair."""
     from llmhni_local.llm.rate import CANDIDATES_FILE, read_rating_manifest
     from llmhni_local.llm.store import VIEWS, JudgmentStore, Key
-    from llmhni_local.llm.verdicts import compute_verdicts
+    from llmhni_local.verdicts.decide import compute_verdicts
     from llmhni_local.method.candidates import load_candidates
 
     run_dir = Path(run_dir)

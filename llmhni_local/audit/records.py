@@ -192,3 +192,18 @@ def without_trained_pairs(frame, run_dir: str | Path):
         return frame, 0
     keep = [(int(u), int(i)) not in trained for u, i in zip(frame["user"], frame["item"])]
     return frame[keep], int(len(frame) - sum(keep))
+
+
+def load_audits(run_dir: str | Path):
+    """The run's audited labels minus the pairs that trained any adapter (none without an
+    audit store), as :class:`~llmhni_local.verdicts.decide.Audits`, the form the verdict rules
+    take them in."""
+    from llmhni_local.verdicts.decide import Audits
+
+    if not (audit_dir(run_dir) / AUDIT_DB).is_file():
+        return Audits.empty()
+    with AuditStore(run_dir, create=False) as store:
+        labels = store.labels()[["user", "item", "label"]]
+        trained = frozenset(store.finetune_pairs(role="train"))
+    keep = [(int(u), int(i)) not in trained for u, i in zip(labels["user"], labels["item"])]
+    return Audits(labels[keep].reset_index(drop=True), trained, int(len(labels)))

@@ -27,22 +27,11 @@ from typing import Any
 from llmhni_local.audit.agreement import agreement
 from llmhni_local.errors import UserError
 from llmhni_local.llm.base import LABELS
+from llmhni_local.verdicts.rules import audit_verdict, model_verdict
 
 VERDICT_LABELS = ("hard", "noisy")
 VIEW_NAMES = {"user": "user-centric view", "item": "item-centric view",
               "verdict": "combined verdict"}
-
-
-def audit_verdict(label: str) -> str:
-    """An audited label read as a verdict: High is hard, Medium and Low are noisy."""
-    return "hard" if label == "High" else "noisy"
-
-
-def model_verdict(label_user: str | None, label_item: str | None) -> str | None:
-    """The rater's verdict from its two views' labels; ``None`` when a view failed."""
-    if label_user is None or label_item is None:
-        return None
-    return "hard" if label_user == "High" and label_item == "High" else "noisy"
 
 
 def evaluate(run_dir: str | Path) -> dict[str, Any]:
@@ -111,7 +100,7 @@ def verdict_rule(run_dir: str | Path) -> dict[str, Any] | None:
     cross-validated figures); ``None`` before the verdicts stage has run."""
     import json
 
-    from llmhni_local.llm.verdicts import COUNTS_FILE
+    from llmhni_local.verdicts.decide import COUNTS_FILE
 
     path = Path(run_dir) / COUNTS_FILE
     if not path.is_file():

@@ -38,8 +38,8 @@ def finetune_rater(
                                                     "linear head on its hidden states."),
 ) -> None:
     """Tune the rater on RUN's audited labels: a LoRA adapter or a probe (--kind)."""
-    from llmhni_local.audit.finetune import finetune_run, load_finetune_settings
-    from llmhni_local.audit.probe import check_kind
+    from llmhni_local.tune.finetune import finetune_run, load_finetune_settings
+    from llmhni_local.tune.probe import check_kind
     from llmhni_local.config import parse_sets
 
     if check_kind(kind) == "probe":
@@ -63,7 +63,7 @@ def finetune_rater(
 
 def _probe(run: Path, out: Path, config, sets, *, base, batch_size, seed, force: bool,
            lora_only: list[str]) -> None:
-    from llmhni_local.audit.probe import ProbeConfig, probe_run
+    from llmhni_local.tune.probe import ProbeConfig, probe_run
     from llmhni_local.cli.options import load
     from llmhni_local.errors import UserError
 
@@ -98,7 +98,7 @@ def validate(
     no_card: bool = typer.Option(False, "--no-card", help="Accept an adapter without card.json."),
 ) -> None:
     """Check an adapter: a LoRA one vLLM can serve (task type, bias, rank, files) or a probe."""
-    from llmhni_local.audit.adapters import AdapterRefused, validate_adapter
+    from llmhni_local.llm.adapters import AdapterRefused, validate_adapter
 
     try:
         info = validate_adapter(path, max_lora_rank=max_lora_rank, require_card=not no_card,

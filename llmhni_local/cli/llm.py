@@ -134,7 +134,8 @@ def verdicts(
     rule: Optional[str] = typer.Option(None, "--rule", help="argmax, threshold or stacked (the rest of the [verdicts] table via --config/--set)."),
 ) -> None:
     """Hard or noisy per candidate pair under the [verdicts] rule -> RUN/verdicts.parquet and .json."""
-    from llmhni_local.llm.verdicts import write_verdicts
+    from llmhni_local.audit.records import load_audits
+    from llmhni_local.verdicts.decide import write_verdicts
 
     cfg = run_config(config, set_, {"verdicts.rule": rule})
     train = None
@@ -142,7 +143,7 @@ def verdicts(
         from llmhni_local.stages import profiles_data
 
         train = profiles_data(run, cfg.data).train
-    counts = write_verdicts(run, cfg.verdicts, train=train)
+    counts = write_verdicts(run, cfg.verdicts, audits=load_audits(run), train=train)
     a = counts["actions"]
     print(f"verdicts: observed keep {a['keep']}, remove {a['remove']}; unobserved add {a['add']}, "
           f"nothing {a['nothing']}; no verdict (failed or unrated view) {counts['no_verdict']}")

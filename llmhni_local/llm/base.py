@@ -58,3 +58,18 @@ class EmbeddingBackend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def check_vectors(vecs: object, n: int, what: str, start: int) -> np.ndarray:
+    """The backend's answer for ``n`` texts from ``start`` as float32, or a DataError."""
+    import numpy as np
+
+    from llmhni_local.errors import DataError
+
+    vecs = np.asarray(vecs, dtype=np.float32)
+    if vecs.ndim != 2 or vecs.shape[0] != n:
+        raise DataError(f"embedder returned shape {vecs.shape} for {n} {what}")
+    if not np.isfinite(vecs).all():
+        raise DataError(f"embedder returned non-finite values for {what} "
+                        f"{start}..{start + n - 1}")
+    return vecs

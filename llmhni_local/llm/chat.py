@@ -77,3 +77,18 @@ def render_prompts(tokenizer: Any, prompts: Sequence[Messages]) -> list[str]:
 def encode_prompts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of rendered prompts, without adding special tokens (the template did)."""
     return [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
+
+def batch_tensors(rows: Sequence[Sequence[int]], pad_id: int):
+    """Left-padded ``input_ids``, ``attention_mask`` and ``position_ids`` (positions count
+    from each prompt's first real token, as in generation, so padding changes nothing)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, r in enumerate(rows):
+        ids[k, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[k, width - len(r):] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, pos

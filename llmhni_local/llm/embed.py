@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from llmhni_local.errors import DataError, UserError
-from llmhni_local.llm.base import EmbeddingBackend
+from llmhni_local.llm.base import EmbeddingBackend, check_vectors
 
 EMBED_DIR = "embeddings"
 
@@ -133,17 +133,6 @@ def _embed_all(backend: EmbeddingBackend, texts: list[str], batch_size: int, wha
     if not parts:
         raise DataError(f"no {what} profiles to embed")
     return np.concatenate(parts)
-
-
-def check_vectors(vecs: Any, n: int, what: str, start: int) -> np.ndarray:
-    """The backend's answer for ``n`` texts from ``start`` as float32, or a DataError."""
-    vecs = np.asarray(vecs, dtype=np.float32)
-    if vecs.ndim != 2 or vecs.shape[0] != n:
-        raise DataError(f"embedder returned shape {vecs.shape} for {n} {what}")
-    if not np.isfinite(vecs).all():
-        raise DataError(f"embedder returned non-finite values for {what} "
-                        f"{start}..{start + n - 1}")
-    return vecs
 
 
 def _default_backend(settings: Any) -> EmbeddingBackend:

@@ -61,7 +61,7 @@ class RayEmbedder:
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
-        from llmhni_local.llm.embed import check_vectors
+        from llmhni_local.llm.base import check_vectors
 
         parts = batch.column("part").to_pylist()
         idx = batch.column("idx").to_pylist()

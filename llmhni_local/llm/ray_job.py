@@ -187,7 +187,7 @@ class RayRater:
         import pyarrow as pa
 
         from llmhni_local.llm.prompts import VIEW_TEMPLATES
-        from llmhni_local.llm.rate import apply_mass_floor, view_messages
+        from llmhni_local.llm.rate_plan import apply_mass_floor, view_messages
         from llmhni_local.llm.shards import write_shard
         from llmhni_local.llm.store import make_rows
 
@@ -309,7 +309,7 @@ def rate_on_ray(run_dir: Path, store: Any, work: list[tuple],
     the failure-share check.
     """
     from llmhni_local.io import write_json
-    from llmhni_local.llm.rate import RATING_MANIFEST, _check_failures
+    from llmhni_local.llm.rate_plan import RATING_MANIFEST, check_failures
     from llmhni_local.llm.shards import job_lock, merge_pending
 
     n_seen, n_bad = seen
@@ -319,7 +319,7 @@ def rate_on_ray(run_dir: Path, store: Any, work: list[tuple],
         todo = _refilter(store, work, keys) if added else work
         report.skipped += len(work) - len(todo)
         if todo:
-            _check_failures(n_seen, n_bad, settings, run_dir, manifest)
+            check_failures(n_seen, n_bad, settings, run_dir, manifest)
             n_seen, n_bad = _run_job(root, store, todo, make_backend, profiles=profiles,
                                      templates=templates, keys=keys, settings=settings,
                                      report=report, manifest=manifest, seen=(n_seen, n_bad),
@@ -335,7 +335,7 @@ def _run_job(root: Path, store: Any, work: list[tuple], make_backend: Callable[[
              on_batch: Callable[[int], None] | None) -> tuple[int, int]:
     """One Ray Data job over ``work``; shards merged as they arrive. Returns the new
     ``(stored, failures)`` counts of this model and prompt."""
-    from llmhni_local.llm.rate import _check_failures
+    from llmhni_local.llm.rate_plan import check_failures
     from llmhni_local.llm.shards import merge_shard
     from llmhni_local.progress import progress_bar
 
@@ -364,7 +364,7 @@ def _run_job(root: Path, store: Any, work: list[tuple], make_backend: Callable[[
                 bar.advance(int(rec["rows"]), failures=n_bad)
                 if on_batch is not None:
                     on_batch(report.batches)
-                _check_failures(n_seen, n_bad, settings, run_dir, manifest)
+                check_failures(n_seen, n_bad, settings, run_dir, manifest)
     finally:
         report.seconds = time.perf_counter() - start
         (job / ".job").unlink(missing_ok=True)

@@ -11,7 +11,8 @@ from llmhni_local.audit.agreement import agreement
 from llmhni_local.audit.export import export_sample, write_table
 from llmhni_local.audit.importer import import_labels
 from llmhni_local.audit.records import AuditStore, audit_dir, trained_pairs
-from llmhni_local.audit.report import audit_verdict, model_verdict, write_report
+from llmhni_local.audit.report import write_report
+from llmhni_local.verdicts.rules import audit_verdict, model_verdict
 from llmhni_local.errors import UserError
 from llmhni_local.llm.store import JudgmentStore
 

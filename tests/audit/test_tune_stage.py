@@ -85,7 +85,7 @@ def test_kind_probe_puts_the_tune_key_into_the_rate_key(tmp_path, tiny_llama, sy
 
 
 def test_probe_is_fitted_on_simulated_labels_of_non_candidates(tuned):
-    from llmhni_local.audit.probe import card_pairs, is_probe_folder
+    from llmhni_local.llm.probe import card_pairs, is_probe_folder
     from llmhni_local.method.candidates import load_candidates
 
     run, tune, _ = tuned

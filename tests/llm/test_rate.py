@@ -26,10 +26,18 @@ from llmhni_local.llm.profiles import make_profiles, save_profiles
 from llmhni_local.llm.rate import (CANDIDATES_FILE, RateSettings, liked_text, plan,
                                    rate_candidates, read_rating_manifest)
 from llmhni_local.llm.store import JudgmentStore
-from llmhni_local.llm.verdicts import compute_verdicts, load_verdicts, write_verdicts
+from llmhni_local.verdicts.decide import compute_verdicts, load_verdicts, write_verdicts
 from llmhni_local.method.candidates import save_candidates, select_candidates
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def decide(run, *args, **kwargs):
+    """``write_verdicts`` with the run's audits, as every entry point passes them."""
+    from llmhni_local.audit.records import load_audits
+
+    return write_verdicts(run, *args, audits=load_audits(run), **kwargs)
+
 
 # A deterministic rater: the answer depends on the prompt alone (not on its batch), so an
 # interrupted and resumed run must end with exactly the rows of an uninterrupted one. About
@@ -37,6 +45,7 @@ REPO = Path(__file__).resolve().parents[2]
 FAKE_SOURCE = '''
 import hashlib, json, os, sys, time
 from llmhni_local.llm.base import Judgment, LABELS
+
 
 
 class FakeRater:
@@ -334,7 +343,7 @@ def test_verdict_rule():
     assert v["action"].tolist() == ["keep", "remove", "add", "nothing", "none", "none"]
     assert v["p_hard"].iloc[0] == pytest.approx(0.8 * 0.5)
     assert np.isnan(v["p_hard"].iloc[5])
-    from llmhni_local.llm.verdicts import verdict_counts
+    from llmhni_local.verdicts.decide import verdict_counts
 
     counts = verdict_counts(v)
     assert counts["observed"] == {"hard": 1, "noisy": 1, "failed": 1, "unrated": 0, "total": 3}
@@ -347,7 +356,7 @@ def test_write_verdicts_after_rating(tmp_path, fake_module):
     run = make_run(tmp_path)
     rate_candidates(run, fake_module.FakeRater, model_id="fake@0", progress=False,
                     settings=RateSettings(max_failure_share=1.0))
-    counts = write_verdicts(run)
+    counts = decide(run)
     v = load_verdicts(run)
     assert len(v) == 60
     assert counts["observed"]["total"] + counts["unobserved"]["total"] == 60

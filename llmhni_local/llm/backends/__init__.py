@@ -75,7 +75,7 @@ def make_rating_backend(settings: RaterSettings | None = None, **overrides: Any)
     if overrides:
         settings = dataclasses.replace(settings, **overrides)
     if settings.adapter:
-        from llmhni_local.audit.probe import is_probe_folder
+        from llmhni_local.llm.probe import is_probe_folder
 
         if is_probe_folder(settings.adapter):  # a probe folder has its own backend
             from llmhni_local.llm.backends.probe_backend import ProbeRater

@@ -20,8 +20,8 @@ from llmhni_local.llm.chat import (Messages, answer_cue, encode_prompts, load_to
                                    render_prompts)
 from llmhni_local.llm.labels import (choose_label, label_token_ids, parse_label,
                                      probs_from_logprobs, template_label_ids)
-from llmhni_local.llm.registry import (RATER_NEEDS, ModelSpec, Need, check_adapter, model_id,
-                                       resolve_checked)
+from llmhni_local.llm.adapters import check_adapter
+from llmhni_local.llm.registry import RATER_NEEDS, ModelSpec, Need, model_id, resolve_checked
 from llmhni_local.llm.settings import RaterSettings
 
 

@@ -1,7 +1,7 @@
 """The probe rater: hidden state at the answer position -> a linear head -> label probabilities.
 
 Chosen when ``rater.adapter`` names a probe folder (``finetune-rater --kind probe``, see
-:mod:`llmhni_local.audit.probe`). Prompts are rendered by ``chat.py`` exactly as for the other
+:mod:`llmhni_local.tune.probe`). Prompts are rendered by ``chat.py`` exactly as for the other
 backends; each prompt's view is known by its rendered tail (the card records both views'), and
 the view's head reads the state of the layer it was fitted on, in the dtype it was fitted in.
 
@@ -36,7 +36,7 @@ class ProbeRater(RaterCore):
     """Rates chat prompts with a probe folder's heads on the base model's hidden states."""
 
     def __init__(self, settings: RaterSettings) -> None:
-        from llmhni_local.audit.probe import load_probe, probe_problems
+        from llmhni_local.llm.probe import load_probe, probe_problems
 
         if not settings.adapter:
             raise ConfigError("the probe backend needs rater.adapter (a probe folder)")
@@ -49,7 +49,7 @@ class ProbeRater(RaterCore):
             raise UserError(problems[0])
         self.card, self.heads = load_probe(self.adapter)
         self.tails: dict[str, str] = dict(self.card["prompts"]["tails"])
-        from llmhni_local.audit.probe_states import load_base
+        from llmhni_local.llm.probe_states import load_base
 
         self.model = load_base(str(self.spec.path), self.card["dtype"])
         tok = self.tokenizer
@@ -57,7 +57,7 @@ class ProbeRater(RaterCore):
 
     def head_probs(self, prompts: Sequence[Messages]) -> np.ndarray:
         """``(n, 3)`` head probabilities (LABELS order) of rendered ``prompts``."""
-        from llmhni_local.audit.probe_states import answer_states, views_of
+        from llmhni_local.llm.probe_states import answer_states, views_of
 
         texts = self.prompt_texts(prompts)
         ids = self.prompt_ids(texts)

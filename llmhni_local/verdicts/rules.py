@@ -308,3 +308,15 @@ def jsonable(x: Any) -> Any:
     if isinstance(x, np.integer):
         return int(x)
     return x
+
+
+def audit_verdict(label: str) -> str:
+    """An audited label read as a verdict: High is hard, Medium and Low are noisy."""
+    return "hard" if label == "High" else "noisy"
+
+
+def model_verdict(label_user: str | None, label_item: str | None) -> str | None:
+    """The rater's verdict from its two views' labels; ``None`` when a view failed."""
+    if label_user is None or label_item is None:
+        return None
+    return "hard" if label_user == "High" and label_item == "High" else "noisy"

@@ -12,23 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from llmhni_local.audit.finetune_examples import Examples
+from llmhni_local.tune.finetune_examples import Examples
 from llmhni_local.llm.base import LABELS
-
-
-def batch_tensors(rows: Sequence[Sequence[int]], pad_id: int):
-    """Left-padded ``input_ids``, ``attention_mask`` and ``position_ids`` (positions count
-    from each prompt's first real token, as in generation, so padding changes nothing)."""
-    import torch
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for k, r in enumerate(rows):
-        ids[k, width - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[k, width - len(r):] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids, mask, pos
+from llmhni_local.llm.chat import batch_tensors
 
 
 def answer_logits(model, rows: Sequence[Sequence[int]], pad_id: int, dtype: str, keep: int = 1):

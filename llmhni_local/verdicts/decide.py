@@ -22,7 +22,7 @@ has no probabilities), a soft score of the same rule.
 
 The other rules (``threshold``, ``stacked``; optional batch calibration) re-decide only the
 pairs that have a verdict under the argmax rule, so failed and unrated pairs never get one;
-their pure parts live in :mod:`llmhni_local.llm.verdict_rules`. Whatever is fitted (taus,
+their pure parts live in :mod:`llmhni_local.verdicts.rules`. Whatever is fitted (taus,
 calibration means, the stacked model) leaves out the audited pairs that trained an adapter.
 
 Writes ``RUN/verdicts.parquet`` (one row per candidate; ``score_user``/``score_item`` under the
@@ -45,7 +45,7 @@ import numpy as np
 from llmhni_local.errors import UserError
 from llmhni_local.llm.base import LABELS
 from llmhni_local.llm.store import VIEWS, Key
-from llmhni_local.llm.verdict_rules import (VerdictSettings, batch_calibrate, binary_kappa,
+from llmhni_local.verdicts.rules import (audit_verdict, VerdictSettings, batch_calibrate, binary_kappa,
                                             choose_model, cross_fitted_kappa,
                                             cross_validate, fit_logistic,
                                             high_score, jsonable, log_ratios, predict_logistic,
@@ -113,12 +113,15 @@ def verdict_counts(verdicts) -> dict[str, Any]:
 
 
 def write_verdicts(run_dir: str | Path, settings: VerdictSettings | None = None, *,
-                   train: np.ndarray | None = None) -> dict[str, Any]:
+                   audits: "Audits", train: np.ndarray | None = None) -> dict[str, Any]:
     """Compute the verdicts of ``RUN``'s last rating run and write them; returns the counts.
 
     Args:
         run_dir: the run folder.
         settings: the verdict rule. (default: ``VerdictSettings()``, the argmax rule)
+        audits: the run's audited labels that rules may fit on
+            (:func:`llmhni_local.audit.records.load_audits`; ``Audits.empty()`` for none). They
+            come in as data, so the verdict room never reads the audit store.
         train: the training edges ``(n, 2)`` (user, item); only the stacked rule reads them
             (item popularity and user activity).
     """
@@ -138,7 +141,6 @@ def write_verdicts(run_dir: str | Path, settings: VerdictSettings | None = None,
     verdicts = compute_verdicts(candidates, judgments)
     info: dict[str, Any] = {"rule": "argmax", "calibration": "none"}
     if settings.rule != "argmax" or settings.calibration != "none":
-        audits = load_audits(run_dir)
         verdicts, info = apply_rule(verdicts, candidates, settings, audits, train=train)
     counts = verdict_counts(verdicts)
     counts.update(model_id=manifest["model_id"], adapter=manifest["adapter"],
@@ -164,20 +166,6 @@ class Audits:
         import pandas as pd
 
         return cls(pd.DataFrame({"user": [], "item": [], "label": []}), frozenset(), 0)
-
-
-def load_audits(run_dir: str | Path) -> Audits:
-    """The run's audited labels minus the pairs that trained any adapter (none without an
-    audit store)."""
-    from llmhni_local.audit.records import AUDIT_DB, AuditStore, audit_dir
-
-    if not (audit_dir(run_dir) / AUDIT_DB).is_file():
-        return Audits.empty()
-    with AuditStore(run_dir, create=False) as store:
-        labels = store.labels()[["user", "item", "label"]]
-        trained = frozenset(store.finetune_pairs(role="train"))
-    keep = [(int(u), int(i)) not in trained for u, i in zip(labels["user"], labels["item"])]
-    return Audits(labels[keep].reset_index(drop=True), trained, int(len(labels)))
 
 
 def apply_rule(table, candidates: np.ndarray, settings: VerdictSettings, audits: Audits, *,
@@ -215,8 +203,6 @@ def _audited(table, audits: Audits, fit: np.ndarray) -> tuple[np.ndarray, dict[s
     """Per row: True (audited hard), False (audited noisy) or NaN-like None; and counts.
 
     Only judged rows (both views answered) that trained no adapter can be fitted on."""
-    from llmhni_local.audit.report import audit_verdict
-
     label = {(int(u), int(i)): str(lab) for u, i, lab in
              zip(audits.labels["user"], audits.labels["item"], audits.labels["label"])}
     judged = table["verdict"].isin(["hard", "noisy"]).to_numpy() & fit
@@ -312,7 +298,7 @@ def _stacked(table, candidates: np.ndarray, settings: VerdictSettings, truth: np
              audit_info: dict[str, Any], train: np.ndarray | None):
     """Cross-validate the three candidate models (LLM features, non-LLM features, both) on the
     usable audited pairs, refit the one with the best cross-validated AUC on all of them and
-    give P(hard) for every judged pair (see :func:`~llmhni_local.llm.verdict_rules.choose_model`)."""
+    give P(hard) for every judged pair (see :func:`~llmhni_local.verdicts.rules.choose_model`)."""
     if train is None:
         raise UserError("verdicts.rule = 'stacked' needs the training data (item popularity, "
                         "user activity); run it through the pipeline")

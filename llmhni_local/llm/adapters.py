@@ -1,7 +1,7 @@
 """Adapter folders: the card, and whether vLLM (and transformers) can serve an adapter.
 
 Two kinds of folder rate through ``rater.adapter``: a LoRA adapter (below) and a probe
-(``finetune-rater --kind probe``, :mod:`llmhni_local.audit.probe`), whose own checks
+(``finetune-rater --kind probe``, :mod:`llmhni_local.tune.probe`), whose own checks
 :func:`adapter_problems` runs when the folder is one.
 
 ``adapters/NAME/`` holds what peft saves (``adapter_config.json``,
@@ -10,7 +10,7 @@ sha256 and sources, the split, the settings, validation kappa and training histo
 ``README.md`` (the card for people) and ``pairs.json`` (the labelled pairs that trained and
 validated it, so evaluations can leave the training ones out).
 
-:func:`adapter_problems` builds on :func:`llmhni_local.llm.registry.lora_folder_problem`
+:func:`adapter_problems` builds on :func:`lora_folder_problem`
 (folder, ``adapter_config.json``, weights file, ``peft_type`` LORA, ``task_type``,
 ``modules_to_save``) and adds what serving also needs: ``task_type`` present and CAUSAL_LM,
 ``bias = "none"``, no DoRA, a rank within the engine's ``max_lora_rank``, weights that are
@@ -47,8 +47,7 @@ def adapter_problems(path: str | os.PathLike, *,
         base: a model name or folder; a card naming another base model (by sha256) is a
             problem.
     """
-    from llmhni_local.audit.probe import is_probe_folder, probe_problems
-    from llmhni_local.llm.registry import lora_folder_problem
+    from llmhni_local.llm.probe import is_probe_folder, probe_problems
 
     folder = Path(path).expanduser()
     if is_probe_folder(folder):  # a probe has no LoRA files: its own checks
@@ -132,7 +131,7 @@ def _base_problems(card_path: Path, base: str) -> list[str]:
 def validate_adapter(path: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
     """Check an adapter; raise :class:`AdapterRefused` listing every problem, else return a
     summary (rank, alpha, target modules, card figures)."""
-    from llmhni_local.audit.probe import is_probe_folder
+    from llmhni_local.llm.probe import is_probe_folder
 
     problems = adapter_problems(path, **kwargs)
     folder = Path(path).expanduser()
@@ -220,3 +219,52 @@ def card_markdown(card: dict[str, Any]) -> str:
         "The full card is `card.json`.", "",
     ]
     return "\n".join(lines)
+
+
+def check_adapter(path: str | os.PathLike) -> Path:
+    """The one check of an adapter folder before a rater uses it; returns the folder.
+
+    A probe folder (``finetune-rater --kind probe``) gets the probe's checks
+    (:func:`llmhni_local.llm.probe.probe_problems`); any other folder must be a peft LoRA
+    adapter that vLLM and transformers can both serve, checked by
+    :func:`llmhni_local.llm.adapters.adapter_problems` (the files and config of
+    :func:`lora_folder_problem`, then ``bias``, DoRA, rank, LoRA-only weights), the same
+    check ``adapters validate`` and fine-tuning run. Every rating entry point calls this
+    before an engine starts. Raises :class:`UserError` naming the first problem (and how many
+    more there are).
+    """
+    from llmhni_local.llm.adapters import adapter_problems
+
+    folder = Path(path).expanduser()
+    problems = adapter_problems(folder, max_lora_rank=None, require_card=False)
+    if problems:
+        more = (f" (and {len(problems) - 1} more; `adapters validate {folder}` lists them)"
+                if len(problems) > 1 else "")
+        raise UserError(problems[0] + more)
+    return folder
+
+
+def lora_folder_problem(folder: Path) -> str | None:
+    """What keeps a LoRA adapter folder from loading at all (``None``: nothing): the folder,
+    ``adapter_config.json`` (``peft_type`` LORA, ``task_type`` CAUSAL_LM, no
+    ``modules_to_save``) and ``adapter_model.safetensors`` (or ``.bin``)."""
+    if not folder.is_dir():
+        return f"adapter folder {folder} does not exist"
+    cfg_path = folder / "adapter_config.json"
+    if not cfg_path.is_file():
+        return f"adapter folder {folder} lacks adapter_config.json"
+    if not any((folder / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
+        return f"adapter folder {folder} lacks adapter_model.safetensors"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except ValueError:
+        return f"{cfg_path}: not valid JSON"
+    if not isinstance(cfg, dict):
+        return f"{cfg_path}: not a JSON object"
+    if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
+        return f"{cfg_path}: peft_type {cfg.get('peft_type')!r} is not LORA"
+    if cfg.get("task_type") not in (None, "CAUSAL_LM"):
+        return f"{cfg_path}: task_type {cfg.get('task_type')!r} is not CAUSAL_LM"
+    if cfg.get("modules_to_save"):
+        return f"{cfg_path}: modules_to_save is set; vLLM cannot serve such an adapter"
+    return None

@@ -11,15 +11,14 @@ import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from llmhni_local.errors import ConfigError, UserError
-from llmhni_local.llm.verdict_rules import (VerdictSettings, batch_calibrate, binary_kappa,
+from llmhni_local.verdicts.rules import (VerdictSettings, batch_calibrate, binary_kappa,
                                             choose_model, cross_validate, fit_logistic,
                                             high_score, predict_logistic, tau_from_share,
                                             taus_by_kappa)
-from llmhni_local.llm.verdicts import compute_verdicts, load_verdicts, write_verdicts
+from llmhni_local.verdicts.decide import compute_verdicts, load_verdicts, write_verdicts
 
 
 # ---------------------------------------------------------------------------- pure functions
@@ -35,6 +34,13 @@ def test_batch_calibration_by_hand():
     # means over a subset only (e.g. leaving out adapter-training pairs)
     _, sub = batch_calibrate(probs, fit=np.array([True, False]))
     assert sub == pytest.approx(probs[0])
+
+
+def decide(run, *args, **kwargs):
+    """``write_verdicts`` with the run's audits, as every entry point passes them."""
+    from llmhni_local.audit.records import load_audits
+
+    return write_verdicts(run, *args, audits=load_audits(run), **kwargs)
 
 
 def test_high_score_is_high_against_the_rest():
@@ -202,7 +208,7 @@ def test_default_rule_is_todays_argmax(tmp_path):
     from llmhni_local.llm.store import JudgmentStore
 
     run, cands, _, _ = _make_run(tmp_path)
-    counts = write_verdicts(run)
+    counts = decide(run)
     with JudgmentStore(run, create=False) as store:
         expected = compute_verdicts(cands, store.frame())
     got = load_verdicts(run)
@@ -218,7 +224,7 @@ def test_threshold_from_target_share(tmp_path):
     run, cands, hard, _ = _make_run(tmp_path)
     s = VerdictSettings(rule="threshold", tau_source="share", target_share=0.6,
                         calibration="batch")
-    counts = write_verdicts(run, s)
+    counts = decide(run, s)
     info = json.loads((run / "verdicts.json").read_text())["verdict_rule"]
     assert info["tau_source"] == "share" and set(info["tau"]) == {"user", "item"}
     assert set(info["calibration_means"]) == {"user", "item"}
@@ -240,7 +246,7 @@ def test_threshold_from_audits_leaves_trained_pairs_out(tmp_path):
     # the trained pairs carry the opposite label: were they fitted on, kappa would drop
     _audit(run, cands, lambda r: ("Low" if hard[r] else "High") if r in trained
            else ("High" if hard[r] else "Low"), audited, trained)
-    write_verdicts(run, VerdictSettings(rule="threshold"))
+    decide(run, VerdictSettings(rule="threshold"))
     info = json.loads((run / "verdicts.json").read_text())["verdict_rule"]
     assert info["tau_source"] == "audits"
     a = info["audits"]
@@ -260,7 +266,7 @@ def test_threshold_from_audits_leaves_trained_pairs_out(tmp_path):
 
 
 def test_cross_fitted_kappa_is_near_zero_on_noise():
-    from llmhni_local.llm.verdict_rules import cross_fitted_kappa
+    from llmhni_local.verdicts.rules import cross_fitted_kappa
 
     in_sample, cross = [], []
     for seed in range(20):  # 20 seeded noise fixtures: the means are safe, one draw is not
@@ -282,7 +288,7 @@ def test_cross_fitted_kappa_is_near_zero_on_noise():
 def test_threshold_on_noise_reports_both_kappas(tmp_path):
     run, cands, hard, _ = _make_run(tmp_path, llm_signal=0.0)  # probabilities are pure noise
     _audit(run, cands, lambda r: "High" if hard[r] else "Low", range(1, 200))
-    info = write_verdicts(run, VerdictSettings(rule="threshold"))["verdict_rule"]
+    info = decide(run, VerdictSettings(rule="threshold"))["verdict_rule"]
     stored = json.loads((run / "verdicts.json").read_text())["verdict_rule"]
     assert stored["kappa_in_sample"] == pytest.approx(info["kappa_in_sample"])
     assert info["kappa_in_sample"] > 0
@@ -294,13 +300,13 @@ def test_threshold_from_audits_without_audits_is_one_line_error(tmp_path):
     run, *_ = _make_run(tmp_path)
     with pytest.raises(UserError, match=r"verdicts.tau_source = 'audits': 0 usable audited pairs"
                                         r".*verdicts.min_audits = 50"):
-        write_verdicts(run, VerdictSettings(rule="threshold"))
+        decide(run, VerdictSettings(rule="threshold"))
 
 
 def test_stacked_reports_each_part_and_needs_two_classes(tmp_path):
     run, cands, hard, train = _make_run(tmp_path)
     _audit(run, cands, lambda r: "High" if hard[r] else "Medium", range(1, 200), trained=[1, 2])
-    counts = write_verdicts(run, VerdictSettings(rule="stacked"), train=train)
+    counts = decide(run, VerdictSettings(rule="stacked"), train=train)
     info = counts["verdict_rule"]
     cv = info["cross_validated"]
     assert set(cv) == {"llm", "non_llm", "stacked", "argmax_rule"}
@@ -321,7 +327,7 @@ def test_stacked_reports_each_part_and_needs_two_classes(tmp_path):
     _audit(run2, cands2, lambda r: "High", range(1, 120))
     with pytest.raises(UserError, match=r"verdicts.rule = 'stacked': 0 of 114 usable audited "
                                         r"pairs are noisy"):
-        write_verdicts(run2, VerdictSettings(rule="stacked"), train=train2)
+        decide(run2, VerdictSettings(rule="stacked"), train=train2)
 
 
 @pytest.mark.parametrize("llm_signal, score_weight, want", [
@@ -333,7 +339,7 @@ def test_stacked_uses_the_candidate_with_the_best_cv_auc(tmp_path, llm_signal, s
     run, cands, hard, train = _make_run(tmp_path, n_pairs=300, llm_signal=llm_signal,
                                         score_weight=score_weight)
     _audit(run, cands, lambda r: "High" if hard[r] else "Low", range(1, 300))
-    info = write_verdicts(run, VerdictSettings(rule="stacked"), train=train)["verdict_rule"]
+    info = decide(run, VerdictSettings(rule="stacked"), train=train)["verdict_rule"]
     cv = info["cross_validated"]
     assert info["model"] in want, (info["model"], cv)
     aucs = {k: cv[k]["auc"] for k in ("llm", "non_llm", "stacked")}
@@ -342,7 +348,7 @@ def test_stacked_uses_the_candidate_with_the_best_cv_auc(tmp_path, llm_signal, s
     best_part = "non_llm" if llm_signal == 0 else "llm"
     assert aucs[best_part] > 0.7 and min(aucs.values()) < aucs[best_part]
     # the refitted model is the chosen one: its features and nothing else
-    from llmhni_local.llm.verdicts import MODEL_FEATURES
+    from llmhni_local.verdicts.decide import MODEL_FEATURES
     assert list(info["coefficients"]) == list(MODEL_FEATURES[info["model"]])
     assert info["model"] in info["chosen_by"] and "best cross-validated AUC" in info["chosen_by"]
     # the LLM's share is reported whatever model is used
@@ -358,7 +364,7 @@ def test_audit_report_shows_the_rule_and_the_llms_share(tmp_path):
 
     run, cands, hard, train = _make_run(tmp_path)
     _audit(run, cands, lambda r: "High" if hard[r] else "Low", range(1, 200))
-    counts = write_verdicts(run, VerdictSettings(rule="stacked"), train=train)
+    counts = decide(run, VerdictSettings(rule="stacked"), train=train)
     result = write_report(run)
     assert result["verdict_rule"] == counts["verdict_rule"]
     md = (run / "audit" / "report.md").read_text()
@@ -367,7 +373,7 @@ def test_audit_report_shows_the_rule_and_the_llms_share(tmp_path):
     assert f"The rule uses `{counts['verdict_rule']['model']}`" in md
     for key in ("llm", "non_llm", "stacked"):
         assert f"| {cv[key]['auc']:.3f} | {cv[key]['kappa']:.3f} |" in md
-    write_verdicts(run, VerdictSettings(rule="threshold", tau_source="share"))
+    decide(run, VerdictSettings(rule="threshold", tau_source="share"))
     md = (run / "audit" / "report.md").read_text()
     assert "The LLM's share" in md  # the report file is only rewritten by `audit report`
     write_report(run)
@@ -397,7 +403,7 @@ def test_cli_verdicts_takes_the_rule(tmp_path):
 
 def test_argmax_after_batch_calibration(tmp_path):
     run, *_ = _make_run(tmp_path)
-    counts = write_verdicts(run, VerdictSettings(calibration="batch"))
+    counts = decide(run, VerdictSettings(calibration="batch"))
     info = counts["verdict_rule"]
     assert info["rule"] == "argmax" and info["calibration"] == "batch"
     # every stored label is High; calibrated, the pairs below the mean P(High) lose it

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmhni_local.audit.adapters import adapter_problems, validate_adapter
+from llmhni_local.llm.adapters import adapter_problems, validate_adapter
 from llmhni_local.audit.export import write_table
-from llmhni_local.audit.finetune import (FinetuneSettings, Runner, answer_targets,
+from llmhni_local.tune.finetune import (FinetuneSettings, Runner, answer_targets,
                                          answer_tokens, build_examples, finetune, finetune_run,
                                          lora_config, split_labels)
 from llmhni_local.audit.importer import import_labels
@@ -302,7 +302,7 @@ def test_vllm_rates_with_the_adapter_as_transformers_does(tuned, audited_run, ti
 RESUME_SCRIPT = '''
 import os, signal, sys
 sys.path.insert(0, {repo!r})
-from llmhni_local.audit.finetune import FinetuneSettings, finetune_run
+from llmhni_local.tune.finetune import FinetuneSettings, finetune_run
 
 run, out, base = sys.argv[1:4]
 settings = FinetuneSettings(base=base, epochs=3, batch_size=8, last_layers=1, val_share=0.25,
@@ -357,7 +357,7 @@ def test_a_shared_prefix_memo_changes_only_the_work_done(tuned, audited_run, tin
 
 
 def test_length_batches_cover_every_example_once():
-    from llmhni_local.audit.finetune import length_batches
+    from llmhni_local.tune.finetune import length_batches
 
     lengths = np.random.default_rng(0).integers(150, 300, 103)
     for rng in (None, np.random.default_rng(1)):
@@ -376,7 +376,7 @@ def test_length_batches_cover_every_example_once():
 
 def test_reuse_gives_back_the_same_adapter_and_refuses_other_inputs(tuned, audited_run,
                                                                     tiny_llama):
-    from llmhni_local.audit.finetune import card_fingerprint
+    from llmhni_local.tune.finetune import card_fingerprint
 
     out, card, _ = tuned
     stamp = (out / "adapter_model.safetensors").stat().st_mtime_ns

@@ -100,7 +100,7 @@ def answer_states(model: Any, rows: Sequence[Sequence[int]], layers: Sequence[in
     """
     import torch
 
-    from llmhni_local.audit.finetune_runner import batch_tensors
+    from llmhni_local.llm.chat import batch_tensors
 
     out = np.zeros((len(rows), len(layers), int(model.config.hidden_size)), dtype=np.float32)
     if not len(rows):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llmhni_local.audit.adapters import (AdapterRefused, adapter_problems, card_markdown,
+from llmhni_local.llm.adapters import (AdapterRefused, adapter_problems, card_markdown,
                                          validate_adapter)
 
 

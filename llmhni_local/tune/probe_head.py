@@ -14,29 +14,12 @@ by label as far as whole users allow; the criterion is the class-weighted out-of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from llmhni_local.llm.base import LABELS
-
-
-@dataclass(frozen=True)
-class Head:
-    """A fitted head: ``probs = softmax(((x - mean) / scale) @ weight.T + bias)``."""
-
-    mean: np.ndarray  # (hidden,)
-    scale: np.ndarray  # (hidden,)
-    weight: np.ndarray  # (3, hidden)
-    bias: np.ndarray  # (3,)
-
-    def probs(self, x: np.ndarray) -> np.ndarray:
-        """``(n, 3)`` class probabilities (in :data:`~llmhni_local.llm.base.LABELS` order)."""
-        z = ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.weight.T + self.bias
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+from llmhni_local.llm.probe import Head
 
 
 def balanced_weights(y: np.ndarray, k: int = len(LABELS)) -> np.ndarray:
@@ -173,16 +156,3 @@ def cross_validate(states: np.ndarray, y: np.ndarray, folds: np.ndarray,
         rows += [{"layer_pos": j, "C": float(c), **figures(oof[c], y), "probs": oof[c]}
                  for c in cs]
     return rows
-
-
-# ---------------------------------------------------------------------------- files
-def head_tensors(heads: dict[str, Head]) -> dict[str, np.ndarray]:
-    """Flat ``{view.part: array}`` for a safetensors file."""
-    return {f"{view}.{part}": np.ascontiguousarray(getattr(h, part), dtype=np.float64)
-            for view, h in heads.items() for part in ("mean", "scale", "weight", "bias")}
-
-
-def heads_from_tensors(tensors: dict[str, np.ndarray]) -> dict[str, Head]:
-    views = sorted({k.split(".", 1)[0] for k in tensors})
-    return {v: Head(**{p: np.asarray(tensors[f"{v}.{p}"], dtype=np.float64)
-                       for p in ("mean", "scale", "weight", "bias")}) for v in views}

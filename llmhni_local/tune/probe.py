@@ -3,8 +3,8 @@
 The rater's label tokens carry little about relevance, but its hidden state at the answer
 position carries more (docs/BENCHMARKS.md). ``finetune-rater --kind probe`` reads that state,
 for both views' prompts of every audited pair (simulated audits count, and the card says so),
-from a few candidate layers (:func:`~llmhni_local.audit.probe_states.candidate_layers`) and fits
-a 3-class logistic head (:mod:`llmhni_local.audit.probe_head`) per view, choosing the layer and
+from a few candidate layers (:func:`~llmhni_local.llm.probe_states.candidate_layers`) and fits
+a 3-class logistic head (:mod:`llmhni_local.tune.probe_head`) per view, choosing the layer and
 the regularisation ``C`` by cross-validation grouped by user.
 
 **One head per view**, not one head with the view as a feature: the two views' prompts differ
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -36,10 +35,8 @@ import numpy as np
 
 from llmhni_local.errors import ConfigError, UserError
 from llmhni_local.llm.base import LABELS
+from llmhni_local.llm.probe import CARD_FILE, PROBE_FILE, PROBE_FORMAT, card_pairs, probe_problems
 
-PROBE_FILE = "probe.safetensors"
-CARD_FILE = "card.json"
-PROBE_FORMAT = "llmhni-probe-card/1"
 KINDS = ("lora", "probe")
 
 
@@ -111,7 +108,7 @@ def check_kind(kind: str) -> str:
 def check_labels(labels, folds: int) -> tuple[Any, np.ndarray]:
     """The labels sorted by pair and their class indices; every problem a one-line error
     naming the count (single class, too few labels per class or users for ``folds``)."""
-    from llmhni_local.audit.finetune import checked_labels
+    from llmhni_local.tune.finetune import checked_labels
 
     labels = checked_labels(labels, empty="no labels to fit a probe on; run `audit import` "
                                           "(or `audit simulate`)")
@@ -149,7 +146,7 @@ class ProbeInputs:
 def prepare_inputs(profiles, labels, settings: ProbeSettings, max_liked: int,
                    prompts_dir: str | Path | None = None) -> ProbeInputs:
     """Every check and every prompt before the model loads (prompts through ``chat.py``)."""
-    from llmhni_local.audit.probe_states import view_tails
+    from llmhni_local.llm.probe_states import view_tails
     from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
     from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
     from llmhni_local.llm.rate import view_messages
@@ -183,7 +180,7 @@ def compute_states(inputs: ProbeInputs, settings: ProbeSettings, dtype: str,
     """Per view ``(n, layers, hidden)`` states, the candidate layers and how many prompts'
     states came from ``memo`` (a dict a caller keeps across fits on nested label sets; keyed by
     base model, dtype, layers and prompt ids, so it is never wrong)."""
-    from llmhni_local.audit.probe_states import answer_states, candidate_layers, load_base
+    from llmhni_local.llm.probe_states import answer_states, candidate_layers, load_base
 
     import torch
 
@@ -220,7 +217,7 @@ def select_heads(states: dict[str, np.ndarray], y: np.ndarray, users: np.ndarray
                  layers: Sequence[int], settings: ProbeSettings) -> tuple[dict, dict]:
     """Per view, the (layer, C) with the lowest out-of-fold log-loss and the head fitted on
     every label with them; returns ``(heads, cv)`` (the card's figures)."""
-    from llmhni_local.audit.probe_head import (balanced_weights, cross_validate, fit_head,
+    from llmhni_local.tune.probe_head import (balanced_weights, cross_validate, fit_head,
                                                group_folds)
 
     folds = group_folds(users, y, settings.folds, settings.seed)
@@ -253,7 +250,7 @@ def fit_probe(profiles, labels, out: str | Path, settings: ProbeSettings | None 
     """Fit a probe on ``labels`` (DataFrame: user, item, label, optionally simulated) and
     write its folder to ``out``; returns the card. Every input check runs before the model
     loads. ``state_memo``: see :func:`compute_states`."""
-    from llmhni_local.audit.probe_states import state_dtype
+    from llmhni_local.llm.probe_states import state_dtype
 
     settings = settings or ProbeSettings()
     out = Path(out)
@@ -323,7 +320,7 @@ def write_probe(out: Path, heads: dict, card: dict, pairs: dict) -> None:
     """Assemble the folder in a temporary sibling, check it, rename it into place."""
     from safetensors.numpy import save_file
 
-    from llmhni_local.audit.probe_head import head_tensors
+    from llmhni_local.llm.probe import head_tensors
     from llmhni_local.io import publish_folder, write_json, write_text
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -364,86 +361,6 @@ def probe_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------- reading, checking
-def is_probe_folder(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a probe folder (its card says kind ``probe`` or it holds heads)."""
-    folder = Path(path).expanduser()
-    if (folder / PROBE_FILE).is_file():
-        return True
-    try:
-        return json.loads((folder / CARD_FILE).read_text()).get("kind") == "probe"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def probe_problems(path: str | os.PathLike, base: str | None = None) -> list[str]:
-    """Everything that stops a probe folder from rating (empty: none): the card (kind, format,
-    heads), the head file (readable, a head per view of the card's shape) and, when ``base``
-    is given, that the card names that base model (by sha256)."""
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        return [f"probe folder {folder} does not exist"]
-    try:
-        card = json.loads((folder / CARD_FILE).read_text())
-        heads_meta = card["heads"]
-        want = card["base_model"]["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return [f"{folder / CARD_FILE}: missing or not a probe card (no heads, no base_model)"]
-    problems = []
-    if card.get("kind") != "probe" or card.get("format") != PROBE_FORMAT:
-        problems.append(f"{folder / CARD_FILE}: kind {card.get('kind')!r} / format "
-                        f"{card.get('format')!r}, expected probe / {PROBE_FORMAT}")
-    problems += _head_file_problems(folder / PROBE_FILE, heads_meta)
-    if base is not None:
-        from llmhni_local.llm.registry import model_hash, resolve_model
-
-        got = model_hash(resolve_model(base).path)
-        if got != want:
-            problems.append(f"{folder / CARD_FILE}: the probe was fitted on a base model with "
-                            f"sha256 {want[:12]}, not {base} ({got[:12]})")
-    return problems
-
-
-def _head_file_problems(path: Path, heads_meta: dict) -> list[str]:
-    if not path.is_file():
-        return [f"{path} is missing (the probe's heads)"]
-    try:
-        from safetensors.numpy import load_file
-
-        from llmhni_local.audit.probe_head import heads_from_tensors
-
-        heads = heads_from_tensors(load_file(str(path)))
-    except Exception as exc:  # noqa: BLE001 - any unreadable head file is a problem to name
-        return [f"{path}: unreadable ({exc})"]
-    problems = []
-    for view in ("user", "item"):
-        h, meta = heads.get(view), heads_meta.get(view)
-        if h is None or meta is None:
-            problems.append(f"{path}: no head for the {view} view")
-            continue
-        d = int(meta.get("hidden_size", -1))
-        if h.weight.shape != (len(LABELS), d) or h.mean.shape != (d,) \
-                or h.scale.shape != (d,) or h.bias.shape != (len(LABELS),):
-            problems.append(f"{path}: the {view} head's shapes {h.weight.shape} do not match "
-                            f"the card (3 x {d})")
-    return problems
-
-
-def load_probe(path: str | os.PathLike) -> tuple[dict[str, Any], dict]:
-    """``(card, heads)`` of a checked probe folder: ``heads[view] = (layer, Head)``."""
-    from safetensors.numpy import load_file
-
-    from llmhni_local.audit.probe_head import heads_from_tensors
-
-    folder = Path(path).expanduser()
-    problems = probe_problems(folder)
-    if problems:
-        raise UserError(problems[0])
-    card = json.loads((folder / CARD_FILE).read_text())
-    heads = heads_from_tensors(load_file(str(folder / PROBE_FILE)))
-    return card, {v: (int(card["heads"][v]["layer"]), heads[v]) for v in ("user", "item")}
-
-
 # ---------------------------------------------------------------------------- a run's labels
 @dataclass(frozen=True)
 class ProbeConfig:
@@ -477,8 +394,3 @@ def probe_run(run_dir: str | Path, out: str | Path, settings: ProbeSettings | No
         store.mark_finetune([tuple(p) for p in card_pairs(out)], adapter_id, "train")
     card["adapter_id"] = adapter_id
     return card
-
-
-def card_pairs(folder: str | Path) -> list[list[int]]:
-    """The pairs that fitted a probe (``pairs.json``)."""
-    return json.loads((Path(folder) / "pairs.json").read_text())["train"]

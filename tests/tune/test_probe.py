@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from llmhni_local.audit.probe import (ProbeSettings, check_kind, fit_probe, is_probe_folder,
-                                      load_probe, probe_problems, probe_run)
+from llmhni_local.llm.probe import is_probe_folder, load_probe, probe_problems
+from llmhni_local.tune.probe import ProbeSettings, check_kind, fit_probe, probe_run
 from llmhni_local.errors import UserError
 
 GENRE_LABEL = {0: "High", 1: "Low", 2: "Medium", 3: "High"}  # synth(): genre = item % 4
@@ -61,7 +60,7 @@ def test_probe_reads_the_label_from_the_answer_position(probe, tiny_llama):
 
 
 def test_probe_rates_through_the_backend_with_the_head_probabilities(probe, tiny_llama):
-    from llmhni_local.audit.probe_states import answer_states, load_base
+    from llmhni_local.llm.probe_states import answer_states, load_base
     from llmhni_local.llm.backends import make_rating_backend
     from llmhni_local.llm.backends.probe_backend import ProbeRater
     from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
@@ -98,7 +97,7 @@ def test_probe_rates_through_the_backend_with_the_head_probabilities(probe, tiny
 
 
 def test_probe_folder_validates_and_rates_a_run(probe, tiny_llama, tmp_path):
-    from llmhni_local.audit.adapters import validate_adapter
+    from llmhni_local.llm.adapters import validate_adapter
 
     _, out, card, _ = probe
     info = validate_adapter(out, base=str(tiny_llama))
@@ -111,7 +110,7 @@ def test_probe_folder_validates_and_rates_a_run(probe, tiny_llama, tmp_path):
 
 def test_probe_for_another_base_model_is_refused_before_weights_load(probe, tiny_llama,
                                                                      tmp_path, monkeypatch):
-    import llmhni_local.audit.probe_states as states
+    import llmhni_local.llm.probe_states as states
     from llmhni_local.llm.backends import make_rating_backend
     from llmhni_local.llm.settings import RaterSettings
 
@@ -189,7 +188,7 @@ def _full_pass_states(model, rows, layers, pad_id, batch_size):
     """The reference: the whole causal LM with ``output_hidden_states`` (no early stop)."""
     import torch
 
-    from llmhni_local.audit.finetune_runner import batch_tensors
+    from llmhni_local.llm.chat import batch_tensors
 
     out = np.zeros((len(rows), len(layers), model.config.hidden_size), dtype=np.float32)
     order = np.argsort([len(r) for r in rows], kind="stable")
@@ -206,7 +205,7 @@ def _full_pass_states(model, rows, layers, pad_id, batch_size):
 
 @pytest.mark.parametrize("layers", [[0], [2], [5], [0, 2, 5], [4, 1], [3, 3]])
 def test_early_stopping_states_equal_the_full_pass(deep_tiny, layers):
-    from llmhni_local.audit.probe_states import answer_states
+    from llmhni_local.llm.probe_states import answer_states
 
     model, ids, pad = deep_tiny
     got = answer_states(model, ids, layers, pad, batch_size=3)
@@ -219,7 +218,7 @@ def test_early_stopping_states_equal_the_full_pass(deep_tiny, layers):
 
 
 def test_the_pass_stops_after_the_deepest_layer_asked_for(deep_tiny):
-    from llmhni_local.audit.probe_states import answer_states
+    from llmhni_local.llm.probe_states import answer_states
 
     model, ids, pad = deep_tiny
     decoder = model.model

@@ -1,7 +1,7 @@
 """The LoRA adapter's card (``card.json``) and the folder it is saved in.
 
 The finished adapter is assembled in a temporary sibling folder, checked by
-:func:`llmhni_local.audit.adapters.adapter_problems` and renamed into place, so a killed save
+:func:`llmhni_local.llm.adapters.adapter_problems` and renamed into place, so a killed save
 leaves no half-written adapter.
 """
 
@@ -85,7 +85,7 @@ def save_adapter(model: Any, out: Path, card: dict[str, Any], pairs: list, train
                  val_idx, split_how: str) -> dict[str, Any]:
     """Write the adapter, ``pairs.json`` and the card into a temporary sibling of ``out``,
     check that it is servable, rename it into place; returns the card as stored."""
-    from llmhni_local.audit.adapters import adapter_problems, write_card
+    from llmhni_local.llm.adapters import adapter_problems, write_card
     from llmhni_local.io import publish_folder
 
     out.parent.mkdir(parents=True, exist_ok=True)

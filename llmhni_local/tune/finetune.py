@@ -22,7 +22,7 @@ epoch's.
 A checkpoint (LoRA weights, optimiser, scheduler, RNG state, history) is written atomically
 after every epoch into ``<out>.work/``; a killed run started again with the same inputs and
 settings resumes after the last finished epoch. The finished adapter is assembled in a
-temporary folder, checked by :func:`llmhni_local.audit.adapters.adapter_problems`, and renamed
+temporary folder, checked by :func:`llmhni_local.llm.adapters.adapter_problems`, and renamed
 into place; then the work folder is removed.
 
 The parts live beside this module: settings (``finetune_settings``), the split and the
@@ -45,16 +45,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from llmhni_local.audit.finetune_card import CARD_FORMAT, lora_card, save_adapter
-from llmhni_local.audit.finetune_checkpoints import (card_fingerprint, fingerprint,
+from llmhni_local.tune.finetune_card import CARD_FORMAT, lora_card, save_adapter
+from llmhni_local.tune.finetune_checkpoints import (card_fingerprint, fingerprint,
                                                      fingerprint_inputs, latest_checkpoint,
                                                      save_checkpoint)
-from llmhni_local.audit.finetune_examples import (Examples, answer_tokens, build_examples,
+from llmhni_local.tune.finetune_examples import (Examples, answer_tokens, build_examples,
                                                   split_labels)
-from llmhni_local.audit.finetune_runner import (Runner, answer_logits, answer_targets,
+from llmhni_local.tune.finetune_runner import (Runner, answer_logits, answer_targets,
                                                 class_weights, evaluate_examples,
                                                 length_batches)
-from llmhni_local.audit.finetune_settings import (FinetuneConfig, FinetuneSettings,
+from llmhni_local.tune.finetune_settings import (FinetuneConfig, FinetuneSettings,
                                                   load_finetune_settings)
 from llmhni_local.errors import UserError
 from llmhni_local.llm.base import LABELS
@@ -171,7 +171,7 @@ def prepare(profiles, labels, out: Path, settings: FinetuneSettings, prompts_dir
 def reused_card(job: Job, force: bool, log: Callable[[str], None]) -> dict | None:
     """With ``reuse``: the card of the adapter at ``out`` if it records these very inputs;
     a folder holding anything else is replaced only with ``force``."""
-    from llmhni_local.audit.adapters import adapter_problems
+    from llmhni_local.llm.adapters import adapter_problems
 
     card_file = job.out / "card.json"
     old = json.loads(card_file.read_text()) if card_file.is_file() else {}

@@ -1,0 +1,149 @@
+"""The import graph of ``llmhni_local/`` runs one way (docs/DESIGN.md, "Rooms and arrows").
+
+Every import counts, those inside functions too: a lazy import is still an arrow. The test
+fails on a circle between modules, on an arrow from a room to a room above it, and on a
+module that belongs to no room (a new top-level module must be given a place here and in the
+docs).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "llmhni_local"
+
+#: Rooms from the bottom up; a module may import its own room and the rooms below it.
+ROOMS: tuple[tuple[str, ...], ...] = (
+    ("errors", "io", "progress", "resources", "runlock", "manifest", "config"),
+    ("data", "graph", "eval"),
+    ("models",),
+    ("train",),
+    ("method",),
+    ("llm",),  # the rater: prompts, chat, labels, backends, adapters, the probe as served
+    ("verdicts",),  # from judgments (and audited labels, given as data) to hard / noisy
+    ("audit",),  # records, export, import, agreement, simulated audits, the audit report
+    ("tune",),  # LoRA fine-tuning and probe fitting, on audited labels
+    ("stages", "report"),
+    ("pipeline",),
+    ("cli", "__init__", "__main__"),
+)
+RANK = {room: k for k, rooms in enumerate(ROOMS) for room in rooms}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The package modules ``path`` imports (a ``from x import y`` of a submodule counts as
+    ``x.y``)."""
+    name = module_name(path)
+    pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        else:
+            continue
+        for t in targets:
+            # the longest package module the target names
+            while t and t not in modules:
+                t = t.rpartition(".")[0]
+            if t and t != name and t != "llmhni_local":
+                out.add(t)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(p) for p in paths}
+    return {module_name(p): imports_of(p, modules) for p in paths}
+
+
+def room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+GRAPH = import_graph()
+
+
+def test_every_module_has_a_room():
+    homeless = sorted({room(m) for m in GRAPH} - set(RANK))
+    assert not homeless, f"give these a room in ROOMS and docs/DESIGN.md: {homeless}"
+
+
+def test_no_circles():
+    assert circles(GRAPH) == []
+
+
+def test_no_arrow_runs_up():
+    up = sorted(f"{a} -> {b}" for a, targets in GRAPH.items() for b in targets
+                if room(a) in RANK and room(b) in RANK and RANK[room(b)] > RANK[room(a)])
+    assert up == []
+
+
+def test_no_sideways_arrow_between_rooms_of_one_rank():
+    side = sorted(f"{a} -> {b}" for a, targets in GRAPH.items() for b in targets
+                  if room(a) != room(b) and RANK.get(room(a)) == RANK.get(room(b)) != 0)
+    assert side == []
+
+
+@pytest.mark.parametrize("graph, expected", [
+    ({"a": {"b"}, "b": {"a"}}, [["a", "b"]]),
+    ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
+    ({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}, [["a", "b", "c"]]),
+])
+def test_circles_finds_what_it_should(graph, expected):
+    assert circles(graph) == expected
+
+
+def test_the_scan_sees_lazy_imports():
+    # ray_job reads the rating plan only inside its functions
+    assert "llmhni_local.llm.rate_plan" in GRAPH["llmhni_local.llm.ray_job"]
