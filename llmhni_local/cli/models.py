@@ -127,12 +127,13 @@ def prepare(
 ) -> None:
     """Make models usable offline: convert GGUF files once into Hugging Face folders.
 
-    Without names: every registry model, except installable ones not installed yet.
+    Without names: every registry model that ships in the environment (`models install`
+    prepares the ones it fetches; name one here to prepare it, again with --force).
     """
     from llmhni_local.llm.registry import KNOWN, model_hash, prepare_model
 
-    # by default every model of the environment, and those `models install` has fetched
-    default = [n for n, e in KNOWN.items() if e.installable is None or e.source() is not None]
+    # by default the environment's models; `models install` prepares the ones it fetches
+    default = [n for n, e in KNOWN.items() if e.installable is None]
     for name in models or default:
         typer.echo(f"{name}: preparing ...")
         spec = prepare_model(name, force=force)

