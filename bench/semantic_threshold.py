@@ -89,7 +89,8 @@ def main(args: argparse.Namespace) -> dict:
 
     from llmhni_local.graph.adjacency import bipartite_adjacency
     from llmhni_local.method.denoise import denoised_edges, oracle_edges
-    from llmhni_local.pipeline import Run, _verdict_table, load_run_config, train_method
+    from llmhni_local.pipeline import Run, load_run_config, train_method
+    from llmhni_local.pipeline.methods import verdict_table
     from llmhni_local.train.run import load_trained
 
     t0 = time.perf_counter()
@@ -108,7 +109,7 @@ def main(args: argparse.Namespace) -> dict:
     zu, zi = (F.normalize(torch.as_tensor(z[k], dtype=torch.float32), dim=1) for k in ("users", "items"))
     sim = (zu @ zi.T).numpy()
     pop = np.bincount(data.train[:, 1], minlength=data.n_items).astype(np.float64)
-    gp, _ = denoised_edges(data.train, _verdict_table(run))
+    gp, _ = denoised_edges(data.train, verdict_table(run))
     adj = {"G": bipartite_adjacency(data.train, data.n_users, data.n_items),
            "G'": bipartite_adjacency(gp, data.n_users, data.n_items)}
     if data.train_noise is not None:

@@ -60,7 +60,8 @@ def test_build_profiles_summarizes_when_the_setting_says_so(tmp_path, monkeypatc
 
 def test_pipeline_profiles_stage_honours_summarize(tmp_path, monkeypatch):
     """The drift this module removes: ``run`` ignored profiles.summarize."""
-    from llmhni_local.pipeline import Run, _stage_profiles, load_run_config
+    from llmhni_local.pipeline import Run, load_run_config
+    from llmhni_local.pipeline.steps import stage_profiles
 
     monkeypatch.setattr("llmhni_local.llm.backends.make_rating_backend",
                         lambda settings: FakeRater())
@@ -68,7 +69,7 @@ def test_pipeline_profiles_stage_honours_summarize(tmp_path, monkeypatch):
                                  "rater.backend": "transformers"})
     run = Run(cfg, progress=False, log=lambda _: None)
     run._data = toy()
-    summary = _stage_profiles(run)
+    summary = stage_profiles(run)
     assert summary["summarized"] is True
     assert load_profiles(tmp_path).users[1].startswith("summary ")
     assert load_profiles(tmp_path).info["data_settings"] == json.loads(

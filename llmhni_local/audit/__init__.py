@@ -1,11 +1,10 @@
-"""The audit loop: export rated pairs for people to label, import their labels, measure how
-far each rater agrees with them, and tune the rater on them (a LoRA adapter or a probe).
+"""The audit room: export rated pairs for people to label, import their labels, and measure
+how far each rater agrees with them.
 
 Modules: ``export`` (stratified samples), ``importer`` (validated imports), ``records`` (the
-``RUN/audit/audit.sqlite`` store), ``agreement`` (kappa and friends, pure functions),
-``report`` (``RUN/audit/report.md``), ``simulated_audits`` (MovieLens ratings as labels),
-``finetune`` (peft LoRA; its parts in ``finetune_settings``, ``finetune_examples``,
-``finetune_runner``, ``finetune_checkpoints``, ``finetune_card``), ``probe`` (a linear head on
-the hidden state at the answer position; ``probe_states``, ``probe_head``) and ``adapters``
-(card and serving checks).
+``RUN/audit/audit.sqlite`` store, and the labels the verdict rules may fit on), ``agreement``
+(kappa and friends, pure functions), ``report`` (``RUN/audit/report.md``) and
+``simulated_audits`` (MovieLens ratings read as labels, marked as simulated). Tuning the
+rater on these labels is the room above (:mod:`llmhni_local.tune`); verdicts take the labels
+as data (:mod:`llmhni_local.verdicts`).
 """

@@ -33,7 +33,7 @@ def _run(cfg: RunConfig, data) -> Run:
 @pytest.fixture(scope="module")
 def tuned(_rated_template, synth_data, tiny_llama, tmp_path_factory):
     """An unrated copy of the synthetic run after the tune and rate stages with a probe."""
-    from llmhni_local.pipeline import _stage_rate, _stage_tune
+    from llmhni_local.pipeline.steps import stage_rate, stage_tune
 
     run_dir = tmp_path_factory.mktemp("tune") / "run"
     shutil.copytree(_rated_template, run_dir)
@@ -42,8 +42,8 @@ def tuned(_rated_template, synth_data, tiny_llama, tmp_path_factory):
     cfg = _cfg(run_dir, tiny_llama, **{"tune.kind": "probe", "tune.labels": 60,
                                        "rate.max_failure_share": 1.0})
     run = _run(cfg, synth_data())
-    tune = _stage_tune(run)
-    rate = _stage_rate(run)
+    tune = stage_tune(run)
+    rate = stage_rate(run)
     return run, tune, rate
 
 
@@ -55,7 +55,7 @@ def _keys(run: Run, extra_rate: str = "rater-id") -> Run:
 
 def test_kind_none_keeps_the_rate_key_and_does_nothing(tmp_path, tiny_llama, synth_data):
     from llmhni_local.config import to_dict
-    from llmhni_local.pipeline import _stage_tune
+    from llmhni_local.pipeline.steps import stage_tune
     from llmhni_local.stages import missing_outputs
 
     run = _keys(_run(_cfg(tmp_path / "run", tiny_llama), synth_data()))
@@ -66,7 +66,7 @@ def test_kind_none_keeps_the_rate_key_and_does_nothing(tmp_path, tiny_llama, syn
                                             "pipeline.simulated_error": 0.0},
               "upstream": {"candidates": "c" * 64, "profiles": "p" * 64}, "extra": "rater-id"}
     assert run.key("rate") == sha256_text(json.dumps(before, sort_keys=True, default=str))
-    assert _stage_tune(run) == {"kind": "none"} and not (tmp_path / "run" / "tune").exists()
+    assert stage_tune(run) == {"kind": "none"} and not (tmp_path / "run" / "tune").exists()
     assert run.rater == cfg.rater and missing_outputs(tmp_path, "tune") == []
     # the untuned tune key reads [tune] only: new candidates do not re-run it
     k0 = run.key("tune")
@@ -151,12 +151,12 @@ def test_results_table_and_report_mark_the_simulated_audit_tuned_rater(tuned, tm
 
 def test_manifest_records_the_probe_and_the_tune_settings(tuned):
     from llmhni_local.manifest import build_manifest
-    from llmhni_local.pipeline import _manifest
+    from llmhni_local.pipeline.manifest import run_manifest
     from llmhni_local.llm.registry import model_hash
 
     run, _, rate = tuned
     run.extra_keys["rate"] = f"{rate['model_id']}:{rate['adapter']}"
-    manifest = _manifest(run, build_manifest)
+    manifest = run_manifest(run, build_manifest)
     rater = manifest["models"]["rater"]
     assert rater["adapter"] == str(run.dir / "tune" / "probe")
     assert rater["tuned"]["sha256"] == model_hash(run.dir / "tune" / "probe")
@@ -164,7 +164,7 @@ def test_manifest_records_the_probe_and_the_tune_settings(tuned):
 
 
 def test_config_errors(tmp_path, tiny_llama, synth_data):
-    from llmhni_local.pipeline import _check_inputs_early
+    from llmhni_local.pipeline.runner import check_inputs_early
 
     with pytest.raises(ConfigError, match=r"rater.adapter .* must then be unset"):
         _cfg(tmp_path, tiny_llama, **{"tune.kind": "probe", "rater.adapter": str(tmp_path)})
@@ -180,6 +180,6 @@ def test_config_errors(tmp_path, tiny_llama, synth_data):
     data = dataclasses.replace(synth_data(), train_rating=None)
     run = _run(_cfg(tmp_path / "run", tiny_llama, **{"tune.kind": "probe"}), data)
     with pytest.raises(ConfigError, match=r"tune.kind = 'probe' .* has none") as info:
-        _check_inputs_early(run)
+        check_inputs_early(run)
     assert "\n" not in str(info.value)
-    _check_inputs_early(_run(_cfg(tmp_path / "run", tiny_llama), data))  # untuned: fine
+    check_inputs_early(_run(_cfg(tmp_path / "run", tiny_llama), data))  # untuned: fine

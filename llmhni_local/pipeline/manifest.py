@@ -1,0 +1,37 @@
+"""``RUN/manifest.json``: models with their hashes, prompt hashes, settings, versions, seeds."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llmhni_local.config import to_dict
+from llmhni_local.pipeline.plan import STAGES
+from llmhni_local.stages import TUNE_PROBE_DIR, TUNE_SUMMARY
+
+if TYPE_CHECKING:
+    from llmhni_local.pipeline.context import Run
+
+
+def run_manifest(run: Run, build_manifest) -> dict:
+    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+
+    templates = load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values()))
+    models = {"embedder": {"name": run.cfg.embedder.model, "id": run.extra_keys.get("embed")}}
+    if run.cfg.pipeline.rater == "llm":
+        models["rater"] = {"name": run.cfg.rater.model, "adapter": run.rater.adapter,
+                           "id": run.extra_keys.get("rate")}
+        if run.cfg.tune.kind == "probe":
+            from llmhni_local.llm.registry import model_hash
+
+            folder = run.dir / TUNE_PROBE_DIR
+            models["rater"]["tuned"] = {"kind": "probe", "folder": str(folder),
+                                        "sha256": model_hash(folder), "simulated_labels": True,
+                                        "summary": TUNE_SUMMARY}
+    else:
+        models["rater"] = {"simulated": True, "error_rate": run.cfg.pipeline.simulated_error}
+    return build_manifest(
+        settings=to_dict(run.cfg), data_sources=run.data.sources,
+        seeds={"train": list(run.cfg.pipeline.seeds), "data": run.cfg.data.seed,
+               "candidates": run.cfg.candidates.seed},
+        models=models, prompts={n: t.hash for n, t in templates.items()},
+        extra={"stages": {s: {"key": run.keys.get(s), "ran": run.ran.get(s)} for s in STAGES}})

@@ -1,0 +1,101 @@
+"""The run's settings: one table per stage, read from TOML with overrides.
+
+Defaults < TOML file < overrides (:func:`llmhni_local.config.load_config`); every table is a
+frozen dataclass that checks its own fields, and the run as a whole checks what spans tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from llmhni_local.config import (ConfigError, DataSettings, EvalSettings, ModelSettings,
+                                 TrainConfig, TrainSettings, load_config)
+from llmhni_local.llm.profiles import ProfileSettings
+from llmhni_local.llm.rate_plan import RateSettings
+from llmhni_local.llm.settings import EmbedderSettings, EmbedSettings, RaterSettings, TuneSettings
+from llmhni_local.method.candidates import CandidateSettings
+from llmhni_local.method.settings import LLMHNISettings
+from llmhni_local.pipeline.methods import METHODS
+from llmhni_local.verdicts.rules import VerdictSettings
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What the pipeline runs and where.
+
+    Args:
+        out: the run folder. (default: ``"runs/ml100k"``)
+        methods: methods trained in the ``train`` stage; ``bpr`` is the pretrained recommender
+            itself (Rec_pre is LightGCN/NGCF with BPR, early-stopped on validation), so it costs
+            nothing extra for the first seed. One of :data:`METHODS` each.
+            (default: ``("bpr", "tce", "sgl", "llmhni")``)
+        seeds: training seeds; results are reported as mean ± std over them. (default: ``(0,)``)
+        rater: ``llm`` (the configured local model) or ``simulated`` (reads the ground-truth
+            noise flags and errs at ``simulated_error``; for studies only, marked as simulated
+            everywhere). (default: ``"llm"``)
+        simulated_error: error rate of the simulated rater. (default: ``0.0``)
+    """
+
+    out: str = "runs/ml100k"
+    methods: tuple[str, ...] = ("bpr", "tce", "sgl", "llmhni")
+    seeds: tuple[int, ...] = (0,)
+    rater: Literal["llm", "simulated"] = "llm"
+    simulated_error: float = 0.0
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ConfigError(f"pipeline.methods: unknown method {bad[0]!r} (known: {', '.join(METHODS)})")
+        if not self.methods:
+            raise ConfigError("pipeline.methods must not be empty")
+        if not self.seeds:
+            raise ConfigError("pipeline.seeds must not be empty (give at least one seed)")
+        if not 0.0 <= self.simulated_error <= 1.0:
+            raise ConfigError(f"pipeline.simulated_error must be in [0, 1], got {self.simulated_error}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a pipeline run, one table per stage (see each class for defaults)."""
+
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    profiles: ProfileSettings = field(default_factory=ProfileSettings)
+    embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
+    embed: EmbedSettings = field(default_factory=EmbedSettings)
+    candidates: CandidateSettings = field(default_factory=CandidateSettings)
+    rater: RaterSettings = field(default_factory=RaterSettings)
+    tune: TuneSettings = field(default_factory=TuneSettings)
+    rate: RateSettings = field(default_factory=RateSettings)
+    llmhni: LLMHNISettings = field(default_factory=LLMHNISettings)
+    verdicts: VerdictSettings = field(default_factory=VerdictSettings)
+
+    def __post_init__(self) -> None:
+        if self.tune.kind == "none":
+            return
+        if self.rater.adapter:
+            raise ConfigError(f"tune.kind = {self.tune.kind!r} rates with the probe it fits; "
+                              f"rater.adapter ({self.rater.adapter}) must then be unset")
+        if self.pipeline.rater == "simulated":
+            raise ConfigError(f"tune.kind = {self.tune.kind!r} tunes the LLM rater; "
+                              "pipeline.rater = 'simulated' uses none (set tune.kind = 'none')")
+
+    def train_config(self, **train_changes) -> TrainConfig:
+        return TrainConfig(data=self.data, model=self.model,
+                           train=dataclasses.replace(self.train, **train_changes), eval=self.eval)
+
+
+#: Tables of a shared settings file that belong to other commands (``finetune-rater``, LoRA or
+#: probe).
+OTHER_TABLES: tuple[str, ...] = ("finetune", "probe")
+
+
+def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults < TOML file < overrides (:func:`llmhni_local.config.load_config`)."""
+    return load_config(RunConfig, path, overrides, ignore=OTHER_TABLES)

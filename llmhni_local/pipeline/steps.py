@@ -1,0 +1,156 @@
+"""The stages before and after training, one function each: ``stage_X(run) -> summary``.
+
+Each is a thin wrapper over the library function of :mod:`llmhni_local.stages` (shared with
+the single-stage commands) that reads the run's settings and returns the summary the stage
+record keeps. Training is :mod:`llmhni_local.pipeline.train_stage`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from llmhni_local.errors import UserError
+from llmhni_local.io import sha256_text, write_json
+from llmhni_local.llm.settings import RaterSettings
+
+if TYPE_CHECKING:
+    from llmhni_local.pipeline.context import Run
+
+
+# ---------------------------------------------------------------------------- the stages
+def stage_data(run: Run) -> dict:
+    data = run.data
+    data_key = sha256_text(json.dumps(data.sources, sort_keys=True))
+    # Summaries depend on the rater model too (its id is empty when profiles.summarize is off).
+    run.extra_keys["profiles"] = data_key + run.extra_keys.get("summarizer", "")
+    run.extra_keys["rec_pre"] = data_key
+    return data.info()
+
+
+def stage_profiles(run: Run) -> dict:
+    from llmhni_local.stages import build_profiles
+
+    profiles = build_profiles(run.dir, run.data, data_settings=run.cfg.data,
+                              settings=run.cfg.profiles, rater=run.cfg.rater)
+    return {"hash": profiles.hash, "users": len(profiles.users), "items": len(profiles.items),
+            "summarized": bool(profiles.info.get("summarized"))}
+
+
+def embedder_id(run: Run) -> str:
+    from llmhni_local.llm.embed import embedder_model_id
+
+    return embedder_model_id(run.cfg.embedder)
+
+
+def rater_id_of(run: Run, settings: RaterSettings | None = None) -> tuple[str, str]:
+    """``(model_id, adapter)`` as every entry point stores judgments under them (of
+    ``settings``, by default ``[rater]`` as configured)."""
+    from llmhni_local.llm.rate import rater_model_id
+
+    return rater_model_id(settings or run.cfg.rater)
+
+
+def stage_embed(run: Run) -> dict:
+    from llmhni_local.stages import embed_run
+
+    emb = embed_run(run.dir, run.cfg.embedder, progress=run.progress, embed=run.cfg.embed)
+    return {"dim": int(emb.users.shape[1]), "model_id": emb.meta.get("model_id"),
+            "reused_vectors": emb.reused}
+
+
+def stage_align(run: Run) -> dict:
+    from llmhni_local.io import atomic_path
+    from llmhni_local.llm.embed import load_embeddings
+    from llmhni_local.method.align import similarity_vectors
+
+    emb = load_embeddings(run.dir)
+    out: dict[str, Any] = {}
+    folder = run.dir / "align"
+    folder.mkdir(parents=True, exist_ok=True)
+    # Both similarity spaces are stored: aligned z' (LLMHNI) and raw x (no-alignment ablation).
+    for name, on in (("aligned", True), ("raw", False)):
+        s = dataclasses.replace(run.cfg.llmhni, alignment=on)
+        zu, zi, history = similarity_vectors(emb.users, emb.items, run.data.train, s,
+                                             seed=run.cfg.train.seed)
+        with atomic_path(folder / f"{name}.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, users=zu, items=zi)
+        if history:
+            write_json(folder / "history.json", history)
+            out["final_loss"] = history[-1].get("loss")
+        out[name] = {"dim": int(zu.shape[1])}
+    return out
+
+
+def stage_rec_pre(run: Run) -> dict:
+    from llmhni_local.train.run import train_run
+
+    cfg = run.cfg.train_config(loss="bpr")
+    run.log(f"[rec_pre] {cfg.model.name} + BPR on {run.data.name}")
+    r = train_run(cfg, run.data, run.dir / "rec_pre", progress=run.progress)
+    return {"best_epoch": r.best_epoch, "test": r.test, "val": r.val,
+            "epoch_seconds": r.epoch_seconds}
+
+
+def stage_candidates(run: Run) -> dict:
+    from llmhni_local.llm.rate import CANDIDATES_FILE
+    from llmhni_local.method.candidates import coverage, load_candidates
+    from llmhni_local.stages import choose_candidates, score_fn_from_run
+
+    info = choose_candidates(run.dir, score_fn_from_run(run.dir / "rec_pre", run.data), run.data,
+                             run.cfg.candidates, source=str(run.dir / "rec_pre"))
+    cands = load_candidates(run.dir / CANDIDATES_FILE)
+    cov = coverage(cands, run.data.train, run.data.train_noise)
+    return {"pairs": info["pairs"], **info["counts"], **({"coverage": cov} if cov else {})}
+
+
+def stage_tune(run: Run) -> dict:
+    if run.cfg.tune.kind == "none":
+        return {"kind": "none"}
+    from llmhni_local.stages import tune_run
+
+    run.log(f"[tune] {run.cfg.tune.kind} on {run.cfg.tune.labels} simulated audit labels "
+            "(training pairs that are not candidates)")
+    return tune_run(run.dir, run.data, run.cfg.tune, base=run.cfg.rater.model,
+                    max_liked=run.cfg.rate.max_liked, log=run.log)
+
+
+def stage_rate(run: Run) -> dict:
+    if run.cfg.pipeline.rater == "simulated":
+        return {"simulated": True, "skipped": "the simulated rater reads noise flags, no LLM"}
+    from llmhni_local.stages import rate_run
+
+    report, rid, adapter = rate_run(run.dir, run.rater, run.cfg.rate, progress=run.progress)
+    return {"model_id": rid, "adapter": adapter, **report.as_dict()}
+
+
+def stage_verdicts(run: Run) -> dict:
+    if run.cfg.pipeline.rater == "simulated":
+        from llmhni_local.llm.rate import CANDIDATES_FILE
+        from llmhni_local.method.candidates import load_candidates
+        from llmhni_local.method.simulated_rater import simulate_verdicts, write_simulated_verdicts
+
+        data = run.data
+        if data.train_noise is None:
+            raise UserError(f"pipeline.rater = 'simulated' needs ground-truth noise flags; "
+                            f"{data.name} has none (use data.synthetic_noise)")
+        v, summary = simulate_verdicts(load_candidates(run.dir / CANDIDATES_FILE), data.train,
+                                       data.train_noise, error_rate=run.cfg.pipeline.simulated_error,
+                                       seed=run.cfg.train.seed)
+        write_simulated_verdicts(run.dir / "verdicts.parquet", v, summary)
+        return summary
+    from llmhni_local.audit.records import load_audits
+    from llmhni_local.verdicts.decide import write_verdicts
+
+    return write_verdicts(run.dir, run.cfg.verdicts, audits=load_audits(run.dir),
+                          train=run.data.train)
+
+
+def stage_report(run: Run) -> dict:
+    from llmhni_local.report import write_report
+
+    return write_report(run.dir, run.data)

@@ -1,0 +1,117 @@
+"""The ``train`` stage: every method and seed, reused by key, and the results table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from llmhni_local.io import write_json
+from llmhni_local.pipeline.methods import METHOD_TABLE, train_method
+from llmhni_local.pipeline.train_store import (METHOD_KEY_FILE, TRAIN_STORE, finished,
+                                               method_key, replace_tree)
+from llmhni_local.stages import TUNE_SUMMARY
+
+if TYPE_CHECKING:
+    from llmhni_local.pipeline.context import Run
+
+
+def stage_train(run: Run) -> dict:
+    from llmhni_local.train.run import PER_USER_FILE
+
+    results: dict[str, Any] = {}
+    for method in run.cfg.pipeline.methods:
+        per_seed = []
+        for seed in run.cfg.pipeline.seeds:
+            out = run.dir / "train" / method / f"seed{seed}"
+            mkey = method_key(run, method, seed)
+            stored = run.dir / TRAIN_STORE / mkey[:32]
+            if finished(out, mkey):
+                run.log(f"[train] {method} seed {seed}: unchanged, reused")
+            elif finished(stored, mkey):
+                # The bench's curves and choices retrain LLMHNI under other settings in the
+                # same folder; a run whose settings come back is copied, not retrained.
+                run.log(f"[train] {method} seed {seed}: reused from {TRAIN_STORE}/")
+                replace_tree(stored, out)
+            else:
+                if method == "bpr" and seed == run.cfg.train.seed:
+                    # Rec_pre *is* this baseline (same backbone, BPR, same seed): copy, do not retrain.
+                    replace_tree(run.dir / "rec_pre", out)
+                    if not (out / PER_USER_FILE).is_file():  # a Rec_pre trained before they were kept
+                        _per_user_from_model(run, out)
+                else:
+                    run.log(f"[train] {method} seed {seed}")
+                    (out / METHOD_KEY_FILE).unlink(missing_ok=True)  # no stale key if it fails
+                    train_method(run, method, seed, out)
+                (out / METHOD_KEY_FILE).write_text(mkey)
+                replace_tree(out, stored)
+            metrics = json.loads((out / "metrics.json").read_text())
+            per_seed.append({"seed": seed, "test": metrics["test"], "val": metrics["val"],
+                             "best_epoch": metrics["best_epoch"],
+                             "epoch_seconds": metrics["epoch_seconds"]})
+        results[method] = {"seeds": per_seed, **_mean_std(per_seed)}
+    write_json(run.dir / "results.json", {"methods": results,
+                                          "simulated_rater": run.cfg.pipeline.rater == "simulated",
+                                          "rater": rater_info(run)})
+    return {m: {k: v for k, v in r.items() if k != "seeds"} for m, r in results.items()}
+
+
+def _model_name(model: str) -> str:
+    """A rater model as a reader knows it: the registry's model name, else the folder's."""
+    from llmhni_local.llm.registry import KNOWN
+
+    if model in KNOWN:
+        return KNOWN[model].description.split(" (")[0]
+    return Path(model).name or model
+
+
+def rater_info(run: Run) -> dict[str, Any]:
+    """How results.json, report.md and the closing table name the rater whose verdicts the
+    methods in ``methods`` read: ``description`` always, ``tag`` (a mark on those methods'
+    rows) when the rater was tuned inside the run on simulated labels, so no reader takes it
+    for a zero-shot or a human-audited rater."""
+    methods = [m for m in run.cfg.pipeline.methods if METHOD_TABLE[m].reads_verdicts]
+    if run.cfg.pipeline.rater == "simulated":
+        return {"kind": "simulated", "methods": methods,
+                "description": "SIMULATED rater (reads the ground-truth noise flags, error rate "
+                               f"{run.cfg.pipeline.simulated_error:g})"}
+    name, adapter = _model_name(run.cfg.rater.model), run.cfg.rater.adapter
+    info: dict[str, Any] = {"kind": "llm", "model": run.cfg.rater.model, "methods": methods}
+    if run.cfg.tune.kind == "probe":
+        tune = json.loads((run.dir / TUNE_SUMMARY).read_text())
+        info.update(tuned={k: tune[k] for k in ("kind", "labels", "counts", "pool", "rule",
+                                                "simulated")},
+                    tag="simulated-audit-tuned rater",
+                    description=f"{name} + probe tuned on {tune['labels']} SIMULATED audit "
+                                f"labels ({tune['pool']}; read off ratings {tune['rule']}, not "
+                                "given by a person)")
+    elif adapter:
+        from llmhni_local.llm.probe import is_probe_folder
+
+        kind = "probe" if is_probe_folder(adapter) else "LoRA adapter"
+        info["description"] = f"{name} + {kind} {Path(adapter).name} (see its card for its labels)"
+    else:
+        info["description"] = f"{name} (zero-shot)"
+    return info
+
+
+def _per_user_from_model(run: Run, out: Path) -> None:
+    from llmhni_local.graph.adjacency import bipartite_adjacency
+    from llmhni_local.train.run import PER_USER_FILE, load_trained, save_per_user_test
+
+    data = run.data
+    save_per_user_test(out / PER_USER_FILE, load_trained(out, data),
+                       bipartite_adjacency(data.train, data.n_users, data.n_items), data,
+                       run.cfg.eval)
+
+
+def _mean_std(per_seed: list[dict]) -> dict:
+    keys = per_seed[0]["test"].keys()
+    out = {}
+    for k in keys:
+        vals = np.array([p["test"][k] for p in per_seed])
+        out[f"{k}_mean"] = float(vals.mean())
+        out[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+    return out

@@ -1,0 +1,58 @@
+"""Finished train runs kept by key, so a setting that comes back is copied, not retrained.
+
+Every finished (method, seed) run is also copied to ``RUN/train_store/<key>/``; the key
+(:func:`method_key`) holds everything the run depends on. The copy goes through a temporary
+sibling and the key file is written last, so an interrupted copy never looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmhni_local.io import sha256_text
+from llmhni_local.pipeline.context import setting
+from llmhni_local.pipeline.methods import METHOD_TABLE
+
+if TYPE_CHECKING:
+    from llmhni_local.pipeline.context import Run
+
+
+def method_key(run: Run, method: str, seed: int) -> str:
+    """What one (method, seed) training run depends on: a run whose folder records the same
+    key is reused, so cells of a benchmark that share a data set and settings share their
+    baselines (only LLMHNI reads the verdicts and the alignment)."""
+    payload: dict[str, Any] = {"method": method, "seed": seed, "data": run.keys["data"],
+                               "rec_pre": run.keys["rec_pre"],
+                               "settings": {s: setting(run.cfg, s) for s in ("model", "train", "eval")}}
+    if METHOD_TABLE[method].reads_verdicts:
+        payload.update(llmhni=setting(run.cfg, "llmhni"), verdicts=run.keys["verdicts"],
+                       align=run.keys["align"])
+    return sha256_text(json.dumps(payload, sort_keys=True, default=str))
+
+
+METHOD_KEY_FILE = "method_key.txt"
+
+
+TRAIN_STORE = "train_store"
+
+
+def finished(folder: Path, mkey: str) -> bool:
+    """``folder`` holds a finished train run whose key is ``mkey``."""
+    from llmhni_local.train.run import PER_USER_FILE
+
+    done = [folder / f for f in (METHOD_KEY_FILE, "metrics.json", PER_USER_FILE)]
+    return all(p.is_file() for p in done) and done[0].read_text() == mkey
+
+
+def replace_tree(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a temporary sibling, so an interrupted copy never
+    leaves a ``dst`` that looks finished."""
+    import shutil
+
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)

@@ -1,0 +1,9 @@
+"""Tuning a rater on audited labels: a LoRA adapter (``finetune``, with its parts in
+``finetune_settings``, ``finetune_examples``, ``finetune_runner``, ``finetune_checkpoints``,
+``finetune_card``) or a probe (``probe``: a linear head per view on the hidden state at the
+answer position, fitted by ``probe_head``).
+
+What is tuned is served by the rater room below: adapters and their checks in
+:mod:`llmhni_local.llm.adapters`, the fitted probe in :mod:`llmhni_local.llm.probe` and its
+hidden states in :mod:`llmhni_local.llm.probe_states`.
+"""
