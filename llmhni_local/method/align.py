@@ -11,10 +11,15 @@ The no-alignment ablation uses the raw ``x`` instead (:func:`similarity_vectors`
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from llmhni_local.errors import DataError
 from llmhni_local.method.settings import AlignSettings, LLMHNISettings
+
+if TYPE_CHECKING:  # torch is imported where it is used, so importing this module stays cheap
+    import torch
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -112,7 +117,7 @@ def _membership(labels: np.ndarray, n_users: int, n_items: int):
 
 def train_alignment(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndarray,
                     settings: AlignSettings | LLMHNISettings, seed: int, *,
-                    device: "str | torch.device" = "cpu"  # noqa: F821
+                    device: str | torch.device = "cpu"
                     ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Train ``f`` on the pseudo-labels and return the aligned vectors.
 
@@ -211,7 +216,7 @@ def _embed(f, xu_t, xi_t) -> tuple[np.ndarray, np.ndarray]:
 
 def similarity_vectors(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndarray,
                        settings: LLMHNISettings, seed: int, *,
-                       device: "str | torch.device" = "cpu"  # noqa: F821
+                       device: str | torch.device = "cpu"
                        ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """The vectors the negative sampler measures similarity with: the aligned ``z'`` when
     ``settings.alignment`` is on (``f`` trained on ``device``, see :func:`train_alignment`),

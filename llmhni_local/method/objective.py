@@ -102,7 +102,7 @@ class LLMHNIObjective:
         self.epoch = 0
         self.device = torch.device("cpu")
 
-    def to(self, device: torch.device | str) -> "LLMHNIObjective":
+    def to(self, device: torch.device | str) -> LLMHNIObjective:
         """Move G, G', the views and the similarity tensors to ``device``; later views follow."""
         self.device = dev = torch.device(device)
         same = self.adj_Gprime is self.adj_G  # denoise off: one graph, kept as one

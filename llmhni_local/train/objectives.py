@@ -50,7 +50,7 @@ class RecObjective:
     def positives(self) -> np.ndarray:
         return self.edges
 
-    def to(self, device: torch.device | str) -> "RecObjective":
+    def to(self, device: torch.device | str) -> RecObjective:
         """Move the graph (and this epoch's views) to ``device``; later views follow."""
         self.device = torch.device(device)
         self.adj = self.adj.to(self.device)

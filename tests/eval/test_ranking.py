@@ -55,8 +55,8 @@ def test_chunked_equals_unchunked_and_the_definition(batch_users, max_scores):
                            max_scores=max_scores, per_user=part)
     # each user's masked ranking is the same in any chunk: per-user values agree exactly
     assert part.keys() == whole.keys()
-    for key in whole:
-        assert np.array_equal(part[key], whole[key]), key
+    for key, values in whole.items():
+        assert np.array_equal(part[key], values), key
     assert got == pytest.approx(ref, rel=1e-12)  # the means differ at most in summation order
     users, expected = _reference(u, i, test, [train, val], ks)
     assert np.array_equal(part["users"], users) and len(users) == 30

@@ -114,10 +114,10 @@ def test_train_run_records_the_device(tmp_path):
 def test_cpu_and_auto_train_alike_on_a_machine_without_cuda(monkeypatch):
     """``auto`` on a CPU machine is today's CPU run, bit for bit (one thread: no summation
     order can differ)."""
+    from llmhni_local.config import EvalSettings
     from llmhni_local.models import LightGCN
     from llmhni_local.train.objectives import RecObjective
     from llmhni_local.train.trainer import fit
-    from llmhni_local.config import EvalSettings
 
     _no_cuda(monkeypatch)
     data, runs = _toy(), []
