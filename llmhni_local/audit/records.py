@@ -15,7 +15,8 @@ Tables:
   (``'validation'``) which adapter. Training pairs are left out of every evaluation of a rater
   (``audit report``), whatever rater is evaluated.
 
-Every write is one transaction, so a file is stored whole or not at all.
+Every write is one transaction, so a file is stored whole or not at all. Opening an existing
+store runs ``PRAGMA quick_check``: a damaged file is one line naming it and what to do.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Iterable, Sequence
 
 from llmhni_local.errors import UserError
 from llmhni_local.llm.base import LABELS
+from llmhni_local.llm.store import integrity_problem, is_damage
 
 AUDIT_DIR = "audit"
 AUDIT_DB = "audit.sqlite"
@@ -83,14 +85,26 @@ class AuditStore:
         if not create and not self.path.is_file():
             raise UserError(f"{self.path}: no audited labels here; run `audit import` (or "
                             "`audit simulate`) first")
+        existed = self.path.is_file()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn, problem = None, None
         try:
-            self.conn = sqlite3.connect(self.path, timeout=60.0)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            with self.conn:
-                self.conn.executescript(_SCHEMA)
+            conn = sqlite3.connect(self.path, timeout=60.0)
+            conn.execute("PRAGMA journal_mode=WAL")
+            problem = integrity_problem(conn) if existed else None
+            if problem is None:
+                with conn:
+                    conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise UserError(f"{self.path}: not a usable audit store ({exc})") from None
+            if not is_damage(exc):
+                if conn is not None:
+                    conn.close()
+                raise UserError(f"{self.path}: not a usable audit store ({exc})") from None
+            problem = str(exc)
+        if problem is not None:
+            conn.close()
+            raise UserError(_damaged(self.path, problem))
+        self.conn = conn
 
     # ------------------------------------------------------------------ writing
     def add_labels(self, rows: Sequence[dict], *, source_file: str, source_sha256: str) -> int:
@@ -135,8 +149,13 @@ class AuditStore:
         """Every audited label as a DataFrame (columns :data:`LABEL_COLUMNS`)."""
         import pandas as pd
 
-        return pd.read_sql_query(
-            f"SELECT {', '.join(LABEL_COLUMNS)} FROM labels ORDER BY user, item", self.conn)
+        try:
+            return pd.read_sql_query(
+                f"SELECT {', '.join(LABEL_COLUMNS)} FROM labels ORDER BY user, item", self.conn)
+        except Exception as exc:  # noqa: BLE001 - pandas wraps sqlite3's error in its own type
+            if not is_damage(exc):
+                raise
+            raise UserError(_damaged(self.path, str(exc.__cause__ or exc))) from exc
 
     def finetune_pairs(self, role: str | None = None) -> set[tuple[int, int]]:
         sql, args = "SELECT user, item FROM finetune_pairs", ()
@@ -163,6 +182,13 @@ class AuditStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _damaged(path: Path, why: str) -> str:
+    # The labels are people's work and came from files: the way back is those files.
+    return (f"{path}: the audit store is damaged ({why}); move it aside (keep it) and import "
+            f"your label files again with `audit import {path.parent.parent} FILE`; tune again "
+            "any adapter tuned on them, or `audit report` counts their training pairs")
 
 
 def labels_hash(frame) -> str:

@@ -71,8 +71,10 @@ def test_wal_mode_and_reopen(tmp_path):
 
 def test_not_a_database(tmp_path):
     (tmp_path / "judgments.sqlite").write_text("hello, not sqlite" * 100)
-    with pytest.raises(UserError, match="not a usable judgment store"):
+    with pytest.raises(UserError, match="judgment store is damaged .file is not a database.; "
+                                        "`llmhni judgments repair") as err:
         JudgmentStore(tmp_path)
+    assert str(tmp_path / "judgments.sqlite") in str(err.value)
 
 
 def test_stats(tmp_path):
