@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from llmhni_local.errors import UserError
+from llmhni_local.runlock import run_lock
 
 app = typer.Typer(no_args_is_help=True, help="Audit the rater: export pairs, import labels, "
                                              "report agreement, simulate labels (MovieLens).")
@@ -54,11 +55,12 @@ def import_(
     """Check every row, then store the labels (all of them, or none if any row is bad)."""
     from llmhni_local.audit.importer import ImportRefused, import_labels
 
-    try:
-        result = import_labels(run, file)
-    except ImportRefused as exc:
-        _print_problems(run, exc.problems)
-        raise
+    with run_lock(run, "audit import"):
+        try:
+            result = import_labels(run, file)
+        except ImportRefused as exc:
+            _print_problems(run, exc.problems)
+            raise
     how = " (simulated)" if result.simulated else ""
     print(f"audit import: {result.rows} labels stored{how} (High {result.labels['High']}, Medium "
           f"{result.labels['Medium']}, Low {result.labels['Low']}); {result.replaced} replaced "
@@ -137,12 +139,14 @@ def simulate(
         from llmhni_local.config import DataSettings
 
         settings = DataSettings(source=data, max_users=max_users or 0)
-    frame, info = simulate_sample(run, n, pool=pool, seed=seed, data_settings=settings)
-    out = out or audit_dir(run) / "simulated.csv"
-    write_table(frame, out)
-    lab = info["labels"]
-    print(f"audit simulate: {info['pairs']} pairs labelled from training ratings (SIMULATED: "
-          f"High {lab['High']}, Medium {lab['Medium']}, Low {lab['Low']}) -> {out}")
-    if not no_import:
-        result = import_labels(run, out)
-        print(f"audit import: {result.rows} simulated labels stored; {result.replaced} replaced")
+    with run_lock(run, "audit simulate"):
+        frame, info = simulate_sample(run, n, pool=pool, seed=seed, data_settings=settings)
+        out = out or audit_dir(run) / "simulated.csv"
+        write_table(frame, out)
+        lab = info["labels"]
+        print(f"audit simulate: {info['pairs']} pairs labelled from training ratings (SIMULATED: "
+              f"High {lab['High']}, Medium {lab['Medium']}, Low {lab['Low']}) -> {out}")
+        if not no_import:
+            result = import_labels(run, out)
+            print(f"audit import: {result.rows} simulated labels stored; {result.replaced} "
+                  "replaced")

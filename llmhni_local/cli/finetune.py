@@ -41,24 +41,27 @@ def finetune_rater(
     from llmhni_local.tune.finetune import finetune_run, load_finetune_settings
     from llmhni_local.tune.probe import check_kind
     from llmhni_local.config import parse_sets
+    from llmhni_local.runlock import run_lock
 
-    if check_kind(kind) == "probe":
-        lora_only = {"--epochs": epochs, "--lr": lr, "--r": r, "--last-layers": last_layers,
-                     "--val-share": val_share}
-        _probe(run, out, config, set_, base=base, batch_size=batch_size, seed=seed,
-               force=force, lora_only=[k for k, v in lora_only.items() if v is not None])
-        return
-    settings = load_finetune_settings(config, {
-        "finetune.base": base, "finetune.epochs": epochs, "finetune.lr": lr,
-        "finetune.batch_size": batch_size, "finetune.r": r, "finetune.last_layers": last_layers,
-        "finetune.val_share": val_share, "finetune.seed": seed, **parse_sets(set_ or [])})
-    card = finetune_run(run, out, settings, progress=not quiet, force=force)
-    val = card["validation"]
-    before = val.get("before_tuning") or {}
-    print(f"finetune-rater: adapter -> {out} ({card['labels']['n']} labels, split by "
-          f"{card['split']['by']}); validation kappa {_f(val.get('kappa'))} (before tuning "
-          f"{_f(before.get('kappa'))}), {card['training']['wall_seconds']:.0f} s; rate with "
-          f"`rate {run} --adapter {out}`")
+    # RUN's audit store records which pairs trained the adapter: one writer at a time.
+    with run_lock(run, f"finetune-rater --kind {kind}"):
+        if check_kind(kind) == "probe":
+            lora_only = {"--epochs": epochs, "--lr": lr, "--r": r, "--last-layers": last_layers,
+                         "--val-share": val_share}
+            _probe(run, out, config, set_, base=base, batch_size=batch_size, seed=seed,
+                   force=force, lora_only=[k for k, v in lora_only.items() if v is not None])
+            return
+        settings = load_finetune_settings(config, {
+            "finetune.base": base, "finetune.epochs": epochs, "finetune.lr": lr,
+            "finetune.batch_size": batch_size, "finetune.r": r, "finetune.last_layers": last_layers,
+            "finetune.val_share": val_share, "finetune.seed": seed, **parse_sets(set_ or [])})
+        card = finetune_run(run, out, settings, progress=not quiet, force=force)
+        val = card["validation"]
+        before = val.get("before_tuning") or {}
+        print(f"finetune-rater: adapter -> {out} ({card['labels']['n']} labels, split by "
+              f"{card['split']['by']}); validation kappa {_f(val.get('kappa'))} (before tuning "
+              f"{_f(before.get('kappa'))}), {card['training']['wall_seconds']:.0f} s; rate with "
+              f"`rate {run} --adapter {out}`")
 
 
 def _probe(run: Path, out: Path, config, sets, *, base, batch_size, seed, force: bool,

@@ -1,9 +1,9 @@
 """LLM stages on a run folder: ``profiles``, ``embed``, ``candidates``, ``rate``, ``verdicts``,
-and ``judgments stats|export``.
+and ``judgments stats|export|repair``.
 
 Each command reads and writes ``RUN`` (the run folder) through the stage functions of
 :mod:`llmhni_local.stages`, which ``llmhni run`` calls too; a command only gathers settings and
-prints. Settings: ``--set`` > flags > the ``--config`` file > defaults
+prints. A command that writes ``RUN`` holds its lock (:mod:`llmhni_local.runlock`). Settings: ``--set`` > flags > the ``--config`` file > defaults
 (:mod:`llmhni_local.cli.options`); the file may hold every table of ``llmhni run``.
 Heavy imports happen inside the commands.
 """
@@ -19,6 +19,7 @@ import typer
 from llmhni_local.cli.options import ConfigOption, DataOption, SetOption, run_config
 from llmhni_local.errors import UserError
 from llmhni_local.llm.backends import EMBEDDING_BACKENDS, RATING_BACKENDS, backend_help
+from llmhni_local.runlock import run_lock
 
 RUN_HELP = "Run folder (profiles/, candidates.parquet, judgments.sqlite, ...)."
 
@@ -40,8 +41,9 @@ def profiles(
     cfg = run_config(config, set_, {"data.source": data, "data.max_users": max_users,
                                    "profiles.summarize": True if summarize else None})
     check_can_summarize(cfg.profiles, cfg.rater)  # before loading data or starting anything
-    prof = build_profiles(run, load_data(cfg.data), data_settings=cfg.data,
-                          settings=cfg.profiles, rater=cfg.rater, prompts_dir=prompts)
+    with run_lock(run, "profiles"):
+        prof = build_profiles(run, load_data(cfg.data), data_settings=cfg.data,
+                              settings=cfg.profiles, rater=cfg.rater, prompts_dir=prompts)
     print(f"profiles: {len(prof.users)} users ({prof.info['user_source']}), {len(prof.items)} "
           f"items ({prof.info['item_source']}) -> {Path(run) / 'profiles'} "
           f"[sha256 {prof.hash[:12]}]")
@@ -62,7 +64,8 @@ def embed(
 
     cfg = run_config(config, set_, {"embedder.backend": backend, "embedder.model": model,
                                    "embed.engine": "ray" if ray else None})
-    result = embed_run(run, cfg.embedder, force=force, progress=False, embed=cfg.embed)
+    with run_lock(run, "embed"):
+        result = embed_run(run, cfg.embedder, force=force, progress=False, embed=cfg.embed)
     how = "reused (no engine started)" if result.reused else "computed"
     print(f"embeddings {how}: {result.users.shape[0]} users, {result.items.shape[0]} items, "
           f"dim {result.users.shape[1]}, model {result.meta['model_id']}")
@@ -88,12 +91,13 @@ def candidates(
         raise UserError("candidates: give exactly one of --from-run RUN or --scores FILE.npy")
     cfg = run_config(config, set_, {"candidates.k_neg": k_neg, "candidates.k_pos": k_pos,
                                    "candidates.budget": budget, "candidates.seed": seed})
-    dataset = profiles_data(run, cfg.data)
-    if from_run is not None:
-        score_fn = score_fn_from_run(from_run, dataset)
-    else:
-        score_fn = score_fn_from_matrix(scores, dataset)
-    info = choose_candidates(run, score_fn, dataset, cfg.candidates, str(from_run or scores))
+    with run_lock(run, "candidates"):
+        dataset = profiles_data(run, cfg.data)
+        if from_run is not None:
+            score_fn = score_fn_from_run(from_run, dataset)
+        else:
+            score_fn = score_fn_from_matrix(scores, dataset)
+        info = choose_candidates(run, score_fn, dataset, cfg.candidates, str(from_run or scores))
     counts = info["counts"]
     print(f"candidates: {info['pairs']} pairs ({counts['unobserved']} unobserved, "
           f"{counts['observed']} observed) over {info['users']} users")
@@ -120,7 +124,9 @@ def rate(
                                    "rater.adapter": adapter, "rater.lora_mode": lora_mode,
                                    "rate.batch_size": batch_size,
                                    "rate.engine": "ray" if ray else None})
-    report, mid, _ = rate_run(run, cfg.rater, cfg.rate, prompts_dir=prompts, progress=not quiet)
+    with run_lock(run, "rate --ray" if cfg.rate.engine == "ray" else "rate"):
+        report, mid, _ = rate_run(run, cfg.rater, cfg.rate, prompts_dir=prompts,
+                                  progress=not quiet)
     speed = f", {report.rated / report.seconds:.1f} judgments/s" if report.seconds > 0 else ""
     print(f"rate: {report.rated} answers stored ({report.failures} not a label), "
           f"{report.skipped} already stored{speed}; model {mid}")
@@ -138,12 +144,13 @@ def verdicts(
     from llmhni_local.verdicts.decide import write_verdicts
 
     cfg = run_config(config, set_, {"verdicts.rule": rule})
-    train = None
-    if cfg.verdicts.rule == "stacked":  # item popularity and user activity of the run's own data
-        from llmhni_local.stages import profiles_data
+    with run_lock(run, "verdicts"):
+        train = None
+        if cfg.verdicts.rule == "stacked":  # item popularity and user activity of the run's data
+            from llmhni_local.stages import profiles_data
 
-        train = profiles_data(run, cfg.data).train
-    counts = write_verdicts(run, cfg.verdicts, audits=load_audits(run), train=train)
+            train = profiles_data(run, cfg.data).train
+        counts = write_verdicts(run, cfg.verdicts, audits=load_audits(run), train=train)
     a = counts["actions"]
     print(f"verdicts: observed keep {a['keep']}, remove {a['remove']}; unobserved add {a['add']}, "
           f"nothing {a['nothing']}; no verdict (failed or unrated view) {counts['no_verdict']}")
@@ -159,7 +166,8 @@ def verdicts(
 
 
 # ---------------------------------------------------------------------------- judgments
-judgments_app = typer.Typer(no_args_is_help=True, help="Inspect the judgment store of a run.")
+judgments_app = typer.Typer(no_args_is_help=True,
+                            help="Inspect the judgment store of a run, or salvage a damaged one.")
 
 
 @judgments_app.command("stats")
@@ -197,6 +205,8 @@ def judgments_export(
     out: Optional[Path] = typer.Option(None, "--out", help="File to write (default RUN/judgments.FORMAT)."),
 ) -> None:
     """Write every stored judgment (raw answers included) as csv or parquet."""
+    # No run lock: it only reads the store (SQLite lets it read while `rate` writes) and
+    # writes one file of its own, atomically.
     from llmhni_local.llm.store import JudgmentStore
 
     if fmt not in ("csv", "parquet"):
@@ -205,6 +215,27 @@ def judgments_export(
     with JudgmentStore(run, create=False) as store:
         n = store.export(out, fmt)
     print(f"judgments: {n} rows -> {out}")
+
+
+@judgments_app.command("repair")
+def judgments_repair(run: Path = typer.Argument(..., help=RUN_HELP)) -> None:
+    """Copy every readable row of a damaged store into a fresh one (the damaged file is kept
+    beside it as judgments.sqlite.damaged-TIME); rating again then rates only the rows lost."""
+    from llmhni_local.llm.store_repair import repair_store
+
+    with run_lock(run, "judgments repair"):
+        r = repair_store(run)
+    if r.healthy:
+        print(f"judgments repair: {r.path} is healthy (quick_check ok, {r.kept} rows); nothing "
+              "changed")
+        return
+    lost = (f"{r.lost} lost of {r.recorded}" if r.lost is not None
+            else "lost unknown (the damaged store's row count was unreadable too)")
+    print(f"judgments repair: {r.path} was damaged ({r.problem}); {r.kept} rows kept, {lost}; "
+          f"the damaged file is kept as {r.damaged}")
+    if r.lost != 0:
+        aside = f"; rating.json was set aside as {r.rating_manifest}" if r.rating_manifest else ""
+        print(f"  rate again (`rate {run}`, or `run`): only the rows lost are rated{aside}")
 
 
 def mount(app: typer.Typer) -> None:

@@ -22,15 +22,19 @@ def run(
     stages are reused."""
     from llmhni_local.pipeline import run_pipeline
     from llmhni_local.report import print_run_summary
+    from llmhni_local.runlock import run_lock
 
     cfg = run_config(config, set_, {"pipeline.out": out})
-    result = run_pipeline(cfg, start=start, progress=not quiet)
+    with run_lock(cfg.pipeline.out, "run"):
+        result = run_pipeline(cfg, start=start, progress=not quiet)
     print_run_summary(result.dir)
 
 
 def report(run_dir: Path = typer.Argument(..., help="A pipeline run folder.")) -> None:
     """Write RUN/report.md with tables and PNG plots (training curves, score distributions,
     identification by candidate type)."""
+    # No run lock: the report is read off finished results and written atomically, so it may
+    # be made while another command works on the folder.
     import json
 
     from llmhni_local.config import build

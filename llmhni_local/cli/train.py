@@ -48,8 +48,10 @@ def train(
 
     from llmhni_local.data import load_data
     from llmhni_local.report import print_metrics
+    from llmhni_local.runlock import run_lock
     from llmhni_local.train.run import train_run
 
-    dataset = load_data(cfg.data)
-    result = train_run(cfg, dataset, out, progress=not quiet)
+    with run_lock(out, "train"):
+        dataset = load_data(cfg.data)
+        result = train_run(cfg, dataset, out, progress=not quiet)
     print_metrics(f"{cfg.model.name} ({cfg.train.loss}) on {dataset.name}", result, out)
