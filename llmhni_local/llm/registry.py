@@ -319,55 +319,6 @@ def resolve_checked(name_or_path: str | os.PathLike, need: Sequence[Need]) -> Mo
     return spec
 
 
-def check_adapter(path: str | os.PathLike) -> Path:
-    """The one check of an adapter folder before a rater uses it; returns the folder.
-
-    A probe folder (``finetune-rater --kind probe``) gets the probe's checks
-    (:func:`llmhni_local.audit.probe.probe_problems`); any other folder must be a peft LoRA
-    adapter that vLLM and transformers can both serve, checked by
-    :func:`llmhni_local.audit.adapters.adapter_problems` (the files and config of
-    :func:`lora_folder_problem`, then ``bias``, DoRA, rank, LoRA-only weights), the same
-    check ``adapters validate`` and fine-tuning run. Every rating entry point calls this
-    before an engine starts. Raises :class:`UserError` naming the first problem (and how many
-    more there are).
-    """
-    from llmhni_local.audit.adapters import adapter_problems
-
-    folder = Path(path).expanduser()
-    problems = adapter_problems(folder, max_lora_rank=None, require_card=False)
-    if problems:
-        more = (f" (and {len(problems) - 1} more; `adapters validate {folder}` lists them)"
-                if len(problems) > 1 else "")
-        raise UserError(problems[0] + more)
-    return folder
-
-
-def lora_folder_problem(folder: Path) -> str | None:
-    """What keeps a LoRA adapter folder from loading at all (``None``: nothing): the folder,
-    ``adapter_config.json`` (``peft_type`` LORA, ``task_type`` CAUSAL_LM, no
-    ``modules_to_save``) and ``adapter_model.safetensors`` (or ``.bin``)."""
-    if not folder.is_dir():
-        return f"adapter folder {folder} does not exist"
-    cfg_path = folder / "adapter_config.json"
-    if not cfg_path.is_file():
-        return f"adapter folder {folder} lacks adapter_config.json"
-    if not any((folder / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
-        return f"adapter folder {folder} lacks adapter_model.safetensors"
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except ValueError:
-        return f"{cfg_path}: not valid JSON"
-    if not isinstance(cfg, dict):
-        return f"{cfg_path}: not a JSON object"
-    if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
-        return f"{cfg_path}: peft_type {cfg.get('peft_type')!r} is not LORA"
-    if cfg.get("task_type") not in (None, "CAUSAL_LM"):
-        return f"{cfg_path}: task_type {cfg.get('task_type')!r} is not CAUSAL_LM"
-    if cfg.get("modules_to_save"):
-        return f"{cfg_path}: modules_to_save is set; vLLM cannot serve such an adapter"
-    return None
-
-
 # ---------------------------------------------------------------------------- hashes and sizes
 def folder_size(path: str | os.PathLike) -> int:
     root = Path(path)
@@ -424,8 +375,6 @@ def model_id(spec: ModelSpec, adapter: str | os.PathLike | None = None) -> str:
     name = spec.name if spec.name in KNOWN else Path(spec.name).name or spec.name
     out = f"{name}@{model_hash(spec.path)[:12]}"
     if adapter:
-        from llmhni_local.audit.probe import is_probe_folder
-
         apath = Path(adapter)
         kind = "probe" if is_probe_folder(apath) else "lora"
         out += f"+{kind}:{apath.name}@{model_hash(apath)[:12]}"
@@ -512,3 +461,20 @@ def prepare_model(name_or_path: str, *, force: bool = False) -> ModelSpec:
     check_model_folder(spec.path, EMBEDDER_NEEDS if entry and entry.role == "embedder" else
                        ("weights", "config", "tokenizer"))
     return spec
+
+
+# ---------------------------------------------------------------------------- reading, checking
+#: The files that make a folder a probe rater (:mod:`llmhni_local.llm.probe`).
+PROBE_FILE = "probe.safetensors"
+PROBE_CARD_FILE = "card.json"
+
+
+def is_probe_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a probe folder (its card says kind ``probe`` or it holds heads)."""
+    folder = Path(path).expanduser()
+    if (folder / PROBE_FILE).is_file():
+        return True
+    try:
+        return json.loads((folder / PROBE_CARD_FILE).read_text()).get("kind") == "probe"
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -11,8 +11,8 @@ import pytest
 
 from llmhni_local.errors import UserError
 from llmhni_local.llm import registry
-from llmhni_local.llm.registry import (check_adapter, check_model_folder, model_hash, model_id,
-                                       resolve_model)
+from llmhni_local.llm.adapters import check_adapter
+from llmhni_local.llm.registry import check_model_folder, model_hash, model_id, resolve_model
 
 
 @pytest.fixture
