@@ -202,9 +202,10 @@ def rate_run(run_dir: str | Path, rater: "RaterSettings", settings: "RateSetting
     from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
     from llmhni_local.llm.rate import rate_candidates, rater_model_id
 
-    load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)  # fail before model checks
+    names = ("likelihood",) if settings.mode == "likelihood" else tuple(VIEW_TEMPLATES.values())
+    load_templates(names, prompts_dir)  # fail before model checks
     enforce_offline()
-    model_id, adapter = rater_model_id(rater, prompts_dir)
+    model_id, adapter = rater_model_id(rater, prompts_dir, mode=settings.mode)
 
     def make_backend():
         from llmhni_local.llm.backends import make_rating_backend

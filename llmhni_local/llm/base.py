@@ -31,6 +31,10 @@ class Judgment:
             renormalised over the labels; ``None`` when the backend could not read them.
         label_mass: total probability the model put on the label tokens before
             renormalising (how much the model "wanted" to answer with a label).
+        score: the likelihood reader's relevance score (``rate.mode = "likelihood"``:
+            ``log p(name | view context) - log p(name | neutral context)``); such a judgment
+            has no label and no probabilities. ``None`` for a label judgment, or where the
+            score could not be read (a counted failure).
     """
 
     text: str
@@ -38,6 +42,7 @@ class Judgment:
     probs: dict[str, float] | None
     label_mass: float | None = None
     decided_by: str = "parse"  # "likelihood": rate.min_label_mass applies to it
+    score: float | None = None
 
 
 class RatingBackend(Protocol):

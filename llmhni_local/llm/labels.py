@@ -4,9 +4,10 @@
 templates open the assistant turn with an answer cue (``Relevance:``), so the next token is the
 label. The judgment is the label whose token has the highest log-probability there, as
 multiple-choice evaluation harnesses score options; no free text is needed, and the answer
-cannot fail to parse. :func:`label_token_ids` with the cue checks, before any engine starts, that
-each label follows the cue as one token of its own (with SmolLM2: `` High``, `` Medium``,
-`` Low``) and that no two labels share it. A judgment whose label mass (the probability the
+cannot fail to parse. A label the tokenizer splits into several tokens after the cue is scored
+by the sum of its tokens' log-probabilities (:func:`label_sequences`,
+:func:`probs_from_sequence_logprobs`); labels that tokenise to the same sequence are an error
+before any engine starts. A judgment whose label mass (the probability the
 model put on the label tokens at all) is below ``rate.min_label_mass`` is a counted failure.
 See docs/DESIGN.md, "Reading the answer at the label".
 
@@ -119,8 +120,14 @@ def label_token_ids(tokenizer: Any, labels: Sequence[str] = LABELS, *, cue: str 
     return out
 
 
-def _cue_label_ids(tokenizer: Any, labels: Sequence[str], cue: str,
-                   where: str | None) -> dict[str, int]:
+def label_sequences(tokenizer: Any, labels: Sequence[str] = LABELS, *, cue: str,
+                    where: str | None = None) -> dict[str, tuple[int, ...]]:
+    """Token ids of each label as it follows the answer cue ``cue`` in a chat-templated
+    prompt, after one space: one token or several (a tokenizer that splits ``Medium``).
+
+    Raises :class:`UserError` (naming ``where``, the template file) when the cue and a label
+    merge into tokens (the label cannot be read after the cue) or two labels tokenise to the
+    same sequence."""
     prefix = _answer_prefix(tokenizer, cue)
     sep = "" if not cue or cue[-1].isspace() else " "
     name = getattr(tokenizer, "name_or_path", "?")
@@ -130,24 +137,75 @@ def _cue_label_ids(tokenizer: Any, labels: Sequence[str], cue: str,
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     base = enc(prefix)
-    out: dict[str, int] = {}
+    out: dict[str, tuple[int, ...]] = {}
     for label in labels:
         full = enc(prefix + sep + label)
-        if full[:len(base)] != base:
+        if full[:len(base)] != base or len(full) == len(base):
             raise UserError(f"{at}: with model {name} the cue {cue!r} and the label {label!r} "
                             f"merge into tokens {_pieces(tokenizer, full[-4:])}; the label "
-                            "cannot be read as the next token (end the cue differently)")
-        rest = full[len(base):]
+                            "cannot be read after the cue (end the cue differently)")
+        out[label] = tuple(full[len(base):])
+    if len(set(out.values())) != len(out):
+        shown = ", ".join(f"{lab}->{_pieces(tokenizer, list(t))}" for lab, t in out.items())
+        raise UserError(f"{at}: with model {name} labels tokenise to the same sequence after "
+                        f"the cue {cue!r} ({shown}); no reading can tell them apart")
+    return out
+
+
+def _cue_label_ids(tokenizer: Any, labels: Sequence[str], cue: str,
+                   where: str | None) -> dict[str, int]:
+    """Single-token labels after the cue (what fine-tuning and the probe read); a label
+    that splits is an error here, though the rater scores it as a sequence."""
+    seqs = label_sequences(tokenizer, labels, cue=cue, where=where)
+    name = getattr(tokenizer, "name_or_path", "?")
+    at = where or f"answer cue {cue!r}"
+    for label, rest in seqs.items():
         if len(rest) != 1:
             raise UserError(f"{at}: with model {name} the label {label!r} after the cue {cue!r} "
-                            f"is the tokens {_pieces(tokenizer, rest)}, not a single token; "
-                            "choose a cue (or labels) after which every label is one token")
-        out[label] = rest[0]
+                            f"is the tokens {_pieces(tokenizer, list(rest))}, not a single token; "
+                            "LoRA fine-tuning and the probe read one token (choose a cue or "
+                            "labels after which every label is one token)")
+    out = {label: rest[0] for label, rest in seqs.items()}
     if len(set(out.values())) != len(out):
         shown = ", ".join(f"{lab}->{_pieces(tokenizer, [t])[0]!r}" for lab, t in out.items())
         raise UserError(f"{at}: with model {name} labels share a token after the cue {cue!r} "
                         f"({shown}); next-token scoring cannot tell them apart")
     return out
+
+
+def template_label_sequences(tokenizer: Any, templates: Iterable[Any],
+                             labels: Sequence[str] = LABELS
+                             ) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Label token sequences per answer cue of the rating templates (checked as
+    :func:`label_sequences` does); a template without a cue reads single first tokens."""
+    out: dict[str, dict[str, tuple[int, ...]]] = {}
+    for tpl in templates:
+        cue = getattr(tpl, "cue", None)
+        key = cue or ""
+        if key in out:
+            continue
+        if cue:
+            out[key] = label_sequences(tokenizer, labels, cue=cue, where=str(tpl.path))
+        else:
+            out[key] = {lab: (t,) for lab, t in label_token_ids(tokenizer, labels).items()}
+    return out
+
+
+def probs_from_sequence_logprobs(logprobs: Mapping[str, float]
+                                 ) -> tuple[dict[str, float] | None, float | None]:
+    """Label probabilities from each label's summed token log-probability after the cue,
+    renormalised over the labels, and the mass the labels held (as
+    :func:`probs_from_logprobs` gives for single tokens, so stored figures compare across
+    tokenizers). ``(None, None)`` when a value is missing or not a number."""
+    values = {lab: float(lp) for lab, lp in logprobs.items()}
+    if not values or any(math.isnan(v) for v in values.values()):
+        return None, None
+    top = max(values.values())
+    if top == -math.inf:
+        return None, 0.0
+    exps = {lab: math.exp(lp - top) for lab, lp in values.items()}
+    total = sum(exps.values())
+    return {lab: e / total for lab, e in exps.items()}, min(math.exp(top) * total, 1.0)
 
 
 def template_label_ids(tokenizer: Any, templates: Iterable[Any],

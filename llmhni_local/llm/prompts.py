@@ -82,6 +82,14 @@ SPECS: dict[str, Spec] = {
         required={"user": frozenset({"liked_items", "item_profile"})},
         optional=("assistant",),
     ),
+    # the likelihood reader: contexts and the continuation whose log-probability is read
+    "likelihood": Spec(
+        parts=("user_context", "item_context", "neutral_context", "continuation"),
+        allowed=frozenset({"user_profile", "liked_items", "item_name"}),
+        required={"user_context": frozenset({"user_profile"}),
+                  "item_context": frozenset({"liked_items"}),
+                  "continuation": frozenset({"item_name"})},
+    ),
     "summarize_user": Spec(
         parts=("system", "user"),
         allowed=frozenset({"user_profile"}),
@@ -194,6 +202,35 @@ def placeholders(text: str, where: str) -> list[str]:
     return names
 
 
+def _check_likelihood(parts: Mapping[str, str], path: Path) -> None:
+    """The likelihood reader's contexts: the neutral one is fixed text (the same for every
+    pair, or the score would not divide out popularity alone), every context is non-empty
+    (the first name token is read off the context's last position), and the continuation
+    starts a new word, so context and name tokenise apart as they do together."""
+    neutral = parts["neutral_context"]
+    if not neutral.strip():
+        raise UserError(f"{path} [neutral_context]: the neutral context is empty; the score "
+                        "log p(name | context) - log p(name | neutral) needs a text to read "
+                        "the name after")
+    if placeholders(neutral, f"{path} [neutral_context]"):
+        raise UserError(f"{path} [neutral_context]: takes no placeholders (it is the same "
+                        "for every pair)")
+    for part in ("user_context", "item_context"):
+        if not parts[part].strip():
+            raise UserError(f"{path} [{part}]: the context is empty")
+    for part, text in parts.items():
+        if part != "continuation" and "{item_name}" in text:
+            raise UserError(f"{path} [{part}]: {{item_name}} belongs in the continuation only")
+    extra = sorted(set(placeholders(parts["continuation"], f"{path} [continuation]"))
+                   - {"item_name"})
+    if extra:
+        raise UserError(f"{path} [continuation]: takes only {{item_name}}, not {{{extra[0]}}} "
+                        "(the neutral term must read the very same text)")
+    if not parts["continuation"][:1].isspace():
+        raise UserError(f"{path} [continuation]: must start with a space or a newline (the "
+                        f"name is a new word after the context), got {parts['continuation']!r}")
+
+
 def load_template(name: str, prompts_dir: str | Path | None = None) -> Template:
     """Load and check ``prompts_dir/<name>.toml``."""
     if name not in SPECS:
@@ -232,6 +269,8 @@ def load_template(name: str, prompts_dir: str | Path | None = None) -> Template:
     if spec.any_of and not used & spec.any_of:
         raise UserError(f"{path}: uses none of "
                         f"{', '.join('{' + a + '}' for a in sorted(spec.any_of))}")
+    if name == "likelihood":
+        _check_likelihood(parts, path)
     if spec.parts[-1] == "user" and not parts["user"].strip():
         raise UserError(f"{path}: the user part is empty")
     for part in spec.optional:

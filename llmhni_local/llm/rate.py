@@ -44,6 +44,7 @@ from llmhni_local.llm.rate_plan import (CANDIDATES_FILE, NO_LIKED, RATING_MANIFE
                                         RateReport, RateSettings, apply_mass_floor,
                                         check_failures, liked_text, plan, prompt_hashes,
                                         read_rating_manifest, run_max_liked, view_messages,
+                                        view_template,
                                         _asdict)
 
 
@@ -71,8 +72,9 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], RatingBacken
 
     settings = settings or RateSettings()
     run_dir = Path(run_dir)
-    templates, profiles, candidates = _load_inputs(run_dir, prompts_dir)
-    hashes = prompt_hashes(templates, profiles.hash, settings.max_liked, settings.min_label_mass)
+    templates, profiles, candidates = _load_inputs(run_dir, prompts_dir, settings.mode)
+    hashes = prompt_hashes(templates, profiles.hash, settings.max_liked, settings.min_label_mass,
+                           settings.mode)
     keys = {v: Key(model_id, adapter or "", hashes[v]) for v in VIEWS}
     report = RateReport(keys=keys)
 
@@ -127,13 +129,14 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], RatingBacken
         store.close()
 
 
-def _load_inputs(run_dir: Path, prompts_dir: str | Path | None):
+def _load_inputs(run_dir: Path, prompts_dir: str | Path | None, mode: str = "judge"):
     """Templates, profiles and candidates of ``RUN``, checked before any engine starts."""
     from llmhni_local.llm.profiles import load_profiles
     from llmhni_local.llm.prompts import load_templates
     from llmhni_local.method.candidates import load_candidates
 
-    templates = load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)
+    names = ("likelihood",) if mode == "likelihood" else tuple(VIEW_TEMPLATES.values())
+    templates = load_templates(names, prompts_dir)
     profiles = load_profiles(run_dir)
     candidates = load_candidates(run_dir / CANDIDATES_FILE)
     if len(candidates) and (candidates["user"].max() >= len(profiles.users)
@@ -149,10 +152,12 @@ def _manifest(model_id: str, adapter: str, profiles_hash: str, hashes: dict[str,
     """What ``rating.json`` records before the engine starts (dtype and figures come later)."""
     return {
         "model_id": model_id, "adapter": adapter or "", "profiles_hash": profiles_hash,
-        "views": {v: {"prompt_hash": hashes[v], "template": VIEW_TEMPLATES[v],
-                      "template_version": templates[VIEW_TEMPLATES[v]].version,
-                      "template_hash": templates[VIEW_TEMPLATES[v]].hash,
-                      "answer_cue": templates[VIEW_TEMPLATES[v]].cue} for v in VIEWS},
+        "views": {v: {"prompt_hash": hashes[v], "template": view_template(v, settings.mode),
+                      "template_version": templates[view_template(v, settings.mode)].version,
+                      "template_hash": templates[view_template(v, settings.mode)].hash,
+                      "answer_cue": (templates[view_template(v, settings.mode)].cue
+                                     if settings.mode == "judge" else None)} for v in VIEWS},
+        "mode": settings.mode,
         "settings": _asdict(settings),
         "candidates": int(n_candidates),
     }
@@ -177,15 +182,14 @@ def _rate_work(backend: RatingBackend, work: list[tuple], profiles,
     """Rate ``work`` in batches with one backend, one stored transaction per batch."""
     settings = job.settings
     stats0 = dict(getattr(backend, "token_stats", None) or {})
+    read = _reader(backend, profiles, templates, settings)
     with progress_bar("rating", len(work), enabled=progress, fields=("failures",)) as bar:
         for b0 in range(0, len(work), settings.batch_size):
             batch = work[b0:b0 + settings.batch_size]
-            prompts = [view_messages(v, u, i, profiles, templates[VIEW_TEMPLATES[v]],
-                                     settings.max_liked) for u, i, v, _ in batch]
-            judgments = backend.rate(prompts)
-            if len(judgments) != len(prompts):
+            judgments = read(batch)
+            if len(judgments) != len(batch):
                 raise UserError(f"the rating backend returned {len(judgments)} answers "
-                                f"for {len(prompts)} prompts")
+                                f"for {len(batch)} prompts")
             judgments, low = apply_mass_floor(judgments, settings.min_label_mass)
             bad = _store_batch(job, batch, judgments)
             report.batches += 1
@@ -199,6 +203,29 @@ def _rate_work(backend: RatingBackend, work: list[tuple], profiles,
             if job.on_batch is not None:
                 job.on_batch(report.batches)
             check_failures(job.counts[0], job.counts[1], settings, job.run_dir, job.manifest)
+
+
+def _reader(backend: RatingBackend, profiles, templates: dict[str, Template],
+            settings: RateSettings) -> Callable[[list[tuple]], list]:
+    """``read(batch) -> judgments`` for ``rate.mode``: the rating prompts answered by the
+    backend (judge), or each view's likelihood score (``llm/likelihood.py``)."""
+    if settings.mode == "likelihood":
+        from llmhni_local.llm.base import Judgment
+        from llmhni_local.llm.likelihood import Encoder, pmi_scores
+
+        encoder = Encoder(backend.tokenizer)
+
+        def read(batch: list[tuple]) -> list:
+            scores = pmi_scores(backend, encoder, batch, profiles, templates["likelihood"],
+                                settings.max_liked)
+            return [Judgment(text="", label=None, probs=None, decided_by="pmi", score=s)
+                    for s in scores]
+        return read
+
+    def read(batch: list[tuple]) -> list:
+        return backend.rate([view_messages(v, u, i, profiles, templates[VIEW_TEMPLATES[v]],
+                                           settings.max_liked) for u, i, v, _ in batch])
+    return read
 
 
 def _store_batch(job: _Job, batch: list[tuple], judgments: list) -> int:
@@ -229,7 +256,8 @@ def _count_tokens(backend: Any, stats0: dict[str, int], report: RateReport) -> N
                                    - stats0.get("cached_tokens", 0))
 
 
-def rater_model_id(settings, prompts_dir: str | Path | None = None) -> tuple[str, str]:
+def rater_model_id(settings, prompts_dir: str | Path | None = None, *,
+                   mode: str = "judge") -> tuple[str, str]:
     """``(model_id, adapter)`` that rows of this rater are stored under, known before its
     engine starts: the same id the backend reports (registry name plus content hashes of the
     model and adapter, ``+parse`` for ``rater.decide = "parse"``) and the adapter folder's
@@ -245,15 +273,30 @@ def rater_model_id(settings, prompts_dir: str | Path | None = None) -> tuple[str
 
     spec = resolve_checked(settings.model, RATER_NEEDS)
     adapter = check_adapter(settings.adapter) if settings.adapter else None
-    check_label_tokens(spec.path, prompts_dir)
+    if mode == "judge":  # the likelihood reader reads no label and needs no chat template
+        check_judge(spec.path, settings.model)
+        check_label_tokens(spec.path, prompts_dir)
     return (rater_id(model_id(spec, adapter), getattr(settings, "decide", "likelihood")),
             (adapter.name if adapter else ""))
 
 
+def check_judge(model_path: str | Path, name: str) -> None:
+    """A judge answers in the chat template; a model without one (a base model's GGUF) is an
+    error here, before any engine starts, and may still serve as a likelihood reader."""
+    from llmhni_local.llm.chat import load_tokenizer
+
+    if not getattr(load_tokenizer(model_path), "chat_template", None):
+        raise UserError(f"model {name}: the tokenizer has no chat template, so it cannot judge "
+                        "(rate.mode = 'judge'); read it as a likelihood reader instead "
+                        "(rate.mode = 'likelihood')")
+
+
 def check_label_tokens(model_path: str | Path, prompts_dir: str | Path | None = None
-                       ) -> dict[str, dict[str, int]]:
-    """Label token ids per answer cue of the rating templates for this model's tokenizer
-    (``labels.template_label_ids``); raises a :class:`UserError` naming the template file."""
+                       ) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Label token sequences per answer cue of the rating templates for this model's
+    tokenizer (``labels.template_label_sequences``: one token or several per label); raises a
+    :class:`UserError` naming the template file when a label merges with the cue or two
+    labels tokenise alike."""
     from llmhni_local.llm.prompts import load_templates
 
     templates = load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)
@@ -262,12 +305,12 @@ def check_label_tokens(model_path: str | Path, prompts_dir: str | Path | None = 
 
 
 @functools.lru_cache(maxsize=8)
-def _label_tokens(model_path: str, key: tuple) -> dict[str, dict[str, int]]:
+def _label_tokens(model_path: str, key: tuple) -> dict[str, dict[str, tuple[int, ...]]]:
     from llmhni_local.llm.chat import load_tokenizer
-    from llmhni_local.llm.labels import template_label_ids
+    from llmhni_local.llm.labels import template_label_sequences
     from llmhni_local.llm.prompts import load_template
 
     templates = [load_template(Path(path).stem, Path(path).parent) for path, _ in key]
-    return template_label_ids(load_tokenizer(model_path), templates)
+    return template_label_sequences(load_tokenizer(model_path), templates)
 
 

@@ -56,6 +56,12 @@ class RateSettings:
         ray_address: the Ray cluster for ``engine = "ray"`` (``host:port``,
             ``ray://host:port`` or ``auto``); ``None`` takes ``RAY_ADDRESS`` and, without it,
             starts a local cluster on this machine's CPUs. (default: ``None``)
+        mode: how each view is read: ``judge`` (the model answers High / Medium / Low after
+            the rating prompt; labels and their probabilities are stored) or ``likelihood``
+            (no instruction: the score ``log p(name | view context) - log p(name | neutral
+            context)`` of ``prompts/likelihood.toml`` is stored, and the verdict rule must be
+            a threshold; :mod:`llmhni_local.llm.likelihood`, docs/DESIGN.md, "The likelihood
+            reader"). (default: ``"judge"``)
     """
 
     batch_size: int = 256
@@ -65,6 +71,7 @@ class RateSettings:
     min_label_mass: float = 0.05
     engine: Literal["inprocess", "ray"] = "inprocess"
     ray_address: str | None = None
+    mode: Literal["judge", "likelihood"] = "judge"
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
@@ -80,6 +87,11 @@ class RateSettings:
             raise ConfigError(f"rate.min_label_mass must be in [0, 1), got {self.min_label_mass}")
         if self.engine not in ("inprocess", "ray"):
             raise ConfigError(f"rate.engine must be inprocess or ray, got {self.engine!r}")
+        if self.mode not in ("judge", "likelihood"):
+            raise ConfigError(f"rate.mode must be judge or likelihood, got {self.mode!r}")
+        if self.mode == "likelihood" and self.engine != "inprocess":
+            raise ConfigError("rate.mode = 'likelihood' runs in this process (rate.engine = "
+                              "'inprocess'); the Ray job reads judge answers only")
 
 
 @dataclass
@@ -136,16 +148,26 @@ def view_messages(view: str, user: int, item: int, profiles, template: Template,
     return template.messages(values)
 
 
+def view_template(view: str, mode: str = "judge") -> str:
+    """The template a view is read with: its rating template, or the likelihood reader's."""
+    return "likelihood" if mode == "likelihood" else VIEW_TEMPLATES[view]
+
+
 def prompt_hashes(templates: dict[str, Template], profiles_hash: str,
-                  max_liked: int, min_label_mass: float | None = None) -> dict[str, str]:
+                  max_liked: int, min_label_mass: float | None = None,
+                  mode: str = "judge") -> dict[str, str]:
     """The prompt hash of each view (template, profiles, item-centric L, the label-mass floor;
-    ``None``, as before the floor existed, leaves it out)."""
+    ``None``, as before the floor existed, leaves it out). The likelihood reader's rows hash
+    its template and the view, and no label-mass floor (it reads no label)."""
     from llmhni_local.io import sha256_text
 
     out = {}
     for view in VIEWS:
-        tpl = templates[VIEW_TEMPLATES[view]]
+        tpl = templates[view_template(view, mode)]
         parts: dict[str, Any] = {"template": tpl.hash, "profiles": profiles_hash}
+        if mode == "likelihood":
+            parts.update(reader="likelihood", view=view)
+            min_label_mass = None
         if view == "item":
             parts["max_liked"] = max_liked
         if min_label_mass is not None:

@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS judgments (
     label_mass  REAL,
     ok          INTEGER NOT NULL CHECK (ok IN (0, 1)),
     created_at  TEXT    NOT NULL,
+    score       REAL,
     PRIMARY KEY (user, item, view, model_id, adapter, prompt_hash)
 ) WITHOUT ROWID;
 """
@@ -70,7 +71,7 @@ COMMIT;
 _COUNT_TRIGGERS = ("judgments_count_in", "judgments_count_out")
 COLUMNS: tuple[str, ...] = ("user", "item", "view", "model_id", "adapter", "prompt_hash", "kind",
                             "text", "label", "p_high", "p_medium", "p_low", "label_mass", "ok",
-                            "created_at")
+                            "created_at", "score")
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,10 @@ class JudgmentStore:
                     raise UserError(damaged_message(self.path, problem))
             with self.conn:
                 self.conn.executescript(_SCHEMA)
+            cols = {r[1] for r in self.conn.execute("PRAGMA table_info(judgments)")}
+            if "score" not in cols:  # a store from before the likelihood reader
+                with self.conn:
+                    self.conn.execute("ALTER TABLE judgments ADD COLUMN score REAL")
             have = {n for (n,) in self.conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
             if not set(_COUNT_TRIGGERS) <= have:
@@ -361,8 +366,9 @@ def make_rows(view: str, key: Key, pairs: Sequence[tuple[int, int, str | None]],
               judgments: Sequence[Judgment]) -> tuple[list[tuple], int]:
     """Rows (laid out as :data:`COLUMNS`) of one view's judgments, and how many failed.
 
-    A failure is an answer whose label is ``None``: it is stored with its raw text, NULL label
-    and ``ok = 0``, never given a label.
+    A failure is an answer whose label is ``None`` (and, from the likelihood reader, whose
+    score is missing): it is stored with its raw text, NULL label and ``ok = 0``, never given a
+    label or a score.
     """
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}")
@@ -375,11 +381,12 @@ def make_rows(view: str, key: Key, pairs: Sequence[tuple[int, int, str | None]],
         if j.label is not None and j.label not in LABELS:
             raise ValueError(f"backend returned the label {j.label!r}, not one of {LABELS}")
         probs = j.probs or {}
-        ok = j.label is not None
+        score = _f(j.score)
+        ok = j.label is not None or score is not None
         failures += not ok
         rows.append((int(u), int(i), view, key.model_id, key.adapter, key.prompt_hash,
                      kind, str(j.text), j.label, _f(probs.get("High")), _f(probs.get("Medium")),
-                     _f(probs.get("Low")), _f(j.label_mass), int(ok), now))
+                     _f(probs.get("Low")), _f(j.label_mass), int(ok), now, score))
     return rows, failures
 
 

@@ -169,9 +169,36 @@ def test_cue_labels_sharing_a_token_are_refused() -> None:
         def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
             return super().__call__(text.lower(), add_special_tokens)
 
-    with pytest.raises(UserError, match="share a token"):
+    with pytest.raises(UserError, match="same sequence"):
         label_token_ids(Folding(width=6), labels=("High", "HIGH", "Low"), cue="Answer",
                         where="t.toml")
+
+
+def test_a_split_label_is_a_sequence_for_the_rater() -> None:
+    from llmhni_local.llm.labels import label_sequences
+
+    tok = _FakeTokenizer(width=2)
+    seqs = label_sequences(tok, cue="Ans:", where="prompts/rate_x.toml")
+    assert [tok.convert_ids_to_tokens(list(seqs["High"]))] == [[" H", "ig", "h"]]
+    assert len(set(seqs.values())) == 3
+
+
+@pytest.mark.parametrize("name", ["smollm2", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
+def test_real_tokenizers_read_the_labels_after_the_cue(name) -> None:
+    """SmolLM2's tokenizer and Qwen2's (read out of the installed GGUF's metadata by
+    ``models install``); skipped where the model is not installed."""
+    from llmhni_local.llm.chat import load_tokenizer
+    from llmhni_local.llm.labels import label_sequences
+    from llmhni_local.llm.registry import resolve_model
+
+    try:
+        spec = resolve_model(name)
+    except UserError:
+        pytest.skip(f"{name} not installed")
+    tok = load_tokenizer(spec.path)
+    seqs = label_sequences(tok, cue="Relevance:")
+    assert [tok.convert_ids_to_tokens(list(seqs[lab])) for lab in ("High", "Medium", "Low")] == \
+        [["\u0120High"], ["\u0120Medium"], ["\u0120Low"]]
 
 
 def test_template_label_ids_smollm2_if_prepared() -> None:

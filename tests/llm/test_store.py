@@ -51,12 +51,40 @@ def test_a_label_outside_the_set_is_refused(tmp_path):
 def test_batch_is_one_transaction(tmp_path):
     with JudgmentStore(tmp_path) as s:
         good = (0, 0, "user", "m", "", "h", "observed", "High", "High", 1.0, 0.0, 0.0, 1.0, 1,
-                "now")
+                "now", None)
         broken = (0, 1, "user", "m", "", "h", "observed", "?", "Great", None, None, None, None,
-                  0, "now")  # label CHECK constraint fails
+                  0, "now", None)  # label CHECK constraint fails
         with pytest.raises(sqlite3.IntegrityError):
             s.add_rows([good, broken])
         assert s.counts() == (0, 0)  # the good row of the failed batch is not there either
+
+
+def test_likelihood_scores_are_stored_and_a_missing_score_is_a_failure(tmp_path):
+    with JudgmentStore(tmp_path) as s:
+        s.add("user", K, [(0, 1, "observed"), (0, 2, "observed")],
+              [Judgment("", None, None, decided_by="pmi", score=-0.75),
+               Judgment("", None, None, decided_by="pmi", score=float("nan"))])
+        f = s.frame(K)
+    assert f["score"].tolist()[0] == -0.75 and f["ok"].tolist() == [1, 0]
+    assert f["label"].isna().all()
+
+
+def test_a_store_from_before_the_score_column_gains_it(tmp_path):
+    import sqlite3 as sq
+
+    from llmhni_local.llm.store import _SCHEMA
+
+    old = _SCHEMA.replace("    score       REAL,\n", "")
+    conn = sq.connect(tmp_path / "judgments.sqlite")
+    conn.executescript(old)
+    conn.execute("INSERT INTO judgments (user, item, view, model_id, adapter, prompt_hash, kind, "
+                 "text, label, ok, created_at) VALUES (0, 1, 'user', 'm', '', 'h', 'observed', "
+                 "'High', 'High', 1, 'now')")
+    conn.commit()
+    conn.close()
+    with JudgmentStore(tmp_path, create=False) as s:
+        f = s.frame()
+    assert f["label"].tolist() == ["High"] and f["score"].isna().all()
 
 
 def test_wal_mode_and_reopen(tmp_path):

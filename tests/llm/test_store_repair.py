@@ -51,9 +51,24 @@ def damage(db: Path, pages=PAGES) -> None:
         assert c.execute("PRAGMA page_count").fetchone()[0] > 2 * max(pages)  # the middle
     assert not db.with_name(db.name + "-wal").exists()  # everything is in the main file
     with open(db, "r+b") as f:
-        for p in pages:
+        for p in leaf_pages(f, page_size, pages):
             f.seek((p - 1) * page_size)
             f.write(b"\0" * page_size)
+
+
+def leaf_pages(f, page_size: int, pages) -> list[int]:
+    """From each page given, the first leaf page of the (WITHOUT ROWID, so index) b-tree at or
+    after it: a torn leaf loses its own rows, while an interior page would hide a whole subtree,
+    and which page is which shifts whenever the row layout changes."""
+    out = []
+    for p in pages:
+        while True:
+            f.seek((p - 1) * page_size)
+            if f.read(1) == b"\x0a" and p not in out:  # 0x0A: leaf page of an index b-tree
+                break
+            p += 1
+        out.append(p)
+    return out
 
 
 def rows_by_key(run: Path) -> dict[tuple, tuple]:

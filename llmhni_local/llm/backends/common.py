@@ -18,8 +18,9 @@ from llmhni_local.errors import UserError
 from llmhni_local.llm.base import Judgment
 from llmhni_local.llm.chat import (Messages, answer_cue, encode_prompts, load_tokenizer,
                                    render_prompts)
-from llmhni_local.llm.labels import (choose_label, label_token_ids, parse_label,
-                                     probs_from_logprobs, template_label_ids)
+from llmhni_local.llm.labels import (choose_label, label_sequences, label_token_ids, parse_label,
+                                     probs_from_logprobs, probs_from_sequence_logprobs,
+                                     template_label_sequences)
 from llmhni_local.llm.adapters import check_adapter
 from llmhni_local.llm.registry import RATER_NEEDS, ModelSpec, Need, model_id, resolve_checked
 from llmhni_local.llm.settings import RaterSettings
@@ -79,9 +80,21 @@ class RaterCore(Closing):
         self.tokenizer: Any = load_tokenizer(self.spec.path)
         # Label tokens per answer cue; the shipped templates' cues are checked now, others
         # (a custom prompts folder) when first seen (rate.rater_model_id checks them earlier).
-        self._cue_ids: dict[str, dict[str, int]] = template_label_ids(
-            self.tokenizer, default_rating_templates())
-        self.label_ids: dict[str, int] = next(iter(self._cue_ids.values()))
+        # A label split into several tokens after a cue is scored as a sequence
+        # (rate_sequences); single-token labels are read off one position.
+        # A tokenizer without a chat template (a base model) cannot judge but can still be a
+        # likelihood reader: its label tokens are then never read.
+        self._cue_seqs: dict[str, dict[str, tuple[int, ...]]] = (
+            template_label_sequences(self.tokenizer, default_rating_templates())
+            if getattr(self.tokenizer, "chat_template", None) else {})
+        self._cue_ids: dict[str, dict[str, int]] = {
+            cue: {lab: s[0] for lab, s in seqs.items()}
+            for cue, seqs in self._cue_seqs.items() if all(len(s) == 1 for s in seqs.values())}
+        self.label_ids: dict[str, int] = next(iter(self._cue_ids.values()), {})
+        if len(self._cue_ids) < len(self._cue_seqs) and settings.decide != "likelihood":
+            raise UserError(f"model {settings.model}: a label splits into several tokens after "
+                            "the answer cue, which only rater.decide = 'likelihood' scores (as a "
+                            "sequence); rater.decide = 'parse' reads one generated token")
         self.model_id: str = rater_id(model_id(self.spec, self.adapter), settings.decide)
         self.token_stats: dict[str, int] = {"prompts": 0, "prompt_tokens": 0,
                                             "cached_tokens": 0}
@@ -97,15 +110,51 @@ class RaterCore(Closing):
     def dtype_choice(self) -> dict[str, str]:
         return {"requested": self.settings.dtype, "dtype": self.dtype, "reason": self.dtype_reason}
 
-    def labels_for(self, prompts: Sequence[Messages]) -> list[dict[str, int]]:
-        """Per prompt, label -> token id after its answer cue (its last assistant message)."""
+    def sequences_for(self, prompts: Sequence[Messages]) -> list[dict[str, tuple[int, ...]]]:
+        """Per prompt, label -> token ids after its answer cue (its last assistant message)."""
         out = []
         for messages in prompts:
             cue = answer_cue(messages) or ""
-            if cue not in self._cue_ids:
-                self._cue_ids[cue] = label_token_ids(self.tokenizer, cue=cue or None)
-            out.append(self._cue_ids[cue])
+            if cue not in self._cue_seqs:
+                self._cue_seqs[cue] = (
+                    label_sequences(self.tokenizer, cue=cue) if cue else
+                    {lab: (t,) for lab, t in label_token_ids(self.tokenizer).items()})
+            out.append(self._cue_seqs[cue])
         return out
+
+    def needs_sequences(self, prompts: Sequence[Messages]) -> bool:
+        """Whether some prompt's labels split into several tokens (:meth:`rate_sequences`)."""
+        return any(len(s) > 1 for m in self.sequences_for(prompts) for s in m.values())
+
+    def labels_for(self, prompts: Sequence[Messages]) -> list[dict[str, int]]:
+        """Per prompt, label -> token id after its answer cue (single-token labels)."""
+        return [{lab: s[0] for lab, s in m.items()} for m in self.sequences_for(prompts)]
+
+    def rate_sequences(self, prompts: Sequence[Messages]) -> list[Judgment]:
+        """Judgments whose labels are token sequences: each label scored by the sum of its
+        tokens' log-probabilities after the prompt (:meth:`loglikelihood`, where the three
+        continuations of one prompt share its tokens), then renormalised over the labels."""
+        if self.settings.decide != "likelihood":
+            raise UserError("a label splits into several tokens after the answer cue: only "
+                            "rater.decide = 'likelihood' scores it")
+        ids = self.prompt_ids(self.prompt_texts(prompts))
+        seqs = self.sequences_for(prompts)
+        requests = [(row, list(seq)) for row, m in zip(ids, seqs) for seq in m.values()]
+        lls = iter(self.loglikelihood(requests))
+        out = []
+        for m in seqs:
+            probs, mass = probs_from_sequence_logprobs({lab: next(lls) for lab in m})
+            out.append(Judgment(text="", label=choose_label(probs), probs=probs,
+                                label_mass=mass, decided_by="likelihood"))
+        self.token_stats["prompts"] += len(prompts)
+        return out
+
+    def loglikelihood(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """Summed log-probability of each continuation's tokens after its context (token
+        ids); the likelihood reader and multi-token labels read through it."""
+        raise UserError(f"the {type(self).__name__} backend gives no prompt log-probabilities; "
+                        "use rater.backend = 'transformers' or 'vllm' for the likelihood reader "
+                        "and for labels that split into several tokens")
 
     @staticmethod
     def wanted(label_maps: Sequence[Mapping[str, int]]) -> list[int]:

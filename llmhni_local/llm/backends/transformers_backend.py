@@ -6,7 +6,9 @@ position is the last column). One ``generate`` call per batch does greedy decodi
 last position only (transformers' ``logits_to_keep``), and those first-step logits give the
 label probabilities after the answer cue, as vLLM's raw logprobs do. In fp32 the two backends
 agree to about 1e-5 on the same prompts. There is no prefix cache here: every prompt token is
-computed (``token_stats`` counts them, none cached).
+computed (``token_stats`` counts them, none cached). The likelihood reader and labels that
+split into several tokens go through :meth:`TransformersRater.loglikelihood`, which does keep
+each shared context's KV cache and reuses it for every continuation after it.
 With ``batch_size=1`` this is the plain one-prompt-at-a-time ``generate`` loop.
 """
 
@@ -79,6 +81,8 @@ class TransformersRater(RaterCore):
         return results
 
     def rate(self, prompts: Sequence[Messages]) -> list[Judgment]:
+        if self.needs_sequences(prompts):
+            return self.rate_sequences(prompts)
         texts = self.prompt_texts(prompts)
         ids = self.prompt_ids(texts)  # length check, same as the other backends
         maps = self.labels_for(prompts)
@@ -89,6 +93,64 @@ class TransformersRater(RaterCore):
             results += self._batch(texts[start:start + size], wanted=wanted)
         self.count_tokens(sum(len(r) for r in ids), 0, len(prompts))
         return self.judgments(results, maps)
+
+    def loglikelihood(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """Summed continuation log-probabilities, each distinct context computed once.
+
+        Requests are grouped by context; a group's context runs once with its KV cache kept,
+        and its continuations (right-padded, up to ``batch_size`` at a time) run on copies of
+        that cache, so a judgment costs the continuation's tokens, not the whole prompt. The
+        first continuation token is read off the context's last position."""
+        import torch
+
+        out = [0.0] * len(requests)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for k, (ctx, cont) in enumerate(requests):
+            if not ctx or not cont:
+                raise ValueError(f"request {k}: empty context or continuation")
+            groups.setdefault(tuple(ctx), []).append(k)
+        size = max(1, self.settings.batch_size)
+        n_tokens = 0
+        with torch.inference_mode():
+            for ctx, idx in groups.items():
+                for start in range(0, len(idx), size):
+                    chunk = idx[start:start + size]
+                    lls = self._continuations(list(ctx), [requests[k][1] for k in chunk])
+                    for k, ll in zip(chunk, lls):
+                        out[k] = ll
+                n_tokens += len(ctx) + sum(len(requests[k][1]) for k in idx)
+        # computed tokens: each context once, then the continuations
+        self.count_tokens(n_tokens, 0, 0)
+        return out
+
+    def _continuations(self, ctx: list[int], conts: list[list[int]]) -> list[float]:
+        import torch
+
+        dev = self.model.device
+        first = self.model(input_ids=torch.tensor([ctx], device=dev), use_cache=True)
+        last = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
+        totals = [float(last[c[0]]) for c in conts]
+        longest = max(len(c) for c in conts)
+        if longest == 1:
+            return totals
+        k, n = len(conts), len(ctx)
+        ids = torch.full((k, longest - 1), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((k, n + longest - 1), dtype=torch.long)
+        mask[:, :n] = 1
+        for r, c in enumerate(conts):  # feed all but the last token; right padding
+            ids[r, :len(c) - 1] = torch.tensor(c[:-1])
+            mask[r, n:n + len(c) - 1] = 1
+        cache = first.past_key_values
+        cache.batch_repeat_interleave(k)
+        pos = torch.arange(n, n + longest - 1).expand(k, -1)
+        step = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                          position_ids=pos.to(dev), past_key_values=cache, use_cache=True)
+        lp = torch.log_softmax(step.logits.float(), dim=-1)
+        for r, c in enumerate(conts):
+            if len(c) > 1:
+                tgt = torch.tensor(c[1:], device=lp.device)
+                totals[r] += float(lp[r, torch.arange(len(c) - 1), tgt].sum())
+        return totals
 
     def generate(self, prompts: Sequence[Messages], max_tokens: int) -> list[str]:
         """Free greedy generation (e.g. profile summaries), same prompt rendering."""

@@ -48,6 +48,8 @@ class VllmRater(RaterCore):
     def rate(self, prompts: Sequence[Messages]) -> list[Judgment]:
         if not prompts:
             return []
+        if self.needs_sequences(prompts):
+            return self.rate_sequences(prompts)
         maps = self.labels_for(prompts)
         wanted = tuple(self.wanted(maps))
         if wanted not in self._params:
@@ -57,6 +59,15 @@ class VllmRater(RaterCore):
                                   stats=self.token_stats)
         self.token_stats["prompts"] += len(prompts)
         return self.judgments(results, maps)
+
+    def loglikelihood(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """Summed continuation log-probabilities from vLLM's prompt log-probabilities of
+        ``context + continuation`` (``vllm_compat.prompt_loglikelihoods``). vLLM does not read
+        the prefix cache for such requests, so every token of every request is computed."""
+        if not requests:
+            return []
+        return compat.prompt_loglikelihoods(self.llm, requests, lora=self._lora,
+                                            stats=self.token_stats)
 
     def generate(self, prompts: Sequence[Messages], max_tokens: int) -> list[str]:
         """Free greedy generation (e.g. profile summaries), same prompt rendering."""

@@ -202,6 +202,37 @@ def generate(llm: Any, prompt_ids: Sequence[Sequence[int]], params: Any,
     return results
 
 
+def prompt_loglikelihoods(llm: Any, requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+                          lora: Any = None, stats: dict[str, int] | None = None) -> list[float]:
+    """Summed log-probability of each continuation after its context, from the prompt
+    log-probabilities of ``context + continuation`` (``SamplingParams.prompt_logprobs = 0``:
+    each prompt token's own log-probability; position 0 has none).
+
+    vLLM 0.32 sets ``skip_reading_prefix_cache`` for every request that asks for prompt
+    log-probabilities (a cached block would have no log-probabilities to return), so these
+    requests compute every token; ``stats`` counts them, none cached."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+    prompts = [{"prompt_token_ids": [*ctx, *cont]} for ctx, cont in requests]
+    outputs = llm.generate(prompts, params, use_tqdm=False, lora_request=lora)
+    out: list[float] = []
+    for (ctx, cont), res in zip(requests, outputs):
+        ids = list(res.prompt_token_ids or ())
+        lps = res.prompt_logprobs or []
+        total = 0.0
+        for pos in range(len(ctx), len(ctx) + len(cont)):
+            entry = lps[pos].get(ids[pos]) if pos < len(lps) and lps[pos] else None
+            if entry is None:  # a position without its token's log-probability: not guessed
+                total = float("nan")
+                break
+            total += float(getattr(entry, "logprob", entry))
+        out.append(total)
+        if stats is not None:
+            stats["prompt_tokens"] = stats.get("prompt_tokens", 0) + len(ids)
+    return out
+
+
 # ---------------------------------------------------------------------------- embeddings
 _POOLING = {"mean": "MEAN", "cls": "CLS", "last": "LAST"}
 
