@@ -45,13 +45,49 @@ def _check_messages(messages: Any, index: int) -> None:
             raise ValueError(f"prompt {index}: every message needs string 'role' and 'content'")
 
 
+def system_form(tokenizer: Any) -> str:
+    """How this tokenizer's chat template takes a system message: ``"system"`` (a system
+    turn) or ``"folded"`` (the template refuses one, as Gemma's raises, so the system text
+    opens the first user turn instead). Found by trying the template once."""
+    cached = getattr(tokenizer, "_llmhni_system_form", None)
+    if cached is not None:
+        return cached
+    probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    try:
+        tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+        form = "system"
+    except Exception:  # noqa: BLE001 - jinja's TemplateError, or whatever a template raises
+        form = "folded"
+    try:
+        tokenizer._llmhni_system_form = form
+    except AttributeError:  # a tokenizer that takes no attributes: try again next time
+        pass
+    return form
+
+
+def fold_system(messages: Messages) -> Messages:
+    """The messages with a leading system message folded into the first user turn."""
+    if not messages or messages[0]["role"] != "system":
+        return list(messages)
+    system, rest = messages[0]["content"], list(messages[1:])
+    if rest and rest[0]["role"] == "user":
+        rest[0] = {"role": "user", "content": f"{system}\n\n{rest[0]['content']}"}
+    else:
+        rest.insert(0, {"role": "user", "content": system})
+    return rest
+
+
 def render_prompt(tokenizer: Any, messages: Messages) -> str:
     """The chat-templated prompt text, ending where the assistant's answer starts: after the
-    generation prompt, or after a trailing assistant message (the answer cue), left open."""
+    generation prompt, or after a trailing assistant message (the answer cue), left open. A
+    template without a system role gets the system text in the first user turn
+    (:func:`system_form`)."""
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(f"model {getattr(tokenizer, 'name_or_path', '?')}: the tokenizer has no "
                         "chat template (a base model?); a rater needs an instruction model")
     _check_messages(messages, 0)
+    if messages[0]["role"] == "system" and system_form(tokenizer) == "folded":
+        messages = fold_system(messages)
     if messages[-1]["role"] == "assistant":
         # The template would close the turn (<|im_end|>); continue_final_message cuts the text
         # right after the cue, so the model continues the same assistant turn.

@@ -116,6 +116,8 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], RatingBacken
                                 f"expected {model_id!r}")
             report.dtype = getattr(backend, "dtype_choice", None)
             manifest["dtype"] = report.dtype
+            # "system" or "folded" (a template without a system role; llm/chat.py)
+            manifest["chat_form"] = getattr(backend, "chat_form", None)
             job = _Job(store, keys, settings, run_dir, manifest, [n_seen, n_bad], on_batch)
             _rate_work(backend, work, profiles, templates, job, report, progress)
         finally:
@@ -269,9 +271,9 @@ def rater_model_id(settings, prompts_dir: str | Path | None = None, *,
     template file and the token pieces otherwise), so a bad cue stops before any engine."""
     from llmhni_local.llm.backends.common import rater_id
     from llmhni_local.llm.adapters import check_adapter
-    from llmhni_local.llm.registry import RATER_NEEDS, model_id, resolve_checked
+    from llmhni_local.llm.registry import READER_NEEDS, model_id, resolve_checked
 
-    spec = resolve_checked(settings.model, RATER_NEEDS)
+    spec = resolve_checked(settings.model, READER_NEEDS)  # a judge's template: check_judge
     adapter = check_adapter(settings.adapter) if settings.adapter else None
     if mode == "judge":  # the likelihood reader reads no label and needs no chat template
         check_judge(spec.path, settings.model)

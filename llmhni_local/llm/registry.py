@@ -43,6 +43,8 @@ SOURCE_FILE = "llmhni_source.json"  # written into a converted folder: where it 
 
 Need = Literal["weights", "config", "tokenizer", "chat_template"]
 RATER_NEEDS: tuple[Need, ...] = ("weights", "config", "tokenizer", "chat_template")
+#: The likelihood reader follows no instruction: a base model without a chat template serves.
+READER_NEEDS: tuple[Need, ...] = ("weights", "config", "tokenizer")
 EMBEDDER_NEEDS: tuple[Need, ...] = ("weights", "config", "tokenizer")
 
 

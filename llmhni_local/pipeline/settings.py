@@ -34,9 +34,14 @@ class PipelineSettings:
             (default: ``("bpr", "tce", "sgl", "llmhni")``)
         seeds: training seeds; results are reported as mean ± std over them. (default: ``(0,)``)
         rater: ``llm`` (the configured local model) or ``simulated`` (reads the ground-truth
-            noise flags and errs at ``simulated_error``; for studies only, marked as simulated
-            everywhere). (default: ``"llm"``)
+            noise flags and errs at ``simulated_error``, or is graded by ``simulated_auc``; for
+            studies only, marked as simulated everywhere). (default: ``"llm"``)
         simulated_error: error rate of the simulated rater. (default: ``0.0``)
+        simulated_auc: grade the simulated rater by AUC instead: it draws a binormal score per
+            observed candidate whose AUC between truly clean and truly noisy pairs is this
+            value, in [0.5, 1], and the ``[verdicts]`` threshold rule (a share, or taus from
+            audits) turns the scores into verdicts (:mod:`llmhni_local.method.simulated_rater`).
+            ``None``: the error-rate form. (default: ``None``)
     """
 
     out: str = "runs/ml100k"
@@ -44,6 +49,7 @@ class PipelineSettings:
     seeds: tuple[int, ...] = (0,)
     rater: Literal["llm", "simulated"] = "llm"
     simulated_error: float = 0.0
+    simulated_auc: float | None = None
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS]
@@ -55,6 +61,17 @@ class PipelineSettings:
             raise ConfigError("pipeline.seeds must not be empty (give at least one seed)")
         if not 0.0 <= self.simulated_error <= 1.0:
             raise ConfigError(f"pipeline.simulated_error must be in [0, 1], got {self.simulated_error}")
+        if self.simulated_auc is not None:
+            if not 0.5 <= self.simulated_auc <= 1.0:
+                raise ConfigError(f"pipeline.simulated_auc must be in [0.5, 1], got "
+                                  f"{self.simulated_auc}")
+            if self.simulated_error != 0.0:
+                raise ConfigError(f"pipeline.simulated_auc ({self.simulated_auc:g}) and "
+                                  f"pipeline.simulated_error ({self.simulated_error:g}) are two "
+                                  "forms of the simulated rater; set one")
+            if self.rater != "simulated":
+                raise ConfigError(f"pipeline.simulated_auc grades the simulated rater; "
+                                  f"pipeline.rater is {self.rater!r} (set it to 'simulated')")
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,14 @@ class RunConfig:
     verdicts: VerdictSettings = field(default_factory=VerdictSettings)
 
     def __post_init__(self) -> None:
+        from llmhni_local.verdicts.decide import check_reader
+
+        if self.pipeline.rater == "llm":
+            check_reader(self.verdicts, self.rate.mode)
+        if self.tune.kind != "none" and self.rate.mode == "likelihood":
+            raise ConfigError("tune.kind = 'probe' fits a head on the judge's answer states; "
+                              "rate.mode = 'likelihood' reads no answer (set tune.kind = "
+                              "'none')")
         if self.tune.kind == "none":
             return
         if self.rater.adapter:

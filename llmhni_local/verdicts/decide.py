@@ -46,7 +46,7 @@ from llmhni_local.errors import UserError
 from llmhni_local.llm.base import LABELS
 from llmhni_local.llm.store import VIEWS, Key
 from llmhni_local.verdicts.rules import (audit_verdict, VerdictSettings, batch_calibrate, binary_kappa,
-                                            choose_model, cross_fitted_kappa,
+                                            choose_model, constant_views, cross_fitted_kappa,
                                             cross_validate, fit_logistic,
                                             high_score, jsonable, log_ratios, predict_logistic,
                                             tau_from_share, taus_by_kappa)
@@ -80,6 +80,9 @@ def compute_verdicts(candidates: np.ndarray, judgments) -> "Any":
                         "item": candidates["item"].astype(np.int64),
                         "kind": candidates["kind"].astype(str)})
     cols = ["label", "ok", "p_high", "p_medium", "p_low", "label_mass"]
+    if "score" in judgments.columns:  # the likelihood reader's score (llm/likelihood.py)
+        judgments = judgments.rename(columns={"score": "reader"})
+        cols.append("reader")
     for view in VIEWS:
         part = judgments[judgments["view"] == view][["user", "item", *cols]]
         if part.duplicated(["user", "item"]).any():
@@ -99,8 +102,26 @@ def compute_verdicts(candidates: np.ndarray, judgments) -> "Any":
     return out
 
 
+def check_reader(settings: VerdictSettings, mode: str, where: str | Path = "") -> None:
+    """The likelihood reader gives a score per view, no label: only the threshold rule (at
+    a share, or from audits) reads it, and batch calibration (of label probabilities) does
+    not apply. The stacked rule's LLM features are label log-odds, which it does not have."""
+    if mode != "likelihood":
+        return
+    if settings.rule != "threshold":
+        raise UserError(f"{where or 'verdicts'}: rate.mode = 'likelihood' stores scores, not "
+                        f"labels; verdicts.rule = {settings.rule!r} has nothing to read (use "
+                        "verdicts.rule = 'threshold')")
+    if settings.calibration != "none":
+        raise UserError(f"{where or 'verdicts'}: verdicts.calibration = "
+                        f"{settings.calibration!r} calibrates label probabilities; the "
+                        "likelihood reader's scores have none (use calibration 'none')")
+
+
 def verdict_counts(verdicts) -> dict[str, Any]:
-    """Counts per candidate kind and verdict, and of each graph action."""
+    """Counts per candidate kind and verdict, of each graph action and, where the table has
+    the views' labels, of each view's answered labels (``labels``; a judgment with no label,
+    failed or a score alone, is not counted there)."""
     counts: dict[str, Any] = {}
     for kind in ("observed", "unobserved"):
         sub = verdicts[verdicts["kind"] == kind]
@@ -109,7 +130,20 @@ def verdict_counts(verdicts) -> dict[str, Any]:
     counts["actions"] = {a: int((verdicts["action"] == a).sum())
                          for a in ("keep", "remove", "add", "nothing")}
     counts["no_verdict"] = int(verdicts["verdict"].isin(["failed", "unrated"]).sum())
+    counts["labels"] = {view: {str(lab): int(n) for lab, n in
+                               verdicts[f"label_{view}"].dropna().value_counts().items()}
+                        for view in VIEWS if f"label_{view}" in verdicts}
     return counts
+
+
+def constant_rater(constant: dict[str, dict[str, Any]], settings: VerdictSettings) -> bool:
+    """Whether the verdicts carry no information because the rater says one thing: the rule
+    decides by the labels (argmax, no calibration; other rules read the probabilities), and
+    either every view is constant or one is constant at a label other than High (then every
+    verdict is noisy). One view constant at High leaves the other view's labels deciding."""
+    if not constant or settings.rule != "argmax" or settings.calibration != "none":
+        return False
+    return set(constant) >= set(VIEWS) or any(c["label"] != "High" for c in constant.values())
 
 
 def write_verdicts(run_dir: str | Path, settings: VerdictSettings | None = None, *,
@@ -139,10 +173,14 @@ def write_verdicts(run_dir: str | Path, settings: VerdictSettings | None = None,
     with JudgmentStore(run_dir, create=False) as store:
         judgments = store.frame(views=keys)
     verdicts = compute_verdicts(candidates, judgments)
+    check_reader(settings, manifest.get("mode", "judge"), run_dir)
     info: dict[str, Any] = {"rule": "argmax", "calibration": "none"}
     if settings.rule != "argmax" or settings.calibration != "none":
         verdicts, info = apply_rule(verdicts, candidates, settings, audits, train=train)
     counts = verdict_counts(verdicts)
+    constant = constant_views(counts["labels"], settings.constant_share)
+    counts.update(constant=constant, rater_constant=constant_rater(constant, settings),
+                  constant_share=settings.constant_share)
     counts.update(model_id=manifest["model_id"], adapter=manifest["adapter"],
                   prompt_hashes={v: k.prompt_hash for v, k in keys.items()},
                   rule=RULE_TEXT[settings.rule], verdict_rule=jsonable(info))
@@ -253,6 +291,14 @@ def _view_scores(table, settings: VerdictSettings, fit: np.ndarray):
                             "score": SCORE_TEXT}
     scores, probs = {}, {}
     for view in VIEWS:
+        reader = table.get(f"reader_{view}")
+        if reader is not None and reader.notna().any():  # the likelihood reader: its score
+            ok = table[f"ok_{view}"].to_numpy(bool)
+            scores[view] = np.where(ok, reader.to_numpy(np.float64), np.nan)
+            probs[view] = np.full((len(table), len(LABELS)), np.nan)
+            table[f"score_{view}"] = scores[view]
+            info["score"] = "log p(name | view context) - log p(name | neutral context)"
+            continue
         p, ok = _view_probs(table, view, settings)
         if not (ok & fit).any():
             raise UserError(f"verdicts.rule = {settings.rule!r}: no {view}-view judgment of a "

@@ -204,3 +204,83 @@ def test_labels_that_tokenise_alike_are_refused(tiny_llama):
     assert len(label_sequences(tok, ("High", "HIGH", "Low"), cue="Relevance:")) == 3
     with pytest.raises(UserError, match="same sequence"):
         label_sequences(Lowering(), ("High", "HIGH", "Low"), cue="Relevance:")
+
+
+# ---------------------------------------------------------------------------- the rate loop
+def test_likelihood_mode_rates_resumes_and_feeds_the_threshold_rule(tiny_llama, tmp_path):
+    import importlib.util
+
+    from llmhni_local.llm.rate import RateSettings, rate_candidates, read_rating_manifest
+    from llmhni_local.llm.store import JudgmentStore
+    from llmhni_local.verdicts.decide import Audits, write_verdicts
+    from llmhni_local.verdicts.rules import VerdictSettings
+
+    spec = importlib.util.spec_from_file_location("rating_fixture_l",
+                                                  Path(__file__).parent / "rating_fixture.py")
+    rf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rf)
+    run = rf.make_run(tmp_path / "run", n_users=6, n_items=12, per_user=4, k_neg=2, k_pos=2)
+    settings = _settings(tiny_llama, batch_size=8)
+    starts = []
+
+    def make():
+        starts.append(1)
+        return make_rating_backend(settings)
+
+    from llmhni_local.llm.rate import rater_model_id
+
+    mid, _ = rater_model_id(settings, mode="likelihood")
+    rs = RateSettings(mode="likelihood", batch_size=10)
+    rep = rate_candidates(run, make, model_id=mid, settings=rs, progress=False)
+    assert rep.rated == 2 * 6 * 4 and rep.failures == 0
+    with JudgmentStore(run, create=False) as store:
+        frame = store.frame()
+    assert frame["label"].isna().all() and frame["score"].notna().all()
+    assert frame["score"].std() > 0  # scores differ between pairs
+    manifest = read_rating_manifest(run)
+    assert manifest["mode"] == "likelihood" and manifest["views"]["user"]["template"] == "likelihood"
+    # the judge's rows of the same pairs are kept apart by the prompt hash
+    assert manifest["views"]["user"]["prompt_hash"] != manifest["views"]["item"]["prompt_hash"]
+    again = rate_candidates(run, make, model_id=mid, settings=rs, progress=False)
+    assert again.rated == 0 and len(starts) == 1  # resumed: nothing left, no engine
+    counts = write_verdicts(run, VerdictSettings(rule="threshold", tau_source="share",
+                                                 target_share=0.5), audits=Audits.empty())
+    observed = counts["observed"]
+    assert observed["hard"] + observed["noisy"] == observed["total"] > 0
+    assert 0 < observed["hard"] < observed["total"]
+    with pytest.raises(UserError, match="rate.mode = 'likelihood' stores scores"):
+        write_verdicts(run, VerdictSettings(), audits=Audits.empty())
+
+
+def test_likelihood_mode_settings_are_checked_before_any_engine():
+    from llmhni_local.config import ConfigError
+    from llmhni_local.llm.rate import RateSettings
+    from llmhni_local.pipeline import load_run_config
+
+    with pytest.raises(ConfigError, match="rate.mode"):
+        RateSettings(mode="guess")
+    with pytest.raises(ConfigError, match="inprocess"):
+        RateSettings(mode="likelihood", engine="ray")
+    with pytest.raises(UserError, match="verdicts.rule"):
+        load_run_config(None, {"rate.mode": "likelihood", "verdicts.rule": "argmax"})
+    with pytest.raises(UserError, match="tune.kind"):
+        load_run_config(None, {"rate.mode": "likelihood", "verdicts.rule": "threshold",
+                               "tune.kind": "probe"})
+
+
+def test_a_model_without_a_chat_template_is_refused_as_a_judge_not_as_a_reader(tiny_llama,
+                                                                             tmp_path):
+    import json
+
+    from llmhni_local.llm.rate import rater_model_id
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    cfg = json.loads((base / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(cfg))
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(UserError, match="no chat template"):
+        rater_model_id(_settings(base), mode="judge")
+    mid, _ = rater_model_id(_settings(base), mode="likelihood")
+    assert mid

@@ -17,12 +17,12 @@ from typing import Any, Mapping, Sequence
 from llmhni_local.errors import UserError
 from llmhni_local.llm.base import Judgment
 from llmhni_local.llm.chat import (Messages, answer_cue, encode_prompts, load_tokenizer,
-                                   render_prompts)
+                                   render_prompts, system_form)
 from llmhni_local.llm.labels import (choose_label, label_sequences, label_token_ids, parse_label,
                                      probs_from_logprobs, probs_from_sequence_logprobs,
                                      template_label_sequences)
 from llmhni_local.llm.adapters import check_adapter
-from llmhni_local.llm.registry import RATER_NEEDS, ModelSpec, Need, model_id, resolve_checked
+from llmhni_local.llm.registry import READER_NEEDS, ModelSpec, Need, model_id, resolve_checked
 from llmhni_local.llm.settings import RaterSettings
 
 
@@ -67,7 +67,9 @@ class RaterCore(Closing):
     """Model, adapter, dtype, tokenizer and label tokens of a rater; checked before the engine
     starts. ``token_stats`` counts prompt tokens and those served from the prefix cache."""
 
-    needs: tuple[Need, ...] = RATER_NEEDS
+    # The chat template a judge needs is checked before the engine (rate.rater_model_id) and
+    # when a prompt is rendered; a likelihood reader needs none.
+    needs: tuple[Need, ...] = READER_NEEDS
 
     def __init__(self, settings: RaterSettings) -> None:
         from llmhni_local.llm.device import log_choice
@@ -96,6 +98,9 @@ class RaterCore(Closing):
                             "the answer cue, which only rater.decide = 'likelihood' scores (as a "
                             "sequence); rater.decide = 'parse' reads one generated token")
         self.model_id: str = rater_id(model_id(self.spec, self.adapter), settings.decide)
+        # how the chat template took the system text (recorded in rating.json)
+        self.chat_form: str | None = (system_form(self.tokenizer)
+                                      if getattr(self.tokenizer, "chat_template", None) else None)
         self.token_stats: dict[str, int] = {"prompts": 0, "prompt_tokens": 0,
                                             "cached_tokens": 0}
         self.cached_known = False  # whether the backend can see prefix-cache hits
