@@ -27,6 +27,7 @@ ROOMS: tuple[tuple[str, ...], ...] = (
     ("audit",),  # records, export, import, agreement, simulated audits, the audit report
     ("tune",),  # LoRA fine-tuning and probe fitting, on audited labels
     ("stages", "report"),
+    ("assess",),  # a rater on users held out from every tuning set (rater assess)
     ("pipeline",),
     ("cli", "__init__", "__main__"),
 )

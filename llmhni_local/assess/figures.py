@@ -1,0 +1,248 @@
+"""The figures of an assessment: scores, label counts, the constant-rater check, AUCs (raw
+and cross-fitted with folds grouped by user), kappas, speed and coverage costs."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from llmhni_local.assess.settings import AssessSettings
+from llmhni_local.llm.base import LABELS
+from llmhni_local.llm.store import VIEWS
+
+if TYPE_CHECKING:
+    from llmhni_local.data.dataset import Interactions
+    from llmhni_local.llm.rate_plan import RateReport
+
+
+def judgment_scores(frame) -> np.ndarray:
+    """Per judgment row: its own ``score`` where the row has one (likelihood mode), else
+    ``log P(High) - log(P(Medium) + P(Low))`` of its probabilities; NaN without either."""
+    from llmhni_local.verdicts.rules import high_score
+
+    probs = frame[["p_high", "p_medium", "p_low"]].to_numpy(np.float64)
+    have = np.isfinite(probs).all(axis=1)
+    out = np.where(have, high_score(np.nan_to_num(probs)), np.nan)
+    if "score" in frame.columns:
+        own = frame["score"].to_numpy(np.float64, na_value=np.nan)
+        out = np.where(np.isfinite(own), own, out)
+    return out
+
+
+def view_table(sample, judgments):
+    """The sample with, per view, ``label_<view>`` (None: a failure or a score-only
+    judgment), ``judged_<view>`` and ``score_<view>``."""
+    table = sample.copy()
+    for view in VIEWS:
+        rows = judgments[judgments["view"] == view].copy()
+        rows[f"score_{view}"] = judgment_scores(rows)
+        rows[f"label_{view}"] = rows["label"].where(rows["label"].notna(), None)
+        rows[f"judged_{view}"] = True
+        table = table.merge(rows[["user", "item", f"label_{view}", f"score_{view}",
+                                  f"judged_{view}"]], on=["user", "item"], how="left")
+        table[f"judged_{view}"] = table[f"judged_{view}"].fillna(False).astype(bool)
+        table[f"label_{view}"] = table[f"label_{view}"].astype(object).where(
+            table[f"label_{view}"].notna(), None)
+    return table
+
+
+def label_counts(labels, judged) -> dict[str, int]:
+    """High / Medium / Low / failed (judged, no label) counts."""
+    labels = [lab for lab, j in zip(labels, judged) if j]
+    out = {lab: sum(x == lab for x in labels) for lab in LABELS}
+    out["failed"] = sum(x is None for x in labels)
+    return out
+
+
+def constant_view(counts: dict[str, int], scores: np.ndarray, share: float) -> dict[str, Any]:
+    """Whether one value takes at least ``share`` of a view's judgments: its most frequent
+    label among the answered judgments (failures are no answer), as the verdict rules'
+    ``constant_views`` counts; for a view of score-only judgments (no label at all), its most
+    frequent score to 6 digits, among the judgments with a score.
+
+    >>> constant_view({"High": 97, "Medium": 2, "Low": 1, "failed": 9}, np.zeros(0), 0.95)
+    {'constant': True, 'value': 'High', 'share': 0.97, 'judgments': 100, 'threshold': 0.95}
+    """
+    answered = {lab: int(counts[lab]) for lab in LABELS}
+    n = sum(answered.values())
+    if n:
+        value = max(LABELS, key=lambda lab: answered[lab])  # ties: High, Medium, Low
+        top_n = answered[value]
+    else:
+        vals, freq = np.unique(np.round(scores[np.isfinite(scores)], 6), return_counts=True)
+        value = float(vals[freq.argmax()]) if len(vals) else None
+        top_n, n = (int(freq.max()), int(freq.sum())) if len(vals) else (0, 0)
+    top_share = top_n / n if n else math.nan
+    return {"constant": bool(n) and top_share >= share - 1e-12, "value": value,
+            "share": top_share, "judgments": n, "threshold": share}
+
+
+# ---------------------------------------------------------------------------- figures
+def cross_fitted_aucs(features: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, *,
+                      folds: int, seed: int = 0, l2: float = 1.0) -> dict[str, float]:
+    """Out-of-fold AUC of one class-balanced logistic model per feature set, every model on
+    the same folds, GROUPED BY USER (``groups``): no user's pairs on both sides of a fold,
+    so a model cannot score a pair by what it learned of its user elsewhere."""
+    from llmhni_local.tune.probe_head import auc, group_folds
+    from llmhni_local.verdicts.rules import fit_logistic, predict_logistic
+
+    y = np.asarray(y, dtype=bool)
+    fold = group_folds(groups, y.astype(np.int64), folds, seed)
+    out: dict[str, float] = {}
+    for name, x in features.items():
+        x = np.asarray(x, dtype=np.float64).reshape(len(y), -1)
+        oof = np.full(len(y), np.nan)
+        for f in np.unique(fold):
+            test = fold == f
+            if y[~test].all() or not y[~test].any():
+                continue  # a training side with one class fits nothing
+            oof[test] = predict_logistic(fit_logistic(x[~test], y[~test], l2), x[test])
+        ok = np.isfinite(oof)
+        out[name] = auc(oof[ok], y[ok])
+    return out
+
+
+def task_figures(table, task: str, score_cols: list[str], non_llm: np.ndarray,
+                 settings: AssessSettings) -> dict[str, Any]:
+    """One task (``natural``: noisy against clean; ``synthetic``: never-seen against clean):
+    the AUC of each LLM score raw, and the cross-fitted AUCs of the LLM score(s) alone, of
+    the non-LLM features alone and of both."""
+    from llmhni_local.tune.probe_head import auc
+
+    positive = "noisy" if task == "natural" else "synthetic"
+    rows = table["cls"].isin(["clean", positive]).to_numpy()
+    llm = -table.loc[rows, score_cols].to_numpy(np.float64)  # noise score
+    ok = np.isfinite(llm).all(axis=1)
+    y = (table.loc[rows, "cls"] == positive).to_numpy()[ok]
+    groups = table.loc[rows, "user"].to_numpy(np.int64)[ok]
+    x_llm, x_non = llm[ok], non_llm[rows][ok]
+    out: dict[str, Any] = {"positive": positive, "pairs": int(ok.sum()),
+                           "positives": int(y.sum()), "left_out_no_score": int((~ok).sum())}
+    if len(score_cols) == 1:
+        out["auc"] = auc(x_llm[:, 0], y)
+    out["cross_fitted"] = cross_fitted_aucs(
+        {"llm": x_llm, "non_llm": x_non, "stacked": np.column_stack([x_llm, x_non])}, y,
+        groups, folds=settings.folds, seed=settings.seed)
+    out["cross_fitted"]["llm_gain_over_non_llm"] = (out["cross_fitted"]["stacked"]
+                                                    - out["cross_fitted"]["non_llm"])
+    return out
+
+
+def non_llm_matrix(table, candidates: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Rec_pre's score, log(1 + item popularity), log(1 + user activity) per sample row (the
+    stacked verdict rule's non-LLM features without the candidate kind, which would give the
+    synthetic class away)."""
+    from llmhni_local.verdicts.decide import non_llm_features
+
+    return non_llm_features(table, candidates, train)[:, :3]
+
+
+def agreement_figures(table) -> dict[str, Any]:
+    """3-class kappa per view and verdict kappa against the labels of the observed pairs."""
+    from llmhni_local.audit.agreement import agreement
+    from llmhni_local.verdicts.rules import audit_verdict, model_verdict
+
+    lab = table[table["label"].notna() & table["judged_user"] & table["judged_item"]]
+    truth = lab["label"].tolist()
+    out: dict[str, Any] = {v: agreement(truth, lab[f"label_{v}"].tolist()) for v in VIEWS}
+    out["verdict"] = agreement([audit_verdict(t) for t in truth],
+                               [model_verdict(a, b) for a, b in
+                                zip(lab["label_user"], lab["label_item"])], ("hard", "noisy"))
+    return out
+
+
+# ---------------------------------------------------------------------------- coverage cost
+def coverage_costs(score_fn: Callable[[np.ndarray], np.ndarray], data: Interactions,
+                   targets: tuple[float, ...]) -> dict[str, Any]:
+    """Observed candidate pairs that a coverage of ``targets`` of the flagged (truly noisy)
+    training pairs needs under Rec_pre's ranking, the cheaper of the candidate machinery's two
+    ways: the same count per user (``candidates.k_pos``) or a share of each user's training
+    items (``candidates.k_pos_share``, ``k_pos = 0``); see ``method/candidates.py``.
+
+    A flagged pair of rank ``r`` (0: the user's lowest-scored training item) among the
+    ``n_u`` training items of its user is a candidate from ``k_pos = r + 1`` or from
+    ``k_pos_share = (r + 1) / n_u`` on, so the least setting for coverage ``c`` is the
+    ``ceil(c F)``-th smallest of these over the ``F`` flagged pairs."""
+    from llmhni_local.method.candidates import coverage, n_observed, select_candidates
+
+    if data.train_noise is None:
+        return {"available": False, "why": f"{data.name} has no ground-truth noise flags"}
+    ranked = select_candidates(score_fn, data.user_item_lists("train"), data.n_items, k_neg=0,
+                               k_pos=0, k_pos_share=1.0)  # every training pair, ranked
+    n_u = np.bincount(ranked["user"], minlength=data.n_users)
+    flag = {(int(u), int(i)) for (u, i), f in zip(data.train, data.train_noise) if f}
+    is_flag = np.array([(int(u), int(i)) in flag for u, i in zip(ranked["user"],
+                                                                 ranked["item"])], dtype=bool)
+    ranks, owners = ranked["rank"][is_flag].astype(np.int64), ranked["user"][is_flag]
+    if not len(ranks):
+        return {"available": False, "why": "no training pair is flagged noisy"}
+    need_k = np.sort(ranks + 1)
+    need_share = np.sort((ranks + 1) / n_u[owners])
+    rows = []
+    for c in targets:
+        m = max(1, math.ceil(c * len(ranks) - 1e-9))
+        k, share = int(need_k[m - 1]), float(need_share[m - 1])
+        by_k = int(sum(n_observed(int(n), k, 0.0) for n in n_u))
+        by_share = int(sum(n_observed(int(n), 0, share) for n in n_u))
+        way = ({"candidates.k_pos": k, "candidates.k_pos_share": 0.0} if by_k <= by_share
+               else {"candidates.k_pos": 0, "candidates.k_pos_share": share})
+        per_user = np.array([n_observed(int(n), way["candidates.k_pos"],
+                                        way["candidates.k_pos_share"]) for n in n_u])
+        keep_rank = ranked["rank"] < per_user[ranked["user"]]
+        got = coverage(ranked[keep_rank], data.train, data.train_noise)["coverage"]
+        rows.append({"coverage": c, "observed_pairs": min(by_k, by_share),
+                     "pairs_by_k_pos": by_k, "pairs_by_share": by_share, "settings": way,
+                     "coverage_reached": got})
+    return {"available": True, "flagged": len(ranks), "targets": rows}
+
+
+def add_times(costs: dict[str, Any], speed: float | None, start_s: float | None,
+              unobserved: int) -> None:
+    """Add judgments and seconds to each coverage row: 2 judgments per pair (two views),
+    observed pairs alone and with the run's unobserved candidates, at ``speed``."""
+    for row in costs.get("targets", []):
+        for name, pairs in (("observed", row["observed_pairs"]),
+                            ("with_unobserved", row["observed_pairs"] + unobserved)):
+            j = 2 * pairs
+            row[f"judgments_{name}"] = j
+            row[f"seconds_{name}"] = (j / speed + (start_s or 0.0)) if speed else None
+
+
+# ---------------------------------------------------------------------------- speed
+class BatchClock:
+    """Times the rating batches, for the speed without the engine's start."""
+
+    def __init__(self) -> None:
+        self.marks: list[float] = []
+
+    def __call__(self, batch: int) -> None:
+        self.marks.append(time.perf_counter())
+
+
+def measured_speed(report: RateReport, clock: BatchClock, batch_size: int) -> dict[str, Any]:
+    """Judgments per second of this call: overall (engine start included) and steady (from
+    the end of the first batch to the end of the last)."""
+    out: dict[str, Any] = {"rated": report.rated, "seconds": report.seconds,
+                           "judgments_per_s": (report.rated / report.seconds
+                                               if report.rated and report.seconds > 0 else None),
+                           "judgments_per_s_steady": None, "start_seconds": None}
+    if len(clock.marks) >= 2:
+        after_first = report.rated - min(batch_size, report.rated)
+        span = clock.marks[-1] - clock.marks[0]
+        if after_first > 0 and span > 0:
+            steady = after_first / span
+            out["judgments_per_s_steady"] = steady
+            out["start_seconds"] = max(0.0, report.seconds - report.rated / steady)
+    return out
+
+
+
+def run_coverage(candidates: np.ndarray, data: Interactions) -> dict[str, Any]:
+    from llmhni_local.method.candidates import count_kinds, coverage
+
+    return {"candidates": len(candidates), **count_kinds(candidates),
+            **coverage(candidates, data.train, data.train_noise)}
