@@ -9,6 +9,9 @@ One run measures, one after the other so they never share cores:
   (a) vLLM in-process, as the toolkit rates (``rater.max_tokens = 1``, likelihood choice at
       the answer cue, prefix caching, ``rater.dtype`` resolved by ``llm/device.py``);
   (b) optionally the toolkit's batched transformers backend;
+  (d) optionally the likelihood reader (``rate.mode = "likelihood"``) on the same pairs and
+      views: transformers with each context's KV cache reused for its names, and vLLM's
+      prompt log-probabilities (which vLLM serves without its prefix cache);
   (c) the plain loop a user would write: transformers, the model folder's own dtype, one
       prompt at a time, ``generate`` greedy until a label word appears (``stop_strings``,
       at most ``--loop-max-new-tokens``), the label parsed from the text.
@@ -29,6 +32,7 @@ Needs ``python cli.py models prepare smollm2`` first. Usage::
     python bench/rating_throughput.py                       # 128 prompts, dtype auto
     python bench/rating_throughput.py --dtype both          # vLLM in float32 and bfloat16
     python bench/rating_throughput.py --raters vllm --adapter adapters/NAME
+    python bench/rating_throughput.py --raters vllm,likelihood-transformers,likelihood-vllm
 """
 
 from __future__ import annotations
@@ -49,7 +53,10 @@ from _common import REPO_ROOT, emit_json, print_table
 
 ROOT = REPO_ROOT
 RATERS = {"vllm": "vLLM", "transformers": "transformers, batched", "loop": "plain generate loop",
-          "lora-request": "vLLM + LoRARequest", "lora-merged": "vLLM + merged LoRA"}
+          "lora-request": "vLLM + LoRARequest", "lora-merged": "vLLM + merged LoRA",
+          "likelihood-transformers": "likelihood reader, transformers (KV cache per context)",
+          "likelihood-vllm": "likelihood reader, vLLM prompt log-probabilities"}
+LIKELIHOOD = ("likelihood-transformers", "likelihood-vllm")
 # With --adapter: the same prompts through the adapter, applied per request (vLLM's LoRA
 # kernels) and folded into the weights (rater.lora_mode = "merged"; merge time counts as start).
 ADAPTER_KINDS = ("lora-request", "lora-merged")
@@ -96,9 +103,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------- prompts
-def build_prompts(n_users: int, per_user: int, seed: int = 0) -> tuple[list, list[str]]:
-    """``(chat prompts, item profile texts)``: per user ``per_user`` pairs (half training
-    items, half unobserved), user-centric prompts then item-centric ones, users adjacent."""
+def build_prompts(n_users: int, per_user: int, seed: int = 0) -> tuple[list, list[str], list]:
+    """``(chat prompts, item profile texts, work rows)``: per user ``per_user`` pairs (half
+    training items, half unobserved), user-centric prompts then item-centric ones, users
+    adjacent; the work rows ``(user, item, view, kind)`` are the same judgments in the same
+    order, for the likelihood reader."""
     from llmhni_local.data.movielens import load_ml100k
     from llmhni_local.llm.profiles import make_profiles
     from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
@@ -109,7 +118,7 @@ def build_prompts(n_users: int, per_user: int, seed: int = 0) -> tuple[list, lis
     train = data.user_item_lists("train")
     profiles = make_profiles(data)
     tpls = load_templates(tuple(VIEW_TEMPLATES.values()))
-    prompts = []
+    prompts, work = [], []
     for u in rng.choice(data.n_users, size=n_users, replace=False):
         seen = train[u]
         items = [int(i) for i in rng.choice(seen, size=min(len(seen), per_user // 2),
@@ -121,7 +130,9 @@ def build_prompts(n_users: int, per_user: int, seed: int = 0) -> tuple[list, lis
         for view in ("user", "item"):
             prompts += [view_messages(view, int(u), i, profiles, tpls[VIEW_TEMPLATES[view]], 10)
                         for i in items]
-    return prompts, list(profiles.items)
+            work += [(int(u), i, view, "observed" if i in seen else "unobserved")
+                     for i in items]
+    return prompts, list(profiles.items), work
 
 
 def prefix_reuse(ids: list[list[int]], block: int) -> dict:
@@ -285,6 +296,42 @@ def run_rater(kind: str, prompts: list, warmup: list, args: argparse.Namespace) 
             "judgments": [[j.text, j.label, j.probs, j.label_mass] for j in judgments]}
 
 
+def run_likelihood(kind: str, work: list, warm: list, args: argparse.Namespace) -> dict:
+    """The likelihood reader as the rate stage runs it (``llm/likelihood.pmi_scores`` in
+    batches of ``rate.batch_size`` = 256 rows), on the same pairs and views."""
+    from llmhni_local.data.movielens import load_ml100k
+    from llmhni_local.llm.backends import make_rating_backend
+    from llmhni_local.llm.likelihood import Encoder, pmi_scores
+    from llmhni_local.llm.profiles import make_profiles
+    from llmhni_local.llm.prompts import load_template
+    from llmhni_local.llm.settings import RaterSettings
+
+    profiles = make_profiles(load_ml100k())
+    tpl = load_template("likelihood")
+    settings = RaterSettings(backend=kind.split("-")[1], model=args.model,
+                             dtype=args.worker_dtype, batch_size=args.batch_size,
+                             block_size=args.block_size)
+    t0 = time.perf_counter()
+    rater = make_rating_backend(settings)
+    start_s = time.perf_counter() - t0
+    enc = Encoder(rater.tokenizer)
+
+    def score(rows: list) -> list:
+        out: list = []
+        for b in range(0, len(rows), 256):
+            out += pmi_scores(rater, enc, [tuple(r) for r in rows[b:b + 256]], profiles, tpl, 10)
+        return out
+
+    scores, rate_s, toks = steady(score, work, warm, rater.token_stats)
+    rater.close()
+    return {"kind": kind, "dtype": rater.dtype, "dtype_reason": rater.dtype_reason,
+            "start_s": start_s, "rate_s": rate_s, "n": len(work),
+            "prompt_tokens": toks["prompt_tokens"], "cached_tokens": 0, "cached_known": False,
+            "computed_tokens": toks["prompt_tokens"], "generated_tokens": 0,
+            "model_id": rater.model_id, "scores": scores,
+            "judgments": [["", None, None, None] for _ in scores]}
+
+
 def run_loop(prompts: list, warmup: list, args: argparse.Namespace) -> dict:
     """The loop a user would write: one prompt at a time, the folder's own dtype, ``generate``
     until a label word appears, the label parsed from the text. The first step's logits give
@@ -361,6 +408,8 @@ def worker(args: argparse.Namespace) -> None:
     payload = json.loads(Path(args.prompts_file).read_text())
     if args.worker.startswith("embed-"):
         out = run_embedder(args.worker, payload["items"], args)
+    elif args.worker in LIKELIHOOD:
+        out = run_likelihood(args.worker, payload["work"], payload["warm_work"], args)
     elif args.worker == "loop":
         n = args.loop_prompts or len(payload["prompts"])
         # No batch shapes to set up one prompt at a time: two warm-up prompts do.
@@ -419,6 +468,11 @@ def agreement(a: dict, b: dict, tol: float) -> dict:
 
 
 def summary(r: dict) -> dict:
+    if "scores" in r:  # the likelihood reader: a failure is a missing score
+        s = [x for x in r["scores"] if x is not None]
+        return {"n": len(r["scores"]), "failures": len(r["scores"]) - len(s),
+                "score_mean": float(np.mean(s)) if s else None,
+                "score_std": float(np.std(s)) if s else None}
     labels = [j[1] for j in r["judgments"]]
     return {"n": len(labels), "failures": sum(lab is None for lab in labels),
             "label_counts": {lab: labels.count(lab) for lab in ("High", "Medium", "Low")}}
@@ -480,9 +534,11 @@ def main(args: argparse.Namespace) -> None:
     per_user = 2 * args.per_user
     n_users = -(-args.prompts // per_user)
     n_warm = -(-args.warmup // per_user) if args.warmup else 0
-    everything, items = build_prompts(n_users + n_warm, args.per_user)
+    everything, items, all_work = build_prompts(n_users + n_warm, args.per_user)
     prompts = everything[:args.prompts]
     warmup = everything[n_users * per_user:][:args.warmup]
+    work = all_work[:args.prompts]
+    warm_work = all_work[n_users * per_user:][:args.warmup]
     tok = load_tokenizer(spec.path)
     ids = encode_prompts(tok, render_prompts(tok, warmup + prompts))
     lengths = [len(x) for x in ids[len(warmup):]]
@@ -507,7 +563,8 @@ def main(args: argparse.Namespace) -> None:
         tmp = Path(tmp_name)
         prompts_file = tmp / "prompts.json"
         prompts_file.write_text(json.dumps({"prompts": prompts, "warmup": warmup,
-                                            "items": items}))
+                                            "items": items, "work": work,
+                                            "warm_work": warm_work}))
         for kind, dt in runs:
             key = kind if len(dtypes) == 1 or kind == "loop" else f"{kind}_{dt}"
             results[key] = spawn(kind, dt, args, prompts_file, tmp)
@@ -539,7 +596,7 @@ def report(args, results, bounds, measured, shape, cpu, lengths, reuse) -> None:
                 title="Matmul bound (one decoder layer's linears; best of F.linear and oneDNN, of "
                       "before and after the raters)", digits=1)
     agree = {}
-    keys = list(figs)
+    keys = [k for k in figs if not k.startswith("likelihood")]
     for i, a in enumerate(keys):
         for b in keys[i + 1:]:
             tol = max(PROB_TOL.get(figs[a]["dtype"], 1e-2), PROB_TOL.get(figs[b]["dtype"], 1e-2))
@@ -572,6 +629,23 @@ def report(args, results, bounds, measured, shape, cpu, lengths, reuse) -> None:
         print(f"{k}: {f['x_loop']:.2f}x the plain loop (target >= 10x: "
               f"{'met' if f['x_loop'] >= 10 else 'NOT met'}), {f['flop_fraction']:.0%} of the "
               f"matmul bound (target >= 50%: {'met' if f['flop_fraction'] >= 0.5 else 'NOT met'})")
+    lik = [k for k in figs if k.startswith("likelihood")]
+    # the judge to beat: vLLM where it ran (the default backend), else transformers
+    judge = {figs[k]["dtype"]: k for k in sorted(figs, key=lambda k: k.startswith("vllm"))
+             if k.startswith("vllm") or k.startswith("transformers")}
+    for k in lik:
+        base = judge.get(figs[k]["dtype"])
+        if base:
+            x = figs[k]["judgments_per_s"] / figs[base]["judgments_per_s"]
+            out.setdefault("likelihood_x_judge", {})[k] = x
+            print(f"{k}: {x:.2f}x the judge ({base}) in judgments/s (target >= 5x: "
+                  f"{'met' if x >= 5 else 'NOT met'})")
+    if "likelihood-transformers" in results and "likelihood-vllm" in results:
+        a = np.array([np.nan if s is None else s for s in results["likelihood-transformers"]["scores"]])
+        b = np.array([np.nan if s is None else s for s in results["likelihood-vllm"]["scores"]])
+        out["likelihood_max_abs_score_diff"] = float(np.nanmax(np.abs(a - b)))
+        print(f"likelihood reader, transformers vs vLLM: max |score difference| "
+              f"{out['likelihood_max_abs_score_diff']:.4f}")
     if "lora-request" in results and "lora-merged" in results:
         out["lora_merged_x_request"] = results["lora-merged"]["per_s"] / \
             results["lora-request"]["per_s"]

@@ -97,60 +97,71 @@ class TransformersRater(RaterCore):
     def loglikelihood(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[float]:
         """Summed continuation log-probabilities, each distinct context computed once.
 
-        Requests are grouped by context; a group's context runs once with its KV cache kept,
-        and its continuations (right-padded, up to ``batch_size`` at a time) run on copies of
-        that cache, so a judgment costs the continuation's tokens, not the whole prompt. The
-        first continuation token is read off the context's last position."""
+        Requests are sorted so equal contexts are adjacent and taken ``batch_size`` at a time.
+        A chunk's distinct contexts run in one right-padded forward pass with their KV cache
+        kept; the first continuation token is read off each context's last real position.
+        The cache rows are then gathered per request and all continuations (right-padded)
+        run in a second pass on them, so a judgment costs its continuation's tokens and its
+        share of the context, not the whole prompt."""
         import torch
 
-        out = [0.0] * len(requests)
-        groups: dict[tuple[int, ...], list[int]] = {}
         for k, (ctx, cont) in enumerate(requests):
             if not ctx or not cont:
                 raise ValueError(f"request {k}: empty context or continuation")
-            groups.setdefault(tuple(ctx), []).append(k)
+        order = sorted(range(len(requests)), key=lambda k: (requests[k][0], k))
+        out = [0.0] * len(requests)
         size = max(1, self.settings.batch_size)
-        n_tokens = 0
         with torch.inference_mode():
-            for ctx, idx in groups.items():
-                for start in range(0, len(idx), size):
-                    chunk = idx[start:start + size]
-                    lls = self._continuations(list(ctx), [requests[k][1] for k in chunk])
-                    for k, ll in zip(chunk, lls):
-                        out[k] = ll
-                n_tokens += len(ctx) + sum(len(requests[k][1]) for k in idx)
-        # computed tokens: each context once, then the continuations
-        self.count_tokens(n_tokens, 0, 0)
+            for start in range(0, len(order), size):
+                chunk = order[start:start + size]
+                lls, n_tokens = self._chunk([requests[k] for k in chunk])
+                for k, ll in zip(chunk, lls):
+                    out[k] = ll
+                self.count_tokens(n_tokens, 0, 0)  # computed tokens: contexts once, then names
         return out
 
-    def _continuations(self, ctx: list[int], conts: list[list[int]]) -> list[float]:
+    def _chunk(self, reqs: list[tuple[list[int], list[int]]]) -> tuple[list[float], int]:
         import torch
 
-        dev = self.model.device
-        first = self.model(input_ids=torch.tensor([ctx], device=dev), use_cache=True)
-        last = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
-        totals = [float(last[c[0]]) for c in conts]
-        longest = max(len(c) for c in conts)
-        if longest == 1:
-            return totals
-        k, n = len(conts), len(ctx)
-        ids = torch.full((k, longest - 1), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((k, n + longest - 1), dtype=torch.long)
-        mask[:, :n] = 1
-        for r, c in enumerate(conts):  # feed all but the last token; right padding
-            ids[r, :len(c) - 1] = torch.tensor(c[:-1])
-            mask[r, n:n + len(c) - 1] = 1
-        cache = first.past_key_values
-        cache.batch_repeat_interleave(k)
-        pos = torch.arange(n, n + longest - 1).expand(k, -1)
-        step = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
-                          position_ids=pos.to(dev), past_key_values=cache, use_cache=True)
-        lp = torch.log_softmax(step.logits.float(), dim=-1)
-        for r, c in enumerate(conts):
-            if len(c) > 1:
-                tgt = torch.tensor(c[1:], device=lp.device)
-                totals[r] += float(lp[r, torch.arange(len(c) - 1), tgt].sum())
-        return totals
+        from llmhni_local.llm.probe_states import _decoder
+
+        decoder, head = _decoder(self.model), self.model.get_output_embeddings()
+        dev, pad = self.model.device, self.tokenizer.pad_token_id
+        ctxs = list(dict.fromkeys(tuple(c) for c, _ in reqs))
+        of = {c: k for k, c in enumerate(ctxs)}
+        lens = torch.tensor([len(c) for c in ctxs])
+        width = int(lens.max())
+        ids = torch.full((len(ctxs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ctxs), width), dtype=torch.long)
+        for k, c in enumerate(ctxs):
+            ids[k, :len(c)] = torch.tensor(c)
+            mask[k, :len(c)] = 1
+        pre = decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=True)
+        last_h = pre.last_hidden_state[torch.arange(len(ctxs)), (lens - 1).to(dev)]
+        last = torch.log_softmax(head(last_h).float(), dim=-1)  # (contexts, vocab)
+        rows = torch.tensor([of[tuple(c)] for c, _ in reqs])
+        totals = [float(last[r, cont[0]]) for r, (_, cont) in zip(rows.tolist(), reqs)]
+        n_tokens = int(lens.sum()) + sum(len(c) for _, c in reqs)
+        longest = max(len(c) for _, c in reqs) - 1
+        if longest == 0:
+            return totals, n_tokens
+        cache = pre.past_key_values
+        cache.batch_select_indices(rows.to(dev))  # one row of the context's cache per request
+        cids = torch.full((len(reqs), longest), pad, dtype=torch.long)
+        cmask = torch.zeros((len(reqs), width + longest), dtype=torch.long)
+        cmask[:, :width] = mask[rows]
+        for r, (_, cont) in enumerate(reqs):  # feed all but the last name token
+            cids[r, :len(cont) - 1] = torch.tensor(cont[:-1])
+            cmask[r, width:width + len(cont) - 1] = 1
+        pos = lens[rows][:, None] + torch.arange(longest)[None, :]
+        step = decoder(input_ids=cids.to(dev), attention_mask=cmask.to(dev),
+                       position_ids=pos.to(dev), past_key_values=cache, use_cache=True)
+        lp = torch.log_softmax(head(step.last_hidden_state).float(), dim=-1)
+        for r, (_, cont) in enumerate(reqs):
+            if len(cont) > 1:
+                tgt = torch.tensor(cont[1:], device=lp.device)
+                totals[r] += float(lp[r, torch.arange(len(cont) - 1), tgt].sum())
+        return totals, n_tokens
 
     def generate(self, prompts: Sequence[Messages], max_tokens: int) -> list[str]:
         """Free greedy generation (e.g. profile summaries), same prompt rendering."""
