@@ -28,13 +28,14 @@ def _mount() -> None:
     app.command("report")(run.report)
     app.command("train")(train.train)
     app.add_typer(data.app, name="data", help="Inspect data sets.")
-    from llmhni_local.cli import audit, finetune, llm, models
+    from llmhni_local.cli import audit, finetune, llm, models, rater
 
     llm.mount(app)
     app.add_typer(models.app, name="models")
     app.add_typer(audit.app, name="audit")
     app.command("finetune-rater")(finetune.finetune_rater)
     app.add_typer(finetune.adapters_app, name="adapters")
+    app.add_typer(rater.app, name="rater")
 
 
 _mount()
