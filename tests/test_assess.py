@@ -12,10 +12,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmhni_local.assess import (CONSTANT_TEXT, MIN_PER_CLASS, AssessSettings, assess_run,
-                                 held_out_users, tuning_pairs)
-from llmhni_local.assess.figures import (constant_view, coverage_costs, add_times,
-                                         cross_fitted_aucs, judgment_scores, task_figures)
+from llmhni_local.assess import (
+    CONSTANT_TEXT,
+    MIN_PER_CLASS,
+    AssessSettings,
+    assess_run,
+    held_out_users,
+    tuning_pairs,
+)
+from llmhni_local.assess.figures import (
+    add_times,
+    constant_view,
+    coverage_costs,
+    cross_fitted_aucs,
+    judgment_scores,
+    task_figures,
+)
 from llmhni_local.assess.plot import roc_points
 from llmhni_local.data.dataset import Interactions
 from llmhni_local.errors import ConfigError, UserError
@@ -88,6 +100,31 @@ class ConstantRater:
 
     def close(self):
         pass
+
+
+class ScoreReader:
+    """A likelihood reader's rows: a score per judgment, no label, no probabilities."""
+
+    model_id = "reader@0"
+    fixed: float | None = None
+
+    def rate(self, prompts):
+        import hashlib
+
+        out = []
+        for messages in prompts:
+            h = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+            s = self.fixed if self.fixed is not None else (h[0] - 128) / 32.0
+            out.append(Judgment("", None, None, decided_by="pmi", score=s))
+        return out
+
+    def close(self):
+        pass
+
+
+class FixedScoreReader(ScoreReader):
+    model_id = "reader-fixed@0"
+    fixed = 0.25
 
 
 # ---------------------------------------------------------------------------- held out
@@ -205,13 +242,41 @@ def test_a_varied_rater_is_not_constant(run, data, fake_rater):
     ({"High": 40, "Medium": 30, "Low": 30, "failed": 0}, False),
 ])
 def test_constant_share(counts, expected):
+    counts = {**counts, "scored": 0}
     assert constant_view(counts, np.zeros(0), 0.95)["constant"] is expected
 
 
 def test_constant_score_only_view():
-    none = {"High": 0, "Medium": 0, "Low": 0, "failed": 100}
+    none = {"High": 0, "Medium": 0, "Low": 0, "scored": 100, "failed": 0}
     assert constant_view(none, np.full(100, 0.3), 0.95)["constant"] is True
     assert constant_view(none, np.linspace(0, 1, 100), 0.95)["constant"] is False
+
+
+def test_likelihood_rows_are_read_by_their_score(run, data):
+    from llmhni_local.llm.store import JudgmentStore
+    from llmhni_local.tune.probe_head import auc
+
+    result = _assess(run, data, ScoreReader)
+    f = result.figures
+    for view in ("user", "item"):
+        assert f["views"][view]["labels"] == {"High": 0, "Medium": 0, "Low": 0, "scored": 60,
+                                              "failed": 0}
+        assert f["views"][view]["constant"]["constant"] is False
+        assert f["views"][view]["agreement"]["n_labelled"] == 0  # no label: no kappa
+    with JudgmentStore(result.folder, create=False) as store:
+        rows = store.frame()
+    assert rows["label"].isna().all() and rows["score"].notna().all()
+    sample = pd.read_parquet(result.folder / "sample.parquet")
+    user = rows[rows["view"] == "user"].merge(sample, on=["user", "item"])
+    nat = user[user["cls"].isin(["clean", "noisy"])]
+    expected = auc(-nat["score"].to_numpy(), (nat["cls"] == "noisy").to_numpy())
+    assert f["views"]["user"]["natural"]["auc"] == pytest.approx(expected)
+
+
+def test_a_score_only_rater_with_one_score_is_constant(run, data):
+    result = _assess(run, data, FixedScoreReader)
+    assert result.constant == ["user", "item"]
+    assert result.figures["views"]["item"]["constant"]["value"] == 0.25
 
 
 # ---------------------------------------------------------------------------- figures

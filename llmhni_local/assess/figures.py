@@ -34,27 +34,39 @@ def judgment_scores(frame) -> np.ndarray:
 
 
 def view_table(sample, judgments):
-    """The sample with, per view, ``label_<view>`` (None: a failure or a score-only
-    judgment), ``judged_<view>`` and ``score_<view>``."""
+    """The sample with, per view: ``label_<view>`` (None: no label), ``score_<view>``,
+    ``judged_<view>`` (a row is stored) and ``scored_<view>`` (a judgment that carries a
+    score of its own and no label: the likelihood reader's, not a failure)."""
     table = sample.copy()
     for view in VIEWS:
         rows = judgments[judgments["view"] == view].copy()
         rows[f"score_{view}"] = judgment_scores(rows)
-        rows[f"label_{view}"] = rows["label"].where(rows["label"].notna(), None)
+        rows[f"label_{view}"] = rows["label"]
+        own = (rows["score"].to_numpy(np.float64, na_value=np.nan) if "score" in rows.columns
+               else np.full(len(rows), np.nan))
+        rows[f"scored_{view}"] = rows["label"].isna().to_numpy() & np.isfinite(own)
         rows[f"judged_{view}"] = True
-        table = table.merge(rows[["user", "item", f"label_{view}", f"score_{view}",
-                                  f"judged_{view}"]], on=["user", "item"], how="left")
-        table[f"judged_{view}"] = table[f"judged_{view}"].fillna(False).astype(bool)
+        cols = [f"{c}_{view}" for c in ("label", "score", "judged", "scored")]
+        table = table.merge(rows[["user", "item", *cols]], on=["user", "item"], how="left")
+        for c in ("judged", "scored"):
+            table[f"{c}_{view}"] = table[f"{c}_{view}"].astype("boolean").fillna(False) \
+                .astype(bool)
         table[f"label_{view}"] = table[f"label_{view}"].astype(object).where(
             table[f"label_{view}"].notna(), None)
     return table
 
 
-def label_counts(labels, judged) -> dict[str, int]:
-    """High / Medium / Low / failed (judged, no label) counts."""
-    labels = [lab for lab, j in zip(labels, judged) if j]
+def label_counts(table, view: str, rows: np.ndarray | None = None) -> dict[str, int]:
+    """Counts of a view's judgments (of ``rows``, a mask; default all): High, Medium, Low,
+    ``scored`` (a score and no label: the likelihood reader) and ``failed`` (neither)."""
+    keep = table[f"judged_{view}"].to_numpy(bool)
+    if rows is not None:
+        keep = keep & np.asarray(rows, dtype=bool)
+    labels = table.loc[keep, f"label_{view}"].tolist()
+    scored = table.loc[keep, f"scored_{view}"].to_numpy(bool)
     out = {lab: sum(x == lab for x in labels) for lab in LABELS}
-    out["failed"] = sum(x is None for x in labels)
+    out["scored"] = int(scored.sum())
+    out["failed"] = int(len(labels) - sum(out[lab] for lab in LABELS) - out["scored"])
     return out
 
 

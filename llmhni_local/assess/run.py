@@ -69,16 +69,19 @@ RateFn = Callable[[Path, Callable[[int], None]], "RateReport"]
 
 def default_rate(rater: RaterSettings, settings: RateSettings, *,
                  prompts_dir: str | Path | None = None, progress: bool = True) -> RateFn:
-    """The rating loop (``rate_candidates``) with ``rater``, as ``stages.rate_run`` calls it,
-    plus the batch callback that times the batches."""
+    """The rating loop (``rate_candidates``) with ``rater`` as ``stages.rate_run`` calls it
+    (``rate.mode`` honoured: judge or likelihood reader), plus the batch callback that times
+    the batches."""
     def rate(folder: Path, on_batch: Callable[[int], None]) -> RateReport:
         from llmhni_local.llm.offline import enforce_offline
-        from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+        from llmhni_local.llm.prompts import load_templates
         from llmhni_local.llm.rate import rate_candidates, rater_model_id
+        from llmhni_local.llm.rate_plan import view_template
 
-        load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)
+        mode = getattr(settings, "mode", "judge")
+        load_templates(tuple(sorted({view_template(v, mode) for v in VIEWS})), prompts_dir)
         enforce_offline()
-        model_id, adapter = rater_model_id(rater, prompts_dir)
+        model_id, adapter = rater_model_id(rater, prompts_dir, mode=mode)
 
         def make_backend():
             from llmhni_local.llm.backends import make_rating_backend
@@ -234,12 +237,11 @@ def compute_figures(inputs: Inputs, table, settings: AssessSettings, data: Inter
     agree = agreement_figures(table)
     views: dict[str, Any] = {}
     for v in VIEWS:
+        counts = label_counts(table, v)
         judged = table[f"judged_{v}"].to_numpy(bool)
-        counts = label_counts(table[f"label_{v}"], judged)
         views[v] = {
             "labels": counts,
-            "labels_by_class": {c: label_counts(table.loc[table["cls"] == c, f"label_{v}"],
-                                                judged[(table["cls"] == c).to_numpy()])
+            "labels_by_class": {c: label_counts(table, v, (table["cls"] == c).to_numpy())
                                 for c in CLASSES},
             "constant": constant_view(counts, table[f"score_{v}"].to_numpy(np.float64)[judged],
                                       settings.constant_share),

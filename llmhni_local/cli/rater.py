@@ -93,7 +93,9 @@ def summary_lines(f: dict[str, Any]) -> list[str]:
     for view in ("user", "item"):
         v = f["views"][view]
         lab, nat, syn = v["labels"], v["natural"], v["synthetic"]
-        lines.append(f"{view} | {lab['High']} {lab['Medium']} {lab['Low']} {lab['failed']} | "
+        scored = f" (+{lab['scored']} scored, no label)" if lab.get("scored") else ""
+        lines.append(f"{view} | {lab['High']} {lab['Medium']} {lab['Low']} {lab['failed']}"
+                     f"{scored} | "
                      f"{_num(nat.get('auc'))} | {_num(syn.get('auc'))} | "
                      f"{_num(v['agreement']['kappa'])} | {_share(nat)} | {_share(syn)}")
     b = f["both_views"]
