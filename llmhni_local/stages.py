@@ -192,9 +192,14 @@ def choose_candidates(run_dir: str | Path, score_fn: Callable[[np.ndarray], np.n
 
 # ---------------------------------------------------------------------------- rate
 def rate_run(run_dir: str | Path, rater: "RaterSettings", settings: "RateSettings", *,
-             prompts_dir: str | Path | None = None, progress: bool = True
+             prompts_dir: str | Path | None = None, progress: bool = True,
+             constant_share: float | None = None, log: Callable[[str], None] = print
              ) -> tuple["RateReport", str, str]:
     """Rate every candidate pair of ``run_dir`` in both views (resumable).
+
+    A rater one label of which takes ``constant_share`` (``verdicts.constant_share``; default
+    that setting's default) of a view's answers is named in one line through ``log``
+    (:func:`constant_rating`).
 
     Returns ``(report, model_id, adapter)``, the ids judgments are stored under.
     """
@@ -214,7 +219,38 @@ def rate_run(run_dir: str | Path, rater: "RaterSettings", settings: "RateSetting
 
     report = rate_candidates(run_dir, make_backend, model_id=model_id, adapter=adapter,
                              settings=settings, prompts_dir=prompts_dir, progress=progress)
+    from llmhni_local.verdicts.rules import VerdictSettings, describe_constant
+
+    share = VerdictSettings().constant_share if constant_share is None else constant_share
+    constant = constant_rating(run_dir, share)
+    if constant:
+        # said where the judgments are made, before a training reads verdicts that may be
+        # all one class; verdicts.json records the same (constant, rater_constant)
+        log(f"rate: warning: {describe_constant(constant, share)}; its argmax verdicts carry "
+            "little or no information (rater_constant in verdicts.json)")
     return report, model_id, adapter
+
+
+def constant_rating(run_dir: str | Path, share: float) -> dict[str, dict[str, Any]]:
+    """The views of ``run_dir``'s last rating run whose answers are nearly one label
+    (:func:`llmhni_local.verdicts.rules.constant_views` over the candidates' answered
+    judgments); ``{}`` for none, or when the judgments carry scores and no labels."""
+    from llmhni_local.llm.rate import CANDIDATES_FILE, read_rating_manifest
+    from llmhni_local.llm.store import VIEWS, JudgmentStore, Key
+    from llmhni_local.method.candidates import load_candidates
+    from llmhni_local.verdicts.decide import compute_verdicts, verdict_counts
+    from llmhni_local.verdicts.rules import constant_views
+
+    run_dir = Path(run_dir)
+    manifest = read_rating_manifest(run_dir)
+    keys = {v: Key(manifest["model_id"], manifest["adapter"], manifest["views"][v]["prompt_hash"])
+            for v in VIEWS}
+    with JudgmentStore(run_dir, create=False) as store:
+        judgments = store.frame(views=keys)
+    # the same table and counts the verdicts stage writes, so both name the same views
+    counts = verdict_counts(compute_verdicts(load_candidates(run_dir / CANDIDATES_FILE),
+                                             judgments))
+    return constant_views(counts["labels"], share)
 
 
 # ---------------------------------------------------------------------------- tune

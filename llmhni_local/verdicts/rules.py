@@ -68,6 +68,10 @@ class VerdictSettings:
             cross-fitted kappa. (default: ``5``)
         l2: L2 penalty of the stacked logistic model on standardised features. (default: ``1.0``)
         seed: seed of the cross-validation and cross-fitting folds. (default: ``0``)
+        constant_share: a view one label of which takes at least this share of its answered
+            judgments is named constant (the rate stage warns, ``verdicts.json`` records it,
+            the report and results table mark the rater: :func:`constant_views`). In (0.5, 1].
+            (default: ``0.95``)
     """
 
     rule: Literal["argmax", "threshold", "stacked"] = "argmax"
@@ -78,6 +82,7 @@ class VerdictSettings:
     folds: int = 5
     l2: float = 1.0
     seed: int = 0
+    constant_share: float = 0.95
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_share <= 1.0:
@@ -88,6 +93,9 @@ class VerdictSettings:
             raise ConfigError(f"verdicts.folds must be >= 2, got {self.folds}")
         if self.l2 <= 0:
             raise ConfigError(f"verdicts.l2 must be > 0, got {self.l2}")
+        if not 0.5 < self.constant_share <= 1.0:
+            raise ConfigError(f"verdicts.constant_share must be in (0.5, 1], got "
+                              f"{self.constant_share}")
 
 
 # ---------------------------------------------------------------------------- calibration
@@ -115,6 +123,43 @@ def log_ratios(probs: np.ndarray) -> np.ndarray:
     coordinates; batch calibration only shifts them by constants."""
     logp = np.log(np.maximum(np.asarray(probs, dtype=np.float64), EPS))
     return np.stack([logp[:, 0] - logp[:, 2], logp[:, 1] - logp[:, 2]], axis=1)
+
+
+# ---------------------------------------------------------------------------- constant raters
+def constant_views(label_counts_per_view: dict[str, dict[Any, int]], share: float
+                   ) -> dict[str, dict[str, Any]]:
+    """The views in which one label takes at least ``share`` of the answered judgments:
+    ``{view: {"label": ..., "share": ..., "answered": n}}``.
+
+    ``label_counts_per_view`` maps a view to its counts per label; a ``None`` label (a failed
+    answer, or a judgment that carries a score and no label) is not an answer here. A view
+    with no labelled judgment is left out: a reader that returns a score per pair is not
+    constant in this sense (whether a score's spread is too small to carry information is
+    another check, and would be made where the score is read, not here).
+
+    Example:
+        >>> constant_views({"user": {"High": 97, "Low": 3}, "item": {"High": 60, "Low": 40},
+        ...                 "score": {None: 100}}, 0.95)
+        {'user': {'label': 'High', 'share': 0.97, 'answered': 100}}
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for view, counts in label_counts_per_view.items():
+        answered = {lab: int(n) for lab, n in counts.items() if lab is not None and n > 0}
+        total = sum(answered.values())
+        if not total:
+            continue
+        label = max(answered, key=lambda lab: (answered[lab], str(lab)))  # ties: stable order
+        top = answered[label] / total
+        if top >= share - 1e-12:  # share * total can fall a hair below an exact count
+            out[view] = {"label": label, "share": top, "answered": total}
+    return out
+
+
+def describe_constant(constant: dict[str, dict[str, Any]], share: float) -> str:
+    """One line naming each constant view (:func:`constant_views`) and the setting."""
+    parts = [f"{c['label']} for {c['share']:.1%} of the {view} view's {c['answered']} answered "
+             "judgments" for view, c in constant.items()]
+    return f"the rater says {'; '.join(parts)} (verdicts.constant_share = {share:g})"
 
 
 # ---------------------------------------------------------------------------- thresholds

@@ -186,7 +186,8 @@ def _make_run(tmp_path, n_pairs=240, seed=0, fail_every=23, llm_signal=1.0, scor
                              p_low=1 - ph - pm, label_mass=0.9, ok=int(not failed),
                              created_at="t"))
     with JudgmentStore(run) as store:
-        store.add_rows([tuple(row[c] for c in COLUMNS) for row in rows])
+        # columns the fixture does not set (a newer store's, e.g. a reader's score) stay empty
+        store.add_rows([tuple(row.get(c) for c in COLUMNS) for row in rows])
     train = np.column_stack([rng.integers(0, users.max() + 1, 2000),
                              rng.choice(items, 2000)])
     return run, cands, hard, train
@@ -410,3 +411,95 @@ def test_argmax_after_batch_calibration(tmp_path):
     assert 0 < counts["observed"]["noisy"] < counts["observed"]["total"]
     assert info["calibration_means"]["user"]["High"] == pytest.approx(
         load_verdicts(run)["p_high_user"][load_verdicts(run)["ok_user"]].mean())
+
+
+# ---------------------------------------------------------------------------- constant raters
+def test_constant_views_by_hand():
+    from llmhni_local.verdicts.rules import constant_views
+
+    counts = {"user": {"High": 95, "Low": 5}, "item": {"High": 94, "Medium": 6},
+              "both": {"Low": 100}}
+    got = constant_views(counts, 0.95)
+    assert got == {"user": {"label": "High", "share": 0.95, "answered": 100},
+                   "both": {"label": "Low", "share": 1.0, "answered": 100}}
+    assert set(constant_views(counts, 0.94)) == {"user", "item", "both"}
+    assert constant_views(counts, 1.0) == {"both": {"label": "Low", "share": 1.0, "answered": 100}}
+    # judgments with no label (failed, or a score-mode reader's numbers) are no answers here
+    assert constant_views({"user": {None: 500}, "item": {}}, 0.95) == {}
+    assert constant_views({"user": {None: 500, "Low": 2, "High": 1}}, 0.6)["user"]["share"] == (
+        pytest.approx(2 / 3))
+
+
+def test_constant_share_is_checked():
+    for bad in (0.5, 0.3, 1.01):
+        with pytest.raises(ConfigError, match="verdicts.constant_share") as info:
+            VerdictSettings(constant_share=bad)
+        assert "\n" not in str(info.value)
+    assert VerdictSettings().constant_share == 0.95 and VerdictSettings(constant_share=1.0)
+
+
+def test_an_all_high_rater_is_recorded_constant(tmp_path):
+    # _make_run's rater answers High to every pair in both views (as zero-shot SmolLM2 did)
+    run, *_ = _make_run(tmp_path)
+    counts = decide(run)
+    stored = json.loads((run / "verdicts.json").read_text())
+    assert stored["rater_constant"] is True and counts["rater_constant"] is True
+    assert set(stored["constant"]) == {"user", "item"}
+    assert stored["constant"]["user"]["label"] == "High"
+    assert stored["constant"]["user"]["share"] == 1.0
+    assert stored["constant"]["user"]["answered"] == 240 - 11  # 11 failed user views
+    assert stored["labels"]["item"] == {"High": 240}
+    # every answer is High, so even the strictest setting names it
+    assert decide(run, VerdictSettings(constant_share=1.0))["rater_constant"] is True
+    # the threshold rule reads the probabilities: the labels are constant, the verdicts not
+    thr = decide(run, VerdictSettings(rule="threshold", tau_source="share", target_share=0.6))
+    assert set(thr["constant"]) == {"user", "item"} and thr["rater_constant"] is False
+
+
+def test_constant_rater_rule():
+    from llmhni_local.verdicts.decide import constant_rater
+
+    argmax = VerdictSettings()
+    high = {"label": "High", "share": 1.0, "answered": 10}
+    low = {"label": "Low", "share": 1.0, "answered": 10}
+    assert constant_rater({"user": high, "item": high}, argmax)
+    assert constant_rater({"item": low}, argmax)  # every verdict noisy
+    assert not constant_rater({"user": high}, argmax)  # the item view still decides
+    assert not constant_rater({}, argmax)
+    assert not constant_rater({"user": high, "item": high}, VerdictSettings(calibration="batch"))
+
+
+def test_label_counts_skip_missing_labels():
+    import pandas as pd
+
+    from llmhni_local.verdicts.decide import verdict_counts
+
+    table = pd.DataFrame({"kind": ["observed"] * 3, "verdict": ["noisy"] * 3,
+                          "action": ["remove"] * 3, "label_user": [None, None, None],
+                          "label_item": ["High", None, "Low"]})
+    counts = verdict_counts(table)
+    assert counts["labels"] == {"user": {}, "item": {"High": 1, "Low": 1}}
+
+
+def test_rate_run_warns_in_one_line_when_the_rater_is_constant(tmp_path, monkeypatch):
+    from llmhni_local.llm import rate as rate_module
+    from llmhni_local.llm.rate_plan import RateReport, RateSettings
+    from llmhni_local.llm.settings import RaterSettings
+    from llmhni_local.stages import constant_rating, rate_run
+
+    run, *_ = _make_run(tmp_path)
+    # the judgments are in the store already: no model is loaded, nothing is rated
+    monkeypatch.setattr(rate_module, "rater_model_id", lambda *a, **k: (MODEL, ADAPTER))
+    monkeypatch.setattr(rate_module, "rate_candidates", lambda *a, **k: RateReport())
+    logs = []
+    rate_run(run, RaterSettings(), RateSettings(), progress=False, log=logs.append)
+    warned = [m for m in logs if "warning" in m]
+    assert len(warned) == 1 and "\n" not in warned[0]
+    assert "High for 100.0% of the user view's 229 answered judgments" in warned[0]
+    assert "verdicts.constant_share = 0.95" in warned[0]
+    logs.clear()
+    assert set(constant_rating(run, 0.95)) == {"user", "item"}
+    # no label reaches the share: no warning
+    monkeypatch.setattr("llmhni_local.stages.constant_rating", lambda *a: {})
+    rate_run(run, RaterSettings(), RateSettings(), progress=False, log=logs.append)
+    assert logs == []
