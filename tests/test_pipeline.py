@@ -206,3 +206,53 @@ def test_tuned_rater_pipeline_marks_the_rater_and_retunes(tmp_path, tiny_llama):
                             log=lambda _: None)
     assert [s for s in STAGES if reseeded.ran[s]] == ["tune", "rate", "verdicts", "train",
                                                        "report"]
+
+
+def test_simulated_rater_graded_by_auc(tmp_path):
+    import pandas as pd
+
+    from llmhni_local.errors import ConfigError
+
+    quiet = {"progress": False, "log": lambda _: None}
+    base = {"pipeline.rater": "simulated", "pipeline.methods": ["bpr", "llmhni"],
+            "candidates.k_pos_share": 0.3, "candidates.budget": 0}
+    run = run_pipeline(_cfg(tmp_path, **base), **quiet)
+    cols = ["user", "item", "kind", "verdict"]
+    exact = pd.read_parquet(run.dir / "verdicts.parquet")[cols]
+    keep = float((exact["verdict"] == "hard").mean())  # the true share of clean candidates
+    rule = {"verdicts.rule": "threshold", "verdicts.tau_source": "share",
+            "verdicts.target_share": keep}
+
+    # AUC 1 thresholded at the true share: the error-0 verdicts, exactly
+    one = run_pipeline(_cfg(tmp_path, **base, **rule, **{"pipeline.simulated_auc": 1.0}), **quiet)
+    assert [s for s in STAGES if one.ran[s]] == ["rate", "verdicts", "train", "report"]
+    got = pd.read_parquet(run.dir / "verdicts.parquet")
+    assert got[cols].equals(exact) and got["simulated"].all()
+    summary = json.loads((run.dir / "verdicts.json").read_text())
+    assert summary["simulated"] is True and summary["auc"] == 1.0
+    assert summary["realised_auc"] == 1.0 and summary["realised_error_rate"] == 0.0
+    assert summary["share_noisy"] == pytest.approx(1 - keep)
+    assert summary["verdict_rule"]["target_share"] == keep
+    assert summary["skipped_unobserved"] > 0  # unobserved candidates get no simulated verdict
+    results = json.loads((run.dir / "results.json").read_text())
+    assert results["simulated_rater"] is True and results["rater"]["auc"] == 1.0
+    assert results["rater"]["description"].startswith("SIMULATED rater (AUC 1, realised 1.000")
+    assert "SIMULATED rater (AUC 1" in (run.dir / "report.md").read_text()
+
+    # another AUC is another rate key; what it reads upstream is reused
+    cfg7 = _cfg(tmp_path, **base, **rule, **{"pipeline.simulated_auc": 0.7})
+    seven = run_pipeline(cfg7, **quiet)
+    assert [s for s in STAGES if seven.ran[s]] == ["rate", "verdicts", "train", "report"]
+    summary7 = json.loads((run.dir / "verdicts.json").read_text())
+    assert summary7["auc"] == 0.7 and 0.55 < summary7["realised_auc"] < 0.85
+    assert summary7["share_noisy"] == pytest.approx(1 - keep, abs=1e-3)
+    first = pd.read_parquet(run.dir / "verdicts.parquet")[cols]
+    assert not first.equals(exact)
+    # seeded by train.seed: drawn again, the same verdicts
+    run_pipeline(cfg7, start="verdicts", **quiet)
+    assert pd.read_parquet(run.dir / "verdicts.parquet")[cols].equals(first)
+
+    # scores have no labels: the argmax rule is refused in one line naming the setting
+    with pytest.raises(ConfigError, match="verdicts.rule = 'threshold'") as info:
+        run_pipeline(_cfg(tmp_path, **base, **{"pipeline.simulated_auc": 0.7}), **quiet)
+    assert "\n" not in str(info.value)

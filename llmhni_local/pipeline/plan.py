@@ -40,7 +40,8 @@ PLAN: tuple[Stage, ...] = (
     # with tune.kind = "none" it reads only [tune], and rate does not read it (reads())
     Stage("tune", ("tune", "rater.model", "rate.max_liked"), ("candidates", "profiles"),
           TUNE_OUTPUTS["probe"]),
-    Stage("rate", ("rater", "rate", "pipeline.rater", "pipeline.simulated_error"),
+    Stage("rate", ("rater", "rate", "pipeline.rater", "pipeline.simulated_error",
+                   "pipeline.simulated_auc"),
           ("candidates", "profiles"), OUTPUTS["rate"]),
     Stage("verdicts", ("verdicts",), ("rate",), OUTPUTS["verdicts"]),
     Stage("train", ("model", "train", "eval", "llmhni", "pipeline.methods", "pipeline.seeds"),
@@ -53,11 +54,16 @@ _BY_NAME = {s.name: s for s in PLAN}
 
 def reads(cfg: "RunConfig", stage: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(settings, upstream)`` of ``stage`` under ``cfg``: an untuned run's keys are those of
-    a run without a tune stage, and a tuned run's rate key holds the tune key (a new probe
-    re-rates)."""
+    a run without a tune stage, a tuned run's rate key holds the tune key (a new probe
+    re-rates), and ``pipeline.simulated_auc`` enters the rate key only when it is set."""
     s = _BY_NAME[stage]
     if stage == "tune" and cfg.tune.kind == "none":
         return ("tune",), ()
+    settings = s.settings
+    if stage == "rate" and cfg.pipeline.simulated_auc is None:
+        # the error-rate form keeps the rate key it had before the AUC form existed, so
+        # finished run folders are not re-rated and their LLMHNI runs not retrained
+        settings = tuple(x for x in settings if x != "pipeline.simulated_auc")
     if stage == "rate" and cfg.tune.kind != "none":
-        return s.settings, (*s.upstream, "tune")
-    return s.settings, s.upstream
+        return settings, (*s.upstream, "tune")
+    return settings, s.upstream

@@ -124,7 +124,8 @@ def stage_rate(run: Run) -> dict:
         return {"simulated": True, "skipped": "the simulated rater reads noise flags, no LLM"}
     from llmhni_local.stages import rate_run
 
-    report, rid, adapter = rate_run(run.dir, run.rater, run.cfg.rate, progress=run.progress)
+    report, rid, adapter = rate_run(run.dir, run.rater, run.cfg.rate, progress=run.progress,
+                                    constant_share=run.cfg.verdicts.constant_share, log=run.log)
     return {"model_id": rid, "adapter": adapter, **report.as_dict()}
 
 
@@ -132,15 +133,22 @@ def stage_verdicts(run: Run) -> dict:
     if run.cfg.pipeline.rater == "simulated":
         from llmhni_local.llm.rate import CANDIDATES_FILE
         from llmhni_local.method.candidates import load_candidates
-        from llmhni_local.method.simulated_rater import simulate_verdicts, write_simulated_verdicts
+        from llmhni_local.method.simulated_rater import (simulate_auc_verdicts, simulate_verdicts,
+                                                         write_simulated_verdicts)
 
-        data = run.data
+        data, sim_auc = run.data, run.cfg.pipeline.simulated_auc
         if data.train_noise is None:
             raise UserError(f"pipeline.rater = 'simulated' needs ground-truth noise flags; "
                             f"{data.name} has none (use data.synthetic_noise)")
-        v, summary = simulate_verdicts(load_candidates(run.dir / CANDIDATES_FILE), data.train,
-                                       data.train_noise, error_rate=run.cfg.pipeline.simulated_error,
-                                       seed=run.cfg.train.seed)
+        cands = load_candidates(run.dir / CANDIDATES_FILE)
+        if sim_auc is None:
+            v, summary = simulate_verdicts(cands, data.train, data.train_noise,
+                                           error_rate=run.cfg.pipeline.simulated_error,
+                                           seed=run.cfg.train.seed)
+        else:
+            v, summary = simulate_auc_verdicts(cands, data.train, data.train_noise, auc=sim_auc,
+                                               seed=run.cfg.train.seed,
+                                               decide=_score_rule(run))
         write_simulated_verdicts(run.dir / "verdicts.parquet", v, summary)
         return summary
     from llmhni_local.audit.records import load_audits
@@ -148,6 +156,47 @@ def stage_verdicts(run: Run) -> dict:
 
     return write_verdicts(run.dir, run.cfg.verdicts, audits=load_audits(run.dir),
                           train=run.data.train)
+
+
+def _score_rule(run: Run):
+    """The ``[verdicts]`` threshold rule as a function of the AUC-graded simulated rater's
+    scores (``method.simulated_rater.simulate_auc_verdicts``).
+
+    The simulated rater gives one score per pair; it enters the threshold rule as both views'
+    High score, so the rule's own tau code (``verdicts.decide._taus``: ``tau_from_share`` at
+    ``verdicts.target_share``, or the taus with the best kappa on the run's audited pairs,
+    with its ``min_audits`` check and cross-fitted kappa) decides, exactly as for a real
+    rater's scores. ``target_share`` is the share of observed candidates called hard (kept);
+    ``1 - target_share`` is called noisy."""
+    import pandas as pd
+
+    from llmhni_local.audit.records import load_audits
+    from llmhni_local.errors import ConfigError
+    from llmhni_local.verdicts.decide import _audited, _taus
+    from llmhni_local.verdicts.rules import jsonable
+
+    s = run.cfg.verdicts
+    if s.rule != "threshold" or s.calibration != "none":
+        raise ConfigError(f"pipeline.simulated_auc draws a score per pair, not labels or label "
+                          f"probabilities: it needs verdicts.rule = 'threshold' and "
+                          f"verdicts.calibration = 'none' (got {s.rule!r}, {s.calibration!r})")
+    audits = load_audits(run.dir)
+
+    def decide(scored: np.ndarray) -> tuple[np.ndarray, dict]:
+        table = pd.DataFrame({"user": scored["user"], "item": scored["item"],
+                              "verdict": "noisy"})  # every observed candidate is judged
+        pairs = zip(table["user"].astype(int), table["item"].astype(int))
+        fit = ~np.array([p in audits.trained for p in pairs], dtype=bool)
+        truth, audit_info = _audited(table, audits, fit)
+        info: dict[str, Any] = {"rule": "threshold", "calibration": "none",
+                                "score": "the simulated rater's binormal score, as both views'"}
+        score = scored["score"].astype(np.float64)
+        taus = _taus({"user": score, "item": score}, s, fit, truth, audit_info, info)
+        hard = (score >= taus["user"]) & (score >= taus["item"])
+        info["realised_share_high"] = float(hard[fit].mean()) if fit.any() else None
+        return hard, jsonable(info)
+
+    return decide
 
 
 def stage_report(run: Run) -> dict:

@@ -73,10 +73,24 @@ def rater_info(run: Run) -> dict[str, Any]:
     rows) when the rater was tuned inside the run on simulated labels, so no reader takes it
     for a zero-shot or a human-audited rater."""
     methods = [m for m in run.cfg.pipeline.methods if METHOD_TABLE[m].reads_verdicts]
-    if run.cfg.pipeline.rater == "simulated":
+    pipe = run.cfg.pipeline
+    if pipe.rater == "simulated" and pipe.simulated_auc is not None:
+        from llmhni_local.verdicts.decide import COUNTS_FILE
+
+        v, summary = run.cfg.verdicts, _read_json(run.dir / COUNTS_FILE)
+        rule = (f"threshold at share {v.target_share:g} kept" if v.tau_source == "share"
+                else "taus from audits")
+        realised = summary.get("realised_auc")
+        return {"kind": "simulated", "methods": methods, "auc": pipe.simulated_auc,
+                "realised_auc": realised, "share_noisy": summary.get("share_noisy"),
+                "description": f"SIMULATED rater (AUC {pipe.simulated_auc:g}"
+                               + (f", realised {realised:.3f}" if realised is not None else "")
+                               + f", binormal scores, {rule}; reads the ground-truth noise "
+                                 "flags)"}
+    if pipe.rater == "simulated":
         return {"kind": "simulated", "methods": methods,
                 "description": "SIMULATED rater (reads the ground-truth noise flags, error rate "
-                               f"{run.cfg.pipeline.simulated_error:g})"}
+                               f"{pipe.simulated_error:g})"}
     name, adapter = _model_name(run.cfg.rater.model), run.cfg.rater.adapter
     info: dict[str, Any] = {"kind": "llm", "model": run.cfg.rater.model, "methods": methods}
     if run.cfg.tune.kind == "probe":
@@ -94,7 +108,22 @@ def rater_info(run: Run) -> dict[str, Any]:
         info["description"] = f"{name} + {kind} {Path(adapter).name} (see its card for its labels)"
     else:
         info["description"] = f"{name} (zero-shot)"
+    from llmhni_local.verdicts.decide import COUNTS_FILE
+
+    counts = _read_json(run.dir / COUNTS_FILE)
+    if counts.get("rater_constant"):
+        # a rater that says one thing is named wherever its rows are, not only in the log
+        info["constant"] = counts.get("constant", {})
+        info["constant_note"] = CONSTANT_NOTE
     return info
+
+
+#: How a constant rater (verdicts.json ``rater_constant``) is marked in reports and tables.
+CONSTANT_NOTE = "constant: its verdicts carry no information"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _per_user_from_model(run: Run, out: Path) -> None:
