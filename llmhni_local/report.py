@@ -93,6 +93,106 @@ def gap_recovered(method: float, bpr: float, oracle: float) -> float:
     return float((method - bpr) / gap) if gap > 0 else float("nan")
 
 
+#: Smallest oracle - BPR gap in Recall@20 that a "BPR->oracle" figure is shown for.
+GAP_FLOOR = 0.005
+GAP_NA = "n/a (gap within noise)"
+GAP_RULE = ("BPR->oracle: (method - BPR) / (oracle - BPR) on Recall@20, shown only where the "
+            "oracle - BPR gap exceeds both its seed spread (std over seeds of the per-seed "
+            f"gap) and {GAP_FLOOR:g}; else {GAP_NA}")
+
+
+def oracle_gap(bpr: np.ndarray, oracle: np.ndarray, floor: float = GAP_FLOOR) -> dict[str, Any]:
+    """Whether the oracle - BPR gap is large enough to place methods on (:func:`gap_recovered`).
+
+    ``bpr`` and ``oracle`` hold one Recall@20 per seed, the same seeds in the same order. The
+    gap is the mean of the per-seed gaps, its spread their standard deviation (ddof 1; 0 with
+    one seed, where only the floor applies). A gap within its spread or below ``floor`` makes
+    every ratio on it noise (a 15-epoch run once printed +65.13), so ``real`` is False there.
+
+    Example:
+        >>> oracle_gap([0.20, 0.21], [0.22, 0.23])["real"], oracle_gap([0.20], [0.202])["real"]
+        (True, False)
+    """
+    b, o = np.asarray(bpr, dtype=np.float64), np.asarray(oracle, dtype=np.float64)
+    if b.shape != o.shape or b.size == 0:
+        raise ValueError(f"oracle_gap: {b.shape} BPR and {o.shape} oracle figures must match "
+                         "and hold at least one seed")
+    per_seed = o - b
+    gap = float(per_seed.mean())
+    spread = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0
+    return {"gap": gap, "spread": spread, "floor": floor, "seeds": int(len(per_seed)),
+            "real": bool(gap > spread and gap > floor)}
+
+
+def crossing(xs: np.ndarray, diffs: np.ndarray) -> np.ndarray:
+    """The lowest ``x`` where ``diffs`` reaches 0, by linear interpolation between grid points.
+
+    ``xs`` is an increasing grid, ``diffs`` ``(..., len(xs))``. Per row: ``xs[0]`` when the
+    first point is already >= 0 (the crossing is at or below the grid), ``inf`` when no point
+    is, else the interpolated zero between the first point >= 0 and the one before it.
+
+    Example:
+        >>> crossing(np.array([0.5, 0.6, 0.7]), np.array([[-0.02, -0.01, 0.01], [0.0, 1, 1]]))
+        array([0.65, 0.5 ])
+    """
+    xs = np.asarray(xs, dtype=np.float64)
+    d = np.atleast_2d(np.asarray(diffs, dtype=np.float64))
+    up = d >= 0
+    first = up.argmax(axis=1)
+    rows = np.arange(len(d))
+    prev = np.maximum(first - 1, 0)
+    d0, d1 = d[rows, prev], d[rows, first]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = xs[prev] + (xs[first] - xs[prev]) * (-d0) / (d1 - d0)
+    x = np.where(first == 0, xs[0], x)
+    return np.where(up.any(axis=1), x, np.inf)
+
+
+def break_even(xs: np.ndarray, curve: np.ndarray, reference: np.ndarray, *, n_boot: int = 1000,
+               seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """The lowest rater quality at which a method matches a reference, with a bootstrap
+    interval over users.
+
+    ``curve`` is ``(len(xs), users)``: per grid point (e.g. a simulated rater's AUC) each test
+    user's metric, averaged over seeds; ``reference`` ``(users,)`` the same users' metric for
+    the reference (LLMHNI without denoising). The break-even is :func:`crossing` of the mean
+    differences. Users are resampled with replacement ``n_boot`` times (the same resample for
+    every grid point and the reference, so the comparison stays paired) and the crossing is
+    recomputed each time; the interval is the percentile interval, its ends taken as grid
+    values or ``inf`` (no crossing in that resample).
+
+    Returns:
+        ``{"x", "lo", "hi", "at_grid_start", "reached", "unreached_share", "n_users",
+        "n_boot"}``; ``x`` is ``inf`` when the curve never reaches the reference.
+
+    Example:
+        >>> r = break_even(np.array([0.5, 1.0]), np.array([[0.1, 0.1], [0.3, 0.3]]),
+        ...                np.array([0.2, 0.2]), n_boot=50)
+        >>> r["x"], r["lo"], r["hi"]
+        (0.75, 0.75, 0.75)
+    """
+    xs = np.asarray(xs, dtype=np.float64)
+    curve = np.asarray(curve, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    if curve.ndim != 2 or curve.shape != (len(xs), len(ref)) or len(ref) == 0:
+        raise ValueError(f"break_even: curve {curve.shape} must be (grid {len(xs)}, users "
+                         f"{len(ref)}) with at least one user")
+    if np.any(np.diff(xs) <= 0):
+        raise ValueError("break_even: the grid must increase")
+    x = float(crossing(xs, curve.mean(axis=1) - ref.mean())[0])
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(ref), size=(n_boot, len(ref)))
+    diffs = curve[:, idx].mean(axis=2).T - ref[idx].mean(axis=1)[:, None]  # (n_boot, grid)
+    boot = crossing(xs, diffs)
+    tail = (1 - level) / 2
+    # nearest-rank ends: an unreached resample (inf) may be an end, never averaged with one
+    lo = float(np.quantile(boot, tail, method="lower"))
+    hi = float(np.quantile(boot, 1 - tail, method="higher"))
+    return {"x": x, "lo": lo, "hi": hi, "at_grid_start": bool(x == xs[0]),
+            "reached": bool(np.isfinite(x)), "unreached_share": float(np.isinf(boot).mean()),
+            "n_users": int(len(ref)), "n_boot": int(n_boot)}
+
+
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
                      level: float = 0.95) -> dict[str, float]:
     """Paired difference of two methods' per-user metrics, with a bootstrap-over-users CI.
@@ -215,23 +315,46 @@ def _rec_pre_scores(run_dir: Path, data) -> np.ndarray:
         return (u[e[:, 0]] * i[e[:, 1]]).sum(1).numpy()
 
 
+def results_gap(results: dict) -> dict[str, Any] | None:
+    """:func:`oracle_gap` of a results.json (BPR and oracle paired by seed), or None when
+    either was not trained."""
+    methods = results["methods"]
+    if "bpr" not in methods or "oracle" not in methods:
+        return None
+    per = {m: {s["seed"]: s["test"]["recall@20"] for s in methods[m]["seeds"]}
+           for m in ("bpr", "oracle")}
+    seeds = [s for s in per["bpr"] if s in per["oracle"]]
+    if not seeds:
+        return None
+    return oracle_gap([per["bpr"][s] for s in seeds], [per["oracle"][s] for s in seeds])
+
+
+def _row_marks(rater: dict) -> list[str]:
+    marks = [rater["tag"]] if rater.get("tag") else []
+    return marks + (["constant rater"] if rater.get("constant_note") else [])
+
+
 def results_table(results: dict) -> list[list[str]]:
     """One row per method (:data:`RESULT_HEADER`); the last column places Recall@20 between
-    BPR and the oracle (:func:`gap_recovered`) when both were trained, else "-"."""
+    BPR and the oracle (:func:`gap_recovered`) when both were trained and their gap is more
+    than noise (:func:`oracle_gap`; else :data:`GAP_NA`), else "-"."""
     rows = []
     methods = results["methods"]
     rater = results.get("rater") or {}
-    marked = set(rater.get("methods", ())) if rater.get("tag") else set()
+    marks = _row_marks(rater)
+    marked = set(rater.get("methods", ())) if marks else set()
+    gap_info = results_gap(results)
     ref = ((methods["bpr"]["recall@20_mean"], methods["oracle"]["recall@20_mean"])
-           if "bpr" in methods and "oracle" in methods else None)
+           if gap_info else None)
     for m, r in methods.items():
         n = len(r["seeds"])
         fmt = (lambda k: f"{r[k + '_mean']:.4f} ± {r[k + '_std']:.4f}") if n > 1 else (lambda k: f"{r[k + '_mean']:.4f}")
         gap = gap_recovered(r["recall@20_mean"], *ref) if ref else float("nan")
-        name = f"{m} ({rater['tag']})" if m in marked else m
+        gap_cell = ("-" if ref is None else GAP_NA if not gap_info["real"]
+                    else "-" if np.isnan(gap) else f"{gap:+.2f}")
+        name = f"{m} ({'; '.join(marks)})" if m in marked else m
         rows.append([name, fmt("recall@20"), fmt("ndcg@20"), fmt("recall@10"), fmt("ndcg@10"), str(n),
-                     f"{np.mean([s['epoch_seconds'] for s in r['seeds']]):.2f}",
-                     "-" if np.isnan(gap) else f"{gap:+.2f}"])
+                     f"{np.mean([s['epoch_seconds'] for s in r['seeds']]):.2f}", gap_cell])
     return rows
 
 
@@ -246,7 +369,12 @@ def rater_line(results: dict) -> str:
     if not rater.get("description") or rater.get("kind") == "simulated":
         return ""  # the simulated rater has its own banner
     marked = ", ".join(rater.get("methods", ())) or "LLMHNI"
-    return f"Rater of {marked}: {rater['description']}."
+    constant = ""
+    if rater.get("constant_note"):
+        views = ", ".join(f"{v} view {c['label']} {c['share']:.1%}"
+                          for v, c in (rater.get("constant") or {}).items())
+        constant = f" The rater is {rater['constant_note']} ({views})."
+    return f"Rater of {marked}: {rater['description']}.{constant}"
 
 
 def write_report(run_dir: str | Path, data) -> dict:
@@ -261,8 +389,10 @@ def write_report(run_dir: str | Path, data) -> dict:
     out: dict[str, Any] = {}
     lines = [f"# LLMHNI run: {data.name}", ""]
     if simulated:
-        lines += ["**Verdicts from the SIMULATED rater** (reads the ground-truth noise flags and "
-                  "errs at a set rate): a study of rater quality, not an LLM result.", ""]
+        how = (results.get("rater") or {}).get("description") or (
+            "SIMULATED rater (reads the ground-truth noise flags and errs at a set rate)")
+        lines += [f"**Verdicts from the {how}**: a study of rater quality, not an LLM result.",
+                  ""]
     tag = (results.get("rater") or {}).get("tag")
     if rater_line(results):
         lines += [f"**{rater_line(results)}**", ""]
@@ -270,6 +400,8 @@ def write_report(run_dir: str | Path, data) -> dict:
               "best validation epoch)", "",
               "| " + " | ".join(RESULT_HEADER) + " |", "|" + "---|" * len(RESULT_HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in results_table(results)]
+    if results_gap(results) is not None:
+        lines += ["", GAP_RULE + "."]
     plot_curves(run_dir, list(results["methods"]), plots / "training_curves.png")
     lines += ["", "![training curves](plots/training_curves.png)", ""]
 
@@ -339,9 +471,12 @@ def print_run_summary(run_dir: str | Path) -> None:
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
     sim = " [SIMULATED rater]" if results.get("simulated_rater") else ""
-    tag = (results.get("rater") or {}).get("tag")
-    sim += f" [{tag}]" if tag else ""
-    table = Table(title=f"Clean-test ranking{sim}", caption=rater_line(results) or None)
+    rater = results.get("rater") or {}
+    for mark in (rater.get("tag"), rater.get("constant_note")):
+        sim += f" [{mark}]" if mark else ""
+    caption = " ".join(x for x in (rater_line(results),
+                                   GAP_RULE + "." if results_gap(results) else "") if x)
+    table = Table(title=f"Clean-test ranking{sim}", caption=caption or None)
     for h in RESULT_HEADER:
         table.add_column(h, justify="left" if h == "method" else "right", min_width=len(h))
     for row in results_table(results):
