@@ -17,6 +17,17 @@ embeddings, alignment and Rec_pre; train runs are kept by key, so neither retrai
    a label from, zero-shot (``llmhni-llm-zeroshot``); with ``--adapter``, that LoRA adapter
    (``llmhni-llm-lora``).
 
+3. value of the rater (natural and 20% synthetic noise, the run's first backbone; skipped with
+   ``--no-auc-curve``): LLMHNI against the SIMULATED rater graded by AUC (``--aucs``,
+   ``pipeline.simulated_auc``: binormal scores, a threshold at the true share of clean pairs
+   among the observed candidates, ``verdicts.rule = "threshold"``), at the main share
+   (coverage >= 0.8) and at the base config's candidate budget (the demo's coverage), over
+   ``--auc-seeds`` seeds, beside LLMHNI without denoising, BPR and the oracle, with each
+   ``--assess`` file's measured AUCs marked; and the **break-even AUC** (the lowest AUC at
+   which LLMHNI with the rater matches LLMHNI without denoising, interpolated between grid
+   points) with a 1,000-resample bootstrap interval over users. BPR on G' is no row of the
+   method table, so it is not drawn. Every AUC point changes the verdicts only.
+
 Before the seeds are trained, each simulated cell chooses LLMHNI's similarity threshold
 quantile and contrastive weight on seed 0's validation Recall@20 (``--quantiles``,
 ``--contrast``); the test split is not read for it. ``--quick`` tries the default quantile
@@ -24,8 +35,10 @@ quantile and contrastive weight on seed 0's validation Recall@20 (``--quantiles`
 
 Every figure is a clean-test metric, mean ± std over ``--seeds``; LLMHNI against each baseline
 is a paired difference over the same seeds with a 95% bootstrap-over-users interval
-(``llmhni_local.report.paired_bootstrap``). Writes ``docs/BENCHMARKS.md`` (between markers),
-``docs/denoise_curves.png`` and ends with one JSON line.
+(``llmhni_local.report.paired_bootstrap``). The BPR -> oracle column is shown only where the
+oracle - BPR gap exceeds its seed spread and 0.005 (``llmhni_local.report.oracle_gap``).
+Writes ``docs/BENCHMARKS.md`` (between markers), ``docs/denoise_curves.png``,
+``docs/value_of_rater.png`` and ends with one JSON line.
 
     python bench/denoise.py --quick            # natural + synthetic20, LightGCN, 1 seed
     python bench/denoise.py --seeds 3          # the full grid
@@ -82,6 +95,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-llm", action="store_true", help="skip the LLM-rater rows")
     p.add_argument("--scenarios", default=None,
                    help="comma-separated subset of natural, synthetic10, synthetic20")
+    p.add_argument("--aucs", default="0.5,0.6,0.7,0.8,0.9,1.0",
+                   help="simulated rater AUCs of the value-of-rater curve, in [0.5, 1]")
+    p.add_argument("--auc-seeds", type=int, default=None,
+                   help="training seeds of the value-of-rater curve and its references "
+                        "(default 3; 1 with --quick)")
+    p.add_argument("--auc-scenarios", default="natural,synthetic20",
+                   help="scenarios that draw the value-of-rater curve (of those run)")
+    p.add_argument("--no-auc-curve", action="store_true", help="skip the value-of-rater curve")
+    p.add_argument("--assess", nargs="+", default=[], metavar="FILE",
+                   help="assess.json files of local raters (`rater assess`): their measured "
+                        "AUCs are marked on the value-of-rater axis")
     p.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench-denoise"))
     p.add_argument("--no-docs", action="store_true", help="do not write docs/")
     args = p.parse_args(argv)
@@ -101,7 +125,55 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quantiles is None:
         args.quantiles = "0.75" if args.quick else "0.5,0.75,0.9"
     float_list("--quantiles", args.quantiles, lo=0, hi=1)
+    args.auc_grid = sorted(set(float_list("--aucs", args.aucs, lo=0.5, hi=1)))
+    if args.auc_seeds is None:
+        args.auc_seeds = 1 if args.quick else 3
+    if args.auc_seeds < 1:
+        fail("--auc-seeds must be >= 1 (the seed list would be empty)")
+    unknown = set(args.auc_scenarios.split(",")) - set(SCENARIOS)
+    if unknown:
+        fail(f"--auc-scenarios: unknown {sorted(unknown)} (known: {', '.join(SCENARIOS)})")
+    args.raters = read_assess(args.assess)
     return args
+
+
+def read_assess(paths: list[str]) -> list[dict]:
+    """Each ``assess.json``'s name and measured AUCs per task (``natural``, ``synthetic``) and
+    view (``user``, ``item``, ``both``), read defensively: the file's layout belongs to
+    ``rater assess`` (``views.V.TASK.auc``, or ``views.V.auc_TASK``; ``both_views.TASK.auc``),
+    and an AUC it does not hold is simply not marked."""
+    raters = []
+    for path in paths:
+        try:
+            doc = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"--assess {path}: not a readable JSON file ({exc})")
+        if not isinstance(doc, dict):
+            fail(f"--assess {path}: expected a JSON object (an assess.json)")
+        views = doc.get("views") if isinstance(doc.get("views"), dict) else {}
+        aucs: dict[str, dict[str, float]] = {}
+        for task in ("natural", "synthetic"):
+            for view in ("user", "item"):
+                v = views.get(view) if isinstance(views.get(view), dict) else {}
+                x = v.get(task, {}).get("auc") if isinstance(v.get(task), dict) else None
+                x = v.get(f"auc_{task}") if x is None else x
+                if isinstance(x, (int, float)) and np.isfinite(x):
+                    aucs.setdefault(task, {})[view] = float(x)
+            both = (doc.get("both_views") or {}).get(task) if isinstance(
+                doc.get("both_views"), dict) else None
+            if isinstance(both, dict) and isinstance(both.get("auc"), (int, float)):
+                aucs.setdefault(task, {})["both"] = float(both["auc"])
+        rater = doc.get("rater") if isinstance(doc.get("rater"), dict) else {}
+        name = rater.get("name") or rater.get("model_id") or Path(path).parent.name or path
+        constant = doc.get("constant")  # the views it names constant (a list), or a flag
+        constant = (set(map(str, constant)) if isinstance(constant, list)
+                    else {"user", "item", "both"} if constant is True else set())
+        raters.append({"name": str(name).split("@")[0], "file": str(path), "aucs": aucs,
+                       "constant": constant})
+        if not aucs:
+            print(f"note: --assess {path}: no AUC found (views.V.TASK.auc); nothing marked",
+                  flush=True)
+    return raters
 
 
 def _floats(text: str | None, default: list[float]) -> list[float]:
@@ -190,9 +262,20 @@ def _put(figs: dict, prefix: str, r: dict) -> None:
         figs[f"{prefix}/{k}_std"] = r[f"{k}_std"] if len(r["seeds"]) > 1 else None
 
 
+def _gap_cell(value: float, gap: dict | None, bpr: float, oracle: float) -> str:
+    """The BPR->oracle figure of ``value``, or n/a where the gap is within noise
+    (``llmhni_local.report.oracle_gap``; a 15-epoch run once printed +65.13)."""
+    from llmhni_local.report import GAP_NA, gap_recovered
+
+    if gap is None:
+        return "-"
+    return f"{gap_recovered(value, bpr, oracle):+.2f}" if gap["real"] else GAP_NA
+
+
 def run_scenario(args, base: dict, scen: str, noise: float, backbone: str, out: dict) -> None:
-    """One scenario x backbone: the simulated cell, its error and budget curves, the LLM cell."""
-    from llmhni_local.report import gap_recovered
+    """One scenario x backbone: the simulated cell, its error and budget curves, the
+    value-of-rater curve, the LLM cell."""
+    from llmhni_local.report import gap_recovered, results_gap
 
     tag, figs = f"{scen}/{backbone}", out["figures"]
     common, sim = cell_settings(base, noise, backbone, args.share)
@@ -207,12 +290,15 @@ def run_scenario(args, base: dict, scen: str, noise: float, backbone: str, out: 
     cov = res["identification"].get("coverage", {}).get("coverage", float("nan"))
     figs[f"{tag}/coverage"] = cov
     bpr, oracle = m["bpr"]["recall@20_mean"], m["oracle"]["recall@20_mean"]
+    gap = results_gap({"methods": m})
+    figs[f"{tag}/oracle_gap"], figs[f"{tag}/oracle_gap_spread"] = gap["gap"], gap["spread"]
     for name in main_methods:
         label = "llmhni-sim0" if name == "llmhni" else name
         _put(figs, f"{tag}/{label}", m[name])
         out["rows"].append([scen, backbone, label, _ms(m[name]), _ms(m[name], "ndcg@20"),
-                            f"{gap_recovered(m[name]['recall@20_mean'], bpr, oracle):+.2f}"])
-    figs[f"{tag}/llmhni-sim0/gap_recovered"] = gap_recovered(m["llmhni"]["recall@20_mean"], bpr, oracle)
+                            _gap_cell(m[name]["recall@20_mean"], gap, bpr, oracle)])
+    figs[f"{tag}/llmhni-sim0/gap_recovered"] = (
+        gap_recovered(m["llmhni"]["recall@20_mean"], bpr, oracle) if gap["real"] else None)
     for b in BASELINES + ["oracle"] + [x for x in main_methods if x in ABLATIONS]:
         c = compare(sdir, "llmhni", sdir, b, seeds)
         for k in ("diff", "lo", "hi"):
@@ -223,6 +309,9 @@ def run_scenario(args, base: dict, scen: str, noise: float, backbone: str, out: 
                          "errors": {0.0: m["llmhni"]["recall@20_mean"]},
                          "shares": {share: (cov, m["llmhni"]["recall@20_mean"])}})
     _curves(args, sim, sdir, tag, out)
+    if (not args.no_auc_curve and scen in args.auc_scenarios.split(",")
+            and backbone == out["first_backbone"]):
+        _value_of_rater(args, base, sim, sdir, tag, out)
     if not args.no_llm:
         llm = {**common, **chosen}
         # Natural noise has MovieLens ratings to simulate audit labels from, so its LLM cell
@@ -230,7 +319,7 @@ def run_scenario(args, base: dict, scen: str, noise: float, backbone: str, out: 
         # by people); synthetic pairs have none, so those cells rate zero-shot.
         if noise == 0 and not args.adapter and base.get("tune.kind", "none") != "none":
             llm["tune.kind"] = base["tune.kind"]
-        _llm_cell(args, llm, sdir, scen, backbone, bpr, oracle, out)
+        _llm_cell(args, llm, sdir, scen, backbone, bpr, oracle, gap, out)
 
 
 def choose_settings(args, sim: dict, sdir: Path, tag: str, out: dict) -> dict:
@@ -300,10 +389,99 @@ def _curves(args, sim: dict, sdir: Path, tag: str, out: dict) -> None:
         out["sim_rows"].append([tag, f"share {s:g} (coverage {cov:.2f})", _ms(rr), "-"])
 
 
-def _llm_cell(args, common: dict, sdir: Path, scen: str, backbone: str, bpr: float,
-              oracle: float, out: dict) -> None:
-    from llmhni_local.report import gap_recovered
+def _value_of_rater(args, base: dict, sim: dict, sdir: Path, tag: str, out: dict) -> None:
+    """LLMHNI against the SIMULATED rater's AUC at the main share and at the base config's
+    candidate budget, over ``--auc-seeds``; references and the break-even AUC.
 
+    Each coverage first runs the simulated rater at error 0 (the main cell's settings, so its
+    runs come back from the train store): it gives the share of flagged pairs among the
+    observed candidates, and the rater's threshold keeps ``1 - that share`` (so AUC 1 gives
+    exactly the error-0 verdicts). LLMHNI without denoising, BPR and the oracle are the main
+    cell's at the curve's seeds; G' = G there, so the reference holds for either coverage."""
+    from llmhni_local.report import break_even
+
+    seeds, figs = list(range(args.auc_seeds)), out["figures"]
+    refs = ["bpr", "oracle", "llmhni-no-denoise", "llmhni"]
+    print(f"== {tag}: value of the rater: references at seeds {seeds}", flush=True)
+    ref = cell({**sim, "pipeline.seeds": seeds}, sdir,
+               **{"pipeline.methods": refs, "pipeline.simulated_error": 0.0})
+    users, nd = per_user(sdir, "llmhni-no-denoise", seeds)
+    nd_user = nd.mean(axis=0)
+    m = ref["methods"]
+    entry = {"tag": tag, "seeds": seeds, "no_denoise": m["llmhni-no-denoise"]["recall@20_mean"],
+             "bpr": m["bpr"]["recall@20_mean"], "oracle": m["oracle"]["recall@20_mean"],
+             "curves": []}
+    for k in ("bpr", "oracle", "llmhni-no-denoise"):
+        _put(figs, f"{tag}/value_of_rater/{k}", m[k])
+    # the base config's candidates (the demo's budget): the cell's candidate settings dropped
+    demo = {**{k: v for k, v in sim.items() if not k.startswith("candidates.")},
+            **{k: v for k, v in base.items() if k.startswith("candidates.")}}
+    for label, settings in (("main", sim), ("demo", demo)):
+        if label == "main":
+            r0 = ref
+        else:
+            print(f"== {tag}: value of the rater at the base config's candidates: error 0",
+                  flush=True)
+            r0 = cell({**settings, "pipeline.seeds": seeds}, sdir,
+                      **{"pipeline.methods": ["llmhni"], "pipeline.simulated_error": 0.0})
+        ident = r0["identification"]
+        cov = ident.get("coverage", {}).get("coverage", float("nan"))
+        keep = 1.0 - ident["observed"]["flagged_share"]  # the true share of clean candidates
+        curve = {"label": label, "coverage": cov, "keep": keep, "aucs": [], "mean": [],
+                 "std": [], "realised": [], "error0": r0["methods"]["llmhni"]["recall@20_mean"]}
+        per = []
+        # AUC 1 thresholded at the true share gives these very verdicts (tested), so the
+        # two rows should agree: a check of the curve's top end
+        out["auc_rows"].append([tag, f"{label} ({cov:.2f})", "error 0", "-",
+                                _ms(r0["methods"]["llmhni"]),
+                                f"{curve['error0'] - entry['no_denoise']:+.4f}"])
+        for a in args.auc_grid:
+            print(f"== {tag}: llmhni, SIMULATED rater AUC {a:g}, coverage {cov:.2f}, "
+                  f"threshold keeps {keep:.3f}", flush=True)
+            r = cell({**settings, "pipeline.seeds": seeds, "verdicts.rule": "threshold",
+                      "verdicts.tau_source": "share", "verdicts.target_share": keep,
+                      "verdicts.calibration": "none"}, sdir,
+                     **{"pipeline.methods": ["llmhni"], "pipeline.simulated_auc": a})
+            u, v = per_user(sdir, "llmhni", seeds)  # read now: the next AUC overwrites it
+            if not np.array_equal(u, users):
+                raise RuntimeError(f"{tag}: AUC {a:g} was tested on other users")
+            per.append(v.mean(axis=0))
+            rr = r["methods"]["llmhni"]
+            realised = json.loads((r["dir"] / "verdicts.json").read_text()).get("realised_auc")
+            curve["aucs"].append(a)
+            curve["mean"].append(rr["recall@20_mean"])
+            curve["std"].append(rr["recall@20_std"] if len(seeds) > 1 else 0.0)
+            curve["realised"].append(realised)
+            key = f"{tag}/value_of_rater/{label}/auc{a:g}"
+            _put(figs, key, rr)
+            figs[f"{key}/realised_auc"] = realised
+            out["auc_rows"].append([tag, f"{label} ({cov:.2f})", f"{a:g}",
+                                    "-" if realised is None else f"{realised:.3f}", _ms(rr),
+                                    f"{rr['recall@20_mean'] - entry['no_denoise']:+.4f}"])
+        be = break_even(np.array(curve["aucs"]), np.stack(per), nd_user, n_boot=1000, seed=0)
+        curve["break_even"] = be
+        for k in ("x", "lo", "hi"):
+            figs[f"{tag}/value_of_rater/{label}/break_even_auc" + ("" if k == "x" else f"_{k}")] = (
+                be[k] if np.isfinite(be[k]) else None)
+        figs[f"{tag}/value_of_rater/{label}/coverage"] = cov
+        figs[f"{tag}/value_of_rater/{label}/keep_share"] = keep
+        out["break_even_rows"].append([
+            tag, f"{label} ({cov:.2f})", f"{entry['no_denoise']:.4f}", f"{entry['bpr']:.4f}",
+            f"{entry['oracle']:.4f}", _auc_text(be["x"], be["at_grid_start"], args.auc_grid),
+            f"[{_auc_text(be['lo'], False, args.auc_grid)}, "
+            f"{_auc_text(be['hi'], False, args.auc_grid)}]", f"{be['unreached_share']:.3f}"])
+        entry["curves"].append(curve)
+    out["auc_curves"].append(entry)
+
+
+def _auc_text(x: float, at_start: bool, grid: list[float]) -> str:
+    if not np.isfinite(x):
+        return f"not reached (> {max(grid):g})"
+    return f"<= {x:g}" if at_start else f"{x:.3f}"
+
+
+def _llm_cell(args, common: dict, sdir: Path, scen: str, backbone: str, bpr: float,
+              oracle: float, gap: dict, out: dict) -> None:
     tag, figs = f"{scen}/{backbone}", out["figures"]
     print(f"== {tag}: llmhni with the LLM rater (base config's candidates)", flush=True)
     # LLMHNI alone: its ablations are studied in the simulated cell, where the judgments reach
@@ -321,7 +499,7 @@ def _llm_cell(args, common: dict, sdir: Path, scen: str, backbone: str, bpr: flo
         label = name.replace("llmhni", f"llmhni-llm-{kind}", 1)
         _put(figs, f"{tag}/{label}", rr)
         out["rows"].append([scen, backbone, label, _ms(rr), _ms(rr, "ndcg@20"),
-                            f"{gap_recovered(rr['recall@20_mean'], bpr, oracle):+.2f}"])
+                            _gap_cell(rr["recall@20_mean"], gap, bpr, oracle)])
 
 
 def plot(out: dict, path: Path) -> None:
@@ -351,6 +529,48 @@ def plot(out: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_value_of_rater(out: dict, raters: list[dict], path: Path) -> None:
+    """LLMHNI's clean-test Recall@20 against the simulated rater's AUC, one panel per cell:
+    the curve at each coverage (error bars: std over seeds), the references as horizontal
+    lines, the break-even AUC with its interval, each --assess rater's AUCs as ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = out["auc_curves"]
+    fig, axes = plt.subplots(1, len(entries), figsize=(7 * len(entries), 5), squeeze=False)
+    for ax, e in zip(axes[0], entries):
+        for i, c in enumerate(e["curves"]):
+            color = f"C{i}"
+            ax.errorbar(c["aucs"], c["mean"], yerr=c["std"], marker="o", color=color, capsize=3,
+                        label=f"LLMHNI, {c['label']} candidates (coverage {c['coverage']:.2f})")
+            be = c["break_even"]
+            if np.isfinite(be["x"]):
+                ax.axvline(be["x"], color=color, lw=1, alpha=0.8)
+                hi = be["hi"] if np.isfinite(be["hi"]) else max(c["aucs"])
+                ax.axvspan(be["lo"], hi, color=color, alpha=0.1)
+        for y, style, name in ((e["no_denoise"], "-.", "LLMHNI without denoising"),
+                               (e["bpr"], ":", "BPR"), (e["oracle"], "--", "oracle")):
+            ax.axhline(y, color="k", ls=style, lw=1, label=name)
+        task = "natural" if e["tag"].startswith("natural") else "synthetic"
+        marks = {"user": "^", "item": "v", "both": "s"}
+        for j, r in enumerate(raters):
+            for view, x in r["aucs"].get(task, {}).items():
+                ax.plot([x], [0], transform=ax.get_xaxis_transform(), marker=marks[view],
+                        ms=9, color=f"C{j + 3}", clip_on=False, ls="none",
+                        label=f"{r['name']} {view} AUC {x:.2f}"
+                              + (" (constant)" if view in r["constant"] else ""))
+        ax.set(xlabel="simulated rater AUC (noisy vs clean observed candidates)",
+               ylabel="clean-test Recall@20", xlim=(0.48, 1.02),
+               title=f"{e['tag']}: value of the rater\n(vertical line: break-even AUC; band: "
+                     "its 95% interval over users)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(args: argparse.Namespace) -> dict:
     base = base_settings(args.config, args.seeds, args.epochs)
     if args.adapter:
@@ -361,7 +581,8 @@ def main(args: argparse.Namespace) -> dict:
     backbones = (args.backbones.split(",") if args.backbones
                  else ["lightgcn"] if args.quick else BACKBONES)
     out = {"rows": [], "sim_rows": [], "pairs": [], "curve": [], "figures": {}, "choices": [],
-           "times": []}
+           "times": [], "auc_rows": [], "break_even_rows": [], "auc_curves": [],
+           "first_backbone": backbones[0]}
     t0 = time.perf_counter()
     for scen, noise in scenarios.items():
         for backbone in backbones:
@@ -374,24 +595,45 @@ def main(args: argparse.Namespace) -> dict:
             out["times"].append([f"{scen}/{backbone}", f"{minutes:.1f}", str(new), str(reused)])
     seconds = time.perf_counter() - t0
 
+    from llmhni_local.report import GAP_RULE
+
+    auc_seeds = f"{args.auc_seeds} seed{'s' if args.auc_seeds > 1 else ''}"
     tables = [
         (["data", "backbone", "method", "Recall@20", "NDCG@20", "BPR->oracle"], out["rows"],
-         "Clean-test ranking (llmhni-sim0: simulated rater at error 0; llmhni-llm: local LLM)"),
+         "Clean-test ranking (llmhni-sim0: simulated rater at error 0; llmhni-llm: local LLM)",
+         GAP_RULE + "."),
         (["data", "backbone", "LLMHNI vs", "Recall@20 diff", "95% CI (users)"], out["pairs"],
-         "Paired differences, same seeds, bootstrap over users"),
+         "Paired differences, same seeds, bootstrap over users", ""),
         (["cell", "setting", "Recall@20", "vs BPR [95% CI]"], out["sim_rows"],
-         "LLMHNI with the SIMULATED rater: error and budget curves"),
+         "LLMHNI with the SIMULATED rater: error and budget curves", ""),
+        (["cell", "candidates (coverage)", "AUC", "realised AUC", "Recall@20",
+          "- no denoising"], out["auc_rows"],
+         f"Value of the rater: LLMHNI against the SIMULATED rater's AUC ({auc_seeds}; "
+         "binormal scores, threshold at the true share of clean observed candidates)",
+         "BPR on G' is not a method of the pipeline's method table, so it is not shown."),
+        (["cell", "candidates (coverage)", "no denoising", "BPR", "oracle", "break-even AUC",
+          "95% CI (users)", "resamples not reaching"], out["break_even_rows"],
+         "Break-even AUC: the lowest AUC at which LLMHNI with the rater matches LLMHNI without "
+         "denoising (linear between grid points; 1,000 bootstrap resamples of users)", ""),
         (["cell", "validation Recall@20 by setting", "chosen"], out["choices"],
          "LLMHNI's similarity threshold quantile q and contrastive weight w (lambda_de = "
-         "lambda_hal), chosen on validation, seed 0"),
+         "lambda_hal), chosen on validation, seed 0", ""),
         (["cell", "minutes", "trainings run", "reused by key"], out["times"],
-         "Time per cell (trainings: Rec_pre and train runs, per seed)"),
+         "Time per cell (trainings: Rec_pre and train runs, per seed)", ""),
     ]
-    for head, rows, title in tables:
+    if not out["auc_curves"]:  # --no-auc-curve, or no scenario of --auc-scenarios ran
+        tables = [t for t in tables if t[1] is not out["auc_rows"]
+                  and t[1] is not out["break_even_rows"]]
+    for head, rows, title, note in tables:
         print_table(head, rows, title=title)
+        if note:
+            print(note, flush=True)
     if not args.no_docs:
         plot(out, REPO_ROOT / "docs" / "denoise_curves.png")
-        _write_docs(args, [(t, format_table(h, r)) for h, r, t in tables], seconds)
+        if out["auc_curves"]:
+            plot_value_of_rater(out, args.raters, REPO_ROOT / "docs" / "value_of_rater.png")
+        _write_docs(args, [(t, format_table(h, r) + (f"\n\n{n}" if n else ""))
+                           for h, r, t, n in tables], seconds, bool(out["auc_curves"]))
     result = {"bench": "denoise", "quick": args.quick, "seeds": args.seeds, "seconds": seconds,
               **out["figures"]}
     emit_json(result)
@@ -403,7 +645,7 @@ def _shown(path: str) -> str:
     return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
 
 
-def _write_docs(args, tables: list[tuple[str, str]], seconds: float) -> None:
+def _write_docs(args, tables: list[tuple[str, str]], seconds: float, auc_plot: bool) -> None:
     path = REPO_ROOT / "docs" / "BENCHMARKS.md"
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
     import sys
@@ -417,7 +659,8 @@ def _write_docs(args, tables: list[tuple[str, str]], seconds: float) -> None:
              "items masked, test read once at the best validation epoch). BPR->oracle: "
              "(method - BPR) / (oracle - BPR) on Recall@20. The simulated rater reads the "
              "ground-truth flags of observed candidates (a study, not an LLM result).\n\n"
-             + body + "\n\n![denoise curves](denoise_curves.png)\n" + MARK_END)
+             + body + "\n\n![denoise curves](denoise_curves.png)\n"
+             + ("\n![value of the rater](value_of_rater.png)\n" if auc_plot else "") + MARK_END)
     if MARK_BEGIN in text:
         text = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S)
     else:
