@@ -470,13 +470,17 @@ def print_run_summary(run_dir: str | Path) -> None:
 
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
+    from rich.markup import escape
+
     sim = " [SIMULATED rater]" if results.get("simulated_rater") else ""
     rater = results.get("rater") or {}
     for mark in (rater.get("tag"), rater.get("constant_note")):
         sim += f" [{mark}]" if mark else ""
+    # escaped: rich reads "[lowercase ...]" as a style tag and drops it
+    sim = escape(sim)
     caption = " ".join(x for x in (rater_line(results),
                                    GAP_RULE + "." if results_gap(results) else "") if x)
-    table = Table(title=f"Clean-test ranking{sim}", caption=caption or None)
+    table = Table(title=f"Clean-test ranking{sim}", caption=escape(caption) or None)
     for h in RESULT_HEADER:
         table.add_column(h, justify="left" if h == "method" else "right", min_width=len(h))
     for row in results_table(results):

@@ -116,3 +116,17 @@ def test_break_even_refuses_bad_shapes():
         break_even(np.array([0.5, 1.0]), np.zeros((3, 4)), np.zeros(4))
     with pytest.raises(ValueError, match="increase"):
         break_even(np.array([1.0, 0.5]), np.zeros((2, 4)), np.zeros(4))
+
+
+def test_closing_table_names_a_constant_rater_and_the_gap_rule(tmp_path, capsys):
+    from llmhni_local.report import print_run_summary
+
+    rater = {"kind": "llm", "methods": ["llmhni"], "description": "SmolLM2 (zero-shot)",
+             "constant": {"user": {"label": "High", "share": 0.99, "answered": 100}},
+             "constant_note": "constant: its verdicts carry no information"}
+    (tmp_path / "results.json").write_text(json.dumps(_results([0.2], [0.2001], [0.25], rater)))
+    print_run_summary(tmp_path)
+    printed = " ".join(capsys.readouterr().out.split())  # rich wraps the title and caption
+    assert "[constant: its verdicts carry no information]" in printed
+    assert "llmhni (constant rater)" in printed and GAP_NA in printed
+    assert "exceeds both its seed spread" in printed
