@@ -11,7 +11,9 @@ One run measures, one after the other so they never share cores:
   (b) optionally the toolkit's batched transformers backend;
   (d) optionally the likelihood reader (``rate.mode = "likelihood"``) on the same pairs and
       views: transformers with each context's KV cache reused for its names, and vLLM's
-      prompt log-probabilities (which vLLM serves without its prefix cache);
+      prompt log-probabilities (which vLLM serves without its prefix cache). Each item's
+      neutral term (one request per item per run, whoever has it as a candidate) is timed
+      apart, before the timed part, and reported as such;
   (c) the plain loop a user would write: transformers, the model folder's own dtype, one
       prompt at a time, ``generate`` greedy until a label word appears (``stop_strings``,
       at most ``--loop-max-new-tokens``), the label parsed from the text.
@@ -286,14 +288,15 @@ def run_rater(kind: str, prompts: list, warmup: list, args: argparse.Namespace) 
     rater = make_rating_backend(settings)
     start_s = time.perf_counter() - t0
     judgments, rate_s, toks = steady(rater.rate, prompts, warmup, rater.token_stats)
-    rater.close()
     computed = toks["prompt_tokens"] - toks["cached_tokens"]
-    return {"kind": kind, "dtype": rater.dtype, "dtype_reason": rater.dtype_reason,
+    out = {"kind": kind, "dtype": rater.dtype, "dtype_reason": rater.dtype_reason,
             "start_s": start_s, "rate_s": rate_s, "n": len(prompts),
             "prompt_tokens": toks["prompt_tokens"], "cached_tokens": toks["cached_tokens"],
             "cached_known": bool(rater.cached_known), "computed_tokens": computed,
             "generated_tokens": 0, "model_id": rater.model_id,
             "judgments": [[j.text, j.label, j.probs, j.label_mass] for j in judgments]}
+    _save_then_close(out, rater, args)
+    return out
 
 
 def run_likelihood(kind: str, work: list, warm: list, args: argparse.Namespace) -> dict:
@@ -315,21 +318,44 @@ def run_likelihood(kind: str, work: list, warm: list, args: argparse.Namespace) 
     rater = make_rating_backend(settings)
     start_s = time.perf_counter() - t0
     enc = Encoder(rater.tokenizer)
+    neutral: dict[int, float] = {}  # kept across batches, as the rate stage keeps it
 
     def score(rows: list) -> list:
         out: list = []
         for b in range(0, len(rows), 256):
-            out += pmi_scores(rater, enc, [tuple(r) for r in rows[b:b + 256]], profiles, tpl, 10)
+            out += pmi_scores(rater, enc, [tuple(r) for r in rows[b:b + 256]], profiles, tpl, 10,
+                              neutral)
         return out
 
-    scores, rate_s, toks = steady(score, work, warm, rater.token_stats)
-    rater.close()
-    return {"kind": kind, "dtype": rater.dtype, "dtype_reason": rater.dtype_reason,
+    if warm:
+        score(warm)
+    # An item's neutral term is one request per item per run (not per pair), amortised over
+    # every user who has the item as a candidate: timed here on its own, then kept.
+    items = sorted({int(r[1]) for r in work} - set(neutral))
+    neutral_ctx = enc.context(tpl.render("neutral_context", {}))
+    t0 = time.perf_counter()
+    neutral.update(zip(items, rater.loglikelihood(
+        [(neutral_ctx, enc.continuation(tpl.render("continuation",
+                                                    {"item_name": profiles.item_names[i]})))
+         for i in items])))
+    neutral_s = time.perf_counter() - t0
+    scores, rate_s, toks = steady(score, work, [], rater.token_stats)
+    out = {"kind": kind, "neutral_items": len(items), "neutral_s": neutral_s, "dtype": rater.dtype, "dtype_reason": rater.dtype_reason,
             "start_s": start_s, "rate_s": rate_s, "n": len(work),
             "prompt_tokens": toks["prompt_tokens"], "cached_tokens": 0, "cached_known": False,
             "computed_tokens": toks["prompt_tokens"], "generated_tokens": 0,
             "model_id": rater.model_id, "scores": scores,
             "judgments": [["", None, None, None] for _ in scores]}
+    _save_then_close(out, rater, args)
+    return out
+
+
+def _save_then_close(out: dict, rater, args: argparse.Namespace) -> None:
+    """Write the figures before the engine shuts down: vLLM's CPU engine sometimes aborts
+    in its shutdown ("terminate called without an active exception") after the work is
+    done, and the figures should not be lost with it."""
+    Path(args.out_file).write_text(json.dumps(out))
+    rater.close()
 
 
 def run_loop(prompts: list, warmup: list, args: argparse.Namespace) -> dict:
@@ -436,13 +462,18 @@ def spawn(kind: str, dtype: str, args: argparse.Namespace, prompts_file: Path,
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
     if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:])
-        raise SystemExit(f"{kind} worker failed with exit status {proc.returncode}")
+        if not out_file.is_file():
+            sys.stderr.write(proc.stdout[-4000:])
+            raise SystemExit(f"{kind} worker failed with exit status {proc.returncode}")
+        print(f"  {kind}: the worker exited with status {proc.returncode} after saving its "
+              "figures (an engine shutdown abort); the figures are kept", flush=True)
     out = json.loads(out_file.read_text())
     out["process_s"] = time.perf_counter() - t0
     out["per_s"] = out["n"] / out["rate_s"]
+    extra = (f", neutral terms of {out['neutral_items']} items {out['neutral_s']:.1f} s apart"
+             if "neutral_s" in out else "")
     print(f"  {kind} ({out.get('dtype', dtype)}): {out['per_s']:.2f}/s (start "
-          f"{out['start_s']:.1f} s, process {out['process_s']:.0f} s)", flush=True)
+          f"{out['start_s']:.1f} s, process {out['process_s']:.0f} s{extra})", flush=True)
     return out
 
 

@@ -80,24 +80,28 @@ class Encoder:
 
 
 def pmi_scores(backend: LoglikelihoodBackend, encoder: Encoder, work: Sequence[tuple],
-               profiles, template: Template, max_liked: int) -> list[float | None]:
+               profiles, template: Template, max_liked: int,
+               neutral: dict[int, float] | None = None) -> list[float | None]:
     """Scores of ``work`` rows ``(user, item, view, kind)`` (``rate_plan.plan``), in order; ``None`` where the
     backend gave a non-finite log-probability (a counted failure upstream, never a score).
 
-    The neutral term of each item is computed once per call; rows arrive grouped by user
-    (``rate_plan.plan``), so each context's tokens are adjacent for the backend."""
+    The neutral term of an item is the same for every user: it is computed once and kept in
+    ``neutral`` (item -> log-likelihood; pass the same dict to every batch of a run). Rows
+    arrive grouped by user (``rate_plan.plan``), so each context's tokens are adjacent for
+    the backend."""
+    neutral = {} if neutral is None else neutral
     neutral_ctx = encoder.context(template.render("neutral_context", {}))
     conts = [encoder.continuation(template.render("continuation",
                                                   {"item_name": profiles.item_names[int(i)]}))
              for _, i, _, _ in work]
-    items = sorted({int(i) for _, i, _, _ in work})
+    items = sorted({int(i) for _, i, _, _ in work} - set(neutral))
     cont_of = {int(w[1]): c for w, c in zip(work, conts)}
     requests: list[Request] = [(encoder.context(view_context(v, int(u), int(i), profiles,
                                                              template, max_liked)), c)
                                for (u, i, v, _), c in zip(work, conts)]
     requests += [(neutral_ctx, cont_of[i]) for i in items]
     lls = backend.loglikelihood(requests)
-    neutral = dict(zip(items, lls[len(work):]))
+    neutral.update(zip(items, lls[len(work):]))
     out: list[float | None] = []
     for (_, i, _, _), ll in zip(work, lls[:len(work)]):
         s = ll - neutral[int(i)]

@@ -216,10 +216,11 @@ def _reader(backend: RatingBackend, profiles, templates: dict[str, Template],
         from llmhni_local.llm.likelihood import Encoder, pmi_scores
 
         encoder = Encoder(backend.tokenizer)
+        neutral: dict[int, float] = {}  # an item's neutral term serves every user's pairs
 
         def read(batch: list[tuple]) -> list:
             scores = pmi_scores(backend, encoder, batch, profiles, templates["likelihood"],
-                                settings.max_liked)
+                                settings.max_liked, neutral)
             return [Judgment(text="", label=None, probs=None, decided_by="pmi", score=s)
                     for s in scores]
         return read

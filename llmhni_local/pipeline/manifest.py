@@ -14,8 +14,11 @@ if TYPE_CHECKING:
 
 def run_manifest(run: Run, build_manifest) -> dict:
     from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.train.device import device_record, resolve_device
 
-    templates = load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values()))
+    reader = ("likelihood",) if run.cfg.rate.mode == "likelihood" else ()
+    templates = load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values(),
+                                *reader))
     models = {"embedder": {"name": run.cfg.embedder.model, "id": run.extra_keys.get("embed")}}
     if run.cfg.pipeline.rater == "llm":
         models["rater"] = {"name": run.cfg.rater.model, "adapter": run.rater.adapter,
@@ -34,4 +37,6 @@ def run_manifest(run: Run, build_manifest) -> dict:
         seeds={"train": list(run.cfg.pipeline.seeds), "data": run.cfg.data.seed,
                "candidates": run.cfg.candidates.seed},
         models=models, prompts={n: t.hash for n, t in templates.items()},
-        extra={"stages": {s: {"key": run.keys.get(s), "ran": run.ran.get(s)} for s in STAGES}})
+        extra={"stages": {s: {"key": run.keys.get(s), "ran": run.ran.get(s)} for s in STAGES},
+               "device": device_record(resolve_device(run.cfg.train.device)),
+               "rate_mode": run.cfg.rate.mode})

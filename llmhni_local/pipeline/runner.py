@@ -97,7 +97,11 @@ def check_inputs_early(run: Run) -> None:
     from llmhni_local.llm.registry import resolve_checked
     from llmhni_local.stages import check_can_summarize
 
-    load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values()))
+    from llmhni_local.train.device import resolve_device
+
+    resolve_device(run.cfg.train.device)  # a GPU this machine lacks: before any stage runs
+    reader = ("likelihood",) if run.cfg.rate.mode == "likelihood" else ()
+    load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values(), *reader))
     check_can_summarize(run.cfg.profiles, run.cfg.rater)
     needs_flags = [why for why, on in (
         ("pipeline.methods has 'oracle'", "oracle" in run.cfg.pipeline.methods),
@@ -111,4 +115,8 @@ def check_inputs_early(run: Run) -> None:
                           "= 'none')")
     resolve_checked(run.cfg.embedder.model, ("weights", "config", "tokenizer"))
     if run.cfg.pipeline.rater == "llm" or run.cfg.profiles.summarize:
-        resolve_checked(run.cfg.rater.model, ("weights", "config", "tokenizer"))
+        spec = resolve_checked(run.cfg.rater.model, ("weights", "config", "tokenizer"))
+        if run.cfg.pipeline.rater == "llm" and run.cfg.rate.mode == "judge":
+            from llmhni_local.llm.rate import check_judge
+
+            check_judge(spec.path, run.cfg.rater.model)  # before Rec_pre trains, not after

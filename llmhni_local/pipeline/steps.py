@@ -67,7 +67,10 @@ def stage_align(run: Run) -> dict:
     from llmhni_local.llm.embed import load_embeddings
     from llmhni_local.method.align import similarity_vectors
 
+    from llmhni_local.train.device import resolve_device
+
     emb = load_embeddings(run.dir)
+    device = resolve_device(run.cfg.train.device)  # the alignment MLP trains where the models do
     out: dict[str, Any] = {}
     folder = run.dir / "align"
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,7 +78,7 @@ def stage_align(run: Run) -> dict:
     for name, on in (("aligned", True), ("raw", False)):
         s = dataclasses.replace(run.cfg.llmhni, alignment=on)
         zu, zi, history = similarity_vectors(emb.users, emb.items, run.data.train, s,
-                                             seed=run.cfg.train.seed)
+                                             seed=run.cfg.train.seed, device=device)
         with atomic_path(folder / f"{name}.npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, users=zu, items=zi)
