@@ -72,25 +72,30 @@ def label_counts(table, view: str, rows: np.ndarray | None = None) -> dict[str, 
 
 def constant_view(counts: dict[str, int], scores: np.ndarray, share: float) -> dict[str, Any]:
     """Whether one value takes at least ``share`` of a view's judgments: its most frequent
-    label among the answered judgments (failures are no answer), as the verdict rules'
-    ``constant_views`` counts; for a view of score-only judgments (no label at all), its most
-    frequent score to 6 digits, among the judgments with a score.
+    label among the answered judgments (failures are no answer; the verdict rules'
+    :func:`~llmhni_local.verdicts.rules.constant_views`); for a view of score-only
+    judgments (no label at all), its most frequent score to 6 digits, among the judgments
+    with a score.
 
     >>> constant_view({"High": 97, "Medium": 2, "Low": 1, "failed": 9}, np.zeros(0), 0.95)
     {'constant': True, 'value': 'High', 'share': 0.97, 'judgments': 100, 'threshold': 0.95}
     """
+    from llmhni_local.verdicts.rules import constant_views
+
     answered = {lab: int(counts[lab]) for lab in LABELS}
     n = sum(answered.values())
     if n:
         value = max(LABELS, key=lambda lab: answered[lab])  # ties: High, Medium, Low
-        top_n = answered[value]
-    else:
-        vals, freq = np.unique(np.round(scores[np.isfinite(scores)], 6), return_counts=True)
-        value = float(vals[freq.argmax()]) if len(vals) else None
-        top_n, n = (int(freq.max()), int(freq.sum())) if len(vals) else (0, 0)
-    top_share = top_n / n if n else math.nan
-    return {"constant": bool(n) and top_share >= share - 1e-12, "value": value,
-            "share": top_share, "judgments": n, "threshold": share}
+        top_share = answered[value] / n
+        return {"constant": bool(constant_views({"view": answered}, share)), "value": value,
+                "share": top_share, "judgments": n, "threshold": share}
+    vals, freq = np.unique(np.round(scores[np.isfinite(scores)], 6), return_counts=True)
+    if not len(vals):
+        return {"constant": False, "value": None, "share": math.nan, "judgments": 0,
+                "threshold": share}
+    top_share = float(freq.max() / freq.sum())
+    return {"constant": top_share >= share - 1e-12, "value": float(vals[freq.argmax()]),
+            "share": top_share, "judgments": int(freq.sum()), "threshold": share}
 
 
 # ---------------------------------------------------------------------------- figures

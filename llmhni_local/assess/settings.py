@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmhni_local.errors import ConfigError
+from llmhni_local.verdicts.rules import VerdictSettings
 
 ASSESS_DIR = "assess"
 REPORT_FILE = "assess.json"
@@ -12,9 +13,9 @@ PLOT_FILE = "assess.png"
 SAMPLE_FILE = "sample.parquet"
 #: Fewest pairs of a class the figures are computed on.
 MIN_PER_CLASS = 20
-#: A view whose most frequent label takes at least this share of its judgments is constant
-#: (used unless ``[verdicts]`` has a ``constant_share`` of its own).
-CONSTANT_SHARE = 0.95
+#: A view whose most frequent label takes at least this share of its answered judgments is
+#: constant: ``verdicts.constant_share``'s default (the command passes the run's setting).
+CONSTANT_SHARE = VerdictSettings.constant_share
 CONSTANT_TEXT = "constant: its verdicts carry no information"
 CLASSES: tuple[str, ...] = ("clean", "noisy", "synthetic")
 SCORE_TEXT = ("log P(High) - log(P(Medium) + P(Low)) of the stored label probabilities (no "

@@ -39,8 +39,8 @@ def assess(
     """Rate a sample of held-out users' pairs (resumable) and report, per view, label shares,
     AUC on natural and synthetic noise, kappas, the LLM's share and the time coverage costs
     -> RUN/assess/assess.json and assess.png."""
-    from llmhni_local.assess import (CONSTANT_SHARE, AssessSettings, assess_run,
-                                     assessed_rater, check_run, default_rate, run_overrides)
+    from llmhni_local.assess import (AssessSettings, assess_run, assessed_rater, check_run,
+                                     default_rate, run_overrides)
     from llmhni_local.stages import profiles_data
 
     check_run(run)  # before settings that may name a missing model
@@ -51,8 +51,7 @@ def assess(
         flags = {**run_overrides(run), **{k: v for k, v in flags.items() if v is not None}}
     cfg = run_config(config, set_, flags)
     settings = AssessSettings(sample=sample, users=users, seed=seed,
-                              constant_share=getattr(cfg.verdicts, "constant_share",
-                                                     CONSTANT_SHARE))
+                              constant_share=cfg.verdicts.constant_share)
     rater = assessed_rater(run, cfg.rater, cfg.tune.kind)
     rate = default_rate(rater, dataclasses.replace(cfg.rate, max_failure_share=1.0),
                         prompts_dir=prompts, progress=not quiet)
