@@ -182,8 +182,10 @@ def test_tuned_rater_pipeline_marks_the_rater_and_retunes(tmp_path, tiny_llama):
     """tune.kind = "probe" end to end: the probe is fitted on simulated labels of training
     pairs that are not candidates, the rate stage rates with it, the report, results.json and
     manifest name it, and a changed [tune] re-rates without touching earlier stages."""
+    # the demo reads with the likelihood reader; the probe tunes the judge
     tuned = {"rater.backend": "transformers", "rater.model": str(tiny_llama),
-             "rater.dtype": "float32", "rate.max_failure_share": 1.0,
+             "rater.dtype": "float32", "rate.max_failure_share": 1.0, "rate.mode": "judge",
+             "verdicts.rule": "argmax",
              "pipeline.methods": ["bpr", "llmhni"], "tune.kind": "probe", "tune.labels": 100}
     cfg = _cfg(tmp_path, **tuned)
     run = run_pipeline(cfg, progress=False, log=lambda _: None)
@@ -254,5 +256,22 @@ def test_simulated_rater_graded_by_auc(tmp_path):
 
     # scores have no labels: the argmax rule is refused in one line naming the setting
     with pytest.raises(ConfigError, match="verdicts.rule = 'threshold'") as info:
-        run_pipeline(_cfg(tmp_path, **base, **{"pipeline.simulated_auc": 0.7}), **quiet)
+        run_pipeline(_cfg(tmp_path, **base, **{"pipeline.simulated_auc": 0.7,
+                                               "verdicts.rule": "argmax"}), **quiet)
     assert "\n" not in str(info.value)
+
+
+def test_the_demo_default_reads_with_the_likelihood_reader(tmp_path, tiny_llama):
+    """configs/ml100k.toml's rater path end to end on the tiny Llama: readings with scores and
+    no labels, threshold verdicts at the share, the mode in the manifest."""
+    cfg = _cfg(tmp_path, **{"rater.model": str(tiny_llama), "rater.dtype": "float32",
+                            "pipeline.methods": ["bpr", "llmhni"]})
+    assert cfg.rate.mode == "likelihood" and cfg.verdicts.rule == "threshold"
+    run = run_pipeline(cfg, progress=False, log=lambda _: None)
+    rating = json.loads((run.dir / "rating.json").read_text())
+    assert rating["mode"] == "likelihood" and rating["failures"] == 0
+    counts = json.loads((run.dir / "verdicts.json").read_text())
+    obs = counts["observed"]
+    assert 0 < obs["noisy"] < obs["total"]  # the share rule splits them
+    manifest = json.loads((run.dir / "manifest.json").read_text())
+    assert manifest["rate_mode"] == "likelihood" and "device" in manifest
