@@ -49,8 +49,9 @@ def candidate_layers(n_layers: int, step: int) -> list[int]:
     return sorted(chosen | {max(1, n_layers // 2), n_layers})
 
 
-def load_base(path: str, dtype: str) -> Any:
-    """The base causal LM in ``dtype`` (offline), in eval mode."""
+def load_base(path: str, dtype: str, device: str = "cpu") -> Any:
+    """The base causal LM in ``dtype`` (offline), in eval mode, on ``device`` (``auto``,
+    ``cpu``, ``cuda[:N]``; ``rater.device`` when served)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -59,7 +60,9 @@ def load_base(path: str, dtype: str) -> Any:
     enforce_offline()
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype),
                                                  local_files_only=True)
-    return model.eval()
+    from llmhni_local.train.device import resolve_device
+
+    return model.to(resolve_device(device, name="rater.device")).eval()
 
 
 class _Done(Exception):
@@ -124,14 +127,15 @@ def answer_states(model: Any, rows: Sequence[Sequence[int]], layers: Sequence[in
             for b0 in range(0, len(order), batch_size):
                 sel = order[b0:b0 + batch_size]
                 ids, mask, pos = batch_tensors([rows[k] for k in sel], pad_id)
+                dev = model.device  # the states come back to the CPU below
                 got.clear()
                 try:
-                    decoder(input_ids=ids, attention_mask=mask, position_ids=pos,
-                            use_cache=False)
+                    decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                            position_ids=pos.to(dev), use_cache=False)
                 except _Done:
                     pass
                 for j, layer in enumerate(layers):
-                    out[sel, j] = got[layer].numpy()
+                    out[sel, j] = got[layer].cpu().numpy()
     finally:
         for handle in handles:
             handle.remove()

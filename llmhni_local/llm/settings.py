@@ -36,6 +36,10 @@ class RaterSettings:
             (where bf16 is emulated and ran ~13x slower, docs/BENCHMARKS.md). The choice and
             its reason are logged and written to ``rating.json``. Set ``float32`` for results
             that agree across machines to ~1e-5. (default: ``"auto"``)
+        device: where the ``transformers`` backend (and a probe's state pass) runs the model:
+            ``auto`` (CUDA when torch sees a GPU), ``cpu``, ``cuda`` or ``cuda:N``; an explicit
+            GPU this machine lacks is a one-line error before the weights load. vLLM places
+            its engine by its own build. (default: ``"auto"``)
         decide: how the label is chosen. ``likelihood``: the label whose token is most likely
             at the answer position, right after the template's answer cue (multiple-choice
             style, one forward pass; a label mass below ``rate.min_label_mass`` is a counted
@@ -84,6 +88,7 @@ class RaterSettings:
     backend: Literal["vllm", "transformers", "openai"] = "vllm"
     model: str = "smollm2"
     dtype: Dtype = "auto"
+    device: str = "auto"
     decide: Literal["likelihood", "parse"] = "likelihood"
     max_tokens: int = 1
     batch_size: int = 64
@@ -102,6 +107,11 @@ class RaterSettings:
         if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
             raise ConfigError(f"rater.dtype must be auto, bfloat16, float16 or float32, got "
                               f"{self.dtype!r}")
+        from llmhni_local.config import DEVICE_SPELLING
+
+        if not DEVICE_SPELLING.fullmatch(str(self.device)):
+            raise ConfigError(f"rater.device must be auto, cpu, cuda or cuda:N, got "
+                              f"{self.device!r}")
         if self.decide not in ("likelihood", "parse"):
             raise ConfigError(f"rater.decide must be likelihood or parse, got {self.decide!r}")
         for name in ("tensor_parallel_size", "data_parallel_size"):

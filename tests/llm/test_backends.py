@@ -343,3 +343,16 @@ def test_vllm_and_sentence_transformers_agree(vllm_embedder, st_vectors) -> None
     assert _cosine(got_raw, raw).min() >= 0.999
     np.testing.assert_allclose(np.linalg.norm(got_raw, axis=1), np.linalg.norm(raw, axis=1),
                                rtol=1e-3)
+
+
+def test_rater_device_is_checked_before_the_weights_load(tiny_llama):
+    import torch
+
+    from llmhni_local.errors import ConfigError, UserError
+
+    with pytest.raises(ConfigError, match="rater.device"):
+        _settings(tiny_llama, "transformers", device="gpu")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UserError, match="rater.device"):
+        make_rating_backend(_settings(tiny_llama, "transformers", device="cuda"))

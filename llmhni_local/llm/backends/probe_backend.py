@@ -51,7 +51,7 @@ class ProbeRater(RaterCore):
         self.tails: dict[str, str] = dict(self.card["prompts"]["tails"])
         from llmhni_local.llm.probe_states import load_base
 
-        self.model = load_base(str(self.spec.path), self.card["dtype"])
+        self.model = load_base(str(self.spec.path), self.card["dtype"], settings.device)
         tok = self.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
 

@@ -37,13 +37,16 @@ class TransformersRater(RaterCore):
         super().__init__(settings)  # every check before the weights load
         from transformers import AutoModelForCausalLM
 
+        from llmhni_local.train.device import resolve_device
+
+        device = resolve_device(settings.device, name="rater.device")
         model = AutoModelForCausalLM.from_pretrained(
             str(self.spec.path), dtype=torch_dtype(self.dtype), local_files_only=True)
         if self.adapter is not None:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(self.adapter))
-        self.model = model.eval()
+        self.model = model.to(device).eval()
         eos = model.generation_config.eos_token_id
         self._eos = self.tokenizer.eos_token_id if eos is None else eos
         self._gen = self._generation_config(settings.max_tokens, read_labels=True)
@@ -63,7 +66,7 @@ class TransformersRater(RaterCore):
 
         gen = gen or self._gen
         enc = self.tokenizer(texts, add_special_tokens=False, padding=True,
-                             padding_side="left", return_tensors="pt")
+                             padding_side="left", return_tensors="pt").to(self.model.device)
         with torch.inference_mode():
             out = self.model.generate(**enc, generation_config=gen)
         new = out.sequences[:, enc["input_ids"].shape[1]:]
