@@ -146,7 +146,6 @@ def train_alignment(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndar
         of as many random user-item pairs (the gap shows the alignment working).
     """
     import torch
-    import torch.nn.functional as F
 
     from llmhni_local.train.device import resolve_device
 
@@ -177,19 +176,7 @@ def train_alignment(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndar
                 batch = labels[order[start:start + s.batch_size]]
                 if len(batch) < 2:  # a lone last pair has no in-batch negative
                     continue
-                u, i = batch[:, 0], batch[:, 1]
-                # f on each distinct node once (a batch repeats users and items).
-                uu, u_inv = np.unique(u, return_inverse=True)
-                ii, i_inv = np.unique(i, return_inverse=True)
-                zu = F.normalize(f(xu_t[torch.from_numpy(uu).to(dev)]), dim=1)[
-                    torch.from_numpy(u_inv).to(dev)]
-                zi = F.normalize(f(xi_t[torch.from_numpy(ii).to(dev)]), dim=1)[
-                    torch.from_numpy(i_inv).to(dev)]
-                logits = zu @ zi.T / s.temperature
-                other_pos = torch.from_numpy(batch_positive_mask(member, u, i)).to(dev)
-                logits = logits.masked_fill(other_pos, float("-inf"))
-                target = torch.arange(len(batch), device=dev)
-                loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+                loss = _batch_loss(f, xu_t, xi_t, batch, member, s.temperature, dev)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -202,6 +189,26 @@ def train_alignment(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndar
                 "rand_cos": float((z_user[rand_pairs[:, 0]] * z_item[rand_pairs[:, 1]]).sum(1).mean()),
             })
     return z_user, z_item, history
+
+
+def _batch_loss(f, xu_t, xi_t, batch: np.ndarray, member, temperature: float, dev):
+    """The symmetric InfoNCE of one batch of pseudo-label pairs (see :func:`train_alignment`)."""
+    import torch
+    import torch.nn.functional as F
+
+    u, i = batch[:, 0], batch[:, 1]
+    # f on each distinct node once (a batch repeats users and items).
+    uu, u_inv = np.unique(u, return_inverse=True)
+    ii, i_inv = np.unique(i, return_inverse=True)
+    zu = F.normalize(f(xu_t[torch.from_numpy(uu).to(dev)]), dim=1)[
+        torch.from_numpy(u_inv).to(dev)]
+    zi = F.normalize(f(xi_t[torch.from_numpy(ii).to(dev)]), dim=1)[
+        torch.from_numpy(i_inv).to(dev)]
+    logits = zu @ zi.T / temperature
+    other_pos = torch.from_numpy(batch_positive_mask(member, u, i)).to(dev)
+    logits = logits.masked_fill(other_pos, float("-inf"))
+    target = torch.arange(len(batch), device=dev)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
 def _embed(f, xu_t, xi_t) -> tuple[np.ndarray, np.ndarray]:

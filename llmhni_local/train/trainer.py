@@ -83,28 +83,8 @@ def fit(model: torch.nn.Module, data: Interactions, objective, *, train: TrainSe
     with progress_bar("train", train.epochs, enabled=progress, fields=("loss", "best")) as bar:
         for epoch in range(1, train.epochs + 1):
             t0 = time.perf_counter()
-            model.train()
-            objective.start_epoch(epoch, rng)
-            order = rng.permutation(len(positives))
-            users_all = positives[order, 0]
-            pos_all = positives[order, 1]
-            neg_all = sampler.sample(users_all, rng)
-            sums: dict[str, float] = {}
-            n_batches = 0
-            for start in range(0, len(order), train.batch_size):
-                sl = slice(start, start + train.batch_size)
-                # One copy per index array and batch; every op of the loss then indexes on
-                # the device (a no-op view on the CPU).
-                out = objective(model, index_tensor(users_all[sl], device),
-                                index_tensor(pos_all[sl], device),
-                                index_tensor(np.asarray(neg_all[sl]), device))
-                opt.zero_grad(set_to_none=True)
-                out.total.backward()
-                opt.step()
-                sums["loss"] = sums.get("loss", 0.0) + float(out.total.detach())
-                for k, v in out.parts.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n_batches += 1
+            sums, n_batches = train_epoch(model, objective, sampler, opt, epoch, rng,
+                                          batch_size=train.batch_size, device=device)
             train_time += time.perf_counter() - t0
             epochs_run = epoch
             row = {"epoch": epoch, **{k: v / max(1, n_batches) for k, v in sums.items()}}
@@ -131,6 +111,37 @@ def fit(model: torch.nn.Module, data: Interactions, objective, *, train: TrainSe
     return FitResult(best_epoch=best_epoch, val=best_val, test=test, history=history,
                      epoch_seconds=train_time / max(1, epochs_run), epochs_run=epochs_run,
                      state_dict=best_state)
+
+
+def train_epoch(model: torch.nn.Module, objective, sampler, opt, epoch: int,
+                rng: np.random.Generator, *, batch_size: int,
+                device: torch.device) -> tuple[dict[str, float], int]:
+    """One epoch over the objective's positives in a seeded order; returns the summed loss
+    parts and the number of batches."""
+    model.train()
+    objective.start_epoch(epoch, rng)
+    positives = objective.positives
+    order = rng.permutation(len(positives))
+    users_all = positives[order, 0]
+    pos_all = positives[order, 1]
+    neg_all = sampler.sample(users_all, rng)
+    sums: dict[str, float] = {}
+    n_batches = 0
+    for start in range(0, len(order), batch_size):
+        sl = slice(start, start + batch_size)
+        # One copy per index array and batch; every op of the loss then indexes on the
+        # device (a no-op view on the CPU).
+        out = objective(model, index_tensor(users_all[sl], device),
+                        index_tensor(pos_all[sl], device),
+                        index_tensor(np.asarray(neg_all[sl]), device))
+        opt.zero_grad(set_to_none=True)
+        out.total.backward()
+        opt.step()
+        sums["loss"] = sums.get("loss", 0.0) + float(out.total.detach())
+        for k, v in out.parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+        n_batches += 1
+    return sums, n_batches
 
 
 def cpu_state(model: torch.nn.Module) -> dict:
