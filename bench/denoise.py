@@ -107,7 +107,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="assess.json files of local raters (`rater assess`): their measured "
                         "AUCs are marked on the value-of-rater axis")
     p.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench-denoise"))
-    p.add_argument("--no-docs", action="store_true", help="do not write docs/")
+    p.add_argument("--no-docs", action="store_true",
+                   help="do not write docs/ (the plots then go to --out)")
     args = p.parse_args(argv)
     if args.seeds < 1:
         fail("--seeds must be >= 1 (the seed list would be empty)")
@@ -628,10 +629,13 @@ def main(args: argparse.Namespace) -> dict:
         print_table(head, rows, title=title)
         if note:
             print(note, flush=True)
+    # the plots go to docs/, or with --no-docs beside the run folders (OUT)
+    figs_dir = Path(args.out) if args.no_docs else REPO_ROOT / "docs"
+    figs_dir.mkdir(parents=True, exist_ok=True)
+    plot(out, figs_dir / "denoise_curves.png")
+    if out["auc_curves"]:
+        plot_value_of_rater(out, args.raters, figs_dir / "value_of_rater.png")
     if not args.no_docs:
-        plot(out, REPO_ROOT / "docs" / "denoise_curves.png")
-        if out["auc_curves"]:
-            plot_value_of_rater(out, args.raters, REPO_ROOT / "docs" / "value_of_rater.png")
         _write_docs(args, [(t, format_table(h, r) + (f"\n\n{n}" if n else ""))
                            for h, r, t, n in tables], seconds, bool(out["auc_curves"]))
     result = {"bench": "denoise", "quick": args.quick, "seeds": args.seeds, "seconds": seconds,
