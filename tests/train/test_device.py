@@ -24,6 +24,15 @@ def _no_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
+@pytest.fixture(autouse=True)
+def _threads_restored():
+    """Training with ``train.threads = 1`` sets torch's thread count for the process; later
+    tests (a LoRA run compared with one in a subprocess) need the default back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 def _toy(seed=0, n_users=30, n_items=40):
     rng = np.random.default_rng(seed)
     pairs = np.unique(np.stack([rng.integers(0, n_users, 600), rng.integers(0, n_items, 600)], 1),
