@@ -117,7 +117,8 @@ def rate(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ray: bool = typer.Option(False, "--ray", help="Rate as a Ray Data job (rate.engine = ray) on the cluster at rate.ray_address or RAY_ADDRESS, else on a local one."),
 ) -> None:
-    """Rate every candidate pair in both views (user- and item-centric); resumable."""
+    """Rate every candidate pair in both views (user- and item-centric): judge answers, or
+    likelihood scores with --set rate.mode=likelihood; resumable."""
     from llmhni_local.stages import rate_run
 
     cfg = run_config(config, set_, {"rater.backend": backend, "rater.model": model,
