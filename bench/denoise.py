@@ -54,7 +54,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import REPO_ROOT, emit_json, fail, float_list, format_table, print_table
 
 BASELINES = ["bpr", "tce", "rce", "sgl"]
@@ -183,7 +182,7 @@ def _floats(text: str | None, default: list[float]) -> list[float]:
 
 def base_settings(config: str, seeds: int, epochs: int) -> dict:
     """The base config file as dotted settings, with the bench's seeds and epoch bound."""
-    from llmhni_local.config import read_toml
+    from llmhni_local.core.config import read_toml
 
     base = {f"{t}.{k}": v for t, table in read_toml(config).items() for k, v in table.items()}
     base.pop("pipeline.out", None)
@@ -243,7 +242,7 @@ def per_user(run_dir: Path, method: str, seeds: list[int], metric: str = "recall
 
 
 def compare(a_dir: Path, a: str, b_dir: Path, b: str, seeds: list[int]) -> dict:
-    from llmhni_local.report import paired_bootstrap
+    from llmhni_local.eval.gains import paired_bootstrap
 
     ua, va = per_user(a_dir, a, seeds)
     ub, vb = per_user(b_dir, b, seeds)
@@ -399,7 +398,7 @@ def _value_of_rater(args, base: dict, sim: dict, sdir: Path, tag: str, out: dict
     observed candidates, and the rater's threshold keeps ``1 - that share`` (so AUC 1 gives
     exactly the error-0 verdicts). LLMHNI without denoising, BPR and the oracle are the main
     cell's at the curve's seeds; G' = G there, so the reference holds for either coverage."""
-    from llmhni_local.report import break_even
+    from llmhni_local.eval.gains import break_even
 
     seeds, figs = list(range(args.auc_seeds)), out["figures"]
     refs = ["bpr", "oracle", "llmhni-no-denoise", "llmhni"]

@@ -15,7 +15,6 @@ import argparse
 import time
 
 import numpy as np
-
 from _common import emit_json, print_table
 
 
@@ -30,15 +29,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> dict:
     import pandas as pd
-
     from rater_quality import sample_pairs
+
+    from llmhni_local.backends.probe_states import state_dtype
+    from llmhni_local.data.movielens import load_ml100k
+    from llmhni_local.engine.api import LABELS
+    from llmhni_local.rating.plan import RateSettings
+    from llmhni_local.text.profiles import make_profiles
     from llmhni_local.tune.probe import ProbeSettings, compute_states, prepare_inputs
     from llmhni_local.tune.probe_head import cross_validate, group_folds
-    from llmhni_local.llm.probe_states import state_dtype
-    from llmhni_local.data.movielens import load_ml100k
-    from llmhni_local.llm.base import LABELS
-    from llmhni_local.llm.profiles import make_profiles
-    from llmhni_local.llm.rate import RateSettings
 
     data = load_ml100k()
     profiles = make_profiles(data)

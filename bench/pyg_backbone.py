@@ -48,7 +48,7 @@ def backbones(data, args):
 def main(args: argparse.Namespace) -> None:
     import copy
 
-    from llmhni_local.config import DataSettings, EvalSettings, TrainSettings
+    from llmhni_local.core.config import DataSettings, EvalSettings, TrainSettings
     from llmhni_local.data import load_data
     from llmhni_local.train.objectives import RecObjective
     from llmhni_local.train.trainer import fit

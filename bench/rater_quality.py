@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import REPO_ROOT, emit_json, print_table
 
 LABELS = ("High", "Medium", "Low")
@@ -124,9 +123,8 @@ def eval_run(work: Path, data, profiles, pairs) -> Path:
     from llmhni_local.audit.export import write_table
     from llmhni_local.audit.importer import import_labels
     from llmhni_local.audit.records import labels_hash
-    from llmhni_local.llm.profiles import save_profiles
-    from llmhni_local.llm.rate import CANDIDATES_FILE
-    from llmhni_local.method.candidates import CANDIDATE_DTYPE, save_candidates
+    from llmhni_local.llmhni.candidates import CANDIDATE_DTYPE, CANDIDATES_FILE, save_candidates
+    from llmhni_local.text.profiles import save_profiles
 
     run = work / "eval"
     key = {"labels": labels_hash(pairs), "profiles": profiles.hash}
@@ -150,8 +148,8 @@ def eval_run(work: Path, data, profiles, pairs) -> Path:
 def embedding_scores(run: Path, profiles, max_liked: int):
     """``score(view, users, items)``: all-MiniLM-L6-v2 cosine of the user and item profiles
     (user view) or mean cosine of the user's liked items and the item (item view)."""
-    from llmhni_local.llm.embed import embed_profiles, embedder_model_id
-    from llmhni_local.llm.settings import EmbedderSettings
+    from llmhni_local.engine.settings import EmbedderSettings
+    from llmhni_local.text.embed import embed_profiles, embedder_model_id
 
     settings = EmbedderSettings(backend="sentence-transformers")
     emb = embed_profiles(run, settings, model_id=embedder_model_id(settings))
@@ -244,9 +242,10 @@ def baseline_rows(name: str, truth: list[str], preds: dict[str, list[str]]) -> d
 
 
 def rate(run: Path, args, adapter: Path | None, prompts: Path) -> str:
-    from llmhni_local.llm.backends import make_rating_backend
-    from llmhni_local.llm.rate import RateSettings, rate_candidates, rater_model_id
-    from llmhni_local.llm.settings import RaterSettings
+    from llmhni_local.backends import make_rating_backend
+    from llmhni_local.engine.settings import RaterSettings
+    from llmhni_local.rating.plan import RateSettings
+    from llmhni_local.rating.run import rate_candidates, rater_model_id
 
     settings = RaterSettings(backend=args.backend, model="smollm2", dtype=args.dtype,
                              adapter=str(adapter) if adapter else None)
@@ -264,8 +263,8 @@ def prob_views(run: Path, model_id: str, adapter: str, truth: dict) -> dict:
     backend read at the answer position) with the audit: defined even where the answer text
     is not a label (zero-shot SmolLM2 answers "The candidate item is ...")."""
     from llmhni_local.audit.agreement import agreement
-    from llmhni_local.llm.rate import read_rating_manifest
-    from llmhni_local.llm.store import JudgmentStore, Key
+    from llmhni_local.rating.plan import read_rating_manifest
+    from llmhni_local.rating.store import JudgmentStore, Key
 
     hashes = read_rating_manifest(run)["views"]
     out = {}
@@ -300,10 +299,10 @@ def synthetic_pairs(data, users: np.ndarray, n: int, seed: int) -> list[tuple[in
 
 def probe_probs(out: Path, pairs, profiles, prompts: Path, max_liked: int) -> dict:
     """Per view ``(n, 3)`` probabilities of the probe at ``out`` through its rating backend."""
-    from llmhni_local.llm.backends import make_rating_backend
-    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.llm.rate import view_messages
-    from llmhni_local.llm.settings import RaterSettings
+    from llmhni_local.backends import make_rating_backend
+    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.engine.settings import RaterSettings
+    from llmhni_local.rating.plan import view_messages
 
     templates = load_templates(tuple(VIEW_TEMPLATES.values()), prompts)
     with make_rating_backend(RaterSettings(backend="transformers", model="smollm2",
@@ -320,8 +319,8 @@ def memo_probe_probs(out: Path, pairs, profiles, prompts: Path, max_liked: int,
     ``compute_states``): the nested probes share one hidden-state pass over the held-out pairs."""
     import pandas as pd
 
-    from llmhni_local.llm.probe import load_probe
     from llmhni_local.tune.probe import ProbeSettings, compute_states, prepare_inputs
+    from llmhni_local.weights.probe import load_probe
 
     settings = ProbeSettings()
     inputs = prepare_inputs(profiles, pd.DataFrame(pairs, columns=["user", "item"]), settings,
@@ -384,7 +383,7 @@ def probe_rows(args, data, profiles, pool, heldout, eval_users, prompts: Path,
 
 # ---------------------------------------------------------------------------- recall
 def pipeline_recall(args, adapter: Path | None) -> tuple[float, Path]:
-    from llmhni_local.config import read_toml
+    from llmhni_local.core.config import read_toml
     from llmhni_local.pipeline import load_run_config, run_pipeline
 
     base = {f"{t}.{k}": v for t, table in read_toml(args.config).items()
@@ -402,13 +401,13 @@ def pipeline_recall(args, adapter: Path | None) -> tuple[float, Path]:
 
 # ---------------------------------------------------------------------------- main
 def main(args: argparse.Namespace) -> dict:
-    from llmhni_local.tune.finetune import finetune, load_finetune_settings
     from llmhni_local.audit.report import evaluate
+    from llmhni_local.core.offline import enforce_offline
     from llmhni_local.data.movielens import load_ml100k
-    from llmhni_local.llm.offline import enforce_offline
-    from llmhni_local.llm.profiles import make_profiles
-    from llmhni_local.llm.rate import CANDIDATES_FILE, RateSettings
-    from llmhni_local.method.candidates import load_candidates
+    from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
+    from llmhni_local.rating.plan import RateSettings
+    from llmhni_local.text.profiles import make_profiles
+    from llmhni_local.tune.finetune import finetune, load_finetune_settings
 
     enforce_offline()
     work = Path(args.work)

@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import emit_json, print_table
 
 
@@ -54,9 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def synthetic_run(folder: Path, users: int, k_neg: int, k_pos: int, seed: int = 0) -> Path:
     """Profiles and candidates of made-up users and films (no data set needed)."""
     from llmhni_local.data.dataset import Interactions
-    from llmhni_local.llm.profiles import make_profiles, save_profiles
-    from llmhni_local.llm.rate import CANDIDATES_FILE
-    from llmhni_local.method.candidates import save_candidates, select_candidates
+    from llmhni_local.llmhni.candidates import CANDIDATES_FILE, save_candidates, select_candidates
+    from llmhni_local.text.profiles import make_profiles, save_profiles
 
     rng = np.random.default_rng(seed)
     n_items = 40
@@ -78,22 +76,23 @@ def synthetic_run(folder: Path, users: int, k_neg: int, k_pos: int, seed: int = 
 
 
 def _backend(settings):
-    from llmhni_local.llm.backends import make_rating_backend
+    from llmhni_local.backends import make_rating_backend
 
     return make_rating_backend(settings)
 
 
 def _rows(run: Path):
-    from llmhni_local.llm.store import JudgmentStore
+    from llmhni_local.rating.store import JudgmentStore
 
     with JudgmentStore(run, create=False) as s:
         return s.frame().drop(columns=["created_at"]).reset_index(drop=True)
 
 
 def main(args: argparse.Namespace) -> dict:
-    from llmhni_local.llm import ray_job
-    from llmhni_local.llm.rate import RateSettings, rate_candidates, rater_model_id
-    from llmhni_local.llm.settings import RaterSettings
+    from llmhni_local.backends import ray_cluster
+    from llmhni_local.engine.settings import RaterSettings
+    from llmhni_local.rating.plan import RateSettings
+    from llmhni_local.rating.run import rate_candidates, rater_model_id
 
     tmp = Path(tempfile.mkdtemp(prefix="rating_scale_"))
     model = args.model
@@ -110,9 +109,9 @@ def main(args: argparse.Namespace) -> dict:
     factory = functools.partial(_backend, rater)
     times, reports = {}, {}
     t = time.perf_counter()
-    ray_job.connect(num_cpus=args.num_cpus or None)
+    ray_cluster.connect(num_cpus=args.num_cpus or None)
     cluster_s = time.perf_counter() - t
-    workers, resources = ray_job.worker_layout()
+    workers, resources = ray_cluster.worker_layout()
     for engine in ("inprocess", "ray"):
         settings = RateSettings(batch_size=args.batch_size, max_failure_share=1.0,
                                 engine=engine)

@@ -7,7 +7,7 @@ One run measures, one after the other so they never share cores:
       down) on M tokens, for a few M, best of several trials; measured before the raters and
       again after them, the higher figure is the bound;
   (a) vLLM in-process, as the toolkit rates (``rater.max_tokens = 1``, likelihood choice at
-      the answer cue, prefix caching, ``rater.dtype`` resolved by ``llm/device.py``);
+      the answer cue, prefix caching, ``rater.dtype`` resolved by ``core/precision.py``);
   (b) optionally the toolkit's batched transformers backend;
   (d) optionally the likelihood reader (``rate.mode = "likelihood"``) on the same pairs and
       views: transformers with each context's KV cache reused for its names, and vLLM's
@@ -50,7 +50,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import REPO_ROOT, emit_json, print_table
 
 ROOT = REPO_ROOT
@@ -77,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="prompts of other users rated first, untimed (default 16)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "both"],
                    help="rater dtype for vLLM / batched transformers; 'both' runs float32 and "
-                        "bfloat16 (default auto: llm/device.py's choice)")
+                        "bfloat16 (default auto: core/precision.py's choice)")
     p.add_argument("--max-tokens", type=int, default=1, help="rater.max_tokens (default 1)")
     p.add_argument("--block-size", type=int, default=32, help="rater.block_size (default 32)")
     p.add_argument("--loop-max-new-tokens", type=int, default=4,
@@ -111,9 +110,9 @@ def build_prompts(n_users: int, per_user: int, seed: int = 0) -> tuple[list, lis
     adjacent; the work rows ``(user, item, view, kind)`` are the same judgments in the same
     order, for the likelihood reader."""
     from llmhni_local.data.movielens import load_ml100k
-    from llmhni_local.llm.profiles import make_profiles
-    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.llm.rate import view_messages
+    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.rating.plan import view_messages
+    from llmhni_local.text.profiles import make_profiles
 
     data = load_ml100k()
     rng = np.random.default_rng(seed)
@@ -164,7 +163,7 @@ def cpu_bf16() -> dict:
     """What decides bf16 speed on this CPU: flags and torch's view of the vector unit."""
     import torch
 
-    from llmhni_local.llm.device import cpu_flags
+    from llmhni_local.core.precision import cpu_flags
 
     flags = cpu_flags()
     return {"flags": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
@@ -274,8 +273,8 @@ def steady(rate_fn, prompts: list, warmup: list, stats: dict | None) -> tuple[li
 
 def run_rater(kind: str, prompts: list, warmup: list, args: argparse.Namespace) -> dict:
     """The toolkit's own rater (vLLM, batched transformers, or vLLM with an adapter)."""
-    from llmhni_local.llm.backends import make_rating_backend
-    from llmhni_local.llm.settings import RaterSettings
+    from llmhni_local.backends import make_rating_backend
+    from llmhni_local.engine.settings import RaterSettings
 
     backend = "transformers" if kind == "transformers" else "vllm"
     lora = kind in ADAPTER_KINDS
@@ -302,12 +301,12 @@ def run_rater(kind: str, prompts: list, warmup: list, args: argparse.Namespace) 
 def run_likelihood(kind: str, work: list, warm: list, args: argparse.Namespace) -> dict:
     """The likelihood reader as the rate stage runs it (``llm/likelihood.pmi_scores`` in
     batches of ``rate.batch_size`` = 256 rows), on the same pairs and views."""
+    from llmhni_local.backends import make_rating_backend
     from llmhni_local.data.movielens import load_ml100k
-    from llmhni_local.llm.backends import make_rating_backend
-    from llmhni_local.llm.likelihood import Encoder, pmi_scores
-    from llmhni_local.llm.profiles import make_profiles
-    from llmhni_local.llm.prompts import load_template
-    from llmhni_local.llm.settings import RaterSettings
+    from llmhni_local.engine.prompts import load_template
+    from llmhni_local.engine.settings import RaterSettings
+    from llmhni_local.rating.likelihood import Encoder, pmi_scores
+    from llmhni_local.text.profiles import make_profiles
 
     profiles = make_profiles(load_ml100k())
     tpl = load_template("likelihood")
@@ -365,10 +364,10 @@ def run_loop(prompts: list, warmup: list, args: argparse.Namespace) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmhni_local.llm.base import LABELS
-    from llmhni_local.llm.chat import answer_cue, render_prompt
-    from llmhni_local.llm.labels import label_token_ids, parse_label, probs_from_logprobs
-    from llmhni_local.llm.registry import resolve_model
+    from llmhni_local.engine.api import LABELS
+    from llmhni_local.engine.chat import answer_cue, render_prompt
+    from llmhni_local.engine.labels import label_token_ids, parse_label, probs_from_logprobs
+    from llmhni_local.weights.registry import resolve_model
 
     path = str(resolve_model(args.model).path)
     t0 = time.perf_counter()
@@ -413,8 +412,8 @@ def run_loop(prompts: list, warmup: list, args: argparse.Namespace) -> dict:
 
 
 def run_embedder(kind: str, texts: list[str], args: argparse.Namespace) -> dict:
-    from llmhni_local.llm.backends import make_embedding_backend
-    from llmhni_local.llm.settings import EmbedderSettings
+    from llmhni_local.backends import make_embedding_backend
+    from llmhni_local.engine.settings import EmbedderSettings
 
     settings = EmbedderSettings(backend="vllm" if kind == "embed-vllm" else
                                 "sentence-transformers")
@@ -538,7 +537,7 @@ def measure_bounds(shape: dict, dtypes: list[str], tokens: list[int], into: dict
 
 def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[str]]:
     """``[(kind, dtype)]`` of the rater runs and the dtypes whose bound is measured."""
-    from llmhni_local.llm.device import resolve_dtype
+    from llmhni_local.core.precision import resolve_dtype
 
     dtypes = ["float32", "bfloat16"] if args.dtype == "both" else \
         [resolve_dtype(args.dtype)[0]]
@@ -555,9 +554,9 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[str]]:
 
 
 def main(args: argparse.Namespace) -> None:
-    from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
-    from llmhni_local.llm.device import resolve_dtype
-    from llmhni_local.llm.registry import resolve_model
+    from llmhni_local.core.precision import resolve_dtype
+    from llmhni_local.engine.chat import encode_prompts, load_tokenizer, render_prompts
+    from llmhni_local.weights.registry import resolve_model
 
     spec = resolve_model(args.model)  # fails early with "run models prepare" when needed
     runs, dtypes = plan(args)

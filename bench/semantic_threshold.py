@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import emit_json, fail, float_list, print_table
 
 K = 20
@@ -84,11 +83,10 @@ def list_stats(user_emb, item_emb, data, sim: np.ndarray, pop: np.ndarray) -> di
 def main(args: argparse.Namespace) -> dict:
     import torch
     import torch.nn.functional as F
-
     from denoise import SCENARIOS, base_settings, cell, cell_settings
 
     from llmhni_local.graph.adjacency import bipartite_adjacency
-    from llmhni_local.method.denoise import denoised_edges, oracle_edges
+    from llmhni_local.llmhni.denoise import denoised_edges, oracle_edges
     from llmhni_local.pipeline import Run, load_run_config, train_method
     from llmhni_local.pipeline.methods import verdict_table
     from llmhni_local.train.run import load_trained

@@ -160,7 +160,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
 # ---------------------------------------------------------------------------- part 1: parity
 def train_config(s: BenchSettings, seed: int, epochs: int | None = None):
     """The project's ``TrainConfig`` for one run of this bench."""
-    from llmhni_local.config import TrainConfig, load_config
+    from llmhni_local.core.config import TrainConfig, load_config
 
     return load_config(TrainConfig, None, {
         "data.source": f"rlmrec:{s.data}",
@@ -454,7 +454,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from llmhni_local.errors import UserError
+    from llmhni_local.core.errors import UserError
 
     try:
         sys.exit(main(parse_args()))

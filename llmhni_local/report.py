@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 # The statistics live with the metrics; their names stay importable from here.
-from llmhni_local.eval.gains import break_even, crossing, paired_bootstrap  # noqa: F401
 
 
 def print_metrics(title: str, result, out: Path | None = None) -> None:
@@ -53,7 +52,7 @@ def identification(verdicts, data, candidates=None) -> dict[str, Any]:
     judged = verdicts[verdicts["verdict"].isin(["hard", "noisy"])]
     out["no_verdict"] = int(len(verdicts) - len(judged))
     if candidates is not None:
-        from llmhni_local.method.candidates import coverage
+        from llmhni_local.llmhni.candidates import coverage
 
         cov = coverage(candidates, data.train, data.train_noise)
         if cov:
@@ -277,7 +276,7 @@ def rater_line(results: dict) -> str:
 
 def write_report(run_dir: str | Path, data) -> dict:
     """Write ``RUN/report.md`` and ``RUN/plots/*.png``; returns the figures it shows."""
-    from llmhni_local.io import write_json, write_text
+    from llmhni_local.core.io import write_json, write_text
 
     run_dir = Path(run_dir)
     plots = run_dir / "plots"

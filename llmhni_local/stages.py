@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from llmhni_local.errors import ConfigError, UserError
+from llmhni_local.core.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
-    from llmhni_local.config import DataSettings
+    from llmhni_local.core.config import DataSettings
     from llmhni_local.data.dataset import Interactions
-    from llmhni_local.llm.embed import Embeddings
-    from llmhni_local.llm.profiles import ProfileSettings, Profiles
-    from llmhni_local.llm.rate import RateReport, RateSettings
-    from llmhni_local.llm.settings import EmbedderSettings, RaterSettings, TuneSettings
-    from llmhni_local.method.candidates import CandidateSettings
+    from llmhni_local.engine.settings import EmbedderSettings, RaterSettings, TuneSettings
+    from llmhni_local.llmhni.candidates import CandidateSettings
+    from llmhni_local.rating.plan import RateReport, RateSettings
+    from llmhni_local.text.embed import Embeddings
+    from llmhni_local.text.profiles import Profiles, ProfileSettings
 
 #: Files (or folders) each stage writes, relative to the run folder; a missing one re-runs it.
 OUTPUTS: dict[str, tuple[str, ...]] = {
@@ -73,7 +73,7 @@ def check_can_summarize(profiles: "ProfileSettings", rater: "RaterSettings") -> 
     checked before data is loaded or an engine starts."""
     if not profiles.summarize:
         return
-    from llmhni_local.llm.backends import rating_backend_class
+    from llmhni_local.backends import rating_backend_class
 
     if not callable(getattr(rating_backend_class(rater.backend), "generate", None)):
         raise UserError(f"profiles.summarize is not implemented for the {rater.backend} rating "
@@ -89,13 +89,13 @@ def build_profiles(run_dir: str | Path, data: "Interactions", *, data_settings: 
     The data settings are recorded in ``profiles/manifest.json`` (``data_settings``) so later
     stages reload the very data the profiles came from.
     """
-    from llmhni_local.llm.profiles import make_profiles, save_profiles, summarize_users
+    from llmhni_local.text.profiles import make_profiles, save_profiles, summarize_users
 
     check_can_summarize(settings, rater)
     prof = make_profiles(data, settings, prompts_dir)
     prof.info["data_settings"] = dataclasses.asdict(data_settings)
     if settings.summarize:
-        from llmhni_local.llm.backends import make_rating_backend
+        from llmhni_local.backends import make_rating_backend
 
         backend = make_rating_backend(rater)
         try:
@@ -109,9 +109,9 @@ def build_profiles(run_dir: str | Path, data: "Interactions", *, data_settings: 
 
 def profiles_data(run_dir: str | Path, fallback: "DataSettings") -> "Interactions":
     """The data the saved profiles of ``run_dir`` were built from, checked by fingerprint."""
-    from llmhni_local.config import DataSettings, build
+    from llmhni_local.core.config import DataSettings, build
     from llmhni_local.data import load_data
-    from llmhni_local.llm.profiles import data_fingerprint, load_profiles
+    from llmhni_local.text.profiles import data_fingerprint, load_profiles
 
     prof = load_profiles(run_dir)
     saved = prof.info.get("data_settings")
@@ -127,7 +127,7 @@ def embed_run(run_dir: str | Path, settings: "EmbedderSettings", *, force: bool 
               progress: bool = True, embed: Any = None) -> "Embeddings":
     """Embed the profiles of ``run_dir`` (or reuse vectors saved under the same key); ``embed``
     (the ``[embed]`` table) says where: in process or as a Ray Data job."""
-    from llmhni_local.llm.embed import embed_profiles, embedder_model_id
+    from llmhni_local.text.embed import embed_profiles, embedder_model_id
 
     return embed_profiles(run_dir, settings, model_id=embedder_model_id(settings), force=force,
                           progress=progress, embed=embed)
@@ -170,10 +170,14 @@ def choose_candidates(run_dir: str | Path, score_fn: Callable[[np.ndarray], np.n
                       source: str) -> dict[str, Any]:
     """Select candidate pairs into ``candidates.parquet`` and describe them in
     ``candidates.json`` (settings, counts, data fingerprint, score source); returns the latter."""
-    from llmhni_local.io import write_json
-    from llmhni_local.llm.profiles import data_fingerprint
-    from llmhni_local.llm.rate import CANDIDATES_FILE
-    from llmhni_local.method.candidates import count_kinds, save_candidates, select_candidates
+    from llmhni_local.core.io import write_json
+    from llmhni_local.llmhni.candidates import (
+        CANDIDATES_FILE,
+        count_kinds,
+        save_candidates,
+        select_candidates,
+    )
+    from llmhni_local.text.profiles import data_fingerprint
 
     c = settings
     cands = select_candidates(score_fn, dataset.user_item_lists("train"), dataset.n_items,
@@ -203,9 +207,9 @@ def rate_run(run_dir: str | Path, rater: "RaterSettings", settings: "RateSetting
 
     Returns ``(report, model_id, adapter)``, the ids judgments are stored under.
     """
-    from llmhni_local.llm.offline import enforce_offline
-    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.llm.rate import rate_candidates, rater_model_id
+    from llmhni_local.core.offline import enforce_offline
+    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.rating.run import rate_candidates, rater_model_id
 
     names = ("likelihood",) if settings.mode == "likelihood" else tuple(VIEW_TEMPLATES.values())
     load_templates(names, prompts_dir)  # fail before model checks
@@ -213,7 +217,7 @@ def rate_run(run_dir: str | Path, rater: "RaterSettings", settings: "RateSetting
     model_id, adapter = rater_model_id(rater, prompts_dir, mode=settings.mode)
 
     def make_backend():
-        from llmhni_local.llm.backends import make_rating_backend
+        from llmhni_local.backends import make_rating_backend
 
         return make_rating_backend(rater)
 
@@ -235,9 +239,9 @@ def constant_rating(run_dir: str | Path, share: float) -> dict[str, dict[str, An
     """The views of ``run_dir``'s last rating run whose answers are nearly one label
     (:func:`llmhni_local.verdicts.rules.constant_views` over the candidates' answered
     judgments); ``{}`` for none, or when the judgments carry scores and no labels."""
-    from llmhni_local.llm.rate import CANDIDATES_FILE, read_rating_manifest
-    from llmhni_local.llm.store import VIEWS, JudgmentStore, Key
-    from llmhni_local.method.candidates import load_candidates
+    from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
+    from llmhni_local.rating.plan import read_rating_manifest
+    from llmhni_local.rating.store import VIEWS, JudgmentStore, Key
     from llmhni_local.verdicts.decide import compute_verdicts, verdict_counts
     from llmhni_local.verdicts.rules import constant_views
 
@@ -262,10 +266,10 @@ def tune_run(run_dir: str | Path, data: "Interactions", settings: "TuneSettings"
     ``RUN/tune/tune.json``; returns that summary."""
     import time
 
-    from llmhni_local.tune.probe import ProbeSettings, fit_probe
     from llmhni_local.audit.simulated_audits import RATING_RULE, simulate_sample
-    from llmhni_local.io import write_json
-    from llmhni_local.llm.profiles import load_profiles
+    from llmhni_local.core.io import write_json
+    from llmhni_local.text.profiles import load_profiles
+    from llmhni_local.tune.probe import ProbeSettings, fit_probe
 
     if settings.kind != "probe":
         raise ConfigError(f"tune.kind {settings.kind!r}: tune_run fits probes only")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 _spec = importlib.util.spec_from_file_location("llmhni_tests_tiny",
-                                               Path(__file__).parent / "llm" / "tiny.py")
+                                               Path(__file__).parent / "helpers" / "tiny.py")
 tiny = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny)
 
@@ -42,7 +42,7 @@ def tiny_prompts():
 
 # Rated run folders and audit labels, shared by the audit, tuning and verdict tests.
 _rspec = importlib.util.spec_from_file_location("llmhni_tests_run_fixtures",
-                                                Path(__file__).parent / "run_fixtures.py")
+                                                Path(__file__).parent / "helpers" / "run_fixtures.py")
 run_fixtures = importlib.util.module_from_spec(_rspec)
 _rspec.loader.exec_module(run_fixtures)
 _rated_template = run_fixtures._rated_template

@@ -6,13 +6,13 @@ import typing
 
 import pytest
 
-from llmhni_local.config import DataSettings
-from llmhni_local.errors import ConfigError
+from llmhni_local.core.config import DataSettings
+from llmhni_local.core.errors import ConfigError
 
 
 def test_backend_tables_match_the_settings_values():
-    from llmhni_local.llm.backends import EMBEDDING_BACKENDS, RATING_BACKENDS, backend_help
-    from llmhni_local.llm.settings import EmbedderSettings, RaterSettings
+    from llmhni_local.backends import EMBEDDING_BACKENDS, RATING_BACKENDS, backend_help
+    from llmhni_local.engine.settings import EmbedderSettings, RaterSettings
 
     for table, cls in ((RATING_BACKENDS, RaterSettings), (EMBEDDING_BACKENDS, EmbedderSettings)):
         allowed = typing.get_args(typing.get_type_hints(cls)["backend"])
@@ -21,7 +21,7 @@ def test_backend_tables_match_the_settings_values():
 
 
 def test_unknown_backend_names_the_known_ones():
-    from llmhni_local.llm.backends import rating_backend_class
+    from llmhni_local.backends import rating_backend_class
 
     with pytest.raises(ConfigError, match="known: vllm, transformers, openai"):
         rating_backend_class("llamacpp")
@@ -40,7 +40,7 @@ def test_data_sources_table_drives_load_and_errors(monkeypatch):
 
 
 def test_registry_entries_carry_their_locator_and_prepare_step():
-    from llmhni_local.llm.registry import KNOWN
+    from llmhni_local.weights.registry import KNOWN
 
     for entry in KNOWN.values():
         assert callable(entry.locate)

@@ -17,12 +17,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "llmhni_local"
 
 #: Rooms from the bottom up; a module may import its own room and the rooms below it.
 ROOMS: tuple[tuple[str, ...], ...] = (
-    ("errors", "io", "progress", "resources", "runlock", "manifest", "config"),
-    ("data", "graph", "eval"),
+    ("core",),  # errors, io, progress, locks, manifest, settings parsing, device, offline switch
+    ("data", "graph", "eval"),  # the data object, the adjacency, metrics and statistics
     ("models",),
     ("train",),
-    ("method",),
-    ("llm",),  # the rater: prompts, chat, labels, backends, adapters, the probe as served
+    ("llmhni",),  # the method: candidates, alignment, semantic negatives, G', its objective
+    ("engine",),  # what a model is asked and how it answers: the contract, chat, labels, prompts
+    ("weights",),  # where model files come from: registry, install, LoRA merge, adapters, probes
+    ("backends",),  # vLLM, transformers, OpenAI-compatible, sentence-transformers, probe, Ray
+    ("text",),  # stages 1-2: profiles and their embeddings
+    ("rating",),  # the rating plan, the rating loop (in process, Ray), the judgment store
     ("verdicts",),  # from judgments (and audited labels, given as data) to hard / noisy
     ("audit",),  # records, export, import, agreement, simulated audits, the audit report
     ("tune",),  # LoRA fine-tuning and probe fitting, on audited labels
@@ -147,4 +151,4 @@ def test_circles_finds_what_it_should(graph, expected):
 
 def test_the_scan_sees_lazy_imports():
     # ray_job reads the rating plan only inside its functions
-    assert "llmhni_local.llm.rate_plan" in GRAPH["llmhni_local.llm.ray_job"]
+    assert "llmhni_local.rating.plan" in GRAPH["llmhni_local.rating.ray_job"]

@@ -46,7 +46,7 @@ def installed(tmp_path_factory) -> Path:
 def test_wheel_ships_templates_and_configs(installed, tmp_path):
     py = installed / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    where = _sh(py, "-c", "import llmhni_local.llm.prompts as p, llmhni_local as l; "
+    where = _sh(py, "-c", "import llmhni_local.engine.prompts as p, llmhni_local as l; "
                           "print(l.__file__); print(p.PROMPTS_DIR)", cwd=tmp_path, env=env)
     pkg, prompts = where.stdout.split()
     assert not pkg.startswith(str(ROOT)) and str(installed) in pkg

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from llmhni_local.report import (GAP_NA, break_even, crossing, oracle_gap, rater_line,
-                                 results_table)
+from llmhni_local.eval.gains import break_even, crossing
+from llmhni_local.report import GAP_NA, oracle_gap, rater_line, results_table
 
 
 def _results(bpr, oracle, llmhni, rater=None):

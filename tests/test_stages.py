@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from llmhni_local import stages
-from llmhni_local.config import DataSettings
+from llmhni_local.core.config import DataSettings
+from llmhni_local.core.errors import UserError
 from llmhni_local.data.dataset import Interactions
-from llmhni_local.errors import UserError
-from llmhni_local.llm.profiles import ProfileSettings, load_profiles
-from llmhni_local.llm.settings import RaterSettings
-from llmhni_local.method.candidates import CandidateSettings
+from llmhni_local.engine.settings import RaterSettings
+from llmhni_local.llmhni.candidates import CandidateSettings
+from llmhni_local.text.profiles import ProfileSettings, load_profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +46,7 @@ class FakeRater:
 
 def test_build_profiles_summarizes_when_the_setting_says_so(tmp_path, monkeypatch):
     made = []
-    monkeypatch.setattr("llmhni_local.llm.backends.make_rating_backend",
+    monkeypatch.setattr("llmhni_local.backends.make_rating_backend",
                         lambda settings: made.append(FakeRater()) or made[-1])
     settings = ProfileSettings(summarize=True)
     prof = stages.build_profiles(tmp_path, toy(), data_settings=DataSettings(max_users=3),
@@ -63,7 +62,7 @@ def test_pipeline_profiles_stage_honours_summarize(tmp_path, monkeypatch):
     from llmhni_local.pipeline import Run, load_run_config
     from llmhni_local.pipeline.steps import stage_profiles
 
-    monkeypatch.setattr("llmhni_local.llm.backends.make_rating_backend",
+    monkeypatch.setattr("llmhni_local.backends.make_rating_backend",
                         lambda settings: FakeRater())
     cfg = load_run_config(None, {"pipeline.out": str(tmp_path), "profiles.summarize": True,
                                  "rater.backend": "transformers"})
@@ -80,7 +79,7 @@ def test_summarize_refused_before_work_for_a_backend_without_generate(monkeypatc
     class NoGenerate:
         pass
 
-    monkeypatch.setattr("llmhni_local.llm.backends.rating_backend_class", lambda name: NoGenerate)
+    monkeypatch.setattr("llmhni_local.backends.rating_backend_class", lambda name: NoGenerate)
     with pytest.raises(UserError, match="profiles.summarize"):
         stages.check_can_summarize(ProfileSettings(summarize=True), RaterSettings())
     stages.check_can_summarize(ProfileSettings(summarize=False), RaterSettings())  # no check

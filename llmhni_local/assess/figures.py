@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmhni_local.assess.settings import AssessSettings
-from llmhni_local.llm.base import LABELS
-from llmhni_local.llm.store import VIEWS
+from llmhni_local.engine.api import LABELS
+from llmhni_local.rating.store import VIEWS
 
 if TYPE_CHECKING:
     from llmhni_local.data.dataset import Interactions
-    from llmhni_local.llm.rate_plan import RateReport
+    from llmhni_local.rating.plan import RateReport
 
 
 def judgment_scores(frame) -> np.ndarray:
@@ -178,13 +178,13 @@ def coverage_costs(score_fn: Callable[[np.ndarray], np.ndarray], data: Interacti
     """Observed candidate pairs that a coverage of ``targets`` of the flagged (truly noisy)
     training pairs needs under Rec_pre's ranking, the cheaper of the candidate machinery's two
     ways: the same count per user (``candidates.k_pos``) or a share of each user's training
-    items (``candidates.k_pos_share``, ``k_pos = 0``); see ``method/candidates.py``.
+    items (``candidates.k_pos_share``, ``k_pos = 0``); see ``llmhni/candidates.py``.
 
     A flagged pair of rank ``r`` (0: the user's lowest-scored training item) among the
     ``n_u`` training items of its user is a candidate from ``k_pos = r + 1`` or from
     ``k_pos_share = (r + 1) / n_u`` on, so the least setting for coverage ``c`` is the
     ``ceil(c F)``-th smallest of these over the ``F`` flagged pairs."""
-    from llmhni_local.method.candidates import coverage, n_observed, select_candidates
+    from llmhni_local.llmhni.candidates import coverage, n_observed, select_candidates
 
     if data.train_noise is None:
         return {"available": False, "why": f"{data.name} has no ground-truth noise flags"}
@@ -259,7 +259,7 @@ def measured_speed(report: RateReport, clock: BatchClock, batch_size: int) -> di
 
 
 def run_coverage(candidates: np.ndarray, data: Interactions) -> dict[str, Any]:
-    from llmhni_local.method.candidates import count_kinds, coverage
+    from llmhni_local.llmhni.candidates import count_kinds, coverage
 
     return {"candidates": len(candidates), **count_kinds(candidates),
             **coverage(candidates, data.train, data.train_noise)}

@@ -17,17 +17,18 @@ from llmhni_local.assess.settings import (
     TUNE_PROBE_PAIRS,
     AssessSettings,
 )
-from llmhni_local.errors import UserError
+from llmhni_local.core.errors import UserError
 
 if TYPE_CHECKING:
     from llmhni_local.data.dataset import Interactions
-    from llmhni_local.llm.settings import RaterSettings
+    from llmhni_local.engine.settings import RaterSettings
 
 
 def check_run(run_dir: str | Path) -> None:
     """The run must have candidates and judgments (one line naming what is missing)."""
-    from llmhni_local.llm.rate_plan import CANDIDATES_FILE, RATING_MANIFEST
-    from llmhni_local.llm.store import STORE_NAME
+    from llmhni_local.llmhni.candidates import CANDIDATES_FILE
+    from llmhni_local.rating.plan import RATING_MANIFEST
+    from llmhni_local.rating.store import STORE_NAME
 
     run_dir = Path(run_dir)
     if not (run_dir / CANDIDATES_FILE).is_file():
@@ -237,7 +238,7 @@ def _enough(cls: str, n: int, n_users: int) -> None:
 def sample_candidates(sample, score_fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """The sample as a candidate array (``kind``: observed, or unobserved for synthetic
     pairs; ``score``: Rec_pre's), sorted by user then item."""
-    from llmhni_local.method.candidates import CANDIDATE_DTYPE
+    from llmhni_local.llmhni.candidates import CANDIDATE_DTYPE
 
     users = sample["user"].to_numpy(np.int64)
     items = sample["item"].to_numpy(np.int64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmhni_local.errors import ConfigError
+from llmhni_local.core.errors import ConfigError
 from llmhni_local.verdicts.rules import VerdictSettings
 
 ASSESS_DIR = "assess"

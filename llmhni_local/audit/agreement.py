@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from llmhni_local.llm.base import LABELS
+from llmhni_local.engine.api import LABELS
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 

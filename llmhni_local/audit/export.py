@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from llmhni_local.errors import UserError
+from llmhni_local.core.errors import UserError
 
 FILL_COLUMNS = ("label", "annotator", "labelled_at", "note")
 MODEL_COLUMNS = ("model_label_user", "model_label_item", "p_high_user", "p_high_item",
@@ -72,10 +72,10 @@ def allocate(sizes: dict[str, int], n: int,
 
 def rated_pairs(run_dir: str | Path):
     """The candidates of ``RUN`` with the last rating run's labels and verdict per pair."""
-    from llmhni_local.llm.rate import CANDIDATES_FILE, read_rating_manifest
-    from llmhni_local.llm.store import VIEWS, JudgmentStore, Key
+    from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
+    from llmhni_local.rating.plan import read_rating_manifest
+    from llmhni_local.rating.store import VIEWS, JudgmentStore, Key
     from llmhni_local.verdicts.decide import compute_verdicts
-    from llmhni_local.method.candidates import load_candidates
 
     run_dir = Path(run_dir)
     manifest = read_rating_manifest(run_dir)
@@ -106,8 +106,8 @@ def export_sample(run_dir: str | Path, n: int, *, seed: int = 0, show_model_labe
     """
     import pandas as pd
 
-    from llmhni_local.llm.profiles import load_profiles
-    from llmhni_local.llm.rate import RateSettings, liked_text
+    from llmhni_local.rating.plan import RateSettings, liked_text
+    from llmhni_local.text.profiles import load_profiles
 
     if n <= 0:
         raise UserError(f"audit export: --n must be > 0, got {n}")
@@ -173,7 +173,7 @@ def _drop_audited(run_dir: Path, table):
 def write_table(frame, path: str | Path) -> Path:
     """Write a sample (or label) table as CSV or JSON Lines by the file name, atomically."""
     from llmhni_local.audit.importer import file_format
-    from llmhni_local.io import atomic_path
+    from llmhni_local.core.io import atomic_path
 
     path = Path(path)
     fmt = file_format(path)

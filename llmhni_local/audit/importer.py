@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmhni_local.errors import DataError
-from llmhni_local.llm.base import LABELS
+from llmhni_local.core.errors import DataError
+from llmhni_local.engine.api import LABELS
 
 REQUIRED = ("user", "item", "label")
 OPTIONAL = ("annotator", "labelled_at", "note")
@@ -176,8 +176,8 @@ def import_labels(run_dir: str | Path, path: str | Path) -> ImportResult:
     from collections import Counter
 
     from llmhni_local.audit.records import AuditStore
-    from llmhni_local.io import sha256_file
-    from llmhni_local.llm.profiles import load_profiles
+    from llmhni_local.core.io import sha256_file
+    from llmhni_local.text.profiles import load_profiles
 
     profiles = load_profiles(run_dir)
     columns, rows = read_rows(path)

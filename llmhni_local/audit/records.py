@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from llmhni_local.errors import UserError
-from llmhni_local.llm.base import LABELS
-from llmhni_local.llm.store import integrity_problem, is_damage
+from llmhni_local.core.errors import UserError
+from llmhni_local.engine.api import LABELS
+from llmhni_local.rating.store import integrity_problem, is_damage
 
 AUDIT_DIR = "audit"
 AUDIT_DB = "audit.sqlite"
@@ -193,7 +193,7 @@ def _damaged(path: Path, why: str) -> str:
 
 def labels_hash(frame) -> str:
     """sha256 of a label set: its sorted ``user,item,label`` lines (what a model learned)."""
-    from llmhni_local.io import sha256_text
+    from llmhni_local.core.io import sha256_text
 
     rows = sorted((int(u), int(i), str(lab)) for u, i, lab in
                   zip(frame["user"], frame["item"], frame["label"]))

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from llmhni_local.audit.agreement import agreement
-from llmhni_local.errors import UserError
-from llmhni_local.llm.base import LABELS
+from llmhni_local.core.errors import UserError
+from llmhni_local.engine.api import LABELS
 from llmhni_local.verdicts.rules import audit_verdict, model_verdict
 
 VERDICT_LABELS = ("hard", "noisy")
@@ -39,8 +39,8 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
     import pandas as pd
 
     from llmhni_local.audit.records import AuditStore
-    from llmhni_local.llm.rate import read_rating_manifest
-    from llmhni_local.llm.store import VIEWS, JudgmentStore
+    from llmhni_local.rating.plan import read_rating_manifest
+    from llmhni_local.rating.store import VIEWS, JudgmentStore
 
     run_dir = Path(run_dir)
     with AuditStore(run_dir, create=False) as store:
@@ -170,7 +170,7 @@ def write_report(run_dir: str | Path, *, max_listed: int = 30) -> dict[str, Any]
     import pandas as pd
 
     from llmhni_local.audit.records import audit_dir
-    from llmhni_local.io import atomic_path, write_json, write_text
+    from llmhni_local.core.io import atomic_path, write_json, write_text
 
     result = evaluate(run_dir)
     folder = audit_dir(run_dir)
@@ -195,7 +195,7 @@ def plot_confusions(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from llmhni_local.io import atomic_path
+    from llmhni_local.core.io import atomic_path
 
     raters = result["raters"]
     fig, axes = plt.subplots(len(raters), 3, figsize=(12, 3.8 * len(raters)), squeeze=False)

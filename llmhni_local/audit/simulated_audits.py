@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from llmhni_local.errors import DataError, UserError
+from llmhni_local.core.errors import DataError, UserError
 
 RATING_RULE = ">= 4 High, 3 Medium, <= 2 Low"
 ANNOTATOR = f"simulated (MovieLens rating: {RATING_RULE})"
@@ -50,9 +50,9 @@ def run_data(run_dir: str | Path, data_settings=None):
     """
     import json
 
-    from llmhni_local.config import DataSettings, build
+    from llmhni_local.core.config import DataSettings, build
     from llmhni_local.data import load_data
-    from llmhni_local.llm.profiles import data_fingerprint, load_profiles
+    from llmhni_local.text.profiles import data_fingerprint, load_profiles
 
     run_dir = Path(run_dir)
     profiles = load_profiles(run_dir)
@@ -104,7 +104,7 @@ def simulate_sample(run_dir: str | Path, n: int, *,
     if data is None:
         data, profiles = run_data(run_dir, data_settings)
     else:
-        from llmhni_local.llm.profiles import data_fingerprint, load_profiles
+        from llmhni_local.text.profiles import data_fingerprint, load_profiles
 
         profiles = load_profiles(run_dir)
         if data_fingerprint(data) != profiles.info.get("data"):
@@ -139,8 +139,8 @@ def _train_pool(run_dir: Path, n: int, seed: int, data, profiles):
     import pandas as pd
 
     from llmhni_local.audit.export import FILL_COLUMNS, _drop_audited
-    from llmhni_local.llm.rate import CANDIDATES_FILE, RateSettings, liked_text
-    from llmhni_local.method.candidates import load_candidates
+    from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
+    from llmhni_local.rating.plan import RateSettings, liked_text
 
     exclude: set[tuple[int, int]] = set()
     if (run_dir / CANDIDATES_FILE).is_file():
@@ -160,7 +160,7 @@ def _train_pool(run_dir: Path, n: int, seed: int, data, profiles):
     rows = table.iloc[rng.choice(len(table), size=min(n, len(table)), replace=False)]
     max_liked = RateSettings().max_liked
     try:
-        from llmhni_local.llm.rate import read_rating_manifest
+        from llmhni_local.rating.plan import read_rating_manifest
 
         max_liked = int(read_rating_manifest(run_dir)["settings"]["max_liked"])
     except (UserError, KeyError):

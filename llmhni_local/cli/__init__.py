@@ -1,7 +1,7 @@
 """The ``llmhni`` command line: one typer app, one module per command group.
 
 Heavy imports (torch, vLLM, transformers) happen inside commands so ``--help`` is instant.
-A :class:`~llmhni_local.errors.UserError` becomes one line on stderr and exit status 2.
+A :class:`~llmhni_local.core.errors.UserError` becomes one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from llmhni_local.errors import UserError
+from llmhni_local.core.errors import UserError
 
 app = typer.Typer(
     name="llmhni",

@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from llmhni_local.errors import UserError
-from llmhni_local.runlock import run_lock
+from llmhni_local.core.errors import UserError
+from llmhni_local.core.runlock import run_lock
 
 app = typer.Typer(no_args_is_help=True, help="Audit the rater: export pairs, import labels, "
                                              "report agreement, simulate labels (MovieLens).")
@@ -69,7 +69,7 @@ def import_(
 
 def _print_problems(run: Path, problems: list[str]) -> None:
     from llmhni_local.audit.records import audit_dir
-    from llmhni_local.io import write_text
+    from llmhni_local.core.io import write_text
 
     for p in problems[:MAX_SHOWN]:
         print(f"  {p}", file=sys.stderr)
@@ -136,7 +136,7 @@ def simulate(
         raise UserError(f"audit simulate: --pool must be candidates or train, got {pool!r}")
     settings = None
     if data is not None:
-        from llmhni_local.config import DataSettings
+        from llmhni_local.core.config import DataSettings
 
         settings = DataSettings(source=data, max_users=max_users or 0)
     with run_lock(run, "audit simulate"):

@@ -24,7 +24,7 @@ def info(
 ) -> None:
     """Counts, sparsity and the share of flagged noise of a data set."""
     from llmhni_local.cli.options import load
-    from llmhni_local.config import TrainConfig
+    from llmhni_local.core.config import TrainConfig
     from llmhni_local.data import load_data
 
     cfg = load(TrainConfig, config, set_, {"data.source": data, "data.max_users": max_users,

@@ -38,10 +38,10 @@ def finetune_rater(
                                                     "linear head on its hidden states."),
 ) -> None:
     """Tune the rater on RUN's audited labels: a LoRA adapter or a probe (--kind)."""
+    from llmhni_local.core.config import parse_sets
+    from llmhni_local.core.runlock import run_lock
     from llmhni_local.tune.finetune import finetune_run, load_finetune_settings
     from llmhni_local.tune.probe import check_kind
-    from llmhni_local.config import parse_sets
-    from llmhni_local.runlock import run_lock
 
     # RUN's audit store records which pairs trained the adapter: one writer at a time.
     with run_lock(run, f"finetune-rater --kind {kind}"):
@@ -66,9 +66,9 @@ def finetune_rater(
 
 def _probe(run: Path, out: Path, config, sets, *, base, batch_size, seed, force: bool,
            lora_only: list[str]) -> None:
-    from llmhni_local.tune.probe import ProbeConfig, probe_run
     from llmhni_local.cli.options import load
-    from llmhni_local.errors import UserError
+    from llmhni_local.core.errors import UserError
+    from llmhni_local.tune.probe import ProbeConfig, probe_run
 
     if lora_only:
         raise UserError(f"{', '.join(lora_only)}: LoRA settings; --kind probe does not take them")
@@ -101,7 +101,7 @@ def validate(
     no_card: bool = typer.Option(False, "--no-card", help="Accept an adapter without card.json."),
 ) -> None:
     """Check an adapter: a LoRA one vLLM can serve (task type, bias, rank, files) or a probe."""
-    from llmhni_local.llm.adapters import AdapterRefused, validate_adapter
+    from llmhni_local.weights.adapters import AdapterRefused, validate_adapter
 
     try:
         info = validate_adapter(path, max_lora_rank=max_lora_rank, require_card=not no_card,

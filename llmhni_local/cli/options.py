@@ -44,7 +44,7 @@ def load(cls: type, config: Optional[Path], sets: Optional[list[str]],
     < ``--set`` items."""
     import dataclasses
 
-    from llmhni_local.config import load_config, parse_sets
+    from llmhni_local.core.config import load_config, parse_sets
 
     own = {f.name for f in dataclasses.fields(cls)}
     overrides = {**(flags or {}), **parse_sets(sets or [])}

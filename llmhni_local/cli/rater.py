@@ -16,7 +16,7 @@ from typing import Any, Optional
 import typer
 
 from llmhni_local.cli.options import ConfigOption, QuietOption, SetOption, run_config
-from llmhni_local.runlock import run_lock
+from llmhni_local.core.runlock import run_lock
 
 app = typer.Typer(no_args_is_help=True, help="Assess a rater on users held out from every "
                                              "tuning set.")
@@ -39,8 +39,14 @@ def assess(
     """Rate a sample of held-out users' pairs (resumable) and report, per view, label shares,
     AUC on natural and synthetic noise, kappas, the LLM's share and the time coverage costs
     -> RUN/assess/assess.json and assess.png."""
-    from llmhni_local.assess import (AssessSettings, assess_run, assessed_rater, check_run,
-                                     default_rate, run_overrides)
+    from llmhni_local.assess import (
+        AssessSettings,
+        assess_run,
+        assessed_rater,
+        check_run,
+        default_rate,
+        run_overrides,
+    )
     from llmhni_local.stages import profiles_data
 
     check_run(run)  # before settings that may name a missing model

@@ -20,9 +20,9 @@ def run(
     """Run every stage: data, profiles, embeddings, alignment, Rec_pre, candidates, tuning the
     rater (only with tune.kind), rating, verdicts, training, evaluation, report. Unchanged
     stages are reused."""
+    from llmhni_local.core.runlock import run_lock
     from llmhni_local.pipeline import run_pipeline
     from llmhni_local.report import print_run_summary
-    from llmhni_local.runlock import run_lock
 
     cfg = run_config(config, set_, {"pipeline.out": out})
     with run_lock(cfg.pipeline.out, "run"):
@@ -37,9 +37,9 @@ def report(run_dir: Path = typer.Argument(..., help="A pipeline run folder.")) -
     # be made while another command works on the folder.
     import json
 
-    from llmhni_local.config import build
+    from llmhni_local.core.config import build
+    from llmhni_local.core.errors import UserError
     from llmhni_local.data import load_data
-    from llmhni_local.errors import UserError
     from llmhni_local.pipeline import RunConfig
     from llmhni_local.report import print_run_summary, write_report
 

@@ -34,7 +34,7 @@ def train(
 ) -> None:
     """Train LightGCN or NGCF and print clean-test metrics (settings: --set > flags > --config
     > defaults)."""
-    from llmhni_local.config import TrainConfig
+    from llmhni_local.core.config import TrainConfig
 
     overrides = {
         "data.source": data, "data.synthetic_noise": synthetic_noise, "data.max_users": max_users,
@@ -46,9 +46,9 @@ def train(
     }
     cfg = load(TrainConfig, config, set_, overrides)
 
+    from llmhni_local.core.runlock import run_lock
     from llmhni_local.data import load_data
     from llmhni_local.report import print_metrics
-    from llmhni_local.runlock import run_lock
     from llmhni_local.train.run import train_run
 
     with run_lock(out, "train"):

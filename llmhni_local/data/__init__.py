@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from llmhni_local.core.errors import ConfigError
 from llmhni_local.data.dataset import Interactions
-from llmhni_local.errors import ConfigError
 
 if TYPE_CHECKING:
-    from llmhni_local.config import DataSettings
+    from llmhni_local.core.config import DataSettings
 
 __all__ = ["DATA_SOURCES", "DataSource", "Interactions", "load_data", "first_users"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llmhni_local.errors import DataError
+from llmhni_local.core.errors import DataError
 
 
 @dataclass(frozen=True, eq=False)

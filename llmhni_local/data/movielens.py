@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from llmhni_local.core.errors import DataError
 from llmhni_local.data.dataset import Interactions
 from llmhni_local.data.splits import chronological_split
-from llmhni_local.errors import DataError
 
 _FILES = {
     "ratings": "MovieLens100k_data.parquet.brotli",
@@ -51,7 +51,7 @@ def load_ml100k(max_users: int | None = None) -> Interactions:
     """
     import pandas as pd
 
-    from llmhni_local.io import sha256_file
+    from llmhni_local.core.io import sha256_file
 
     folder = ml100k_dir()
     ratings = pd.read_parquet(folder / _FILES["ratings"])

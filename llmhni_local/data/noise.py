@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmhni_local.core.errors import DataError
 from llmhni_local.data.dataset import Interactions
-from llmhni_local.errors import DataError
 
 
 def add_synthetic_noise(data: Interactions, share: float, seed: int) -> Interactions:

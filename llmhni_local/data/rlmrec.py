@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from llmhni_local.core.errors import DataError
 from llmhni_local.data.dataset import Interactions
 from llmhni_local.data.safe_pickle import safe_load
-from llmhni_local.errors import DataError
 
 SPLIT_FILES = {"train": "trn_mat.pkl", "val": "val_mat.pkl", "test": "tst_mat.pkl"}
 PROFILE_FILES = {"user": "usr_prf.pkl", "item": "itm_prf.pkl"}
@@ -93,7 +93,7 @@ def load_rlmrec(folder: str | os.PathLike) -> Interactions:
         DataError: a split file is missing or not a sparse matrix, the splits' shapes differ,
             or a validation / test user has no training interaction.
     """
-    from llmhni_local.io import sha256_file
+    from llmhni_local.core.io import sha256_file
 
     folder = Path(folder)
     if not folder.is_dir():

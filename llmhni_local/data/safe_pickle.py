@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from llmhni_local.errors import DataError
+from llmhni_local.core.errors import DataError
 
 # Plain containers and scalars. ``object`` is how protocols 0/1 rebuild a class instance
 # (``copyreg._reconstructor(cls, object, None)``); it is inert without another admitted class.

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from llmhni_local.core.progress import progress_bar
 from llmhni_local.eval.metrics import ranking_metrics
-from llmhni_local.progress import progress_bar
 
 
 def _by_user(pairs: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ Stages, in order (``python cli.py run --config configs/ml100k.toml``)::
          -> verdicts -> train -> report
 
 ``tune`` does nothing unless ``tune.kind`` asks it to fit a probe on simulated audit labels
-(:class:`~llmhni_local.llm.settings.TuneSettings`); the rate stage then rates with that probe.
+(:class:`~llmhni_local.engine.settings.TuneSettings`); the rate stage then rates with that probe.
 
 Each stage records in ``RUN/stages/<stage>.json`` a key: the hash of the settings it reads and
 of the keys of the stages it reads from. A stage whose key is unchanged and whose outputs exist
@@ -34,8 +34,12 @@ from llmhni_local.pipeline.context import Run
 from llmhni_local.pipeline.methods import METHOD_TABLE, METHODS, Method, train_method
 from llmhni_local.pipeline.plan import PLAN, STAGES, Stage
 from llmhni_local.pipeline.runner import run_pipeline
-from llmhni_local.pipeline.settings import (OTHER_TABLES, PipelineSettings, RunConfig,
-                                            load_run_config)
+from llmhni_local.pipeline.settings import (
+                                            OTHER_TABLES,
+                                            PipelineSettings,
+                                            RunConfig,
+                                            load_run_config,
+)
 from llmhni_local.pipeline.train_stage import rater_info
 
 __all__ = ["METHODS", "METHOD_TABLE", "Method", "OTHER_TABLES", "PLAN", "PipelineSettings", "Run",

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from llmhni_local.config import to_dict
-from llmhni_local.io import sha256_text
-from llmhni_local.llm.settings import RaterSettings
+from llmhni_local.core.config import to_dict
+from llmhni_local.core.io import sha256_text
+from llmhni_local.engine.settings import RaterSettings
 from llmhni_local.pipeline.plan import reads
 from llmhni_local.pipeline.settings import RunConfig
 from llmhni_local.stages import TUNE_PROBE_DIR

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from llmhni_local.config import to_dict
+from llmhni_local.core.config import to_dict
 from llmhni_local.pipeline.plan import STAGES
 from llmhni_local.stages import TUNE_PROBE_DIR, TUNE_SUMMARY
 
@@ -13,8 +13,8 @@ if TYPE_CHECKING:
 
 
 def run_manifest(run: Run, build_manifest) -> dict:
-    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.train.device import device_record, resolve_device
+    from llmhni_local.core.device import device_record, resolve_device
+    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
 
     reader = ("likelihood",) if run.cfg.rate.mode == "likelihood" else ()
     templates = load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values(),
@@ -24,7 +24,7 @@ def run_manifest(run: Run, build_manifest) -> dict:
         models["rater"] = {"name": run.cfg.rater.model, "adapter": run.rater.adapter,
                            "id": run.extra_keys.get("rate")}
         if run.cfg.tune.kind == "probe":
-            from llmhni_local.llm.registry import model_hash
+            from llmhni_local.weights.registry import model_hash
 
             folder = run.dir / TUNE_PROBE_DIR
             models["rater"]["tuned"] = {"kind": "probe", "folder": str(folder),

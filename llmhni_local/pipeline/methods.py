@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from llmhni_local.config import TrainConfig, TrainSettings, to_dict
+from llmhni_local.core.config import TrainConfig, TrainSettings, to_dict
 
 # ``run`` below is a :class:`llmhni_local.pipeline.context.Run`; it is not imported, since
 # the run's settings check method names against this table.
@@ -59,7 +59,7 @@ class Method:
 
 
 def _oracle_run(run: "Run", name: str, cfg: TrainConfig) -> dict:
-    from llmhni_local.method.denoise import oracle_edges
+    from llmhni_local.llmhni.denoise import oracle_edges
     from llmhni_local.train.objectives import RecObjective
 
     data = run.data
@@ -70,8 +70,8 @@ def _oracle_run(run: "Run", name: str, cfg: TrainConfig) -> dict:
 
 
 def _llmhni_run(run: "Run", name: str, cfg: TrainConfig) -> dict:
-    from llmhni_local.method.denoise import denoised_edges
-    from llmhni_local.method.objective import LLMHNIObjective
+    from llmhni_local.llmhni.denoise import denoised_edges
+    from llmhni_local.llmhni.objective import LLMHNIObjective
 
     data, s = run.data, run.cfg.llmhni
     if name in ABLATIONS:

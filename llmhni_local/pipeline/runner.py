@@ -5,15 +5,26 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from llmhni_local.config import ConfigError
-from llmhni_local.io import write_json
+from llmhni_local.core.config import ConfigError
+from llmhni_local.core.io import write_json
 from llmhni_local.pipeline.context import Run
 from llmhni_local.pipeline.manifest import run_manifest
 from llmhni_local.pipeline.plan import STAGES
 from llmhni_local.pipeline.settings import RunConfig
-from llmhni_local.pipeline.steps import (embedder_id, rater_id_of, stage_align, stage_candidates,
-                                         stage_data, stage_embed, stage_profiles, stage_rate,
-                                         stage_rec_pre, stage_report, stage_tune, stage_verdicts)
+from llmhni_local.pipeline.steps import (
+    embedder_id,
+    rater_id_of,
+    stage_align,
+    stage_candidates,
+    stage_data,
+    stage_embed,
+    stage_profiles,
+    stage_rate,
+    stage_rec_pre,
+    stage_report,
+    stage_tune,
+    stage_verdicts,
+)
 from llmhni_local.pipeline.train_stage import stage_train
 from llmhni_local.stages import missing_outputs
 
@@ -32,7 +43,7 @@ def model_keys(run: Run) -> None:
     if needs_llm and run.cfg.tune.kind == "none":  # a tuned rater's id: _tuned_rater_key
         run.extra_keys["rate"] = ":".join(rater_id_of(run))
     if run.cfg.tune.kind != "none":
-        from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+        from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
 
         # the probe reads the base model's states on the rating prompts
         hashes = [t.hash for t in load_templates(tuple(VIEW_TEMPLATES.values())).values()]
@@ -51,7 +62,7 @@ def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = T
         progress: progress bars.
         log: where one-line stage messages go.
     """
-    from llmhni_local.manifest import build_manifest
+    from llmhni_local.core.manifest import build_manifest
 
     if start is not None and start not in STAGES:
         raise ConfigError(f"--from: unknown stage {start!r} (stages: {', '.join(STAGES)})")
@@ -93,11 +104,10 @@ def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = T
 
 def check_inputs_early(run: Run) -> None:
     """Everything that can be checked before an engine starts or a model trains."""
-    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.llm.registry import resolve_checked
+    from llmhni_local.core.device import resolve_device
+    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
     from llmhni_local.stages import check_can_summarize
-
-    from llmhni_local.train.device import resolve_device
+    from llmhni_local.weights.registry import resolve_checked
 
     resolve_device(run.cfg.train.device)  # a GPU this machine lacks: before any stage runs
     reader = ("likelihood",) if run.cfg.rate.mode == "likelihood" else ()
@@ -117,6 +127,6 @@ def check_inputs_early(run: Run) -> None:
     if run.cfg.pipeline.rater == "llm" or run.cfg.profiles.summarize:
         spec = resolve_checked(run.cfg.rater.model, ("weights", "config", "tokenizer"))
         if run.cfg.pipeline.rater == "llm" and run.cfg.rate.mode == "judge":
-            from llmhni_local.llm.rate import check_judge
+            from llmhni_local.rating.run import check_judge
 
             check_judge(spec.path, run.cfg.rater.model)  # before Rec_pre trains, not after

@@ -1,6 +1,6 @@
 """The run's settings: one table per stage, read from TOML with overrides.
 
-Defaults < TOML file < overrides (:func:`llmhni_local.config.load_config`); every table is a
+Defaults < TOML file < overrides (:func:`llmhni_local.core.config.load_config`); every table is a
 frozen dataclass that checks its own fields, and the run as a whole checks what spans tables.
 """
 
@@ -11,14 +11,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from llmhni_local.config import (ConfigError, DataSettings, EvalSettings, ModelSettings,
-                                 TrainConfig, TrainSettings, load_config)
-from llmhni_local.llm.profiles import ProfileSettings
-from llmhni_local.llm.rate_plan import RateSettings
-from llmhni_local.llm.settings import EmbedderSettings, EmbedSettings, RaterSettings, TuneSettings
-from llmhni_local.method.candidates import CandidateSettings
-from llmhni_local.method.settings import LLMHNISettings
+from llmhni_local.core.config import (
+    ConfigError,
+    DataSettings,
+    EvalSettings,
+    ModelSettings,
+    TrainConfig,
+    TrainSettings,
+    load_config,
+)
+from llmhni_local.engine.settings import (
+    EmbedderSettings,
+    EmbedSettings,
+    RaterSettings,
+    TuneSettings,
+)
+from llmhni_local.llmhni.candidates import CandidateSettings
+from llmhni_local.llmhni.settings import LLMHNISettings
 from llmhni_local.pipeline.methods import METHODS
+from llmhni_local.rating.plan import RateSettings
+from llmhni_local.text.profiles import ProfileSettings
 from llmhni_local.verdicts.rules import VerdictSettings
 
 
@@ -40,7 +52,7 @@ class PipelineSettings:
         simulated_auc: grade the simulated rater by AUC instead: it draws a binormal score per
             observed candidate whose AUC between truly clean and truly noisy pairs is this
             value, in [0.5, 1], and the ``[verdicts]`` threshold rule (a share, or taus from
-            audits) turns the scores into verdicts (:mod:`llmhni_local.method.simulated_rater`).
+            audits) turns the scores into verdicts (:mod:`llmhni_local.verdicts.simulated`).
             ``None``: the error-rate form. (default: ``None``)
     """
 
@@ -122,5 +134,5 @@ OTHER_TABLES: tuple[str, ...] = ("finetune", "probe")
 
 
 def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults < TOML file < overrides (:func:`llmhni_local.config.load_config`)."""
+    """Defaults < TOML file < overrides (:func:`llmhni_local.core.config.load_config`)."""
     return load_config(RunConfig, path, overrides, ignore=OTHER_TABLES)

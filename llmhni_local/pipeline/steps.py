@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmhni_local.errors import UserError
-from llmhni_local.io import sha256_text, write_json
-from llmhni_local.llm.settings import RaterSettings
+from llmhni_local.core.errors import UserError
+from llmhni_local.core.io import sha256_text, write_json
+from llmhni_local.engine.settings import RaterSettings
 
 if TYPE_CHECKING:
     from llmhni_local.pipeline.context import Run
@@ -41,7 +41,7 @@ def stage_profiles(run: Run) -> dict:
 
 
 def embedder_id(run: Run) -> str:
-    from llmhni_local.llm.embed import embedder_model_id
+    from llmhni_local.text.embed import embedder_model_id
 
     return embedder_model_id(run.cfg.embedder)
 
@@ -49,7 +49,7 @@ def embedder_id(run: Run) -> str:
 def rater_id_of(run: Run, settings: RaterSettings | None = None) -> tuple[str, str]:
     """``(model_id, adapter)`` as every entry point stores judgments under them (of
     ``settings``, by default ``[rater]`` as configured)."""
-    from llmhni_local.llm.rate import rater_model_id
+    from llmhni_local.rating.run import rater_model_id
 
     return rater_model_id(settings or run.cfg.rater)
 
@@ -63,11 +63,10 @@ def stage_embed(run: Run) -> dict:
 
 
 def stage_align(run: Run) -> dict:
-    from llmhni_local.io import atomic_path
-    from llmhni_local.llm.embed import load_embeddings
-    from llmhni_local.method.align import similarity_vectors
-
-    from llmhni_local.train.device import resolve_device
+    from llmhni_local.core.device import resolve_device
+    from llmhni_local.core.io import atomic_path
+    from llmhni_local.llmhni.align import similarity_vectors
+    from llmhni_local.text.embed import load_embeddings
 
     emb = load_embeddings(run.dir)
     device = resolve_device(run.cfg.train.device)  # the alignment MLP trains where the models do
@@ -100,8 +99,7 @@ def stage_rec_pre(run: Run) -> dict:
 
 
 def stage_candidates(run: Run) -> dict:
-    from llmhni_local.llm.rate import CANDIDATES_FILE
-    from llmhni_local.method.candidates import coverage, load_candidates
+    from llmhni_local.llmhni.candidates import CANDIDATES_FILE, coverage, load_candidates
     from llmhni_local.stages import choose_candidates, score_fn_from_run
 
     info = choose_candidates(run.dir, score_fn_from_run(run.dir / "rec_pre", run.data), run.data,
@@ -134,10 +132,12 @@ def stage_rate(run: Run) -> dict:
 
 def stage_verdicts(run: Run) -> dict:
     if run.cfg.pipeline.rater == "simulated":
-        from llmhni_local.llm.rate import CANDIDATES_FILE
-        from llmhni_local.method.candidates import load_candidates
-        from llmhni_local.method.simulated_rater import (simulate_auc_verdicts, simulate_verdicts,
-                                                         write_simulated_verdicts)
+        from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
+        from llmhni_local.verdicts.simulated import (
+            simulate_auc_verdicts,
+            simulate_verdicts,
+            write_simulated_verdicts,
+        )
 
         data, sim_auc = run.data, run.cfg.pipeline.simulated_auc
         if data.train_noise is None:
@@ -174,7 +174,7 @@ def _score_rule(run: Run):
     import pandas as pd
 
     from llmhni_local.audit.records import load_audits
-    from llmhni_local.errors import ConfigError
+    from llmhni_local.core.errors import ConfigError
     from llmhni_local.verdicts.decide import _audited, _taus
     from llmhni_local.verdicts.rules import jsonable
 

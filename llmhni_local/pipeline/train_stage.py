@@ -8,10 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmhni_local.io import write_json
+from llmhni_local.core.io import write_json
 from llmhni_local.pipeline.methods import METHOD_TABLE, train_method
-from llmhni_local.pipeline.train_store import (METHOD_KEY_FILE, TRAIN_STORE, finished,
-                                               method_key, replace_tree)
+from llmhni_local.pipeline.train_store import (
+    METHOD_KEY_FILE,
+    TRAIN_STORE,
+    finished,
+    method_key,
+    replace_tree,
+)
 from llmhni_local.stages import TUNE_SUMMARY
 
 if TYPE_CHECKING:
@@ -60,7 +65,7 @@ def stage_train(run: Run) -> dict:
 
 def _model_name(model: str) -> str:
     """A rater model as a reader knows it: the registry's model name, else the folder's."""
-    from llmhni_local.llm.registry import KNOWN
+    from llmhni_local.weights.registry import KNOWN
 
     if model in KNOWN:
         return KNOWN[model].description.split(" (")[0]
@@ -102,7 +107,7 @@ def rater_info(run: Run) -> dict[str, Any]:
                                 f"labels ({tune['pool']}; read off ratings {tune['rule']}, not "
                                 "given by a person)")
     elif adapter:
-        from llmhni_local.llm.probe import is_probe_folder
+        from llmhni_local.weights.registry import is_probe_folder
 
         kind = "probe" if is_probe_folder(adapter) else "LoRA adapter"
         info["description"] = f"{name} + {kind} {Path(adapter).name} (see its card for its labels)"

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmhni_local.io import sha256_text
+from llmhni_local.core.io import sha256_text
 from llmhni_local.pipeline.context import setting
 from llmhni_local.pipeline.methods import METHOD_TABLE
 

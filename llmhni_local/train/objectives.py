@@ -1,7 +1,7 @@
 """Training objectives: what one batch's loss is, given the model and the batch.
 
 An objective owns the graph(s) it propagates over, so the trainer stays the same for plain
-BPR, the denoising baselines (T-CE, R-CE), SGL and LLMHNI (``llmhni_local.method``).
+BPR, the denoising baselines (T-CE, R-CE), SGL and LLMHNI (``llmhni_local.llmhni``).
 
 Graphs are built on the CPU (scipy, and the numpy generator's edge dropout, so seeded CPU
 runs keep their figures) and ``to(device)`` moves them, as ``nn.Module.to`` does; the views
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from llmhni_local.config import TrainSettings
+from llmhni_local.core.config import TrainSettings
 from llmhni_local.graph.adjacency import bipartite_adjacency
 from llmhni_local.graph.dropout import dropout_edge
 from llmhni_local.train import losses

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmhni_local.config import TrainConfig, to_dict
+from llmhni_local.core.config import TrainConfig, to_dict
+from llmhni_local.core.io import atomic_path, write_json
+from llmhni_local.core.manifest import build_manifest
 from llmhni_local.data.dataset import Interactions
-from llmhni_local.io import atomic_path, write_json
-from llmhni_local.manifest import build_manifest
 from llmhni_local.train.trainer import FitResult, fit
 
 
@@ -20,12 +20,12 @@ def train_run(cfg: TrainConfig, data: Interactions, out: str | Path, *, objectiv
     ``objective`` defaults to :class:`~llmhni_local.train.objectives.RecObjective` on the
     training graph with ``cfg.train.loss``; LLMHNI passes its own. ``cfg.train.device`` is
     resolved first, so a device this machine lacks fails before anything is built or written;
-    the manifest records the device (:func:`~llmhni_local.train.device.device_record`).
+    the manifest records the device (:func:`~llmhni_local.core.device.device_record`).
     """
     import torch
 
+    from llmhni_local.core.device import device_record, resolve_device
     from llmhni_local.models import build_model
-    from llmhni_local.train.device import device_record, resolve_device
     from llmhni_local.train.objectives import RecObjective
     from llmhni_local.train.trainer import seed_everything
 
@@ -84,7 +84,7 @@ def load_per_user_test(run_dir: str | Path) -> dict:
     """``{"users": ..., "recall@20": ..., ...}`` saved by :func:`train_run`."""
     import numpy as np
 
-    from llmhni_local.errors import UserError
+    from llmhni_local.core.errors import UserError
 
     path = Path(run_dir) / PER_USER_FILE
     if not path.is_file():
@@ -97,7 +97,7 @@ def load_trained(run_dir: str | Path, data: Interactions):
     """Rebuild the best model of a run folder (for candidates and reports)."""
     import torch
 
-    from llmhni_local.errors import UserError
+    from llmhni_local.core.errors import UserError
     from llmhni_local.models import build_model
 
     path = Path(run_dir) / "model.pt"

@@ -9,11 +9,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from llmhni_local.config import EvalSettings, TrainSettings
+from llmhni_local.core.config import EvalSettings, TrainSettings
+from llmhni_local.core.device import index_tensor, resolve_device
+from llmhni_local.core.progress import progress_bar
 from llmhni_local.data.dataset import Interactions
 from llmhni_local.eval.ranking import evaluate_ranking
-from llmhni_local.progress import progress_bar
-from llmhni_local.train.device import index_tensor, resolve_device
 from llmhni_local.train.samplers import UniformNegatives
 
 

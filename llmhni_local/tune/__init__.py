@@ -4,6 +4,6 @@
 answer position, fitted by ``probe_head``).
 
 What is tuned is served by the rater room below: adapters and their checks in
-:mod:`llmhni_local.llm.adapters`, the fitted probe in :mod:`llmhni_local.llm.probe` and its
-hidden states in :mod:`llmhni_local.llm.probe_states`.
+:mod:`llmhni_local.weights.adapters`, the fitted probe in :mod:`llmhni_local.weights.probe` and its
+hidden states in :mod:`llmhni_local.backends.probe_states`.
 """

@@ -1,10 +1,10 @@
 """LoRA fine-tuning of the rater on audited labels (peft), resumable per epoch.
 
 Examples are built exactly as the rating stage builds its prompts: both views' chat messages
-from ``prompts/`` (:func:`llmhni_local.llm.rate.view_messages`, same L), rendered by the model's
-chat template (:func:`llmhni_local.llm.chat.render_prompt`) and tokenised without added special
+from ``prompts/`` (:func:`llmhni_local.rating.run.view_messages`, same L), rendered by the model's
+chat template (:func:`llmhni_local.engine.chat.render_prompt`) and tokenised without added special
 tokens. The target is the label's first token at the answer position
-(:func:`llmhni_local.llm.labels.label_token_ids`), the very token whose probability the rating
+(:func:`llmhni_local.engine.labels.label_token_ids`), the very token whose probability the rating
 backends read, followed (``answer = "label"``, the default) by the rest of the label and the
 end-of-turn token, so that the tuned model's greedy answer is the bare label. The loss is
 cross-entropy at those two or three answer positions only, never on the prompt: prompts are
@@ -22,7 +22,7 @@ epoch's.
 A checkpoint (LoRA weights, optimiser, scheduler, RNG state, history) is written atomically
 after every epoch into ``<out>.work/``; a killed run started again with the same inputs and
 settings resumes after the last finished epoch. The finished adapter is assembled in a
-temporary folder, checked by :func:`llmhni_local.llm.adapters.adapter_problems`, and renamed
+temporary folder, checked by :func:`llmhni_local.weights.adapters.adapter_problems`, and renamed
 into place; then the work folder is removed.
 
 The parts live beside this module: settings (``finetune_settings``), the split and the
@@ -45,20 +45,36 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from llmhni_local.core.errors import UserError
+from llmhni_local.core.progress import progress_bar
+from llmhni_local.engine.api import LABELS
 from llmhni_local.tune.finetune_card import CARD_FORMAT, lora_card, save_adapter
-from llmhni_local.tune.finetune_checkpoints import (card_fingerprint, fingerprint,
-                                                     fingerprint_inputs, latest_checkpoint,
-                                                     save_checkpoint)
-from llmhni_local.tune.finetune_examples import (Examples, answer_tokens, build_examples,
-                                                  split_labels)
-from llmhni_local.tune.finetune_runner import (Runner, answer_logits, answer_targets,
-                                                class_weights, evaluate_examples,
-                                                length_batches)
-from llmhni_local.tune.finetune_settings import (FinetuneConfig, FinetuneSettings,
-                                                  load_finetune_settings)
-from llmhni_local.errors import UserError
-from llmhni_local.llm.base import LABELS
-from llmhni_local.progress import progress_bar
+from llmhni_local.tune.finetune_checkpoints import (
+    card_fingerprint,
+    fingerprint,
+    fingerprint_inputs,
+    latest_checkpoint,
+    save_checkpoint,
+)
+from llmhni_local.tune.finetune_examples import (
+    Examples,
+    answer_tokens,
+    build_examples,
+    split_labels,
+)
+from llmhni_local.tune.finetune_runner import (
+    Runner,
+    answer_logits,
+    answer_targets,
+    class_weights,
+    evaluate_examples,
+    length_batches,
+)
+from llmhni_local.tune.finetune_settings import (
+    FinetuneConfig,
+    FinetuneSettings,
+    load_finetune_settings,
+)
 
 __all__ = ["CARD_FORMAT", "Examples", "FinetuneConfig", "FinetuneSettings", "Runner",
            "answer_logits", "answer_targets", "answer_tokens", "build_examples",
@@ -127,11 +143,11 @@ def prepare(profiles, labels, out: Path, settings: FinetuneSettings, prompts_dir
             max_liked: int) -> Job:
     """Every input check, the split and the examples, before the model loads."""
     from llmhni_local.audit.records import labels_hash
-    from llmhni_local.llm.chat import load_tokenizer
-    from llmhni_local.llm.labels import label_token_ids
-    from llmhni_local.llm.offline import enforce_offline
-    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.llm.registry import RATER_NEEDS, model_hash, resolve_checked
+    from llmhni_local.core.offline import enforce_offline
+    from llmhni_local.engine.chat import load_tokenizer
+    from llmhni_local.engine.labels import label_token_ids
+    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.weights.registry import RATER_NEEDS, model_hash, resolve_checked
 
     labels = checked_labels(labels)
     spec = resolve_checked(settings.base, RATER_NEEDS)
@@ -171,7 +187,7 @@ def prepare(profiles, labels, out: Path, settings: FinetuneSettings, prompts_dir
 def reused_card(job: Job, force: bool, log: Callable[[str], None]) -> dict | None:
     """With ``reuse``: the card of the adapter at ``out`` if it records these very inputs;
     a folder holding anything else is replaced only with ``force``."""
-    from llmhni_local.llm.adapters import adapter_problems
+    from llmhni_local.weights.adapters import adapter_problems
 
     card_file = job.out / "card.json"
     old = json.loads(card_file.read_text()) if card_file.is_file() else {}
@@ -364,7 +380,7 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
     """Tune a LoRA adapter on ``labels`` and write it with its card to ``out``.
 
     Args:
-        profiles: the run's :class:`~llmhni_local.llm.profiles.Profiles`.
+        profiles: the run's :class:`~llmhni_local.text.profiles.Profiles`.
         labels: DataFrame with ``user``, ``item``, ``label`` (and optionally ``simulated``).
         out: the adapter folder to write (``adapters/NAME``).
         settings: fine-tuning settings.
@@ -438,9 +454,9 @@ def finetune_run(run_dir: str | Path, out: str | Path, settings: FinetuneSetting
     """:func:`finetune` on every audited label of ``RUN`` (``RUN/audit/audit.sqlite``); the
     training pairs are recorded there, so ``audit report`` leaves them out."""
     from llmhni_local.audit.records import AuditStore
-    from llmhni_local.llm.profiles import load_profiles
-    from llmhni_local.llm.rate import run_max_liked
-    from llmhni_local.llm.registry import model_id, resolve_model
+    from llmhni_local.rating.plan import run_max_liked
+    from llmhni_local.text.profiles import load_profiles
+    from llmhni_local.weights.registry import model_id, resolve_model
 
     settings = settings or FinetuneSettings()
     run_dir = Path(run_dir)

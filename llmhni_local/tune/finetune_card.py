@@ -1,7 +1,7 @@
 """The LoRA adapter's card (``card.json``) and the folder it is saved in.
 
 The finished adapter is assembled in a temporary sibling folder, checked by
-:func:`llmhni_local.llm.adapters.adapter_problems` and renamed into place, so a killed save
+:func:`llmhni_local.weights.adapters.adapter_problems` and renamed into place, so a killed save
 leaves no half-written adapter.
 """
 
@@ -17,8 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from llmhni_local.errors import UserError
-from llmhni_local.llm.base import LABELS
+from llmhni_local.core.errors import UserError
+from llmhni_local.engine.api import LABELS
 
 CARD_FORMAT = "llmhni-adapter-card/1"
 
@@ -85,8 +85,8 @@ def save_adapter(model: Any, out: Path, card: dict[str, Any], pairs: list, train
                  val_idx, split_how: str) -> dict[str, Any]:
     """Write the adapter, ``pairs.json`` and the card into a temporary sibling of ``out``,
     check that it is servable, rename it into place; returns the card as stored."""
-    from llmhni_local.llm.adapters import adapter_problems, write_card
-    from llmhni_local.io import publish_folder
+    from llmhni_local.core.io import publish_folder
+    from llmhni_local.weights.adapters import adapter_problems, write_card
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

@@ -10,7 +10,7 @@ from typing import Any
 
 
 def fingerprint(parts: dict[str, Any]) -> str:
-    from llmhni_local.io import sha256_text
+    from llmhni_local.core.io import sha256_text
 
     return sha256_text(json.dumps(parts, sort_keys=True, default=str))
 
@@ -40,7 +40,7 @@ def card_fingerprint(card: dict[str, Any]) -> str | None:
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     import torch
 
-    from llmhni_local.io import atomic_path
+    from llmhni_local.core.io import atomic_path
 
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

@@ -1,7 +1,7 @@
 """Fine-tuning examples: the labels' split, and prompts tokenised as the rating stage builds them.
 
-Both views' chat messages come from ``prompts/`` (:func:`llmhni_local.llm.rate.view_messages`,
-same L), rendered by the model's chat template (``llm/chat.py``) and tokenised without added
+Both views' chat messages come from ``prompts/`` (:func:`llmhni_local.rating.run.view_messages`,
+same L), rendered by the model's chat template (``engine/chat.py``) and tokenised without added
 special tokens; the target is the label's answer tokens (:func:`answer_tokens`).
 """
 
@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from llmhni_local.errors import ConfigError, UserError
-from llmhni_local.llm.base import LABELS
+from llmhni_local.core.errors import ConfigError, UserError
+from llmhni_local.engine.api import LABELS
 
 
 # ---------------------------------------------------------------------------- split
@@ -75,11 +75,11 @@ class Examples:
 def answer_tokens(tokenizer, how: str = "label") -> dict[str, list[int]]:
     """Per label, the tokens the model should write after a rating prompt.
 
-    ``first_token``: the label's first token (:func:`~llmhni_local.llm.labels.label_token_ids`).
+    ``first_token``: the label's first token (:func:`~llmhni_local.engine.labels.label_token_ids`).
     ``label``: the label's tokens and the end-of-turn token, as the chat template writes an
     assistant turn holding just the label (cut after the first special token).
     """
-    from llmhni_local.llm.labels import label_token_ids
+    from llmhni_local.engine.labels import label_token_ids
 
     first = label_token_ids(tokenizer)
     if how == "first_token":
@@ -117,9 +117,9 @@ def build_examples(pairs: Sequence[tuple[int, int]], labels: Sequence[str], prof
                    answers: dict[str, list[int]] | None = None) -> Examples:
     """One example per (pair, view): the rating prompt's token ids (then all but the last of
     the answer's tokens) and the answer to learn (default: the label's first token only)."""
-    from llmhni_local.llm.chat import encode_prompts, render_prompt
-    from llmhni_local.llm.prompts import VIEW_TEMPLATES
-    from llmhni_local.llm.rate import view_messages
+    from llmhni_local.engine.chat import encode_prompts, render_prompt
+    from llmhni_local.engine.prompts import VIEW_TEMPLATES
+    from llmhni_local.rating.plan import view_messages
 
     texts, target, view_of, pair_of = [], [], [], []
     for (u, i), lab in zip(pairs, labels):

@@ -12,9 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from llmhni_local.engine.api import LABELS
+from llmhni_local.engine.chat import batch_tensors
 from llmhni_local.tune.finetune_examples import Examples
-from llmhni_local.llm.base import LABELS
-from llmhni_local.llm.chat import batch_tensors
 
 
 def answer_logits(model, rows: Sequence[Sequence[int]], pad_id: int, dtype: str, keep: int = 1):

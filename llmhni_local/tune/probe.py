@@ -3,7 +3,7 @@
 The rater's label tokens carry little about relevance, but its hidden state at the answer
 position carries more (docs/BENCHMARKS.md). ``finetune-rater --kind probe`` reads that state,
 for both views' prompts of every audited pair (simulated audits count, and the card says so),
-from a few candidate layers (:func:`~llmhni_local.llm.probe_states.candidate_layers`) and fits
+from a few candidate layers (:func:`~llmhni_local.backends.probe_states.candidate_layers`) and fits
 a 3-class logistic head (:mod:`llmhni_local.tune.probe_head`) per view, choosing the layer and
 the regularisation ``C`` by cross-validation grouped by user.
 
@@ -17,7 +17,7 @@ the weights), ``card.json`` (kind ``probe``, base model sha256, layer and ``C`` 
 label sha256, the cross-validation figures, the seconds), ``README.md`` and ``pairs.json``
 (every labelled pair trained the heads; the cross-validation figures are out-of-fold). It is
 rated with through ``rate --adapter`` / ``rater.adapter``, served by
-:class:`llmhni_local.llm.backends.probe_backend.ProbeRater` in the dtype it was fitted in.
+:class:`llmhni_local.backends.probe_backend.ProbeRater` in the dtype it was fitted in.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from llmhni_local.errors import ConfigError, UserError
-from llmhni_local.llm.base import LABELS
-from llmhni_local.llm.probe import CARD_FILE, PROBE_FILE, PROBE_FORMAT, card_pairs, probe_problems
+from llmhni_local.core.errors import ConfigError, UserError
+from llmhni_local.engine.api import LABELS
+from llmhni_local.weights.probe import CARD_FILE, PROBE_FORMAT, card_pairs, probe_problems
+from llmhni_local.weights.registry import PROBE_FILE
 
 KINDS = ("lora", "probe")
 
@@ -146,11 +147,11 @@ class ProbeInputs:
 def prepare_inputs(profiles, labels, settings: ProbeSettings, max_liked: int,
                    prompts_dir: str | Path | None = None) -> ProbeInputs:
     """Every check and every prompt before the model loads (prompts through ``chat.py``)."""
-    from llmhni_local.llm.probe_states import view_tails
-    from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
-    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.llm.rate import view_messages
-    from llmhni_local.llm.registry import RATER_NEEDS, model_hash, resolve_checked
+    from llmhni_local.backends.probe_states import view_tails
+    from llmhni_local.engine.chat import encode_prompts, load_tokenizer, render_prompts
+    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.rating.plan import view_messages
+    from llmhni_local.weights.registry import RATER_NEEDS, model_hash, resolve_checked
 
     spec = resolve_checked(settings.base, RATER_NEEDS)
     templates = load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)
@@ -180,9 +181,9 @@ def compute_states(inputs: ProbeInputs, settings: ProbeSettings, dtype: str,
     """Per view ``(n, layers, hidden)`` states, the candidate layers and how many prompts'
     states came from ``memo`` (a dict a caller keeps across fits on nested label sets; keyed by
     base model, dtype, layers and prompt ids, so it is never wrong)."""
-    from llmhni_local.llm.probe_states import answer_states, candidate_layers, load_base
-
     import torch
+
+    from llmhni_local.backends.probe_states import answer_states, candidate_layers, load_base
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -217,8 +218,7 @@ def select_heads(states: dict[str, np.ndarray], y: np.ndarray, users: np.ndarray
                  layers: Sequence[int], settings: ProbeSettings) -> tuple[dict, dict]:
     """Per view, the (layer, C) with the lowest out-of-fold log-loss and the head fitted on
     every label with them; returns ``(heads, cv)`` (the card's figures)."""
-    from llmhni_local.tune.probe_head import (balanced_weights, cross_validate, fit_head,
-                                               group_folds)
+    from llmhni_local.tune.probe_head import balanced_weights, cross_validate, fit_head, group_folds
 
     folds = group_folds(users, y, settings.folds, settings.seed)
     heads, cv = {}, {"folds": settings.folds, "grouped_by": "user",
@@ -250,7 +250,7 @@ def fit_probe(profiles, labels, out: str | Path, settings: ProbeSettings | None 
     """Fit a probe on ``labels`` (DataFrame: user, item, label, optionally simulated) and
     write its folder to ``out``; returns the card. Every input check runs before the model
     loads. ``state_memo``: see :func:`compute_states`."""
-    from llmhni_local.llm.probe_states import state_dtype
+    from llmhni_local.backends.probe_states import state_dtype
 
     settings = settings or ProbeSettings()
     out = Path(out)
@@ -320,8 +320,8 @@ def write_probe(out: Path, heads: dict, card: dict, pairs: dict) -> None:
     """Assemble the folder in a temporary sibling, check it, rename it into place."""
     from safetensors.numpy import save_file
 
-    from llmhni_local.llm.probe import head_tensors
-    from llmhni_local.io import publish_folder, write_json, write_text
+    from llmhni_local.core.io import publish_folder, write_json, write_text
+    from llmhni_local.weights.probe import head_tensors
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -375,9 +375,9 @@ def probe_run(run_dir: str | Path, out: str | Path, settings: ProbeSettings | No
     simulated ones included and marked); the pairs are recorded there as the probe's training
     pairs, so ``audit report`` leaves them out."""
     from llmhni_local.audit.records import AuditStore
-    from llmhni_local.llm.profiles import load_profiles
-    from llmhni_local.llm.rate import run_max_liked
-    from llmhni_local.llm.registry import model_id, resolve_model
+    from llmhni_local.rating.plan import run_max_liked
+    from llmhni_local.text.profiles import load_profiles
+    from llmhni_local.weights.registry import model_id, resolve_model
 
     settings = settings or ProbeSettings()
     run_dir = Path(run_dir)

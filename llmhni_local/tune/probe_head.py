@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from llmhni_local.llm.base import LABELS
-from llmhni_local.llm.probe import Head
+from llmhni_local.engine.api import LABELS
+from llmhni_local.weights.probe import Head
 
 
 def balanced_weights(y: np.ndarray, k: int = len(LABELS)) -> np.ndarray:

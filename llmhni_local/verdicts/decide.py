@@ -42,14 +42,26 @@ from typing import Any
 
 import numpy as np
 
-from llmhni_local.errors import UserError
-from llmhni_local.llm.base import LABELS
-from llmhni_local.llm.store import VIEWS, Key
-from llmhni_local.verdicts.rules import (audit_verdict, VerdictSettings, batch_calibrate, binary_kappa,
-                                            choose_model, constant_views, cross_fitted_kappa,
-                                            cross_validate, fit_logistic,
-                                            high_score, jsonable, log_ratios, predict_logistic,
-                                            tau_from_share, taus_by_kappa)
+from llmhni_local.core.errors import UserError
+from llmhni_local.engine.api import LABELS
+from llmhni_local.rating.store import VIEWS, Key
+from llmhni_local.verdicts.rules import (
+    VerdictSettings,
+    audit_verdict,
+    batch_calibrate,
+    binary_kappa,
+    choose_model,
+    constant_views,
+    cross_fitted_kappa,
+    cross_validate,
+    fit_logistic,
+    high_score,
+    jsonable,
+    log_ratios,
+    predict_logistic,
+    tau_from_share,
+    taus_by_kappa,
+)
 
 VERDICTS_FILE = "verdicts.parquet"
 COUNTS_FILE = "verdicts.json"
@@ -80,7 +92,7 @@ def compute_verdicts(candidates: np.ndarray, judgments) -> "Any":
                         "item": candidates["item"].astype(np.int64),
                         "kind": candidates["kind"].astype(str)})
     cols = ["label", "ok", "p_high", "p_medium", "p_low", "label_mass"]
-    if "score" in judgments.columns:  # the likelihood reader's score (llm/likelihood.py)
+    if "score" in judgments.columns:  # the likelihood reader's score (rating/likelihood.py)
         judgments = judgments.rename(columns={"score": "reader"})
         cols.append("reader")
     for view in VIEWS:
@@ -159,10 +171,10 @@ def write_verdicts(run_dir: str | Path, settings: VerdictSettings | None = None,
         train: the training edges ``(n, 2)`` (user, item); only the stacked rule reads them
             (item popularity and user activity).
     """
-    from llmhni_local.io import atomic_path, write_json
-    from llmhni_local.llm.rate import CANDIDATES_FILE, read_rating_manifest
-    from llmhni_local.llm.store import JudgmentStore
-    from llmhni_local.method.candidates import load_candidates
+    from llmhni_local.core.io import atomic_path, write_json
+    from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
+    from llmhni_local.rating.plan import read_rating_manifest
+    from llmhni_local.rating.store import JudgmentStore
 
     settings = settings or VerdictSettings()
     run_dir = Path(run_dir)
@@ -408,7 +420,7 @@ def load_verdicts(run_dir: str | Path):
     """The verdicts table of ``RUN`` (for the graph stage)."""
     import pandas as pd
 
-    from llmhni_local.errors import UserError
+    from llmhni_local.core.errors import UserError
 
     path = Path(run_dir) / VERDICTS_FILE
     if not path.is_file():

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from llmhni_local.errors import ConfigError
+from llmhni_local.core.errors import ConfigError
 
 #: Smallest probability a log is taken of (stored probabilities can be exactly 0).
 EPS = 1e-12

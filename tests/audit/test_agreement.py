@@ -7,8 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from llmhni_local.audit.agreement import (accuracy, agreement, cohen_kappa, confusion_matrix,
-                                          majority_baseline, majority_label, wilson_interval)
+from llmhni_local.audit.agreement import (
+    accuracy,
+    agreement,
+    cohen_kappa,
+    confusion_matrix,
+    majority_baseline,
+    majority_label,
+    wilson_interval,
+)
 
 # Rows audit (High, Medium, Low), columns rater. n = 40, diagonal 27.
 CM = np.array([[10, 4, 1],

@@ -12,9 +12,9 @@ from llmhni_local.audit.export import export_sample, write_table
 from llmhni_local.audit.importer import import_labels
 from llmhni_local.audit.records import AuditStore, audit_dir, trained_pairs
 from llmhni_local.audit.report import write_report
+from llmhni_local.core.errors import UserError
+from llmhni_local.rating.store import JudgmentStore
 from llmhni_local.verdicts.rules import audit_verdict, model_verdict
-from llmhni_local.errors import UserError
-from llmhni_local.llm.store import JudgmentStore
 
 
 def _label_sample(run, tmp_path, n=40, simulated=False):

@@ -5,11 +5,16 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from llmhni_local.audit.export import FILL_COLUMNS, MODEL_COLUMNS, export_sample, rated_pairs, \
-    write_table
+from llmhni_local.audit.export import (
+    FILL_COLUMNS,
+    MODEL_COLUMNS,
+    export_sample,
+    rated_pairs,
+    write_table,
+)
 from llmhni_local.audit.importer import import_labels
-from llmhni_local.errors import UserError
-from llmhni_local.llm.profiles import load_profiles
+from llmhni_local.core.errors import UserError
+from llmhni_local.text.profiles import load_profiles
 
 
 def test_sample_is_stratified_and_blank(rated_run):

@@ -9,7 +9,7 @@ import pytest
 
 from llmhni_local.audit import records
 from llmhni_local.audit.records import AuditStore
-from llmhni_local.errors import UserError
+from llmhni_local.core.errors import UserError
 
 
 def labelled_run(tmp_path, n=3000):

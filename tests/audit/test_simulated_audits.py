@@ -9,9 +9,8 @@ from llmhni_local.audit.export import write_table
 from llmhni_local.audit.importer import import_labels
 from llmhni_local.audit.records import AuditStore
 from llmhni_local.audit.simulated_audits import ANNOTATOR, label_from_rating, simulate_sample
-from llmhni_local.errors import UserError
-from llmhni_local.llm.rate import CANDIDATES_FILE
-from llmhni_local.method.candidates import load_candidates
+from llmhni_local.core.errors import UserError
+from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
 
 
 @pytest.mark.parametrize("rating,label", [(5, "High"), (4, "High"), (3, "Medium"),

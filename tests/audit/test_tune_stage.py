@@ -12,9 +12,9 @@ import sqlite3
 
 import pytest
 
-from llmhni_local.errors import ConfigError
-from llmhni_local.io import sha256_text
-from llmhni_local.pipeline import RunConfig, Run, load_run_config
+from llmhni_local.core.errors import ConfigError
+from llmhni_local.core.io import sha256_text
+from llmhni_local.pipeline import Run, RunConfig, load_run_config
 
 TINY = {"rater.backend": "transformers", "rater.dtype": "float32"}
 
@@ -54,7 +54,7 @@ def _keys(run: Run, extra_rate: str = "rater-id") -> Run:
 
 
 def test_kind_none_keeps_the_rate_key_and_does_nothing(tmp_path, tiny_llama, synth_data):
-    from llmhni_local.config import to_dict
+    from llmhni_local.core.config import to_dict
     from llmhni_local.pipeline.steps import stage_tune
     from llmhni_local.stages import missing_outputs
 
@@ -85,8 +85,9 @@ def test_kind_probe_puts_the_tune_key_into_the_rate_key(tmp_path, tiny_llama, sy
 
 
 def test_probe_is_fitted_on_simulated_labels_of_non_candidates(tuned):
-    from llmhni_local.llm.probe import card_pairs, is_probe_folder
-    from llmhni_local.method.candidates import load_candidates
+    from llmhni_local.llmhni.candidates import load_candidates
+    from llmhni_local.weights.probe import card_pairs
+    from llmhni_local.weights.registry import is_probe_folder
 
     run, tune, _ = tuned
     folder = run.dir / "tune" / "probe"
@@ -107,7 +108,7 @@ def test_probe_is_fitted_on_simulated_labels_of_non_candidates(tuned):
 
 
 def test_rate_stage_rates_with_the_probe(tuned):
-    from llmhni_local.method.candidates import load_candidates
+    from llmhni_local.llmhni.candidates import load_candidates
 
     run, _, rate = tuned
     assert run.rater.adapter == str(run.dir / "tune" / "probe")
@@ -150,9 +151,9 @@ def test_results_table_and_report_mark_the_simulated_audit_tuned_rater(tuned, tm
 
 
 def test_manifest_records_the_probe_and_the_tune_settings(tuned):
-    from llmhni_local.manifest import build_manifest
+    from llmhni_local.core.manifest import build_manifest
     from llmhni_local.pipeline.manifest import run_manifest
-    from llmhni_local.llm.registry import model_hash
+    from llmhni_local.weights.registry import model_hash
 
     run, _, rate = tuned
     run.extra_keys["rate"] = f"{rate['model_id']}:{rate['adapter']}"

@@ -85,8 +85,8 @@ def test_without_cuda_one_line_and_exit_0(tiny_ml):
 
 
 def test_export_copies_the_three_files(tmp_path):
+    from llmhni_local.core.errors import UserError
     from llmhni_local.data import movielens
-    from llmhni_local.errors import UserError
 
     try:
         source = movielens.ml100k_dir()

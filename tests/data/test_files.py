@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from llmhni_local.core.errors import DataError
 from llmhni_local.data.files import load_files
-from llmhni_local.errors import DataError
 
 FORMATS = ["csv", "tsv", "jsonl", "parquet"]
 

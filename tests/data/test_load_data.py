@@ -3,13 +3,12 @@
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from llmhni_local.config import DataSettings
+from llmhni_local.core.config import DataSettings
+from llmhni_local.core.errors import ConfigError
 from llmhni_local.data import first_users, load_data
-from llmhni_local.errors import ConfigError
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "rlmrec-amazon"
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from llmhni_local.core.errors import DataError
 from llmhni_local.data.dataset import Interactions
 from llmhni_local.data.noise import add_synthetic_noise
-from llmhni_local.errors import DataError
 
 
 def _data(ratings=True, flags=True, n_users=30, n_items=50, seed=0):
@@ -91,8 +91,8 @@ def test_rejects_bad_share():
 
 
 def test_config_rejects_rate_outside_half():
-    from llmhni_local.config import DataSettings
-    from llmhni_local.errors import ConfigError
+    from llmhni_local.core.config import DataSettings
+    from llmhni_local.core.errors import ConfigError
 
     assert DataSettings(synthetic_noise=0.5).synthetic_noise == 0.5
     with pytest.raises(ConfigError, match=r"data.synthetic_noise must be in \[0, 0.5\]"):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from llmhni_local.core.errors import DataError
 from llmhni_local.data.rlmrec import load_rlmrec
-from llmhni_local.errors import DataError
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "rlmrec-amazon"
 

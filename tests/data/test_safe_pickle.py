@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from llmhni_local.core.errors import DataError
 from llmhni_local.data.safe_pickle import allowed, safe_load
-from llmhni_local.errors import DataError
 
 
 class _System:

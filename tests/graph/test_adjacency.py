@@ -2,8 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from llmhni_local.graph.adjacency import (bipartite_adjacency, bipartite_edge_index,
-                                          normalized_adjacency, propagate)
+from llmhni_local.graph.adjacency import (
+    bipartite_adjacency,
+    bipartite_edge_index,
+    normalized_adjacency,
+    propagate,
+)
 
 
 def test_normalised_adjacency_by_hand():

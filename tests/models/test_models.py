@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from llmhni_local.graph.adjacency import bipartite_adjacency
-from llmhni_local.models import LightGCN, NGCF, build_model
+from llmhni_local.models import NGCF, LightGCN, build_model
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ import torch
 
 pytest.importorskip("torch_geometric")
 
-from llmhni_local.config import EvalSettings, TrainSettings  # noqa: E402
+from llmhni_local.core.config import EvalSettings, TrainSettings  # noqa: E402
 from llmhni_local.data.dataset import Interactions  # noqa: E402
 from llmhni_local.graph.adjacency import bipartite_adjacency  # noqa: E402
-from llmhni_local.models import Backbone, LightGCN, NGCF, PyGBackbone, pyg_lightgcn  # noqa: E402
+from llmhni_local.models import NGCF, Backbone, LightGCN, PyGBackbone, pyg_lightgcn  # noqa: E402
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from llmhni_local.config import TrainConfig, TrainSettings, build, load_config
+from llmhni_local.core.config import TrainConfig, TrainSettings, build, load_config
+from llmhni_local.core.device import device_record, index_tensor, resolve_device
+from llmhni_local.core.errors import ConfigError, UserError
 from llmhni_local.data.dataset import Interactions
-from llmhni_local.errors import ConfigError, UserError
-from llmhni_local.train.device import device_record, index_tensor, resolve_device
 
 ROOT = Path(__file__).resolve().parents[2]
 CUDA = torch.cuda.is_available()
@@ -123,7 +123,7 @@ def test_train_run_records_the_device(tmp_path):
 def test_cpu_and_auto_train_alike_on_a_machine_without_cuda(monkeypatch):
     """``auto`` on a CPU machine is today's CPU run, bit for bit (one thread: no summation
     order can differ)."""
-    from llmhni_local.config import EvalSettings
+    from llmhni_local.core.config import EvalSettings
     from llmhni_local.models import LightGCN
     from llmhni_local.train.objectives import RecObjective
     from llmhni_local.train.trainer import fit
@@ -142,8 +142,8 @@ def test_cpu_and_auto_train_alike_on_a_machine_without_cuda(monkeypatch):
 
 
 def test_objectives_move_and_keep_one_graph_when_g_prime_is_g():
-    from llmhni_local.method.objective import LLMHNIObjective
-    from llmhni_local.method.settings import LLMHNISettings
+    from llmhni_local.llmhni.objective import LLMHNIObjective
+    from llmhni_local.llmhni.settings import LLMHNISettings
 
     data = _toy()
     obj = LLMHNIObjective(data.train, data.train, data.n_users, data.n_items, TrainSettings(),
@@ -176,7 +176,7 @@ def test_cli_train_cuda_without_cuda_one_line_exit_2(tmp_path, asked, needle):
 def test_cuda_trains_like_the_cpu(loss):
     """Same seed on both devices: CUDA sums in other orders, so figures agree closely, not
     bit for bit (docs/DESIGN.md, Trainer, "Devices")."""
-    from llmhni_local.config import EvalSettings
+    from llmhni_local.core.config import EvalSettings
     from llmhni_local.models import LightGCN
     from llmhni_local.train.objectives import RecObjective
     from llmhni_local.train.trainer import fit
@@ -197,9 +197,9 @@ def test_cuda_trains_like_the_cpu(loss):
 
 @needs_cuda
 def test_llmhni_objective_runs_on_cuda():
-    from llmhni_local.config import EvalSettings
-    from llmhni_local.method.objective import LLMHNIObjective
-    from llmhni_local.method.settings import LLMHNISettings
+    from llmhni_local.core.config import EvalSettings
+    from llmhni_local.llmhni.objective import LLMHNIObjective
+    from llmhni_local.llmhni.settings import LLMHNISettings
     from llmhni_local.models import LightGCN
     from llmhni_local.train.trainer import fit
 

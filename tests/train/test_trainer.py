@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from llmhni_local.config import TrainConfig, load_config
+from llmhni_local.core.config import TrainConfig, load_config
 from llmhni_local.train.run import load_trained, train_run
 from llmhni_local.train.trainer import evaluate_model
 

@@ -15,18 +15,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmhni_local.llm.adapters import adapter_problems, validate_adapter
 from llmhni_local.audit.export import write_table
-from llmhni_local.tune.finetune import (FinetuneSettings, Runner, answer_targets,
-                                         answer_tokens, build_examples, finetune, finetune_run,
-                                         lora_config, split_labels)
 from llmhni_local.audit.importer import import_labels
 from llmhni_local.audit.records import AuditStore, labels_hash
 from llmhni_local.audit.simulated_audits import simulate_sample
-from llmhni_local.errors import ConfigError, UserError
-from llmhni_local.llm.rate import RateSettings, rate_candidates, rater_model_id
-from llmhni_local.llm.settings import RaterSettings
-from llmhni_local.llm.store import JudgmentStore
+from llmhni_local.core.errors import ConfigError, UserError
+from llmhni_local.engine.settings import RaterSettings
+from llmhni_local.rating.plan import RateSettings
+from llmhni_local.rating.run import rate_candidates, rater_model_id
+from llmhni_local.rating.store import JudgmentStore
+from llmhni_local.tune.finetune import (
+    FinetuneSettings,
+    Runner,
+    answer_targets,
+    answer_tokens,
+    build_examples,
+    finetune,
+    finetune_run,
+    lora_config,
+    split_labels,
+)
+from llmhni_local.weights.adapters import adapter_problems, validate_adapter
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,7 +66,7 @@ def tuned(audited_run, tiny_llama) -> tuple[Path, dict, list[str]]:
 
 
 def test_adapter_is_servable_and_has_its_card(tuned, audited_run, tiny_llama):
-    from llmhni_local.llm.registry import model_hash
+    from llmhni_local.weights.registry import model_hash
 
     out, card, logs = tuned
     for name in ("adapter_config.json", "adapter_model.safetensors", "card.json", "README.md",
@@ -94,11 +103,11 @@ def test_adapter_is_servable_and_has_its_card(tuned, audited_run, tiny_llama):
 
 
 def test_examples_are_the_rating_prompts(audited_run, tiny_llama):
-    from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
-    from llmhni_local.llm.labels import label_token_ids
-    from llmhni_local.llm.profiles import load_profiles
-    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.llm.rate import view_messages
+    from llmhni_local.engine.chat import encode_prompts, load_tokenizer, render_prompts
+    from llmhni_local.engine.labels import label_token_ids
+    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.rating.plan import view_messages
+    from llmhni_local.text.profiles import load_profiles
 
     tok = load_tokenizer(tiny_llama)
     prof = load_profiles(audited_run)
@@ -133,9 +142,9 @@ def test_frozen_layer_cache_gives_the_full_pass(audited_run, tiny_llama, tmp_pat
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from llmhni_local.llm.chat import load_tokenizer
-    from llmhni_local.llm.profiles import load_profiles
-    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.engine.chat import load_tokenizer
+    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.text.profiles import load_profiles
 
     tok = load_tokenizer(tiny_llama)
     ex = build_examples([(0, 1), (3, 4), (7, 2)], ["High", "Low", "High"],
@@ -168,10 +177,10 @@ def test_a_tuned_model_answers_with_the_bare_label(audited_run, tiny_llama, tmp_
     alone and parses; the random tiny model answers gibberish before."""
     import pandas as pd
 
-    from llmhni_local.llm.backends import make_rating_backend
-    from llmhni_local.llm.profiles import load_profiles
-    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.llm.rate import view_messages
+    from llmhni_local.backends import make_rating_backend
+    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.rating.plan import view_messages
+    from llmhni_local.text.profiles import load_profiles
 
     prof = load_profiles(audited_run)
     labels = pd.DataFrame({"user": np.repeat(np.arange(8), 4), "item": np.tile(np.arange(4), 8),
@@ -211,7 +220,7 @@ def _rater(tiny_llama, backend: str, adapter: Path | None = None,
 
 
 def _rate(run: Path, settings: RaterSettings):
-    from llmhni_local.llm.backends import make_rating_backend
+    from llmhni_local.backends import make_rating_backend
 
     mid, adapter = rater_model_id(settings)
     rate_candidates(run, lambda: make_rating_backend(settings), model_id=mid, adapter=adapter,
@@ -252,7 +261,7 @@ def test_a_merged_adapter_is_the_tuned_model_and_is_cached(tuned, tiny_llama, tm
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from llmhni_local.llm.merged import DONE_FILE, merge_adapter, merged_dir
+    from llmhni_local.weights.lora_merge import DONE_FILE, merge_adapter, merged_dir
 
     monkeypatch.setenv("LLMHNI_CACHE", str(tmp_path / "cache"))
     out, _, _ = tuned

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmhni_local.llm.probe import is_probe_folder, load_probe, probe_problems
+from llmhni_local.core.errors import UserError
 from llmhni_local.tune.probe import ProbeSettings, check_kind, fit_probe, probe_run
-from llmhni_local.errors import UserError
+from llmhni_local.weights.probe import load_probe, probe_problems
+from llmhni_local.weights.registry import is_probe_folder
 
 GENRE_LABEL = {0: "High", 1: "Low", 2: "Medium", 3: "High"}  # synth(): genre = item % 4
 
@@ -33,7 +34,7 @@ def settings(tiny_llama, **kw) -> ProbeSettings:
 
 @pytest.fixture(scope="module")
 def probe(_rated_template, synth_data, tiny_llama, tmp_path_factory):
-    from llmhni_local.llm.profiles import load_profiles
+    from llmhni_local.text.profiles import load_profiles
 
     run = tmp_path_factory.mktemp("probe") / "run"
     shutil.copytree(_rated_template, run)
@@ -44,7 +45,7 @@ def probe(_rated_template, synth_data, tiny_llama, tmp_path_factory):
 
 
 def test_probe_reads_the_label_from_the_answer_position(probe, tiny_llama):
-    from llmhni_local.llm.registry import model_hash
+    from llmhni_local.weights.registry import model_hash
 
     _, out, card, labels = probe
     assert card["kind"] == "probe" and card["base_model"]["sha256"] == model_hash(tiny_llama)
@@ -60,14 +61,14 @@ def test_probe_reads_the_label_from_the_answer_position(probe, tiny_llama):
 
 
 def test_probe_rates_through_the_backend_with_the_head_probabilities(probe, tiny_llama):
-    from llmhni_local.llm.probe_states import answer_states, load_base
-    from llmhni_local.llm.backends import make_rating_backend
-    from llmhni_local.llm.backends.probe_backend import ProbeRater
-    from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
-    from llmhni_local.llm.profiles import load_profiles
-    from llmhni_local.llm.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.llm.rate import view_messages
-    from llmhni_local.llm.settings import RaterSettings
+    from llmhni_local.backends import make_rating_backend
+    from llmhni_local.backends.probe_backend import ProbeRater
+    from llmhni_local.backends.probe_states import answer_states, load_base
+    from llmhni_local.engine.chat import encode_prompts, load_tokenizer, render_prompts
+    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+    from llmhni_local.engine.settings import RaterSettings
+    from llmhni_local.rating.plan import view_messages
+    from llmhni_local.text.profiles import load_profiles
 
     run, out, card, labels = probe
     profiles = load_profiles(run)
@@ -97,7 +98,7 @@ def test_probe_rates_through_the_backend_with_the_head_probabilities(probe, tiny
 
 
 def test_probe_folder_validates_and_rates_a_run(probe, tiny_llama, tmp_path):
-    from llmhni_local.llm.adapters import validate_adapter
+    from llmhni_local.weights.adapters import validate_adapter
 
     _, out, card, _ = probe
     info = validate_adapter(out, base=str(tiny_llama))
@@ -110,9 +111,9 @@ def test_probe_folder_validates_and_rates_a_run(probe, tiny_llama, tmp_path):
 
 def test_probe_for_another_base_model_is_refused_before_weights_load(probe, tiny_llama,
                                                                      tmp_path, monkeypatch):
-    import llmhni_local.llm.probe_states as states
-    from llmhni_local.llm.backends import make_rating_backend
-    from llmhni_local.llm.settings import RaterSettings
+    import llmhni_local.backends.probe_states as states
+    from llmhni_local.backends import make_rating_backend
+    from llmhni_local.engine.settings import RaterSettings
 
     _, out, _, _ = probe
     other = tmp_path / "other-base"
@@ -129,7 +130,7 @@ def test_probe_for_another_base_model_is_refused_before_weights_load(probe, tiny
 
 
 def test_bad_labels_are_one_line_errors(probe, tiny_llama):
-    from llmhni_local.llm.profiles import load_profiles
+    from llmhni_local.text.profiles import load_profiles
 
     run, _, _, labels = probe
     profiles = load_profiles(run)
@@ -170,7 +171,7 @@ def deep_tiny(tiny_llama, tiny_prompts):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from llmhni_local.llm.chat import encode_prompts, load_tokenizer, render_prompts
+    from llmhni_local.engine.chat import encode_prompts, load_tokenizer, render_prompts
 
     config = LlamaConfig.from_pretrained(str(tiny_llama))
     config.num_hidden_layers = 5
@@ -188,7 +189,7 @@ def _full_pass_states(model, rows, layers, pad_id, batch_size):
     """The reference: the whole causal LM with ``output_hidden_states`` (no early stop)."""
     import torch
 
-    from llmhni_local.llm.chat import batch_tensors
+    from llmhni_local.engine.chat import batch_tensors
 
     out = np.zeros((len(rows), len(layers), model.config.hidden_size), dtype=np.float32)
     order = np.argsort([len(r) for r in rows], kind="stable")
@@ -205,7 +206,7 @@ def _full_pass_states(model, rows, layers, pad_id, batch_size):
 
 @pytest.mark.parametrize("layers", [[0], [2], [5], [0, 2, 5], [4, 1], [3, 3]])
 def test_early_stopping_states_equal_the_full_pass(deep_tiny, layers):
-    from llmhni_local.llm.probe_states import answer_states
+    from llmhni_local.backends.probe_states import answer_states
 
     model, ids, pad = deep_tiny
     got = answer_states(model, ids, layers, pad, batch_size=3)
@@ -218,7 +219,7 @@ def test_early_stopping_states_equal_the_full_pass(deep_tiny, layers):
 
 
 def test_the_pass_stops_after_the_deepest_layer_asked_for(deep_tiny):
-    from llmhni_local.llm.probe_states import answer_states
+    from llmhni_local.backends.probe_states import answer_states
 
     model, ids, pad = deep_tiny
     decoder = model.model

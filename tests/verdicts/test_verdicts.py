@@ -13,12 +13,20 @@ import math
 import numpy as np
 import pytest
 
-from llmhni_local.errors import ConfigError, UserError
-from llmhni_local.verdicts.rules import (VerdictSettings, batch_calibrate, binary_kappa,
-                                            choose_model, cross_validate, fit_logistic,
-                                            high_score, predict_logistic, tau_from_share,
-                                            taus_by_kappa)
+from llmhni_local.core.errors import ConfigError, UserError
 from llmhni_local.verdicts.decide import compute_verdicts, load_verdicts, write_verdicts
+from llmhni_local.verdicts.rules import (
+    VerdictSettings,
+    batch_calibrate,
+    binary_kappa,
+    choose_model,
+    cross_validate,
+    fit_logistic,
+    high_score,
+    predict_logistic,
+    tau_from_share,
+    taus_by_kappa,
+)
 
 
 # ---------------------------------------------------------------------------- pure functions
@@ -155,9 +163,9 @@ def _make_run(tmp_path, n_pairs=240, seed=0, fail_every=23, llm_signal=1.0, scor
     recommender's score plus noise) lifts P(High) in both views by ``llm_signal`` (0: the
     probabilities are noise); every ``fail_every``-th pair has a failed user view. Returns
     (run, candidates, latent hard flags, train)."""
-    from llmhni_local.llm.rate import CANDIDATES_FILE, RATING_MANIFEST
-    from llmhni_local.llm.store import COLUMNS, JudgmentStore
-    from llmhni_local.method.candidates import CANDIDATE_DTYPE, save_candidates
+    from llmhni_local.llmhni.candidates import CANDIDATE_DTYPE, CANDIDATES_FILE, save_candidates
+    from llmhni_local.rating.plan import RATING_MANIFEST
+    from llmhni_local.rating.store import COLUMNS, JudgmentStore
 
     rng = np.random.default_rng(seed)
     users, items = np.arange(n_pairs) // 6, np.arange(n_pairs) % 6 + 10 * (np.arange(n_pairs) % 5)
@@ -206,7 +214,7 @@ def _audit(run, cands, labels_of, pairs, trained=()):
 
 
 def test_default_rule_is_todays_argmax(tmp_path):
-    from llmhni_local.llm.store import JudgmentStore
+    from llmhni_local.rating.store import JudgmentStore
 
     run, cands, _, _ = _make_run(tmp_path)
     counts = decide(run)
@@ -482,9 +490,9 @@ def test_label_counts_skip_missing_labels():
 
 
 def test_rate_run_warns_in_one_line_when_the_rater_is_constant(tmp_path, monkeypatch):
-    from llmhni_local.llm import rate as rate_module
-    from llmhni_local.llm.rate_plan import RateReport, RateSettings
-    from llmhni_local.llm.settings import RaterSettings
+    from llmhni_local.engine.settings import RaterSettings
+    from llmhni_local.rating import run as rate_module
+    from llmhni_local.rating.plan import RateReport, RateSettings
     from llmhni_local.stages import constant_rating, rate_run
 
     run, *_ = _make_run(tmp_path)
