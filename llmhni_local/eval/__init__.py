@@ -1,1 +1,2 @@
-"""Full-ranking evaluation and noise-identification metrics."""
+"""Full-ranking evaluation, noise-identification metrics and, in ``stats``, the package's one
+copy of AUC, Cohen's kappa, folds grouped by user, cross-fitting and the bootstrap."""

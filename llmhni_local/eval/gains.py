@@ -2,7 +2,8 @@
 curve of a method against a rater's quality crosses a reference (the break-even point).
 
 Pure functions of per-user metric arrays; the report, the benches and ``rater assess`` use
-them. Each resamples users (the unit a recommender is evaluated on), seeded.
+them. Each resamples users (the unit a recommender is evaluated on), seeded; the resampling and
+the percentile interval are :mod:`llmhni_local.eval.stats`'s.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from llmhni_local.eval.stats import bootstrap_indices, percentile_interval
 
 
 def crossing(xs: np.ndarray, diffs: np.ndarray) -> np.ndarray:
@@ -68,14 +71,11 @@ def break_even(xs: np.ndarray, curve: np.ndarray, reference: np.ndarray, *, n_bo
     if np.any(np.diff(xs) <= 0):
         raise ValueError("break_even: the grid must increase")
     x = float(crossing(xs, curve.mean(axis=1) - ref.mean())[0])
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(ref), size=(n_boot, len(ref)))
+    idx = bootstrap_indices(len(ref), n_boot, seed)
     diffs = curve[:, idx].mean(axis=2).T - ref[idx].mean(axis=1)[:, None]  # (n_boot, grid)
     boot = crossing(xs, diffs)
-    tail = (1 - level) / 2
     # nearest-rank ends: an unreached resample (inf) may be an end, never averaged with one
-    lo = float(np.quantile(boot, tail, method="lower"))
-    hi = float(np.quantile(boot, 1 - tail, method="higher"))
+    lo, hi = percentile_interval(boot, level, nearest_rank=True)
     return {"x": x, "lo": lo, "hi": hi, "at_grid_start": bool(x == xs[0]),
             "reached": bool(np.isfinite(x)), "unreached_share": float(np.isinf(boot).mean()),
             "n_users": int(len(ref)), "n_boot": int(n_boot)}
@@ -108,10 +108,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: 
     if not 0 < level < 1 or n_boot <= 0:
         raise ValueError("paired_bootstrap: level must be in (0, 1) and n_boot > 0")
     d = (a - b).mean(axis=0)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(d), size=(n_boot, len(d)))
-    means = d[idx].mean(axis=1)
-    tail = (1 - level) / 2
-    lo, hi = np.quantile(means, [tail, 1 - tail])
-    return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi),
+    means = d[bootstrap_indices(len(d), n_boot, seed)].mean(axis=1)
+    lo, hi = percentile_interval(means, level)
+    return {"diff": float(d.mean()), "lo": lo, "hi": hi,
             "n_users": int(len(d)), "n_seeds": int(a.shape[0])}

@@ -50,20 +50,6 @@ def ranking_metrics(hits: np.ndarray, n_truth: np.ndarray,
     return out
 
 
-def auc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
-    """Probability that a random positive outscores a random negative (ties count half)."""
-    from scipy.stats import rankdata
-
-    scores_pos = np.asarray(scores_pos, float)
-    scores_neg = np.asarray(scores_neg, float)
-    if len(scores_pos) == 0 or len(scores_neg) == 0:
-        return float("nan")
-    ranks = rankdata(np.concatenate([scores_pos, scores_neg]))
-    r_pos = ranks[: len(scores_pos)].sum()
-    n_p, n_n = len(scores_pos), len(scores_neg)
-    return float((r_pos - n_p * (n_p + 1) / 2) / (n_p * n_n))
-
-
 def precision_recall_f1(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Precision, recall and F1 of a boolean verdict against boolean ground truth."""
     predicted = np.asarray(predicted, bool)

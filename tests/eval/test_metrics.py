@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmhni_local.eval.metrics import auc, precision_recall_f1, ranking_metrics
+from llmhni_local.eval.metrics import precision_recall_f1, ranking_metrics
 from llmhni_local.eval.ranking import evaluate_ranking
 
 
@@ -65,8 +65,6 @@ def test_evaluate_ranking_batches_agree_and_skip_users_without_truth():
     assert a["recall@10"] == pytest.approx(np.mean(vals))
 
 
-def test_auc_and_prf():
-    assert auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
-    assert auc(np.array([1.0]), np.array([1.0])) == 0.5
+def test_prf():
     r = precision_recall_f1(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool))
     assert (r["precision"], r["recall"], r["f1"]) == (0.5, 0.5, 0.5)

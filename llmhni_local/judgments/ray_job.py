@@ -3,7 +3,8 @@
 :func:`~llmhni_local.rating.run.rate_candidates` decides what is missing and orders it exactly as
 in process; this module only executes that work list on a Ray cluster:
 
-* **Work**: the missing ``(user, item, view)`` items, packed whole users at a time into blocks
+* **Work**: the missing work items (``rating.plan.WorkItem``; rows of ``user``, ``item``,
+  ``view``, ``kind`` columns on the way to the workers), packed whole users at a time into blocks
   of about ``rate.batch_size`` prompts (a user's prompts in one block, so a vLLM worker reuses
   the user's prefix), one Ray Data block each.
 * **Workers**: ``map_batches`` with an actor pool; each actor holds ONE rating backend of the
@@ -41,33 +42,38 @@ from llmhni_local.backends.ray_cluster import (
     connect,
     ray_errors,
     set_data_context,
-    where,
     worker_layout,
 )
+from llmhni_local.backends.ray_cluster import where as worker_where
 from llmhni_local.core.errors import UserError
+from llmhni_local.engine.api import JudgeRequest, Rater
+from llmhni_local.rating.plan import WorkItem
 from llmhni_local.rating.store import VIEWS
 
-_WARM_UP = [{"role": "user", "content": "Warm-up. Answer with one word: High, Medium or Low."}]
+_WARM_UP = JudgeRequest(messages=[{"role": "user", "content": "Warm-up. Answer with one word: "
+                                                             "High, Medium or Low."}])
+_COLUMNS = ("user", "item", "view", "kind")  # a WorkItem's fields, as Ray Data columns
+
 
 class RayRater:
     """One Ray Data actor: one rating backend, batches of work in, shard records out."""
 
-    def __init__(self, make_backend: Callable[[], Any], profiles: Any, templates: dict,
+    def __init__(self, make_backend: Callable[[], Rater], profiles: Any, templates: dict,
                  keys: dict, max_liked: int, min_label_mass: float, shard_dir: str,
                  token: str) -> None:
-        where = where()
+        where = worker_where()
         self.shard_dir = Path(shard_dir)
         mark = self.shard_dir / ".job"
         if not mark.is_file() or mark.read_text() != token:
             raise UserError(f"{where}: does not see {self.shard_dir} (the run folder must be "
                             "on a filesystem every Ray worker shares)")
         try:
-            self.backend = make_backend()
+            self.backend: Rater = make_backend()
         except UserError as exc:
             raise UserError(f"{where}: {exc}") from None
         expected = next(iter(keys.values())).model_id
-        got = getattr(self.backend, "model_id", expected)
-        if got != expected:
+        got = self.backend.model_id
+        if got and got != expected:
             raise UserError(f"{where}: the rating backend reports model id {got!r} but the "
                             f"run expected {expected!r} (another model at the same path?)")
         self._warm_up(where)
@@ -78,10 +84,9 @@ class RayRater:
         """One judgment before any batch: a dtype or device the worker cannot run fails
         here, not half-way through the job."""
         try:
-            out = self.backend.rate([_WARM_UP])
+            out = self.backend.judge([_WARM_UP])
         except Exception as exc:  # noqa: BLE001 - any engine error, named with the worker
-            settings = getattr(self.backend, "settings", None)
-            dtype = getattr(settings, "dtype", "?")
+            dtype = (self.backend.dtype_choice or {}).get("requested", "?")
             raise UserError(f"{where}: the rater failed its warm-up judgment with "
                             f"rater.dtype = {dtype!r} ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
@@ -91,38 +96,26 @@ class RayRater:
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
-        from llmhni_local.engine.prompts import VIEW_TEMPLATES
-        from llmhni_local.rating.plan import apply_mass_floor, view_messages
+        from llmhni_local.rating.plan import apply_mass_floor, batch_rows, judge_requests
         from llmhni_local.rating.shards import write_shard
-        from llmhni_local.rating.store import make_rows
 
-        stats0 = dict(getattr(self.backend, "token_stats", None) or {})
-        work = list(zip(*(batch.column(c).to_pylist() for c in ("user", "item", "view",
-                                                                   "kind"))))
-        prompts = [view_messages(v, u, i, self.profiles, self.templates[VIEW_TEMPLATES[v]],
-                                 self.max_liked) for u, i, v, _ in work]
-        judgments = self.backend.rate(prompts)
-        if len(judgments) != len(prompts):
-            raise UserError(f"{where()}: the rating backend returned {len(judgments)} "
-                            f"answers for {len(prompts)} prompts")
+        stats0 = self.backend.token_stats()
+        work = from_columns({c: batch.column(c).to_pylist() for c in _COLUMNS})
+        judgments = self.backend.judge(judge_requests(work, self.profiles, self.templates,
+                                                      self.max_liked))
+        if len(judgments) != len(work):
+            raise UserError(f"{worker_where()}: the rating backend returned {len(judgments)} "
+                            f"answers for {len(work)} prompts")
         judgments, low = apply_mass_floor(judgments, self.min_label_mass)
-        rows: list[tuple] = []
-        bad = 0
-        for v in VIEWS:  # the same rows as rate.py stores in process
-            idx = [k for k, w in enumerate(work) if w[2] == v]
-            if idx:
-                r, f = make_rows(v, self.keys[v], [(work[k][0], work[k][1], work[k][3])
-                                                   for k in idx], [judgments[k] for k in idx])
-                rows += r
-                bad += f
+        rows, bad = batch_rows(work, judgments, self.keys)  # the rows stored in process
         path = write_shard(self.shard_dir, rows)
         return pa.table({"shard": [str(path)], "rows": [len(rows)], "failures": [bad],
                          "low_mass": [low], **self._tokens(stats0)})
 
     def _tokens(self, stats0: dict) -> dict[str, list[int]]:
         """This batch's prompt tokens and prefix-cache hits (-1: the backend cannot tell)."""
-        stats = getattr(self.backend, "token_stats", None) or {}
-        known = bool(stats) and getattr(self.backend, "cached_known", False)
+        stats = self.backend.token_stats()
+        known = self.backend.cached_known
         return {"prompt_tokens": [int(stats.get("prompt_tokens", 0)
                                       - stats0.get("prompt_tokens", 0))],
                 "cached_tokens": [int(stats.get("cached_tokens", 0)
@@ -130,21 +123,22 @@ class RayRater:
 
 
 # ---------------------------------------------------------------------------- the driver
-def pack_by_user(work: list[tuple], size: int) -> list[list[tuple]]:
+def pack_by_user(work: list[WorkItem], size: int) -> list[list[WorkItem]]:
     """Blocks of whole users' work items (``work`` is grouped by user), each up to ``size``
     items; a user with more than ``size`` items gets blocks of their own.
 
     Example:
-        >>> w = [(0, 1, "user", "o"), (0, 2, "user", "o"), (1, 1, "user", "o"), (2, 5, "item", "u")]
+        >>> w = [WorkItem(0, 1, "user", "o"), WorkItem(0, 2, "user", "o"),
+        ...      WorkItem(1, 1, "user", "o"), WorkItem(2, 5, "item", "u")]
         >>> [len(b) for b in pack_by_user(w, 2)]
         [2, 2]
     """
-    blocks: list[list[tuple]] = []
-    cur: list[tuple] = []
+    blocks: list[list[WorkItem]] = []
+    cur: list[WorkItem] = []
     k = 0
     while k < len(work):
         e = k
-        while e < len(work) and work[e][0] == work[k][0]:
+        while e < len(work) and work[e].user == work[k].user:
             e += 1
         user = work[k:e]
         if cur and len(cur) + len(user) > size:
@@ -162,28 +156,45 @@ def pack_by_user(work: list[tuple], size: int) -> list[list[tuple]]:
     return blocks
 
 
-def _dataset(blocks: list[list[tuple]]):
+def to_columns(work: list[WorkItem]) -> dict[str, list]:
+    """Work items as Ray Data columns (the boundary: rows travel as Arrow, not objects).
+
+    >>> to_columns([WorkItem(3, 7, "item", "observed")])
+    {'user': [3], 'item': [7], 'view': ['item'], 'kind': ['observed']}
+    """
+    return {"user": [w.user for w in work], "item": [w.item for w in work],
+            "view": [w.view for w in work], "kind": [w.kind for w in work]}
+
+
+def from_columns(columns: dict[str, list]) -> list[WorkItem]:
+    """The work items of Ray Data columns (:func:`to_columns` undone).
+
+    >>> from_columns(to_columns([WorkItem(3, 7, "item", "observed")]))
+    [WorkItem(user=3, item=7, view='item', kind='observed')]
+    """
+    return [WorkItem(int(u), int(i), str(v), str(k))
+            for u, i, v, k in zip(*(columns[c] for c in _COLUMNS))]
+
+
+def _dataset(blocks: list[list[WorkItem]]):
     import pyarrow as pa
     import ray.data
 
-    tables = [pa.table({"user": [w[0] for w in b], "item": [w[1] for w in b],
-                        "view": [w[2] for w in b], "kind": [w[3] for w in b]})
-              for b in blocks]
+    tables = [pa.table(to_columns(b)) for b in blocks]
     return ray.data.from_arrow(tables)  # one block per table: the packing above is kept
 
 
-
-def _refilter(store, work: list[tuple], keys: dict) -> list[tuple]:
+def _refilter(store, work: list[WorkItem], keys: dict) -> list[WorkItem]:
     """The items of ``work`` still missing from the store (after leftover shards merged)."""
     todo = {}
     for v in VIEWS:
-        pairs = [(w[0], w[1]) for w in work if w[2] == v]
+        pairs = [(w.user, w.item) for w in work if w.view == v]
         todo[v] = set(store.missing(pairs, v, keys[v]))
-    return [w for w in work if (w[0], w[1]) in todo[w[2]]]
+    return [w for w in work if (w.user, w.item) in todo[w.view]]
 
 
-def rate_on_ray(run_dir: Path, store: Any, work: list[tuple],
-                make_backend: Callable[[], Any], *, profiles: Any, templates: dict,
+def rate_on_ray(run_dir: Path, store: Any, work: list[WorkItem],
+                make_backend: Callable[[], Rater], *, profiles: Any, templates: dict,
                 keys: dict, settings: Any, report: Any, manifest: dict,
                 seen: tuple[int, int], progress: bool = True,
                 on_batch: Callable[[int], None] | None = None) -> Any:
@@ -214,7 +225,7 @@ def rate_on_ray(run_dir: Path, store: Any, work: list[tuple],
     return report
 
 
-def _run_job(root: Path, store: Any, work: list[tuple], make_backend: Callable[[], Any], *,
+def _run_job(root: Path, store: Any, work: list[WorkItem], make_backend: Callable[[], Rater], *,
              profiles: Any, templates: dict, keys: dict, settings: Any, report: Any,
              manifest: dict, seen: tuple[int, int], progress: bool,
              on_batch: Callable[[int], None] | None) -> tuple[int, int]:
@@ -262,7 +273,7 @@ def _run_job(root: Path, store: Any, work: list[tuple], make_backend: Callable[[
     return n_seen, n_bad
 
 
-def _job_dataset(work: list[tuple], make_backend: Callable[[], Any], *, profiles: Any,
+def _job_dataset(work: list[WorkItem], make_backend: Callable[[], Rater], *, profiles: Any,
                  templates: dict, keys: dict, settings: Any, job: Path, token: str):
     """The lazy Ray Data pipeline: packed blocks -> actors -> one shard record per block."""
     import ray.data

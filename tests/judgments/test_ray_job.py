@@ -26,6 +26,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from llmhni_local.core.errors import UserError  # noqa: E402
+from llmhni_local.engine.api import Rater, unserved  # noqa: E402
 from llmhni_local.engine.settings import RaterSettings  # noqa: E402
 from llmhni_local.rating.plan import RateSettings  # noqa: E402
 from llmhni_local.rating.run import rate_candidates, rater_model_id  # noqa: E402
@@ -57,9 +58,11 @@ def _backend(settings):
     return make_rating_backend(settings)
 
 
-class _Wrapped:
+class _Wrapped(Rater):
     """The toolkit's backend with a fault: ``crash`` (lose the worker process on its n-th
     call, once: a marker file remembers it) or ``fail`` (raise on every call)."""
+
+    loglikelihood = unserved("loglikelihood")
 
     def __init__(self, settings, marker: str | None = None, crash_on: int = 0,
                  fail: str = "") -> None:
@@ -67,14 +70,18 @@ class _Wrapped:
         self.model_id, self.settings = self.inner.model_id, settings
         self.marker, self.crash_on, self.fail, self.calls = marker, crash_on, fail, 0
 
-    def rate(self, prompts):
+    @property
+    def dtype_choice(self):
+        return self.inner.dtype_choice
+
+    def judge(self, requests):
         self.calls += 1
         if self.fail:
             raise RuntimeError(self.fail)
         if self.calls == self.crash_on and not os.path.exists(self.marker):
             Path(self.marker).write_text(str(os.getpid()))
             os._exit(1)  # the worker process dies mid-batch, as on a lost node
-        return self.inner.rate(prompts)
+        return self.inner.judge(requests)
 
     def close(self) -> None:
         self.inner.close()

@@ -22,8 +22,15 @@ import pytest
 
 from llmhni_local.core.errors import UserError
 from llmhni_local.data.dataset import Interactions
+from llmhni_local.engine.api import Judgment, Rater, unserved
 from llmhni_local.llmhni.candidates import CANDIDATES_FILE, save_candidates, select_candidates
-from llmhni_local.rating.plan import RateSettings, liked_text, plan, read_rating_manifest
+from llmhni_local.rating.plan import (
+    RateSettings,
+    WorkItem,
+    liked_text,
+    plan,
+    read_rating_manifest,
+)
 from llmhni_local.rating.run import rate_candidates
 from llmhni_local.rating.store import JudgmentStore
 from llmhni_local.text.profiles import make_profiles, save_profiles
@@ -44,17 +51,20 @@ def decide(run, *args, **kwargs):
 # one answer in eight is not a label.
 FAKE_SOURCE = '''
 import hashlib, json, os, sys, time
-from llmhni_local.engine.api import Judgment, LABELS
+from llmhni_local.engine.api import Judgment, LABELS, Rater, unserved
 
 
 
-class FakeRater:
+class FakeRater(Rater):
     model_id = "fake@0"
+    loglikelihood = unserved("loglikelihood")
 
     def __init__(self, delay=0.0, fail_mod=8):
         self.delay, self.fail_mod, self.calls, self.closed = delay, fail_mod, [], False
 
-    def rate(self, prompts):
+    def judge(self, requests):
+        self.requests = list(requests)
+        prompts = [r.messages for r in requests]
         self.calls.append(list(prompts))
         if self.delay:
             time.sleep(self.delay)
@@ -167,6 +177,9 @@ def test_prompts_are_grouped_by_user_with_shared_part_first(tmp_path, fake_modul
     sent = fake.calls[0]
     heads = [next(x["content"] for x in m if x["role"] == "user").split("Candidate item:")[0] for m in sent]
     views = ["user" if h.startswith("User profile:") else "item" for h in heads]
+    # every request names its view and pair (a backend never guesses them from the prompt)
+    assert [r.view for r in fake.requests] == views
+    assert all(isinstance(r.user, int) and isinstance(r.item, int) for r in fake.requests)
     # per user: a block of user-centric prompts, then a block of item-centric ones
     blocks = [v for k, v in enumerate(views) if k == 0 or views[k - 1] != v]
     assert blocks == ["user", "item"] * 12
@@ -198,8 +211,10 @@ def test_plan_order():
                  dtype=[("user", "i8"), ("item", "i8"), ("kind", "U10"), ("rank", "i4"),
                         ("score", "f4")])
     todo = {"user": {(0, 2), (1, 5), (1, 3)}, "item": {(1, 3)}}
-    assert plan(c, todo) == [(0, 2, "user", "unobserved"), (1, 5, "user", "observed"),
-                             (1, 3, "user", "unobserved"), (1, 3, "item", "unobserved")]
+    assert plan(c, todo) == [WorkItem(0, 2, "user", "unobserved"),
+                             WorkItem(1, 5, "user", "observed"),
+                             WorkItem(1, 3, "user", "unobserved"),
+                             WorkItem(1, 3, "item", "unobserved")]
 
 
 def test_too_many_failures_stop_with_a_clear_message(tmp_path, fake_module):
@@ -526,36 +541,35 @@ def test_sigkill_then_rerun_with_vllm(tmp_path, tiny_llama):
 
 
 # ---------------------------------------------------------------------------- label mass, tokens
-class _LikelihoodRater:
+class _LikelihoodRater(Rater):
     """Likelihood choices with a label mass that depends on the prompt; counts tokens like the
     vLLM backend does (3 of every 4 prompt tokens 'cached')."""
 
     model_id = "like@0"
     dtype_choice = {"requested": "auto", "dtype": "float32", "reason": "test"}
+    loglikelihood = unserved("loglikelihood")
 
     def __init__(self) -> None:
-        self.token_stats = {"prompts": 0, "prompt_tokens": 0, "cached_tokens": 0}
+        self.counts = {"prompts": 0, "prompt_tokens": 0, "cached_tokens": 0}
         self.cached_known = True
 
-    def rate(self, prompts):
+    def token_stats(self):
+        return dict(self.counts)
+
+    def judge(self, requests):
         import hashlib
         import json as _json
 
-        from llmhni_local.engine.api import Judgment
-
         out = []
-        for messages in prompts:
-            h = hashlib.sha256(_json.dumps(messages, sort_keys=True).encode()).digest()
+        for r in requests:
+            h = hashlib.sha256(_json.dumps(r.messages, sort_keys=True).encode()).digest()
             mass = h[0] / 255
             out.append(Judgment(" High", "High", {"High": .5, "Medium": .3, "Low": .2}, mass,
                                 decided_by="likelihood"))
-            self.token_stats["prompt_tokens"] += 40
-            self.token_stats["cached_tokens"] += 30
-        self.token_stats["prompts"] += len(prompts)
+            self.counts["prompt_tokens"] += 40
+            self.counts["cached_tokens"] += 30
+        self.counts["prompts"] += len(requests)
         return out
-
-    def close(self) -> None:
-        pass
 
 
 def test_low_label_mass_is_a_counted_failure(tmp_path) -> None:

@@ -1,5 +1,6 @@
 """The likelihood reader and labels scored as token sequences (``rating/likelihood.py``,
-``RaterCore.rate_sequences``, ``TransformersRater.loglikelihood``), on the tiny random Llama."""
+``RaterCore.rate_sequences``, ``TransformersRater.loglikelihood_ids``), on the tiny random
+Llama."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import pytest
 
 from llmhni_local.backends import make_rating_backend
 from llmhni_local.core.errors import UserError
+from llmhni_local.engine.api import LoglikelihoodRequest, Rater, unserved
 from llmhni_local.engine.prompts import load_template
 from llmhni_local.engine.settings import RaterSettings
-from llmhni_local.rating.likelihood import Encoder, pmi_scores
+from llmhni_local.rating.likelihood import pmi_scores
+from llmhni_local.rating.plan import WorkItem
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,27 +45,31 @@ def _naive(model, ctx: list[int], cont: list[int]) -> float:
 
 
 def test_cached_context_gives_the_full_pass_loglikelihood(hf):
-    tok = hf.tokenizer
-    enc = Encoder(tok)
-    ctxs = [enc.context("user liked Toy Story and Fargo"), enc.context("the film")]
-    conts = [enc.continuation(t) for t in (" Star Wars", " Heat", " Casablanca 1995 Drama",
-                                           " a")]
-    reqs = [(c, k) for c in ctxs for k in conts]
-    got = hf.loglikelihood(reqs)  # batch_size 3: a context's 4 continuations in 2 chunks
+    texts = [(c, k) for c in ("user liked Toy Story and Fargo", "the film")
+             for k in (" Star Wars", " Heat", " Casablanca 1995 Drama", " a")]
+    reqs = [(hf.context_ids(c), hf.continuation_ids(k)) for c, k in texts]
+    got = hf.loglikelihood_ids(reqs)  # batch_size 3: a context's 4 continuations in 2 chunks
     want = [_naive(hf.model, c, k) for c, k in reqs]
     assert np.allclose(got, want, atol=1e-4), (got, want)
     assert len({round(g, 3) for g in got}) > 4  # not a constant
+    # the request type: texts, tokenised by the backend (context with special tokens)
+    tok = hf.tokenizer
+    assert reqs[0][0] == tok("user liked Toy Story and Fargo")["input_ids"]
+    assert reqs[0][1] == tok(" Star Wars", add_special_tokens=False)["input_ids"]
+    assert hf.loglikelihood([LoglikelihoodRequest(c, k) for c, k in texts]) == got
 
 
-class _Fake:
-    """A backend whose log-likelihood is a known function of the request."""
+class _Fake(Rater):
+    """A backend whose log-likelihood is a known function of the request's texts."""
+
+    judge = unserved("judge")
 
     def __init__(self):
         self.calls = []
 
     def loglikelihood(self, requests):
         self.calls.append(list(requests))
-        return [-(len(c) + 0.5 * len(k)) for c, k in requests]
+        return [-(len(r.context) + 0.5 * len(r.continuation)) for r in requests]
 
 
 class _Profiles:
@@ -72,31 +79,33 @@ class _Profiles:
     liked = [np.array([1, 2]), np.array([0])]
 
 
-def test_pmi_is_view_minus_neutral_with_one_neutral_request_per_item(hf):
+def test_pmi_is_view_minus_neutral_with_one_neutral_request_per_item():
     tpl = load_template("likelihood")
     fake = _Fake()
-    enc = Encoder(hf.tokenizer)
-    work = [(0, 0, "user", "observed"), (0, 0, "item", "observed"), (1, 0, "user", "observed"),
-            (1, 2, "item", "unobserved")]
-    scores = pmi_scores(fake, enc, work, _Profiles(), tpl, max_liked=5)
+    work = [WorkItem(0, 0, "user", "observed"), WorkItem(0, 0, "item", "observed"),
+            WorkItem(1, 0, "user", "observed"), WorkItem(1, 2, "item", "unobserved")]
+    scores = pmi_scores(fake, work, _Profiles(), tpl, max_liked=5)
     reqs = fake.calls[0]
     assert len(reqs) == len(work) + 2  # items 0 and 2: one neutral request each
-    neutral = enc.context(tpl.render("neutral_context", {}))
-    assert all(c == neutral for c, _ in reqs[len(work):])
+    neutral = tpl.render("neutral_context", {})
+    assert all(r.context == neutral and r.view is None for r in reqs[len(work):])
+    assert [r.item for r in reqs[len(work):]] == [0, 2]
     for k, s in enumerate(scores):
-        ctx, cont = reqs[k]
-        assert s == pytest.approx(-(len(ctx) - len(neutral)))
+        assert (reqs[k].view, reqs[k].user, reqs[k].item) == (work[k].view, work[k].user,
+                                                              work[k].item)
+        assert s == pytest.approx(-(len(reqs[k].context) - len(neutral)))
     # the item-centric context of (0, 0) lists items 1 and 2, not 0 itself
-    assert "Fargo" in hf.tokenizer.decode(reqs[1][0]) and "Heat" not in hf.tokenizer.decode(reqs[1][0])
+    assert "Fargo" in reqs[1].context and "Heat" not in reqs[1].context
+    assert reqs[1].continuation == tpl.render("continuation", {"item_name": "Heat (1995)"})
 
 
-def test_a_non_finite_loglikelihood_is_a_failure_not_a_score(hf):
+def test_a_non_finite_loglikelihood_is_a_failure_not_a_score():
     class Bad(_Fake):
         def loglikelihood(self, requests):
             return [float("nan")] + [-1.0] * (len(requests) - 1)
 
-    scores = pmi_scores(Bad(), Encoder(hf.tokenizer), [(0, 1, "user", "observed"),
-                                                       (1, 1, "user", "observed")],
+    scores = pmi_scores(Bad(), [WorkItem(0, 1, "user", "observed"),
+                                WorkItem(1, 1, "user", "observed")],
                         _Profiles(), load_template("likelihood"), max_liked=5)
     assert scores[0] is None and scores[1] == 0.0
 
@@ -255,8 +264,8 @@ def test_likelihood_mode_rates_resumes_and_feeds_the_threshold_rule(tiny_llama, 
 
 def test_likelihood_mode_settings_are_checked_before_any_engine():
     from llmhni_local.core.config import ConfigError
-    from llmhni_local.pipeline import load_run_config
     from llmhni_local.rating.plan import RateSettings
+    from llmhni_local.stages.settings import load_run_config
 
     with pytest.raises(ConfigError, match="rate.mode"):
         RateSettings(mode="guess")

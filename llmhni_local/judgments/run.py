@@ -35,26 +35,28 @@ from typing import Any, Callable
 
 from llmhni_local.core.errors import UserError
 from llmhni_local.core.progress import progress_bar
-from llmhni_local.engine.api import RatingBackend
+from llmhni_local.engine.api import Judgment, Rater
 from llmhni_local.engine.prompts import VIEW_TEMPLATES, Template
 from llmhni_local.llmhni.candidates import CANDIDATES_FILE
 from llmhni_local.rating.plan import (
     RATING_MANIFEST,
     RateReport,
     RateSettings,
+    WorkItem,
     _asdict,
     apply_mass_floor,
+    batch_rows,
     check_failures,
+    judge_requests,
     plan,
     prompt_hashes,
-    view_messages,
     view_template,
 )
 from llmhni_local.rating.store import VIEWS, Key
 
 
 # ---------------------------------------------------------------------------- the stage
-def rate_candidates(run_dir: str | Path, make_backend: Callable[[], RatingBackend], *,
+def rate_candidates(run_dir: str | Path, make_backend: Callable[[], Rater], *,
                     model_id: str, adapter: str = "", settings: RateSettings | None = None,
                     prompts_dir: str | Path | None = None, progress: bool = True,
                     on_batch: Callable[[int], None] | None = None) -> RateReport:
@@ -63,9 +65,10 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], RatingBacken
     Args:
         run_dir: run folder with ``profiles/`` and ``candidates.parquet``; the judgment store
             ``judgments.sqlite`` is written there.
-        make_backend: builds the rating backend; called only when something is left to rate.
+        make_backend: builds the rating backend (a :class:`~llmhni_local.engine.api.Rater`);
+            called only when something is left to rate.
         model_id: the id rows are stored under (known before the engine starts, from the
-            registry); the backend's own ``model_id`` must match it.
+            registry); the backend's own ``model_id`` must match it (unless it has none).
         adapter: adapter id, '' for none.
         settings: batch size, L, failure threshold.
         prompts_dir: folder of the templates (default ``prompts/``).
@@ -115,14 +118,14 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], RatingBacken
         backend = make_backend()
         report.engine_started = True
         try:
-            got = getattr(backend, "model_id", model_id)
-            if got != model_id:
+            got = backend.model_id
+            if got and got != model_id:
                 raise UserError(f"the rating backend reports model id {got!r} but the run "
                                 f"expected {model_id!r}")
-            report.dtype = getattr(backend, "dtype_choice", None)
+            report.dtype = backend.dtype_choice
             manifest["dtype"] = report.dtype
             # "system" or "folded" (a template without a system role; engine/chat.py)
-            manifest["chat_form"] = getattr(backend, "chat_form", None)
+            manifest["chat_form"] = backend.chat_form
             job = _Job(store, keys, settings, run_dir, manifest, [n_seen, n_bad], on_batch)
             _rate_work(backend, work, profiles, templates, job, report, progress)
         finally:
@@ -183,12 +186,12 @@ class _Job:
     on_batch: Callable[[int], None] | None = None
 
 
-def _rate_work(backend: RatingBackend, work: list[tuple], profiles,
+def _rate_work(backend: Rater, work: list[WorkItem], profiles,
                templates: dict[str, Template], job: _Job, report: RateReport,
                progress: bool) -> None:
     """Rate ``work`` in batches with one backend, one stored transaction per batch."""
     settings = job.settings
-    stats0 = dict(getattr(backend, "token_stats", None) or {})
+    stats0 = backend.token_stats()
     read = _reader(backend, profiles, templates, settings)
     with progress_bar("rating", len(work), enabled=progress, fields=("failures",)) as bar:
         for b0 in range(0, len(work), settings.batch_size):
@@ -198,7 +201,8 @@ def _rate_work(backend: RatingBackend, work: list[tuple], profiles,
                 raise UserError(f"the rating backend returned {len(judgments)} answers "
                                 f"for {len(batch)} prompts")
             judgments, low = apply_mass_floor(judgments, settings.min_label_mass)
-            bad = _store_batch(job, batch, judgments)
+            rows, bad = batch_rows(batch, judgments, job.keys)
+            job.store.add_rows(rows)  # one transaction per batch
             report.batches += 1
             report.rated += len(batch)
             report.failures += bad
@@ -212,54 +216,32 @@ def _rate_work(backend: RatingBackend, work: list[tuple], profiles,
             check_failures(job.counts[0], job.counts[1], settings, job.run_dir, job.manifest)
 
 
-def _reader(backend: RatingBackend, profiles, templates: dict[str, Template],
-            settings: RateSettings) -> Callable[[list[tuple]], list]:
+def _reader(backend: Rater, profiles, templates: dict[str, Template],
+            settings: RateSettings) -> Callable[[list[WorkItem]], list[Judgment]]:
     """``read(batch) -> judgments`` for ``rate.mode``: the rating prompts answered by the
     backend (judge), or each view's likelihood score (``rating/likelihood.py``)."""
     if settings.mode == "likelihood":
-        from llmhni_local.engine.api import Judgment
-        from llmhni_local.rating.likelihood import Encoder, pmi_scores
+        from llmhni_local.rating.likelihood import pmi_scores
 
-        encoder = Encoder(backend.tokenizer)
         neutral: dict[int, float] = {}  # an item's neutral term serves every user's pairs
 
-        def read(batch: list[tuple]) -> list:
-            scores = pmi_scores(backend, encoder, batch, profiles, templates["likelihood"],
+        def read(batch: list[WorkItem]) -> list[Judgment]:
+            scores = pmi_scores(backend, batch, profiles, templates["likelihood"],
                                 settings.max_liked, neutral)
             return [Judgment(text="", label=None, probs=None, decided_by="pmi", score=s)
                     for s in scores]
         return read
 
-    def read(batch: list[tuple]) -> list:
-        return backend.rate([view_messages(v, u, i, profiles, templates[VIEW_TEMPLATES[v]],
-                                           settings.max_liked) for u, i, v, _ in batch])
+    def read(batch: list[WorkItem]) -> list[Judgment]:
+        return backend.judge(judge_requests(batch, profiles, templates, settings.max_liked))
     return read
 
 
-def _store_batch(job: _Job, batch: list[tuple], judgments: list) -> int:
-    """Store one batch (both views) in one transaction; returns its failures."""
-    from llmhni_local.rating.store import make_rows
-
-    rows: list[tuple] = []
-    bad = 0
-    for v in VIEWS:
-        idx = [k for k, w in enumerate(batch) if w[2] == v]
-        if idx:
-            r, f = make_rows(v, job.keys[v], [(batch[k][0], batch[k][1], batch[k][3])
-                                              for k in idx], [judgments[k] for k in idx])
-            rows += r
-            bad += f
-    job.store.add_rows(rows)  # one transaction per batch
-    return bad
-
-
-def _count_tokens(backend: Any, stats0: dict[str, int], report: RateReport) -> None:
+def _count_tokens(backend: Rater, stats0: dict[str, int], report: RateReport) -> None:
     """Prompt and prefix-cache tokens of this call, from the backend's running counts."""
-    stats = getattr(backend, "token_stats", None)
-    if not stats:
-        return
+    stats = backend.token_stats()
     report.prompt_tokens = int(stats.get("prompt_tokens", 0) - stats0.get("prompt_tokens", 0))
-    if getattr(backend, "cached_known", False):
+    if backend.cached_known:
         report.cached_tokens = int(stats.get("cached_tokens", 0)
                                    - stats0.get("cached_tokens", 0))
 

@@ -1,7 +1,9 @@
 """What a rating run asks and how its answers are judged, shared by every rating engine.
 
-The settings (:class:`RateSettings`), the two views' prompts, the prompt hashes rows are stored
-under, the order work is done in, the label-mass floor and the failure limit. Both engines
+The settings (:class:`RateSettings`), the work items (:class:`WorkItem`) and the order they
+are done in, the two views' prompts and the judge requests made of them, the prompt hashes
+rows are stored under, the label-mass floor, the store rows of a rated batch
+(:func:`batch_rows`) and the failure limit. Both engines
 (:func:`llmhni_local.rating.run.rate_candidates` in this process and
 :mod:`llmhni_local.rating.ray_job` on Ray) read them from here, so neither reaches into the
 other.
@@ -12,18 +14,36 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
 from llmhni_local.core.errors import ConfigError, UserError
+from llmhni_local.engine.api import JudgeRequest, Judgment
 from llmhni_local.engine.prompts import VIEW_TEMPLATES, Template
-from llmhni_local.rating.store import VIEWS, Key
+from llmhni_local.rating.store import VIEWS, Key, make_rows
 
 RATING_MANIFEST = "rating.json"
 
 
 NO_LIKED = "(none)"
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One view of one candidate pair to rate.
+
+    Args:
+        user: the user's index.
+        item: the item's index.
+        view: ``"user"`` or ``"item"``.
+        kind: the candidate's kind (``"observed"`` or ``"unobserved"``), stored with the row.
+    """
+
+    user: int
+    item: int
+    view: str
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -144,6 +164,14 @@ def view_messages(view: str, user: int, item: int, profiles, template: Template,
     return template.messages(values)
 
 
+def judge_requests(work: Sequence[WorkItem], profiles, templates: dict[str, Template],
+                   max_liked: int) -> list[JudgeRequest]:
+    """The judge request of each work item: its view's prompt, with its view and pair."""
+    return [JudgeRequest(messages=view_messages(w.view, w.user, w.item, profiles,
+                                                templates[VIEW_TEMPLATES[w.view]], max_liked),
+                         view=w.view, user=w.user, item=w.item) for w in work]
+
+
 def view_template(view: str, mode: str = "judge") -> str:
     """The template a view is read with: its rating template, or the likelihood reader's."""
     return "likelihood" if mode == "likelihood" else VIEW_TEMPLATES[view]
@@ -172,19 +200,37 @@ def prompt_hashes(templates: dict[str, Template], profiles_hash: str,
     return out
 
 
-def plan(candidates: np.ndarray, todo: dict[str, set[tuple[int, int]]]) -> list[tuple]:
-    """Work items ``(user, item, view, kind)``: per user, the user-centric prompts, then the
-    item-centric ones (each in candidate order), users in ascending order."""
+def plan(candidates: np.ndarray, todo: dict[str, set[tuple[int, int]]]) -> list[WorkItem]:
+    """The work items: per user, the user-centric prompts, then the item-centric ones (each in
+    candidate order), users in ascending order."""
     order = np.argsort(candidates["user"], kind="stable")
-    work: list[tuple] = []
+    work: list[WorkItem] = []
     users = candidates["user"][order]
     bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True]) if len(users) else []
     for s, e in zip(bounds[:-1], bounds[1:]):
         rows = candidates[order[s:e]]
         for view in VIEWS:
-            work.extend((int(r["user"]), int(r["item"]), view, str(r["kind"])) for r in rows
-                        if (int(r["user"]), int(r["item"])) in todo[view])
+            work.extend(WorkItem(int(r["user"]), int(r["item"]), view, str(r["kind"]))
+                        for r in rows if (int(r["user"]), int(r["item"])) in todo[view])
     return work
+
+
+def batch_rows(batch: Sequence[WorkItem], judgments: Sequence[Judgment],
+               keys: dict[str, Key]) -> tuple[list[tuple], int]:
+    """The store rows of a rated batch (each view's rows under its key, the user-centric
+    ones first) and how many are failures; what every rating engine stores."""
+    if len(batch) != len(judgments):
+        raise ValueError(f"{len(batch)} work items but {len(judgments)} judgments")
+    rows: list[tuple] = []
+    bad = 0
+    for view in VIEWS:
+        idx = [k for k, w in enumerate(batch) if w.view == view]
+        if idx:
+            r, f = make_rows(view, keys[view], [(batch[k].user, batch[k].item, batch[k].kind)
+                                                for k in idx], [judgments[k] for k in idx])
+            rows += r
+            bad += f
+    return rows, bad
 
 
 def apply_mass_floor(judgments: list, floor: float) -> tuple[list, int]:
@@ -194,7 +240,7 @@ def apply_mass_floor(judgments: list, floor: float) -> tuple[list, int]:
 
     out, low = [], 0
     for j in judgments:
-        if (getattr(j, "decided_by", "parse") == "likelihood" and j.label is not None
+        if (j.decided_by == "likelihood" and j.label is not None
                 and (j.label_mass is None or j.label_mass < floor)):
             j = dataclasses.replace(j, label=None)
             low += 1
