@@ -1,7 +1,7 @@
-"""LoRA fine-tuning of the rater on audited labels (peft), resumable per epoch.
+"""LoRA fine-tuning of the rater on audited labels (peft), on transformers' ``Trainer``.
 
 Examples are built exactly as the rating stage builds its prompts: both views' chat messages
-from ``prompts/`` (:func:`llmhni_local.rating.run.view_messages`, same L), rendered by the model's
+from ``prompts/`` (:func:`llmhni_local.judgments.run.view_messages`, same L), rendered by the model's
 chat template (:func:`llmhni_local.engine.chat.render_prompt`) and tokenised without added special
 tokens. The target is the label's first token at the answer position
 (:func:`llmhni_local.engine.labels.label_token_ids`), the very token whose probability the rating
@@ -19,16 +19,17 @@ rater does on users it has not seen), else by pair; the card says which. Validat
 never trained on and are only measured (no model selection on them): the adapter is the last
 epoch's.
 
-A checkpoint (LoRA weights, optimiser, scheduler, RNG state, history) is written atomically
-after every epoch into ``<out>.work/``; a killed run started again with the same inputs and
-settings resumes after the last finished epoch. The finished adapter is assembled in a
-temporary folder, checked by :func:`llmhni_local.weights.adapters.adapter_problems`, and renamed
-into place; then the work folder is removed.
+The loop is transformers' ``Trainer`` (``finetune_trainer``) with our loss, data and
+callback; it writes a checkpoint (LoRA weights, optimiser, scheduler, RNG states, history)
+after every epoch into ``.<out>.work/``, and a killed run started again with the same inputs
+and settings resumes from the last one. The finished adapter is assembled in a temporary
+folder, checked by :func:`llmhni_local.weights.adapters.adapter_problems`, and renamed into
+place; then the work folder is removed.
 
 The parts live beside this module: settings (``finetune_settings``), the split and the
 examples (``finetune_examples``), the runner with batching and answer logits
-(``finetune_runner``), the fingerprint and checkpoints (``finetune_checkpoints``) and the card
-(``finetune_card``); :func:`finetune` is the ordered list of steps.
+(``finetune_runner``), the Trainer, its loss and checkpoints (``finetune_trainer``) and the
+fingerprint and card (``finetune_card``); :func:`finetune` is the ordered list of steps.
 """
 
 
@@ -45,16 +46,23 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from llmhni_local.audit.records import AuditStore, labels_hash
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.offline import enforce_offline
 from llmhni_local.core.progress import progress_bar
 from llmhni_local.engine.api import LABELS
-from llmhni_local.tune.finetune_card import CARD_FORMAT, lora_card, save_adapter
-from llmhni_local.tune.finetune_checkpoints import (
+from llmhni_local.engine.chat import load_tokenizer
+from llmhni_local.engine.labels import label_token_ids
+from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+from llmhni_local.judgments.plan import run_max_liked
+from llmhni_local.text.profiles import load_profiles
+from llmhni_local.tune.finetune_card import (
+    CARD_FORMAT,
     card_fingerprint,
     fingerprint,
     fingerprint_inputs,
-    latest_checkpoint,
-    save_checkpoint,
+    lora_card,
+    save_adapter,
 )
 from llmhni_local.tune.finetune_examples import (
     Examples,
@@ -67,7 +75,6 @@ from llmhni_local.tune.finetune_runner import (
     answer_logits,
     answer_targets,
     class_weights,
-    evaluate_examples,
     length_batches,
 )
 from llmhni_local.tune.finetune_settings import (
@@ -75,10 +82,26 @@ from llmhni_local.tune.finetune_settings import (
     FinetuneSettings,
     load_finetune_settings,
 )
+from llmhni_local.tune.finetune_trainer import (
+    Meter,
+    checkpoint_state,
+    epoch_callback,
+    epoch_records,
+    make_trainer,
+    open_work,
+)
+from llmhni_local.weights.adapters import adapter_problems
+from llmhni_local.weights.registry import (
+    RATER_NEEDS,
+    model_hash,
+    model_id,
+    resolve_checked,
+    resolve_model,
+)
 
 __all__ = ["CARD_FORMAT", "Examples", "FinetuneConfig", "FinetuneSettings", "Runner",
            "answer_logits", "answer_targets", "answer_tokens", "build_examples",
-           "card_fingerprint", "class_weights", "evaluate_examples", "finetune", "finetune_run",
+           "card_fingerprint", "class_weights", "finetune", "finetune_run",
            "length_batches", "load_finetune_settings", "lora_config", "split_labels"]
 
 
@@ -142,13 +165,6 @@ def checked_labels(labels, empty: str = "no labels to fine-tune on"):
 def prepare(profiles, labels, out: Path, settings: FinetuneSettings, prompts_dir,
             max_liked: int) -> Job:
     """Every input check, the split and the examples, before the model loads."""
-    from llmhni_local.audit.records import labels_hash
-    from llmhni_local.core.offline import enforce_offline
-    from llmhni_local.engine.chat import load_tokenizer
-    from llmhni_local.engine.labels import label_token_ids
-    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.weights.registry import RATER_NEEDS, model_hash, resolve_checked
-
     labels = checked_labels(labels)
     spec = resolve_checked(settings.base, RATER_NEEDS)
     templates = load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)
@@ -187,8 +203,6 @@ def prepare(profiles, labels, out: Path, settings: FinetuneSettings, prompts_dir
 def reused_card(job: Job, force: bool, log: Callable[[str], None]) -> dict | None:
     """With ``reuse``: the card of the adapter at ``out`` if it records these very inputs;
     a folder holding anything else is replaced only with ``force``."""
-    from llmhni_local.weights.adapters import adapter_problems
-
     card_file = job.out / "card.json"
     old = json.loads(card_file.read_text()) if card_file.is_file() else {}
     if card_fingerprint(old) == job.fingerprint and not adapter_problems(
@@ -200,20 +214,6 @@ def reused_card(job: Job, force: bool, log: Callable[[str], None]) -> dict | Non
                         "labels or settings, or no card); choose another --out or pass "
                         "--force to replace it")
     return None
-
-
-def open_work(job: Job, log: Callable[[str], None]) -> tuple[Path, dict | None]:
-    """The checkpoint folder ``.<out>.work`` and the checkpoint to resume from (``None``:
-    start over; checkpoints of other inputs are removed)."""
-    work = job.out.parent / f".{job.out.name}.work"
-    work.mkdir(parents=True, exist_ok=True)
-    state = latest_checkpoint(work, job.fingerprint, job.settings.epochs)
-    if state is None and any(work.glob("epoch-*.pt")):
-        log(f"finetune: checkpoints in {work} are from other inputs or settings; starting over")
-        for p in work.glob("epoch-*.pt"):
-            p.unlink()
-    (work / "fingerprint.txt").write_text(job.fingerprint + "\n")
-    return work, state
 
 
 def load_model(job: Job) -> tuple[Any, int]:
@@ -229,37 +229,6 @@ def load_model(job: Job) -> tuple[Any, int]:
                                                 local_files_only=True)
     n_layers = int(getattr(base.config, "num_hidden_layers", 0) or 0)
     return get_peft_model(base, lora_config(job.settings, n_layers)), n_layers
-
-
-@dataclass
-class Optim:
-    """Optimiser, schedule and step counts of a fine-tune."""
-
-    optimizer: Any
-    scheduler: Any
-    trainable: list
-    steps_per_epoch: int
-    total_steps: int
-
-
-def make_optimiser(job: Job, model: Any) -> Optim:
-    """AdamW on the LoRA matrices; linear warm-up, then linear decay to 0."""
-    import torch
-
-    s = job.settings
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=s.lr, weight_decay=s.weight_decay)
-    steps_per_epoch = math.ceil(len(job.train_ex.ids) / s.batch_size)
-    total_steps = steps_per_epoch * s.epochs
-    warmup = int(s.warmup_share * total_steps)
-
-    def schedule(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    return Optim(optimizer, scheduler, trainable, steps_per_epoch, total_steps)
 
 
 def make_runner(job: Job, model: Any, n_layers: int, prefix_memo: dict | None,
@@ -284,89 +253,6 @@ def make_runner(job: Job, model: Any, n_layers: int, prefix_memo: dict | None,
               + runner.build_cache("val", job.val_ex, s.batch_size * 2))
     model.train()
     return runner, reused
-
-
-def restore(state: dict, model: Any, opt: Optim, log: Callable[[str], None],
-            work: Path, epochs: int) -> tuple[list, int, float]:
-    """A checkpoint's LoRA weights, optimiser, schedule and RNG; ``(history, epoch, s)``."""
-    import torch
-    from peft import set_peft_model_state_dict
-
-    set_peft_model_state_dict(model, state["lora"])
-    opt.optimizer.load_state_dict(state["optimizer"])
-    opt.scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    log(f"finetune: resuming after epoch {state['epoch']} of {epochs} ({work})")
-    return state["history"], state["epoch"], state["seconds"]
-
-
-def train_epoch(job: Job, epoch: int, runner: Runner, opt: Optim, weights, tid,
-                bar: Any) -> dict[str, Any]:
-    """One pass over the training examples in length-sorted, shuffled batches; the loss is
-    cross-entropy at every answer position, weighted by its example's label weight."""
-    import torch
-    import torch.nn.functional as F
-
-    s, ex = job.settings, job.train_ex
-    batches = length_batches([len(r) for r in ex.ids], s.batch_size,
-                             np.random.default_rng([s.seed, epoch]))
-    run_loss, n_seen = 0.0, 0
-    for sel in batches:
-        rows, cols, toks, first, k = answer_targets([ex.answer[j] for j in sel])
-        window = runner.logits("train", ex, sel, k)
-        target = torch.as_tensor(ex.target[sel])
-        per_pos = F.cross_entropy(window[rows, cols], toks, reduction="none")
-        w = weights[target][rows]
-        loss = (per_pos * w).sum() / w.sum().clamp(min=1e-8)
-        loss.backward()
-        # reported: the loss at the scored (first) position, as validation reports it
-        per = F.cross_entropy(window[torch.arange(len(sel)), first].detach(), tid[target],
-                              reduction="none")
-        if s.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(opt.trainable, s.max_grad_norm)
-        opt.optimizer.step()
-        opt.scheduler.step()
-        opt.optimizer.zero_grad(set_to_none=True)
-        run_loss += float(per.sum())
-        n_seen += len(sel)
-        bar.advance(1, epoch=f"{epoch + 1}/{s.epochs}", loss=run_loss / n_seen)
-    return {"epoch": epoch + 1, "train_loss": run_loss / max(1, n_seen),
-            "lr_end": opt.scheduler.get_last_lr()[0]}
-
-
-def checkpoint(job: Job, work: Path, epoch: int, history: list, seconds: float, model: Any,
-               opt: Optim) -> None:
-    """Write this epoch's checkpoint atomically and keep only the newest."""
-    import torch
-    from peft import get_peft_model_state_dict
-
-    save_checkpoint(work / f"epoch-{epoch}.pt", {
-        "fingerprint": job.fingerprint, "epoch": epoch, "history": history,
-        "seconds": seconds, "lora": get_peft_model_state_dict(model),
-        "optimizer": opt.optimizer.state_dict(), "scheduler": opt.scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state()})
-    for old in work.glob("epoch-*.pt"):
-        if old.name != f"epoch-{epoch}.pt":
-            old.unlink()
-
-
-def run_epoch(job: Job, epoch: int, runner: Runner, opt: Optim, targets: tuple, bar: Any,
-              history: list, log: Callable[[str], None]) -> float:
-    """Train one epoch, measure the validation pairs, append the record to ``history`` and
-    log it; returns the epoch's seconds. ``targets``: the class weights and label token ids."""
-    weights, tid = targets
-    t0 = time.perf_counter()
-    record = train_epoch(job, epoch, runner, opt, weights, tid, bar)
-    if len(job.val_idx):
-        record["val"] = evaluate_examples(runner, "val", job.val_ex, tid.tolist(),
-                                          job.settings.batch_size * 2)
-    record["seconds"] = time.perf_counter() - t0
-    history.append(record)
-    val = record.get("val", {})
-    log(f"finetune: epoch {record['epoch']}/{job.settings.epochs} train loss "
-        f"{record['train_loss']:.4f}" + (f", validation kappa {val['kappa']:.3f}, "
-                                         f"loss {val['loss']:.4f}" if val else ""))
-    return record["seconds"]
 
 
 # ---------------------------------------------------------------------------- the run
@@ -416,32 +302,28 @@ def finetune(profiles, labels, out: str | Path, settings: FinetuneSettings | Non
         card = reused_card(job, force, log)
         if card is not None:
             return card
-    work, state = open_work(job, log)
+    work, resume = open_work(job.out, job.fingerprint, log)
     model, n_layers = load_model(job)
-    opt = make_optimiser(job, model)
     weights = torch.as_tensor(class_weights(job.train_ex.target, settings.class_weights),
                               dtype=torch.float32)
     tid = torch.tensor(list(job.label_ids.values()))
     t_setup = time.perf_counter()
     runner, reused = make_runner(job, model, n_layers, prefix_memo, log)
-    history: list[dict[str, Any]] = []
-    start_epoch, seconds, resumed_from = 0, time.perf_counter() - t_setup, 0
-    if state is not None:
-        history, start_epoch, seconds = restore(state, model, opt, log, work, settings.epochs)
-        resumed_from = start_epoch
-    elif settings.validate_before and len(job.val_idx):
-        t0 = time.perf_counter()
-        history.append({"epoch": 0, "val": evaluate_examples(
-            runner, "val", job.val_ex, tid.tolist(), settings.batch_size * 2)})
-        seconds += time.perf_counter() - t0
-    model.train()
-    with progress_bar("fine-tuning", opt.total_steps, enabled=progress, fields=("epoch", "loss"),
-                      done=start_epoch * opt.steps_per_epoch) as bar:
-        for epoch in range(start_epoch, settings.epochs):
-            seconds += run_epoch(job, epoch, runner, opt, (weights, tid), bar, history, log)
-            checkpoint(job, work, epoch + 1, history, seconds, model, opt)
-            if on_epoch is not None:
-                on_epoch(epoch + 1)
+    setup = time.perf_counter() - t_setup
+    steps = math.ceil(len(job.train_ex.ids) / settings.batch_size)
+    done, resumed_from = 0, 0
+    if resume is not None:
+        state = checkpoint_state(resume)
+        done, resumed_from = int(state["global_step"]), round(state["epoch"])
+        log(f"finetune: resuming after epoch {resumed_from} of {settings.epochs} ({work})")
+    meter = Meter()
+    with progress_bar("fine-tuning", steps * settings.epochs, enabled=progress,
+                      fields=("epoch", "loss"), done=done) as bar:
+        callback = epoch_callback(job, runner, tid, meter, bar, log, on_epoch)
+        trainer = make_trainer(job, work, model, runner, (weights, tid), callback, meter)
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    history = epoch_records(trainer.state.log_history)
+    seconds = setup + sum(float(h.get("seconds", 0.0)) for h in history)
     card = lora_card(job, history, seconds, resumed_from, runner, reused, n_layers,
                      label_sources, run_dir)
     card = save_adapter(model, out, card, job.pairs, job.train_idx, job.val_idx, job.split_how)
@@ -453,11 +335,6 @@ def finetune_run(run_dir: str | Path, out: str | Path, settings: FinetuneSetting
                  **kwargs: Any) -> dict[str, Any]:
     """:func:`finetune` on every audited label of ``RUN`` (``RUN/audit/audit.sqlite``); the
     training pairs are recorded there, so ``audit report`` leaves them out."""
-    from llmhni_local.audit.records import AuditStore
-    from llmhni_local.rating.plan import run_max_liked
-    from llmhni_local.text.profiles import load_profiles
-    from llmhni_local.weights.registry import model_id, resolve_model
-
     settings = settings or FinetuneSettings()
     run_dir = Path(run_dir)
     profiles = load_profiles(run_dir)

@@ -1,6 +1,10 @@
-"""The LoRA adapter's card (``card.json``) and the folder it is saved in.
+"""The LoRA adapter's card (``card.json``), the fingerprint of a fine-tune's inputs, and the
+folder the adapter is saved in.
 
-The finished adapter is assembled in a temporary sibling folder, checked by
+The fingerprint (:func:`fingerprint_inputs`) covers everything that decides what a fine-tune
+produces; it names the checkpoints a killed run may resume from, and :func:`card_fingerprint`
+reads it back from a card, so an adapter tuned on the same inputs can be reused. The finished
+adapter is assembled in a temporary sibling folder, checked by
 :func:`llmhni_local.weights.adapters.adapter_problems` and renamed into place, so a killed save
 leaves no half-written adapter.
 """
@@ -18,9 +22,38 @@ from typing import Any, Sequence
 import numpy as np
 
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.io import publish_folder, sha256_text
 from llmhni_local.engine.api import LABELS
+from llmhni_local.weights.adapters import adapter_problems, write_card
 
 CARD_FORMAT = "llmhni-adapter-card/1"
+
+
+def fingerprint(parts: dict[str, Any]) -> str:
+
+    return sha256_text(json.dumps(parts, sort_keys=True, default=str))
+
+
+def fingerprint_inputs(settings: dict, base_sha: str, labels_sha: str, profiles_sha: str,
+                       max_liked: int,
+                       templates: dict, label_ids: dict, answers: dict) -> dict[str, Any]:
+    """Everything that decides what a fine-tune produces (its fingerprint's parts)."""
+    return {"settings": settings, "base": base_sha, "labels": labels_sha,
+            "profiles": profiles_sha, "max_liked": max_liked, "templates": templates,
+            "label_ids": label_ids, "answers": answers}
+
+
+def card_fingerprint(card: dict[str, Any]) -> str | None:
+    """The fingerprint of the inputs an adapter card records (``None`` if it lacks any)."""
+    try:
+        pr = card["prompts"]
+        parts = fingerprint_inputs(card["settings"], card["base_model"]["sha256"],
+                                   card["labels"]["sha256"], pr["profiles_sha256"],
+                                   pr["max_liked"], pr["templates"], pr["label_tokens"],
+                                   pr["answer_tokens"])
+    except (KeyError, TypeError):
+        return None
+    return fingerprint(parts)  # lists where the settings had tuples: the same JSON text
 
 
 def lora_card(job: Any, history: list[dict], seconds: float, resumed_from: int,
@@ -85,9 +118,6 @@ def save_adapter(model: Any, out: Path, card: dict[str, Any], pairs: list, train
                  val_idx, split_how: str) -> dict[str, Any]:
     """Write the adapter, ``pairs.json`` and the card into a temporary sibling of ``out``,
     check that it is servable, rename it into place; returns the card as stored."""
-    from llmhni_local.core.io import publish_folder
-    from llmhni_local.weights.adapters import adapter_problems, write_card
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:

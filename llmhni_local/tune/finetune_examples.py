@@ -1,6 +1,6 @@
 """Fine-tuning examples: the labels' split, and prompts tokenised as the rating stage builds them.
 
-Both views' chat messages come from ``prompts/`` (:func:`llmhni_local.rating.run.view_messages`,
+Both views' chat messages come from ``prompts/`` (:func:`llmhni_local.judgments.run.view_messages`,
 same L), rendered by the model's chat template (``engine/chat.py``) and tokenised without added
 special tokens; the target is the label's answer tokens (:func:`answer_tokens`).
 """
@@ -14,6 +14,10 @@ import numpy as np
 
 from llmhni_local.core.errors import ConfigError, UserError
 from llmhni_local.engine.api import LABELS
+from llmhni_local.engine.chat import encode_prompts, render_prompt
+from llmhni_local.engine.labels import label_token_ids
+from llmhni_local.engine.prompts import VIEW_TEMPLATES
+from llmhni_local.judgments.plan import view_messages
 
 
 # ---------------------------------------------------------------------------- split
@@ -79,8 +83,6 @@ def answer_tokens(tokenizer, how: str = "label") -> dict[str, list[int]]:
     ``label``: the label's tokens and the end-of-turn token, as the chat template writes an
     assistant turn holding just the label (cut after the first special token).
     """
-    from llmhni_local.engine.labels import label_token_ids
-
     first = label_token_ids(tokenizer)
     if how == "first_token":
         return {lab: [tid] for lab, tid in first.items()}
@@ -117,10 +119,6 @@ def build_examples(pairs: Sequence[tuple[int, int]], labels: Sequence[str], prof
                    answers: dict[str, list[int]] | None = None) -> Examples:
     """One example per (pair, view): the rating prompt's token ids (then all but the last of
     the answer's tokens) and the answer to learn (default: the label's first token only)."""
-    from llmhni_local.engine.chat import encode_prompts, render_prompt
-    from llmhni_local.engine.prompts import VIEW_TEMPLATES
-    from llmhni_local.rating.plan import view_messages
-
     texts, target, view_of, pair_of = [], [], [], []
     for (u, i), lab in zip(pairs, labels):
         for view in views:

@@ -3,15 +3,20 @@ targets, class weights and validation figures.
 
 Prompts are left-padded (positions counted from each prompt's first real token) and the model
 computes logits for the last few positions alone (``logits_to_keep``), much cheaper than
-full-sequence labels (0.67 vs 0.97 s per example on 2 cores, docs/BENCHMARKS.md).
+full-sequence labels (0.67 vs 0.97 s per example on 2 cores, docs/BENCHMARKS.md). The
+Trainer's data come from here: :class:`LengthBatchSampler` (length-sorted, seeded batches per
+epoch) and :class:`AnswerCollator` (a batch's inputs and answer positions).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 from typing import Any, Sequence
 
 import numpy as np
 
+from llmhni_local.audit.agreement import agreement
 from llmhni_local.engine.api import LABELS
 from llmhni_local.engine.chat import batch_tensors
 from llmhni_local.tune.finetune_examples import Examples
@@ -65,6 +70,61 @@ def length_batches(lengths: Sequence[int], batch_size: int,
     return batches
 
 
+class LengthBatchSampler:
+    """The training batches of one epoch for a ``DataLoader``: :func:`length_batches` with
+    the seed ``[seed, epoch]``, so each epoch has its own order and a resumed run the same
+    one; the Trainer sets the epoch (``set_epoch``) before it iterates."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        for batch in length_batches(self.lengths, self.batch_size, rng):
+            yield batch.tolist()
+
+
+class AnswerCollator:
+    """A training batch from example indices: the model inputs (:meth:`Runner.inputs`,
+    left-padded) and where the loss is taken: the flat (row, window column) of every answer
+    token with its target (:func:`answer_targets`), the column of each example's first
+    answer token, the label index, and ``keep``, how many last positions need logits."""
+
+    def __init__(self, runner: Runner, name: str, ex: Examples) -> None:
+        self.runner, self.name, self.ex = runner, name, ex
+
+    def __call__(self, sel: Sequence[int]) -> dict[str, Any]:
+        import torch
+
+        sel = list(sel)
+        rows, cols, toks, first, keep = answer_targets([self.ex.answer[j] for j in sel])
+        return {"inputs": self.runner.inputs(self.name, self.ex, sel), "keep": keep,
+                "rows": rows, "cols": cols, "tokens": toks, "first": first,
+                "target": torch.as_tensor(self.ex.target[sel])}
+
+
+def padded_states(hidden: Sequence[Any]) -> dict[str, Any]:
+    """Per-prompt ``(tokens, hidden)`` states, left-padded into a batch of ``inputs_embeds``
+    with its attention mask and positions (counted from each prompt's first real token)."""
+    import torch
+
+    lengths = [h.shape[0] for h in hidden]
+    width, size = max(lengths), hidden[0].shape[-1]
+    x = torch.zeros((len(hidden), width, size), dtype=hidden[0].dtype)
+    mask = torch.zeros((len(hidden), width), dtype=torch.long)
+    for k, h in enumerate(hidden):
+        x[k, width - lengths[k]:] = h
+        mask[k, width - lengths[k]:] = 1
+    return {"inputs_embeds": x, "attention_mask": mask,
+            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+
+
 class _Stop(Exception):
     """Raised by a forward hook to stop a pass once the frozen layers are done."""
 
@@ -107,7 +167,7 @@ class Runner:
         width = h.shape[1]
         return [h[k, width - len(r):].clone() for k, r in enumerate(rows)]
 
-    def build_cache(self, name: str, ex: "Examples", batch_size: int) -> int:
+    def build_cache(self, name: str, ex: Examples, batch_size: int) -> int:
         """Frozen-prefix states of every example (length-sorted batches); returns how many
         came from the memo instead of a forward pass."""
         out: list = [None] * len(ex.ids)
@@ -126,44 +186,45 @@ class Runner:
         self.cache[name] = out
         return len(ex.ids) - len(todo)
 
-    def _top(self, hidden: list, keep: int = 1):
-        import contextlib
+    def inputs(self, name: str, ex: Examples, sel: Sequence[int]) -> dict[str, Any]:
+        """The model inputs of examples ``sel``, left-padded (positions count from each
+        prompt's first real token): their token ids or, where ``name`` is cached, their
+        states after the frozen layers (``inputs_embeds`` of the tuned layers)."""
+        if name in self.cache:
+            return padded_states([self.cache[name][k] for k in sel])
+        ids, mask, pos = batch_tensors([ex.ids[k] for k in sel], self.pad_id)
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
 
+    @contextlib.contextmanager
+    def _top_layers_only(self):
+        # The model runs its decoder layers as `self.layers[:n]`: hand it the tuned ones for
+        # this one call (the module names, and so the saved weights, are restored).
         import torch
 
-        lengths = [h.shape[0] for h in hidden]
-        width, size = max(lengths), hidden[0].shape[-1]
-        x = torch.zeros((len(hidden), width, size), dtype=hidden[0].dtype)
-        mask = torch.zeros((len(hidden), width), dtype=torch.long)
-        for k, h in enumerate(hidden):
-            x[k, width - lengths[k]:] = h
-            mask[k, width - lengths[k]:] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        full = self.inner.layers
+        self.inner.layers = torch.nn.ModuleList(list(full)[self.cut:])
+        try:
+            yield
+        finally:
+            self.inner.layers = full
 
-        @contextlib.contextmanager
-        def top_layers_only():
-            # The model runs its decoder layers as `self.layers[:n]`: hand it the tuned ones
-            # for this one call (the module names, and so the saved weights, are restored).
-            full = self.inner.layers
-            self.inner.layers = torch.nn.ModuleList(list(full)[self.cut:])
-            try:
-                yield
-            finally:
-                self.inner.layers = full
+    def forward(self, inputs: dict[str, Any], keep: int = 1, model: Any = None):
+        """``(batch, keep, vocab)`` float32 logits of the last ``keep`` positions of a batch
+        from :meth:`inputs`; the model computes no others (``logits_to_keep``)."""
+        import torch
 
-        with top_layers_only(), torch.autocast("cpu", dtype=torch.bfloat16,
-                                               enabled=self.dtype == "bfloat16"):
-            out = self.model(inputs_embeds=x, attention_mask=mask, position_ids=pos,
-                             logits_to_keep=keep, use_cache=False)
+        model = self.model if model is None else model
+        top = "inputs_embeds" in inputs
+        with (self._top_layers_only() if top else contextlib.nullcontext()), \
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"):
+            out = model(**inputs, logits_to_keep=keep, use_cache=False)
         return out.logits[:, -keep:, :].float()
 
-    def logits(self, name: str, ex: "Examples", sel: Sequence[int], keep: int = 1):
+    def logits(self, name: str, ex: Examples, sel: Sequence[int], keep: int = 1):
         """``(batch, keep, vocab)`` logits of the last ``keep`` positions of ``sel``."""
-        if name in self.cache:
-            return self._top([self.cache[name][k] for k in sel], keep)
-        return answer_logits(self.model, [ex.ids[k] for k in sel], self.pad_id, self.dtype, keep)
+        return self.forward(self.inputs(name, ex, sel), keep)
 
-    def check(self, ex: "Examples", sel: Sequence[int], atol: float = 1e-3) -> float:
+    def check(self, ex: Examples, sel: Sequence[int], atol: float = 1e-3) -> float:
         """Largest difference between cached and full-pass logits on ``sel`` (eval mode)."""
         import torch
 
@@ -171,7 +232,8 @@ class Runner:
         self.model.eval()
         with torch.no_grad():
             full = answer_logits(self.model, [ex.ids[k] for k in sel], self.pad_id, self.dtype, 3)
-            split = self._top(self.prefix([ex.ids[k] for k in sel]), 3)
+            split = self.forward(padded_states(self.prefix([ex.ids[k] for k in sel])),
+                                 3)
         if was:
             self.model.train()
         return float((full - split).abs().max())
@@ -196,8 +258,6 @@ def evaluate_examples(runner: Runner, name: str, ex: Examples, label_ids: Sequen
     pooled (the predicted label is the most probable of the three label tokens)."""
     import torch
     import torch.nn.functional as F
-
-    from llmhni_local.audit.agreement import agreement
 
     if not len(ex.ids):
         return {}

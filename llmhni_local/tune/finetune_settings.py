@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from llmhni_local.core.config import load_config
 from llmhni_local.core.errors import ConfigError
 
 
@@ -138,6 +139,4 @@ def load_finetune_settings(path: str | Path | None,
                            overrides: dict[str, Any] | None = None) -> FinetuneSettings:
     """Defaults < TOML file (``[finetune]``; a ``[probe]`` table beside it is the probe's) <
     flags (``{"finetune.epochs": 2}``)."""
-    from llmhni_local.core.config import load_config
-
     return load_config(FinetuneConfig, path, overrides, ignore=("probe",)).finetune

@@ -32,11 +32,41 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from safetensors.numpy import save_file
 
+from llmhni_local.audit.records import AuditStore, labels_hash
+from llmhni_local.backends.probe_states import (
+    answer_states,
+    candidate_layers,
+    load_base,
+    state_dtype,
+    view_tails,
+)
 from llmhni_local.core.errors import ConfigError, UserError
+from llmhni_local.core.io import publish_folder, write_json, write_text
 from llmhni_local.engine.api import LABELS
-from llmhni_local.weights.probe import CARD_FILE, PROBE_FORMAT, card_pairs, probe_problems
-from llmhni_local.weights.registry import PROBE_FILE
+from llmhni_local.engine.chat import encode_prompts, load_tokenizer, render_prompts
+from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+from llmhni_local.eval.stats import group_folds
+from llmhni_local.judgments.plan import run_max_liked, view_messages
+from llmhni_local.text.profiles import load_profiles
+from llmhni_local.tune.finetune import checked_labels
+from llmhni_local.tune.probe_head import balanced_weights, fit_head, grid_cv
+from llmhni_local.weights.probe import (
+    CARD_FILE,
+    PROBE_FORMAT,
+    card_pairs,
+    head_tensors,
+    probe_problems,
+)
+from llmhni_local.weights.registry import (
+    PROBE_FILE,
+    RATER_NEEDS,
+    model_hash,
+    model_id,
+    resolve_checked,
+    resolve_model,
+)
 
 KINDS = ("lora", "probe")
 
@@ -109,8 +139,6 @@ def check_kind(kind: str) -> str:
 def check_labels(labels, folds: int) -> tuple[Any, np.ndarray]:
     """The labels sorted by pair and their class indices; every problem a one-line error
     naming the count (single class, too few labels per class or users for ``folds``)."""
-    from llmhni_local.tune.finetune import checked_labels
-
     labels = checked_labels(labels, empty="no labels to fit a probe on; run `audit import` "
                                           "(or `audit simulate`)")
     y = np.asarray([LABELS.index(x) for x in labels["label"]], dtype=np.int64)
@@ -147,12 +175,6 @@ class ProbeInputs:
 def prepare_inputs(profiles, labels, settings: ProbeSettings, max_liked: int,
                    prompts_dir: str | Path | None = None) -> ProbeInputs:
     """Every check and every prompt before the model loads (prompts through ``chat.py``)."""
-    from llmhni_local.backends.probe_states import view_tails
-    from llmhni_local.engine.chat import encode_prompts, load_tokenizer, render_prompts
-    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.rating.plan import view_messages
-    from llmhni_local.weights.registry import RATER_NEEDS, model_hash, resolve_checked
-
     spec = resolve_checked(settings.base, RATER_NEEDS)
     templates = load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)
     tokenizer = load_tokenizer(spec.path)
@@ -182,8 +204,6 @@ def compute_states(inputs: ProbeInputs, settings: ProbeSettings, dtype: str,
     states came from ``memo`` (a dict a caller keeps across fits on nested label sets; keyed by
     base model, dtype, layers and prompt ids, so it is never wrong)."""
     import torch
-
-    from llmhni_local.backends.probe_states import answer_states, candidate_layers, load_base
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -218,26 +238,25 @@ def select_heads(states: dict[str, np.ndarray], y: np.ndarray, users: np.ndarray
                  layers: Sequence[int], settings: ProbeSettings) -> tuple[dict, dict]:
     """Per view, the (layer, C) with the lowest out-of-fold log-loss and the head fitted on
     every label with them; returns ``(heads, cv)`` (the card's figures)."""
-    from llmhni_local.tune.probe_head import balanced_weights, cross_validate, fit_head, group_folds
-
     folds = group_folds(users, y, settings.folds, settings.seed)
     heads, cv = {}, {"folds": settings.folds, "grouped_by": "user",
                      "chosen_by": "lowest class-weighted out-of-fold log-loss",
                      "fold_sizes": np.bincount(folds, minlength=settings.folds).tolist(),
                      "per_view": {}, "grid": []}
     for view, x in states.items():
-        rows = cross_validate(x, y, folds, settings.cs)
+        rows = grid_cv(x, y, folds, settings.cs)
         best = min(rows, key=lambda r: r["log_loss"])
         j = best["layer_pos"]
         heads[view] = (layers[j], best["C"], fit_head(x[:, j], y, best["C"], balanced_weights(y)))
-        cv["per_view"][view] = {"layer": layers[j], "C": best["C"], **_plain(best)}
+        cv["per_view"][view] = {"layer": layers[j], "C": best["C"], **_cv_figures(best)}
         cv["grid"] += [{"view": view, "layer": layers[r["layer_pos"]], "C": r["C"],
                         "log_loss": r["log_loss"], "kappa": r["kappa"], "auc_low": r["auc_low"]}
                        for r in rows]
     return heads, cv
 
 
-def _plain(row: dict) -> dict:
+def _cv_figures(row: dict) -> dict:
+    """A cross-validation row without its arrays and search keys (what the card keeps)."""
     return {k: v for k, v in row.items() if k not in ("probs", "layer_pos", "C")}
 
 
@@ -250,8 +269,6 @@ def fit_probe(profiles, labels, out: str | Path, settings: ProbeSettings | None 
     """Fit a probe on ``labels`` (DataFrame: user, item, label, optionally simulated) and
     write its folder to ``out``; returns the card. Every input check runs before the model
     loads. ``state_memo``: see :func:`compute_states`."""
-    from llmhni_local.backends.probe_states import state_dtype
-
     settings = settings or ProbeSettings()
     out = Path(out)
     if out.exists() and not force:
@@ -287,8 +304,6 @@ def probe_card(name: str, settings: ProbeSettings, inputs: ProbeInputs, labels, 
     import torch
     import transformers
 
-    from llmhni_local.audit.records import labels_hash
-
     spec = inputs.spec
     return {
         "format": PROBE_FORMAT, "kind": "probe", "name": name,
@@ -318,11 +333,6 @@ def probe_card(name: str, settings: ProbeSettings, inputs: ProbeInputs, labels, 
 
 def write_probe(out: Path, heads: dict, card: dict, pairs: dict) -> None:
     """Assemble the folder in a temporary sibling, check it, rename it into place."""
-    from safetensors.numpy import save_file
-
-    from llmhni_local.core.io import publish_folder, write_json, write_text
-    from llmhni_local.weights.probe import head_tensors
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -374,11 +384,6 @@ def probe_run(run_dir: str | Path, out: str | Path, settings: ProbeSettings | No
     """:func:`fit_probe` on every audited label of ``RUN`` (``RUN/audit/audit.sqlite``,
     simulated ones included and marked); the pairs are recorded there as the probe's training
     pairs, so ``audit report`` leaves them out."""
-    from llmhni_local.audit.records import AuditStore
-    from llmhni_local.rating.plan import run_max_liked
-    from llmhni_local.text.profiles import load_profiles
-    from llmhni_local.weights.registry import model_id, resolve_model
-
     settings = settings or ProbeSettings()
     run_dir = Path(run_dir)
     profiles = load_profiles(run_dir)

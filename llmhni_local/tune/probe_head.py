@@ -8,8 +8,9 @@ applies to raw states.
 
 Layer and ``C`` are chosen by k-fold cross-validation grouped by user (no user's pairs on both
 sides of a fold, so the figures say how the head does on users it has not seen) and stratified
-by label as far as whole users allow; the criterion is the class-weighted out-of-fold log-loss
-(smooth, so stable on a few hundred labels, where kappa jumps with a handful of pairs).
+by label as far as whole users allow (``eval.stats.group_folds``); the criterion is the
+class-weighted out-of-fold log-loss (smooth, so stable on a few hundred labels, where kappa
+jumps with a handful of pairs).
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from llmhni_local.audit.agreement import agreement
 from llmhni_local.engine.api import LABELS
+from llmhni_local.eval.stats import auc, cross_fit
 from llmhni_local.weights.probe import Head
 
 
@@ -38,7 +42,6 @@ def fit_head(x: np.ndarray, y: np.ndarray, c: float, weights: np.ndarray | None 
     L-BFGS-B on the exact loss and gradient; ``init``: a head to start from, e.g. the fit at
     the next smaller ``C`` on the same rows, which saves most of the iterations)."""
     from scipy.optimize import minimize
-    from threadpoolctl import threadpool_limits
 
     x = np.asarray(x, dtype=np.float64)
     mean = x.mean(axis=0)
@@ -71,54 +74,6 @@ def fit_head(x: np.ndarray, y: np.ndarray, c: float, weights: np.ndarray | None 
                 bias=res.x[k * d:].copy())
 
 
-def group_folds(groups: Sequence[int], y: Sequence[int], k: int, seed: int = 0) -> np.ndarray:
-    """Fold number of each row: whole groups (users) per fold, folds balanced in size and in
-    per-class counts as far as whole groups allow (largest groups placed first, each into the
-    fold whose class counts it fills least).
-
-    >>> folds = group_folds([0, 0, 1, 1, 2, 2, 3, 3], [0, 1, 0, 1, 0, 1, 0, 1], 2)
-    >>> np.bincount(folds).tolist(), bool((folds[::2] == folds[1::2]).all())  # sizes, whole users
-    ([4, 4], True)
-    """
-    groups = np.asarray(groups)
-    y = np.asarray(y, dtype=np.int64)
-    n_class = int(y.max()) + 1 if len(y) else 1
-    uniq, inv = np.unique(groups, return_inverse=True)
-    per_group = np.zeros((len(uniq), n_class))
-    np.add.at(per_group, (inv, y), 1.0)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(uniq))
-    order = order[np.argsort(-per_group[order].sum(1), kind="stable")]
-    fill = np.zeros((k, n_class))
-    target = per_group.sum(0) / k
-    fold_of = np.zeros(len(uniq), dtype=np.int64)
-    for g in order:
-        # the fold that stays furthest below its share after taking this group
-        cost = (((fill + per_group[g]) - target) / np.maximum(target, 1.0)).clip(min=0).sum(1)
-        cost += 1e-6 * fill.sum(1)  # ties: the emptier fold
-        f = int(np.argmin(cost))
-        fold_of[g] = f
-        fill[f] += per_group[g]
-    return fold_of[inv]
-
-
-def auc(score: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve of ``score`` for ``positive`` (ties count half); NaN when
-    either class is absent.
-
-    >>> auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
-    0.75
-    """
-    from scipy.stats import rankdata
-
-    positive = np.asarray(positive, dtype=bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if not n_pos or not n_neg:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def noise_score(probs: np.ndarray) -> np.ndarray:
     """How noisy a pair looks to a head: ``P(Low) - P(High)``."""
     return probs[:, LABELS.index("Low")] - probs[:, LABELS.index("High")]
@@ -127,8 +82,6 @@ def noise_score(probs: np.ndarray) -> np.ndarray:
 def figures(probs: np.ndarray, y: np.ndarray) -> dict:
     """Out-of-fold figures: class-weighted log-loss, kappa of the argmax, AUC of the noise
     score for Low against the other labels, and counts."""
-    from llmhni_local.audit.agreement import agreement
-
     w = balanced_weights(y)
     ll = float(-(w * np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))).sum() / w.sum())
     pred = [LABELS[k] for k in probs.argmax(1)]
@@ -140,19 +93,23 @@ def figures(probs: np.ndarray, y: np.ndarray) -> dict:
             "pred_counts": {lab: pred.count(lab) for lab in LABELS}}
 
 
-def cross_validate(states: np.ndarray, y: np.ndarray, folds: np.ndarray,
-                   cs: Sequence[float]) -> list[dict]:
-    """Out-of-fold figures of every (layer, C): ``states`` is ``(n, layers, hidden)``; one row
-    per pair of choices, with the out-of-fold probabilities under ``"probs"``."""
+def grid_cv(states: np.ndarray, y: np.ndarray, folds: np.ndarray,
+            cs: Sequence[float]) -> list[dict]:
+    """Out-of-fold figures of every (layer, C): ``states`` is ``(n, layers, hidden)``, ``folds``
+    the fold of each row (:func:`~llmhni_local.eval.stats.group_folds`: grouped by user); one
+    row per pair of choices, with the out-of-fold probabilities under ``"probs"``."""
+    order = sorted(cs)
     rows = []
     for j in range(states.shape[1]):
-        oof = {c: np.zeros((len(y), len(LABELS))) for c in cs}
-        for f in np.unique(folds):
-            tr, te = folds != f, folds == f
-            head = None
-            for c in sorted(cs):  # a warm start from the next smaller C
-                head = fit_head(states[tr, j], y[tr], c, balanced_weights(y[tr]), init=head)
-                oof[c][te] = head.probs(states[te, j])
-        rows += [{"layer_pos": j, "C": float(c), **figures(oof[c], y), "probs": oof[c]}
-                 for c in cs]
+        def fit_predict(train: np.ndarray, test: np.ndarray, j=j) -> np.ndarray:
+            head, probs = None, []
+            for c in order:  # a warm start from the next smaller C
+                head = fit_head(states[train, j], y[train], c, balanced_weights(y[train]),
+                                init=head)
+                probs.append(head.probs(states[test, j]))
+            return np.stack(probs, axis=1)  # (test rows, C, label)
+
+        oof = cross_fit(folds, fit_predict)
+        rows += [{"layer_pos": j, "C": float(c), **figures(oof[:, order.index(c)], y),
+                  "probs": oof[:, order.index(c)]} for c in cs]
     return rows

@@ -21,9 +21,9 @@ from llmhni_local.audit.records import AuditStore, labels_hash
 from llmhni_local.audit.simulated_audits import simulate_sample
 from llmhni_local.core.errors import ConfigError, UserError
 from llmhni_local.engine.settings import RaterSettings
-from llmhni_local.rating.plan import RateSettings
-from llmhni_local.rating.run import rate_candidates, rater_model_id
-from llmhni_local.rating.store import JudgmentStore
+from llmhni_local.judgments.plan import RateSettings
+from llmhni_local.judgments.run import checked_rater_id, rate_candidates
+from llmhni_local.judgments.store import JudgmentStore
 from llmhni_local.tune.finetune import (
     FinetuneSettings,
     Runner,
@@ -106,7 +106,7 @@ def test_examples_are_the_rating_prompts(audited_run, tiny_llama):
     from llmhni_local.engine.chat import encode_prompts, load_tokenizer, render_prompts
     from llmhni_local.engine.labels import label_token_ids
     from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.rating.plan import view_messages
+    from llmhni_local.judgments.plan import view_messages
     from llmhni_local.text.profiles import load_profiles
 
     tok = load_tokenizer(tiny_llama)
@@ -179,7 +179,7 @@ def test_a_tuned_model_answers_with_the_bare_label(audited_run, tiny_llama, tmp_
 
     from llmhni_local.backends import make_rating_backend
     from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.rating.plan import view_messages
+    from llmhni_local.judgments.plan import view_messages
     from llmhni_local.text.profiles import load_profiles
 
     prof = load_profiles(audited_run)
@@ -203,13 +203,15 @@ def test_a_tuned_model_answers_with_the_bare_label(audited_run, tiny_llama, tmp_
 
 
 def _assert_same_weights(a: Path, b: Path, atol: float) -> None:
+    """The two adapters' LoRA matrices agree to ``atol`` (0: bit for bit)."""
     from safetensors.torch import load_file
 
     wa = load_file(str(a / "adapter_model.safetensors"))
     wb = load_file(str(b / "adapter_model.safetensors"))
     assert wa.keys() == wb.keys() and wa
     for k in wa:
-        assert np.allclose(wa[k].numpy(), wb[k].numpy(), atol=atol), k
+        diff = float(np.abs(wa[k].numpy() - wb[k].numpy()).max())
+        assert diff <= atol, (k, diff)
 
 
 def _rater(tiny_llama, backend: str, adapter: Path | None = None,
@@ -222,7 +224,7 @@ def _rater(tiny_llama, backend: str, adapter: Path | None = None,
 def _rate(run: Path, settings: RaterSettings):
     from llmhni_local.backends import make_rating_backend
 
-    mid, adapter = rater_model_id(settings)
+    mid, adapter = checked_rater_id(settings)
     rate_candidates(run, lambda: make_rating_backend(settings), model_id=mid, adapter=adapter,
                     settings=RateSettings(max_failure_share=1.0), progress=False)
     return mid, adapter
@@ -313,7 +315,9 @@ import os, signal, sys
 sys.path.insert(0, {repo!r})
 from llmhni_local.tune.finetune import FinetuneSettings, finetune_run
 
-run, out, base = sys.argv[1:4]
+run, out, base, threads = sys.argv[1:5]
+import torch
+torch.set_num_threads(int(threads))  # the parent's count: float sums then add up alike
 settings = FinetuneSettings(base=base, epochs=3, batch_size=8, last_layers=1, val_share=0.25,
                             min_val_users=2, lr=5e-3)
 
@@ -326,15 +330,22 @@ finetune_run(run, out, settings, progress=False, on_epoch=on_epoch)
 
 
 def test_a_killed_run_resumes_after_its_last_epoch(audited_run, tiny_llama, tmp_path):
+    import torch
+
     script = tmp_path / "killed.py"
     script.write_text(RESUME_SCRIPT.format(repo=str(REPO)))
     out = tmp_path / "adapters" / "resumed"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, str(script), str(audited_run), str(out),
-                           str(tiny_llama)], env=env, capture_output=True, text=True, timeout=600)
+                           str(tiny_llama), str(torch.get_num_threads())], env=env,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     work = out.parent / ".resumed.work"
-    assert [p.name for p in work.glob("epoch-*.pt")] == ["epoch-1.pt"] and not out.exists()
+    # the Trainer's checkpoint of epoch 1 (the step count of one epoch), nothing later
+    saved = [p.name for p in work.glob("checkpoint-*")]
+    assert len(saved) == 1 and not out.exists()
+    state = json.loads((work / saved[0] / "trainer_state.json").read_text())
+    assert state["epoch"] == 1 and saved[0] == f"checkpoint-{state['global_step']}"
     settings = tiny_settings(tiny_llama, epochs=3)
     logs: list[str] = []
     card = finetune_run(audited_run, out, settings, progress=False, log=logs.append)
@@ -342,10 +353,11 @@ def test_a_killed_run_resumes_after_its_last_epoch(audited_run, tiny_llama, tmp_
     assert card["training"]["resumed_after_epoch"] == 1
     assert [h["epoch"] for h in card["history"]] == [0, 1, 2, 3]
     assert not work.exists()
-    # the same adapter as a run that was never killed
+    # the same adapter as a run that was never killed, bit for bit: the Trainer's checkpoint
+    # restores weights, optimiser, schedule and RNG states, and the epoch's batches are seeded
     whole = finetune_run(audited_run, tmp_path / "adapters" / "whole", settings, progress=False,
                          log=lambda _: None)
-    _assert_same_weights(out, tmp_path / "adapters" / "whole", atol=1e-6)
+    _assert_same_weights(out, tmp_path / "adapters" / "whole", atol=0.0)
     assert card["validation"]["kappa"] == pytest.approx(whole["validation"]["kappa"], nan_ok=True)
 
 
@@ -412,9 +424,9 @@ def test_reuse_gives_back_the_same_adapter_and_refuses_other_inputs(tuned, audit
 def test_changed_settings_start_over(audited_run, tiny_llama, tmp_path):
     out = tmp_path / "a"
     work = tmp_path / ".a.work"
-    work.mkdir()
+    (work / "checkpoint-4").mkdir(parents=True)
     (work / "fingerprint.txt").write_text("something else\n")
-    (work / "epoch-1.pt").write_bytes(b"old")
+    (work / "checkpoint-4" / "trainer_state.json").write_text('{"epoch": 1, "global_step": 4}')
     logs: list[str] = []
     card = finetune_run(audited_run, out, tiny_settings(tiny_llama, epochs=1), progress=False,
                         log=logs.append)

@@ -5,6 +5,7 @@ and bad input is a one-line error before any model loads."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -67,22 +68,30 @@ def test_probe_rates_through_the_backend_with_the_head_probabilities(probe, tiny
     from llmhni_local.engine.chat import encode_prompts, load_tokenizer, render_prompts
     from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
     from llmhni_local.engine.settings import RaterSettings
-    from llmhni_local.rating.plan import view_messages
+    from llmhni_local.judgments.plan import WorkItem, judge_requests
     from llmhni_local.text.profiles import load_profiles
 
     run, out, card, labels = probe
     profiles = load_profiles(run)
     templates = load_templates(tuple(VIEW_TEMPLATES.values()))
     pairs = list(zip(labels["user"][:6], labels["item"][:6]))
-    prompts = [view_messages(v, int(u), int(i), profiles, templates[VIEW_TEMPLATES[v]], 10)
-               for u, i in pairs for v in ("user", "item")]
+    work = [WorkItem(int(u), int(i), v, "") for u, i in pairs for v in ("user", "item")]
+    requests = judge_requests(work, profiles, templates, 10)
+    prompts = [r.messages for r in requests]
     backend = make_rating_backend(RaterSettings(backend="transformers", model=str(tiny_llama),
                                                 adapter=str(out), dtype="float32",
                                                 batch_size=5))
     try:
         assert isinstance(backend, ProbeRater)
         assert f"+probe:{out.name}@" in backend.model_id
-        got = backend.rate(prompts)
+        got = backend.judge(requests)
+        # the view comes with the request: none, or the other view's, is refused
+        with pytest.raises(UserError, match="needs the request's view"):
+            backend.rate(prompts[:1])
+        swapped = dataclasses.replace(requests[0], view="item")
+        with pytest.raises(UserError, match="does not end like the item template"):
+            backend.judge([swapped])
+        assert not type(backend).serves("loglikelihood")
     finally:
         backend.close()
     # the fitted head on each prompt's own state, one prompt at a time (no padding)
