@@ -1,4 +1,6 @@
-"""Rating and embedding backends behind one interface (``llmhni_local.engine.api``).
+"""Rating and embedding backends behind one contract (``llmhni_local.engine.api``: every
+rating backend is a :class:`~llmhni_local.engine.api.Rater`, every embedding backend an
+:class:`~llmhni_local.engine.api.Embedder`).
 
 ``make_rating_backend(settings)`` and ``make_embedding_backend(settings)`` pick the backend
 named in the settings from :data:`RATING_BACKENDS` / :data:`EMBEDDING_BACKENDS`: one row per
@@ -11,13 +13,16 @@ in a ``with`` block) when done.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from llmhni_local.backends.probe_backend import ProbeRater
 from llmhni_local.core.errors import ConfigError
-from llmhni_local.engine.api import EmbeddingBackend, RatingBackend
+from llmhni_local.engine.api import Embedder, Rater
 from llmhni_local.engine.settings import EmbedderSettings, RaterSettings
+from llmhni_local.weights.registry import is_probe_folder
 
 
 @dataclass(frozen=True)
@@ -62,33 +67,27 @@ def _entry(table: dict[str, BackendEntry], name: str, setting: str) -> BackendEn
     return table[name]
 
 
-def rating_backend_class(name: str) -> type:
-    """The class of rating backend ``name`` (imports its module, starts nothing)."""
+def rating_backend_class(name: str) -> type[Rater]:
+    """The class of rating backend ``name`` (imports its module, starts nothing); its
+    ``serves(kind)`` says which request types it answers."""
     return _entry(RATING_BACKENDS, name, "rater.backend").load()
 
 
-def make_rating_backend(settings: RaterSettings | None = None, **overrides: Any) -> RatingBackend:
+def make_rating_backend(settings: RaterSettings | None = None, **overrides: Any) -> Rater:
     """A rating backend for ``settings`` (defaults, then ``overrides`` as keyword settings)."""
-    import dataclasses
-
     settings = settings or RaterSettings()
     if overrides:
         settings = dataclasses.replace(settings, **overrides)
     if settings.adapter:
-        from llmhni_local.weights.registry import is_probe_folder
-
         if is_probe_folder(settings.adapter):  # a probe folder has its own backend
-            from llmhni_local.backends.probe_backend import ProbeRater
 
             return ProbeRater(settings)
     return rating_backend_class(settings.backend)(settings)
 
 
 def make_embedding_backend(settings: EmbedderSettings | None = None,
-                           **overrides: Any) -> EmbeddingBackend:
+                           **overrides: Any) -> Embedder:
     """An embedding backend for ``settings`` (defaults, then ``overrides``)."""
-    import dataclasses
-
     settings = settings or EmbedderSettings()
     if overrides:
         settings = dataclasses.replace(settings, **overrides)

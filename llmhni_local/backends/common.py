@@ -1,12 +1,15 @@
 """What every rating backend shares: model checks, tokenizer, label tokens, dtype, judgments.
 
-A backend subclasses :class:`RaterCore`, which resolves and checks the model (and adapter)
-before any engine starts, resolves ``rater.dtype`` (``core/precision.py``), loads the tokenizer that
-renders every prompt (``chat.py``), finds the label tokens after each answer cue (checked for
-the shipped rating templates here, before the engine) and the model id; the backend then only
-turns token-id prompts into ``(text, {token_id: logprob})`` pairs at the first generated
-position. The label is then chosen by likelihood or by parsing (``rater.decide``;
-docs/DESIGN.md, "Reading the answer at the label").
+A backend subclasses :class:`RaterCore` (a :class:`~llmhni_local.engine.api.Rater`), which
+resolves and checks the model (and adapter) before any engine starts, resolves
+``rater.dtype`` (``core/precision.py``), loads the tokenizer that renders every prompt
+(``chat.py``), finds the label tokens after each answer cue (checked for the shipped rating
+templates here, before the engine) and the model id; the backend then only turns token-id
+prompts into ``(text, {token_id: logprob})`` pairs at the first generated position. The label
+is then chosen by likelihood or by parsing (``rater.decide``; docs/DESIGN.md, "Reading the
+answer at the label"). Log-likelihood requests are tokenised here too
+(:meth:`RaterCore.loglikelihood`, each distinct text once), and the backend scores token ids
+(:meth:`RaterCore.loglikelihood_ids`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from llmhni_local.core.errors import UserError
-from llmhni_local.engine.api import Judgment
+from llmhni_local.core.precision import log_choice, resolve_dtype
+from llmhni_local.engine.api import JudgeRequest, Judgment, LoglikelihoodRequest, Rater
 from llmhni_local.engine.chat import (
     Messages,
     answer_cue,
@@ -33,6 +37,7 @@ from llmhni_local.engine.labels import (
     probs_from_sequence_logprobs,
     template_label_sequences,
 )
+from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
 from llmhni_local.engine.settings import RaterSettings
 from llmhni_local.weights.adapters import check_adapter
 from llmhni_local.weights.registry import READER_NEEDS, ModelSpec, Need, model_id, resolve_checked
@@ -50,6 +55,15 @@ def judgment(text: str, logprobs: Mapping[int, float], label_ids: Mapping[str, i
                     decided_by="parse")
 
 
+#: Tokenised log-likelihood contexts a rater keeps (a user's contexts serve that user's pairs).
+_CONTEXTS_KEPT = 4096
+
+
+def prompts_of(requests: Sequence[JudgeRequest]) -> list[Messages]:
+    """The chat messages of judge requests, in order."""
+    return [list(r.messages) for r in requests]
+
+
 def rater_id(base_id: str, decide: str) -> str:
     """The id judgments are stored under: parse-decided rows stay apart from likelihood ones."""
     return base_id if decide == "likelihood" else f"{base_id}+{decide}"
@@ -57,35 +71,20 @@ def rater_id(base_id: str, decide: str) -> str:
 
 def default_rating_templates() -> list[Any]:
     """The shipped rating templates (``prompts/``), whose cues every rater checks at start."""
-    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
-
     return list(load_templates(tuple(VIEW_TEMPLATES.values())).values())
 
 
-class Closing:
-    """``with backend:`` calls ``close()`` at the end (engines and connections)."""
-
-    def close(self) -> None:  # backends override
-        return None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class RaterCore(Closing):
+class RaterCore(Rater):
     """Model, adapter, dtype, tokenizer and label tokens of a rater; checked before the engine
-    starts. ``token_stats`` counts prompt tokens and those served from the prefix cache."""
+    starts. ``counts`` (read through :meth:`token_stats`) counts prompt tokens and those
+    served from the prefix cache."""
 
-    # The chat template a judge needs is checked before the engine (rate.rater_model_id) and
+    # The chat template a judge needs is checked before the engine (rate.checked_rater_id) and
     # when a prompt is rendered; a likelihood reader needs none.
     needs: tuple[Need, ...] = READER_NEEDS
 
     def __init__(self, settings: RaterSettings) -> None:
-        from llmhni_local.core.precision import log_choice
-
+        super().__init__()  # tracked: a stopped process closes it
         self.settings = settings
         self.spec: ModelSpec = resolve_checked(settings.model, self.needs)
         self.adapter: Path | None = check_adapter(settings.adapter) if settings.adapter else None
@@ -93,7 +92,7 @@ class RaterCore(Closing):
         log_choice(self.dtype, self.dtype_reason)
         self.tokenizer: Any = load_tokenizer(self.spec.path)
         # Label tokens per answer cue; the shipped templates' cues are checked now, others
-        # (a custom prompts folder) when first seen (rate.rater_model_id checks them earlier).
+        # (a custom prompts folder) when first seen (rate.checked_rater_id checks them earlier).
         # A label split into several tokens after a cue is scored as a sequence
         # (rate_sequences); single-token labels are read off one position.
         # A tokenizer without a chat template (a base model) cannot judge but can still be a
@@ -111,16 +110,23 @@ class RaterCore(Closing):
                             "sequence); rater.decide = 'parse' reads one generated token")
         self.model_id: str = rater_id(model_id(self.spec, self.adapter), settings.decide)
         # how the chat template took the system text (recorded in rating.json)
-        self.chat_form: str | None = (system_form(self.tokenizer)
-                                      if getattr(self.tokenizer, "chat_template", None) else None)
-        self.token_stats: dict[str, int] = {"prompts": 0, "prompt_tokens": 0,
-                                            "cached_tokens": 0}
+        self._chat_form: str | None = (system_form(self.tokenizer)
+                                       if getattr(self.tokenizer, "chat_template", None)
+                                       else None)
+        self.counts: dict[str, int] = {"prompts": 0, "prompt_tokens": 0, "cached_tokens": 0}
         self.cached_known = False  # whether the backend can see prefix-cache hits
+        self._ctx_ids: dict[str, list[int]] = {}  # log-likelihood texts, tokenised once
+        self._cont_ids: dict[str, list[int]] = {}
+
+    @property
+    def chat_form(self) -> str | None:
+        return self._chat_form
+
+    def token_stats(self) -> dict[str, int]:
+        return dict(self.counts)
 
     def resolve_dtype(self) -> tuple[str, str]:
         """``(dtype, reason)`` for ``rater.dtype`` on this machine (``core/precision.py``)."""
-        from llmhni_local.core.precision import resolve_dtype
-
         return resolve_dtype(self.settings.dtype)
 
     @property
@@ -149,7 +155,7 @@ class RaterCore(Closing):
 
     def rate_sequences(self, prompts: Sequence[Messages]) -> list[Judgment]:
         """Judgments whose labels are token sequences: each label scored by the sum of its
-        tokens' log-probabilities after the prompt (:meth:`loglikelihood`, where the three
+        tokens' log-probabilities after the prompt (:meth:`loglikelihood_ids`, where the three
         continuations of one prompt share its tokens), then renormalised over the labels."""
         if self.settings.decide != "likelihood":
             raise UserError("a label splits into several tokens after the answer cue: only "
@@ -157,21 +163,72 @@ class RaterCore(Closing):
         ids = self.prompt_ids(self.prompt_texts(prompts))
         seqs = self.sequences_for(prompts)
         requests = [(row, list(seq)) for row, m in zip(ids, seqs) for seq in m.values()]
-        lls = iter(self.loglikelihood(requests))
+        lls = iter(self.loglikelihood_ids(requests))
         out = []
         for m in seqs:
             probs, mass = probs_from_sequence_logprobs({lab: next(lls) for lab in m})
             out.append(Judgment(text="", label=choose_label(probs), probs=probs,
                                 label_mass=mass, decided_by="likelihood"))
-        self.token_stats["prompts"] += len(prompts)
+        self.counts["prompts"] += len(prompts)
         return out
 
-    def loglikelihood(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[float]:
+        """The requests tokenised (context with the tokenizer's special tokens, continuation
+        without, each distinct text once) and scored by :meth:`loglikelihood_ids`."""
+        return self.loglikelihood_ids([(self.context_ids(r.context),
+                                        self.continuation_ids(r.continuation))
+                                       for r in requests])
+
+    def context_ids(self, text: str) -> list[int]:
+        """Token ids of a log-likelihood context (with the tokenizer's special tokens)."""
+        if text not in self._ctx_ids and len(self._ctx_ids) >= _CONTEXTS_KEPT:
+            self._ctx_ids.clear()  # contexts come grouped by user: old ones are not asked again
+        if text not in self._ctx_ids:
+            ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+            if not ids:
+                raise UserError("likelihood reader: a context tokenises to nothing")
+            self._ctx_ids[text] = ids
+        return self._ctx_ids[text]
+
+    def continuation_ids(self, text: str) -> list[int]:
+        """Token ids of a continuation (no special tokens: it goes on the context's text)."""
+        if text not in self._cont_ids:
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if not ids:
+                raise UserError(f"likelihood reader: the continuation {text!r} tokenises to "
+                                "nothing")
+            self._cont_ids[text] = ids
+        return self._cont_ids[text]
+
+    def loglikelihood_ids(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[float]:
         """Summed log-probability of each continuation's tokens after its context (token
         ids); the likelihood reader and multi-token labels read through it."""
-        raise UserError(f"the {type(self).__name__} backend gives no prompt log-probabilities; "
-                        "use rater.backend = 'transformers' or 'vllm' for the likelihood reader "
-                        "and for labels that split into several tokens")
+        raise self.unserved("loglikelihood", "use rater.backend = 'transformers' or 'vllm' "
+                            "for the likelihood reader and for labels that split into "
+                            "several tokens")
+
+    def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
+        """Render, check the length of, and read each prompt ``batch_size`` at a time through
+        :meth:`read_batch`; the label each prompt wants is read off the answer position."""
+        prompts = prompts_of(requests)
+        texts = self.prompt_texts(prompts)
+        ids = self.prompt_ids(texts)  # length check, the same for every backend
+        maps = self.labels_for(prompts)
+        wanted = self.wanted(maps)
+        results: list[tuple[str, dict[int, float]]] = []
+        size = self.settings.batch_size
+        for start in range(0, len(texts), size):
+            results += self.read_batch(texts[start:start + size], ids[start:start + size],
+                                       wanted)
+        return self.judgments(results, maps)
+
+    def read_batch(self, texts: list[str], ids: list[list[int]], wanted: Sequence[int]
+                   ) -> list[tuple[str, dict[int, float]]]:
+        """One batch of rendered prompts (``ids``: their tokens): per prompt the generated
+        text and the log-probability of each ``wanted`` token at the answer position; counts
+        its tokens (:meth:`count_tokens`). A backend that reads labels this way implements
+        it; one that reads them otherwise overrides :meth:`judge` instead."""
+        raise NotImplementedError(f"{type(self).__name__} reads no batch of prompts")
 
     @staticmethod
     def wanted(label_maps: Sequence[Mapping[str, int]]) -> list[int]:
@@ -187,9 +244,9 @@ class RaterCore(Closing):
                 for (text, lps), ids in zip(results, label_maps)]
 
     def count_tokens(self, prompt_tokens: int, cached_tokens: int = 0, prompts: int = 0) -> None:
-        self.token_stats["prompts"] += prompts
-        self.token_stats["prompt_tokens"] += prompt_tokens
-        self.token_stats["cached_tokens"] += cached_tokens
+        self.counts["prompts"] += prompts
+        self.counts["prompt_tokens"] += prompt_tokens
+        self.counts["cached_tokens"] += cached_tokens
 
     def prompt_texts(self, prompts: Sequence[Messages]) -> list[str]:
         return render_prompts(self.tokenizer, prompts)

@@ -25,12 +25,13 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+import httpx
 import numpy as np
 
-from llmhni_local.backends.common import Closing, RaterCore
+from llmhni_local.backends.common import RaterCore
 from llmhni_local.core.errors import UserError
 from llmhni_local.core.offline import check_base_url
-from llmhni_local.engine.api import Judgment
+from llmhni_local.engine.api import Embedder, unserved
 from llmhni_local.engine.chat import Messages
 from llmhni_local.engine.settings import EmbedderSettings, RaterSettings
 from llmhni_local.weights.registry import model_id, resolve_checked
@@ -42,8 +43,6 @@ class _Client:
     """A tiny JSON client bound to one base URL."""
 
     def __init__(self, base_url: str, timeout_s: float) -> None:
-        import httpx
-
         self.base_url = check_base_url(base_url)
         headers = {}
         if os.environ.get("OPENAI_API_KEY"):
@@ -53,8 +52,6 @@ class _Client:
                                  trust_env=False, follow_redirects=False)
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        import httpx
-
         try:
             resp = self.http.request(method, path, json=body)
         except httpx.HTTPError as exc:
@@ -96,8 +93,12 @@ class OpenAIRater(RaterCore):
 
     # The local folder supplies tokenizer and chat template; the weights live on the server.
     needs = ("config", "tokenizer", "chat_template")
+    # /v1/completions gives no prompt log-probabilities of chosen tokens
+    loglikelihood = unserved("loglikelihood", "use rater.backend = 'transformers' or "
+                                              "'vllm' for the likelihood reader")
 
     def __init__(self, settings: RaterSettings) -> None:
+        self.client: _Client | None = None
         super().__init__(settings)
         if self.adapter is not None and not settings.served_model:
             raise UserError("rater.adapter with the openai backend: set rater.served_model to the "
@@ -123,25 +124,17 @@ class OpenAIRater(RaterCore):
             "skip_special_tokens": True,
         }
 
-    def rate(self, prompts: Sequence[Messages]) -> list[Judgment]:
-        texts = self.prompt_texts(prompts)
-        ids = self.prompt_ids(texts)  # length check, same as the other backends
-        maps = self.labels_for(prompts)
-        wanted = self.wanted(maps)
-        results: list[tuple[str, dict[int, float]]] = []
-        size = self.settings.batch_size
-        for start in range(0, len(texts), size):
-            chunk = texts[start:start + size]
-            data = self.client.request("POST", "/completions", self._body(chunk, wanted))
-            choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
-            if len(choices) != len(chunk):
-                raise UserError(f"model server returned {len(choices)} answers for "
-                                f"{len(chunk)} prompts")
-            for choice in choices:
-                tops = (choice.get("logprobs") or {}).get("top_logprobs") or [None]
-                results.append((choice.get("text", ""), _token_logprobs(tops[0])))
-            self._count_usage(data.get("usage"), ids[start:start + size])
-        return self.judgments(results, maps)
+    def read_batch(self, texts: list[str], ids: list[list[int]], wanted: Sequence[int]
+                   ) -> list[tuple[str, dict[int, float]]]:
+        data = self.client.request("POST", "/completions", self._body(texts, list(wanted)))
+        choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
+        if len(choices) != len(texts):
+            raise UserError(f"model server returned {len(choices)} answers for "
+                            f"{len(texts)} prompts")
+        self._count_usage(data.get("usage"), ids)
+        return [(c.get("text", ""),
+                 _token_logprobs(((c.get("logprobs") or {}).get("top_logprobs") or [None])[0]))
+                for c in choices]
 
     def _count_usage(self, usage: Any, ids: Sequence[Sequence[int]]) -> None:
         """Prompt tokens (ours: the server's count includes no template of its own) and the
@@ -171,15 +164,18 @@ class OpenAIRater(RaterCore):
         return out
 
     def close(self) -> None:
-        client = getattr(self, "client", None)
+        client, self.client = self.client, None
         if client is not None:
             client.close()
+        super().close()
 
 
-class OpenAIEmbedder(Closing):
+class OpenAIEmbedder(Embedder):
     """Embeds texts through ``/v1/embeddings``."""
 
     def __init__(self, settings: EmbedderSettings) -> None:
+        self.client: _Client | None = None
+        super().__init__()  # tracked: a stopped process closes it
         self.settings = settings
         self.spec = resolve_checked(settings.model, ("config",))
         self.model_id = model_id(self.spec)
@@ -203,5 +199,13 @@ class OpenAIEmbedder(Closing):
             vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         return vecs
 
+    @property
+    def dtype_choice(self) -> dict[str, str]:
+        return {"requested": self.settings.dtype, "dtype": "server",
+                "reason": "openai backend: the server's own dtype"}
+
     def close(self) -> None:
-        self.client.close()
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
+        super().close()

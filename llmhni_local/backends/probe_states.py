@@ -24,13 +24,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from llmhni_local.core.device import resolve_device
+from llmhni_local.core.errors import UserError
+from llmhni_local.core.offline import enforce_offline
+from llmhni_local.core.precision import resolve_dtype
+from llmhni_local.engine.chat import batch_tensors, render_prompts
+from llmhni_local.engine.prompts import VIEW_TEMPLATES
+
 
 def state_dtype() -> str:
     """The dtype to run the base model in for ``probe.dtype = "auto"``: the rater's own
     hardware rule (``core/precision.py``: bfloat16 on a CPU with AVX-512 BF16 or AMX, else
     float32). The states are read on the CPU; a probe is served in the dtype it was fitted in."""
-    from llmhni_local.core.precision import resolve_dtype
-
     return resolve_dtype("auto", cuda=False, setting="probe.dtype")[0]
 
 
@@ -55,12 +60,9 @@ def load_base(path: str, dtype: str, device: str = "cpu") -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from llmhni_local.core.offline import enforce_offline
-
     enforce_offline()
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype),
                                                  local_files_only=True)
-    from llmhni_local.core.device import resolve_device
 
     return model.to(resolve_device(device, name="rater.device")).eval()
 
@@ -71,8 +73,6 @@ class _Done(Exception):
 
 def _decoder(model: Any) -> Any:
     """The decoder stack of a transformers causal LM (embeddings, layers, final norm)."""
-    from llmhni_local.core.errors import UserError
-
     decoder = getattr(model, "model", None)
     if not all(hasattr(decoder, a) for a in ("embed_tokens", "layers", "norm")):
         raise UserError(f"{type(model).__name__}: no decoder with embed_tokens, layers and norm "
@@ -102,8 +102,6 @@ def answer_states(model: Any, rows: Sequence[Sequence[int]], layers: Sequence[in
         batch_size: prompts per forward pass; batches hold prompts of similar length.
     """
     import torch
-
-    from llmhni_local.engine.chat import batch_tensors
 
     out = np.zeros((len(rows), len(layers), int(model.config.hidden_size)), dtype=np.float32)
     if not len(rows):
@@ -144,11 +142,8 @@ def answer_states(model: Any, rows: Sequence[Sequence[int]], layers: Sequence[in
 
 def view_tails(tokenizer: Any, templates: dict, max_liked: int) -> dict[str, str]:
     """Per view, the rendered prompt's text after its last placeholder value: the fixed tail
-    (question, end of turn, assistant cue) by which a rendered prompt's view is known when the
-    backend is handed prompts without their view."""
-    from llmhni_local.engine.chat import render_prompts
-    from llmhni_local.engine.prompts import VIEW_TEMPLATES
-
+    (question, end of turn, assistant cue) that every prompt of the view ends with. The probe
+    card records them; :func:`check_tails` holds a served prompt to them."""
     mark = "\u241fPROBE-SLOT\u241f"
     tails = {}
     for view, name in VIEW_TEMPLATES.items():
@@ -158,17 +153,22 @@ def view_tails(tokenizer: Any, templates: dict, max_liked: int) -> dict[str, str
     return tails
 
 
-def views_of(texts: Sequence[str], tails: dict[str, str]) -> list[str]:
-    """The view of each rendered prompt by its tail; a prompt with neither tail is an error
-    (the probe was fitted on other templates)."""
-    from llmhni_local.core.errors import UserError
-
-    ordered = sorted(tails.items(), key=lambda kv: -len(kv[1]))  # longest tail decides
+def check_tails(texts: Sequence[str], views: Sequence[str | None],
+                tails: dict[str, str]) -> list[str]:
+    """The views of rendered prompts, as their requests name them; a request without a view,
+    with a view the probe has no head for, or whose prompt does not end as that view's
+    template did at fitting (other prompts), is an error."""
     out = []
-    for k, text in enumerate(texts):
-        view = next((v for v, tail in ordered if tail and text.endswith(tail)), None)
+    for k, (text, view) in enumerate(zip(texts, views)):
         if view is None:
-            raise UserError(f"prompt {k} ends like neither view's template the probe was fitted "
-                            "on (other prompts?); fit the probe again on these templates")
+            raise UserError(f"prompt {k}: the probe backend reads each view with its own head "
+                            "and needs the request's view ('user' or 'item')")
+        if view not in tails:
+            raise UserError(f"prompt {k}: the probe has no head for view {view!r} "
+                            f"(it has {sorted(tails)})")
+        if not (tails[view] and text.endswith(tails[view])):
+            raise UserError(f"prompt {k} ({view} view) does not end like the {view} template "
+                            "the probe was fitted on (other prompts?); fit the probe again on "
+                            "these templates")
         out.append(view)
     return out

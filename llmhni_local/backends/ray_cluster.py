@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 from typing import Iterator
 
@@ -119,8 +120,6 @@ def user_error_in(exc: BaseException) -> str | None:
     """The message of a UserError a worker raised, from inside Ray's wrappers: the exception
     itself when Ray kept it, else the last such line of the traceback text Ray passes on (an
     actor that died in its constructor keeps only that)."""
-    import re
-
     seen = set()
     stack = [exc]
     while stack:

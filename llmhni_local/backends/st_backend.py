@@ -11,23 +11,26 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from llmhni_local.backends.common import Closing
+from llmhni_local.backends.transformers_backend import torch_dtype
 from llmhni_local.core.offline import enforce_offline
+from llmhni_local.engine.api import Embedder
 from llmhni_local.engine.settings import EmbedderSettings
 from llmhni_local.weights.registry import EMBEDDER_NEEDS, model_id, resolve_checked, text_limit
 
 _MODES = {"mean": "mean", "cls": "cls", "last": "lasttoken"}
 
 
-class SentenceTransformersEmbedder(Closing):
+class SentenceTransformersEmbedder(Embedder):
+    """Embeds texts with a sentence-transformers model assembled from the settings."""
+
     def __init__(self, settings: EmbedderSettings) -> None:
+        self.model: Any = None
+        super().__init__()  # tracked: a stopped process closes it
         self.settings = settings
         self.spec = resolve_checked(settings.model, EMBEDDER_NEEDS)
         self.model_id = model_id(self.spec)
         enforce_offline()
         from sentence_transformers import SentenceTransformer
-
-        from llmhni_local.backends.transformers_backend import torch_dtype
 
         path, dtype = str(self.spec.path), torch_dtype(settings.dtype)
         max_len = text_limit(path, settings.max_model_len)
@@ -60,5 +63,11 @@ class SentenceTransformersEmbedder(Closing):
                                  normalize_embeddings=False)  # the Normalize module decides
         return np.asarray(vecs, dtype=np.float32)
 
+    @property
+    def dtype_choice(self) -> dict[str, str]:
+        return {"requested": self.settings.dtype, "dtype": self.settings.dtype,
+                "reason": "embedder.dtype"}
+
     def close(self) -> None:
         self.model = None
+        super().close()

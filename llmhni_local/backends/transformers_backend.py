@@ -6,8 +6,8 @@ position is the last column). One ``generate`` call per batch does greedy decodi
 last position only (transformers' ``logits_to_keep``), and those first-step logits give the
 label probabilities after the answer cue, as vLLM's raw logprobs do. In fp32 the two backends
 agree to about 1e-5 on the same prompts. There is no prefix cache here: every prompt token is
-computed (``token_stats`` counts them, none cached). The likelihood reader and labels that
-split into several tokens go through :meth:`TransformersRater.loglikelihood`, which does keep
+computed (``token_stats()`` counts them, none cached). The likelihood reader and labels that
+split into several tokens go through :meth:`TransformersRater.loglikelihood_ids`, which keeps
 each shared context's KV cache and reuses it for every continuation after it.
 With ``batch_size=1`` this is the plain one-prompt-at-a-time ``generate`` loop.
 """
@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from llmhni_local.backends.common import RaterCore
-from llmhni_local.engine.api import Judgment
+from llmhni_local.backends.common import RaterCore, prompts_of
+from llmhni_local.backends.probe_states import _decoder
+from llmhni_local.core.device import resolve_device
+from llmhni_local.engine.api import JudgeRequest, Judgment
 from llmhni_local.engine.chat import Messages
 from llmhni_local.engine.settings import RaterSettings
 
@@ -36,8 +38,6 @@ class TransformersRater(RaterCore):
     def __init__(self, settings: RaterSettings) -> None:
         super().__init__(settings)  # every check before the weights load
         from transformers import AutoModelForCausalLM
-
-        from llmhni_local.core.device import resolve_device
 
         device = resolve_device(settings.device, name="rater.device")
         model = AutoModelForCausalLM.from_pretrained(
@@ -83,21 +83,18 @@ class TransformersRater(RaterCore):
             results.append((text, dict(zip(wanted, lps))))
         return results
 
-    def rate(self, prompts: Sequence[Messages]) -> list[Judgment]:
-        if self.needs_sequences(prompts):
+    def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
+        prompts = prompts_of(requests)
+        if self.needs_sequences(prompts):  # a label split into several tokens
             return self.rate_sequences(prompts)
-        texts = self.prompt_texts(prompts)
-        ids = self.prompt_ids(texts)  # length check, same as the other backends
-        maps = self.labels_for(prompts)
-        wanted = self.wanted(maps)
-        results: list[tuple[str, dict[int, float]]] = []
-        size = self.settings.batch_size
-        for start in range(0, len(texts), size):
-            results += self._batch(texts[start:start + size], wanted=wanted)
-        self.count_tokens(sum(len(r) for r in ids), 0, len(prompts))
-        return self.judgments(results, maps)
+        return super().judge(requests)
 
-    def loglikelihood(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+    def read_batch(self, texts: list[str], ids: list[list[int]], wanted: Sequence[int]
+                   ) -> list[tuple[str, dict[int, float]]]:
+        self.count_tokens(sum(len(r) for r in ids), 0, len(texts))
+        return self._batch(texts, wanted=wanted)
+
+    def loglikelihood_ids(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[float]:
         """Summed continuation log-probabilities, each distinct context computed once.
 
         Requests are sorted so equal contexts are adjacent and taken ``batch_size`` at a time.
@@ -125,8 +122,6 @@ class TransformersRater(RaterCore):
 
     def _chunk(self, reqs: list[tuple[list[int], list[int]]]) -> tuple[list[float], int]:
         import torch
-
-        from llmhni_local.backends.probe_states import _decoder
 
         decoder, head = _decoder(self.model), self.model.get_output_embeddings()
         dev, pad = self.model.device, self.tokenizer.pad_token_id
@@ -178,3 +173,4 @@ class TransformersRater(RaterCore):
 
     def close(self) -> None:
         self.model = None
+        super().close()

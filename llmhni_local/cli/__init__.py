@@ -42,7 +42,13 @@ _mount()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``llmhni`` and ``python cli.py``."""
+    """Entry point of ``llmhni`` and ``python cli.py``.
+
+    SIGTERM and SIGINT close every open backend and end the engine processes they started
+    before the process exits (``core/closing.py``): a stopped run leaves nothing running."""
+    from llmhni_local.core.closing import finished, install_stop_handlers
+
+    install_stop_handlers()
     try:
         app(args=argv, standalone_mode=True)
     except UserError as exc:
@@ -51,3 +57,5 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        finished()

@@ -18,14 +18,13 @@ import os
 from typing import Any, Sequence
 
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.offline import enforce_offline
 
 Messages = list[dict[str, str]]
 
 
 def load_tokenizer(path: str | os.PathLike) -> Any:
     """The model folder's tokenizer (offline), with a pad token for left-padded batches."""
-    from llmhni_local.core.offline import enforce_offline
-
     enforce_offline()
     from transformers import AutoTokenizer
 

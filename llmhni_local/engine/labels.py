@@ -41,6 +41,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from llmhni_local.core.errors import UserError
 from llmhni_local.engine.api import LABELS
+from llmhni_local.engine.chat import render_prompt
 
 _JUNK = r"[\W_]*"  # anything but letters and digits (whitespace, punctuation, quotes, markdown)
 _PREFIX = re.compile(rf"^{_JUNK}(?:answer|rating|relevance(?:\s+level)?|label)\s*[:=\-]", re.I)
@@ -71,8 +72,6 @@ def _answer_prefix(tokenizer: Any, cue: str | None = None) -> str:
     """A chat-templated dummy prompt ending where the answer starts (after ``cue`` if given),
     so labels are tokenised as they follow the real template."""
     if getattr(tokenizer, "chat_template", None):
-        from llmhni_local.engine.chat import render_prompt
-
         msgs = [{"role": "user", "content": "Rate."}]
         if cue:
             msgs.append({"role": "assistant", "content": cue})

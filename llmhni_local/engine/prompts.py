@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Mapping
 
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.io import sha256_text
 from llmhni_local.core.resources import shipped_dir
 from llmhni_local.engine.api import LABELS
 
@@ -278,7 +279,6 @@ def load_template(name: str, prompts_dir: str | Path | None = None) -> Template:
             parts[part] = _cue(raw[part], path, part)
     version = str(raw["version"])
     canonical = json.dumps({"name": name, "version": version, "parts": parts}, sort_keys=True)
-    from llmhni_local.core.io import sha256_text
 
     return Template(name=name, path=path, version=version, parts=parts,
                     hash=sha256_text(canonical))

@@ -28,7 +28,7 @@ from typing import Sequence
 
 from llmhni_local.engine.api import LoglikelihoodRequest, Rater
 from llmhni_local.engine.prompts import Template
-from llmhni_local.rating.plan import liked_text
+from llmhni_local.judgments.plan import liked_text
 
 #: The reader's template (``prompts/likelihood.toml``).
 LIKELIHOOD_TEMPLATE = "likelihood"
@@ -47,7 +47,7 @@ def view_context(view: str, user: int, item: int, profiles, template: Template,
 
 def pmi_scores(backend: Rater, work: Sequence, profiles, template: Template, max_liked: int,
                neutral: dict[int, float] | None = None) -> list[float | None]:
-    """Scores of ``work`` (:class:`~llmhni_local.rating.plan.WorkItem`, from
+    """Scores of ``work`` (:class:`~llmhni_local.judgments.plan.WorkItem`, from
     ``rating.plan.plan``), in order; ``None`` where the backend gave a non-finite
     log-probability (a counted failure upstream, never a score).
 

@@ -4,13 +4,14 @@ The settings (:class:`RateSettings`), the work items (:class:`WorkItem`) and the
 are done in, the two views' prompts and the judge requests made of them, the prompt hashes
 rows are stored under, the label-mass floor, the store rows of a rated batch
 (:func:`batch_rows`) and the failure limit. Both engines
-(:func:`llmhni_local.rating.run.rate_candidates` in this process and
-:mod:`llmhni_local.rating.ray_job` on Ray) read them from here, so neither reaches into the
+(:func:`llmhni_local.judgments.run.rate_candidates` in this process and
+:mod:`llmhni_local.judgments.ray_job` on Ray) read them from here, so neither reaches into the
 other.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,10 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from llmhni_local.core.errors import ConfigError, UserError
+from llmhni_local.core.io import sha256_text, write_json
 from llmhni_local.engine.api import JudgeRequest, Judgment
 from llmhni_local.engine.prompts import VIEW_TEMPLATES, Template
-from llmhni_local.rating.store import VIEWS, Key, make_rows
+from llmhni_local.judgments.store import VIEWS, JudgmentStore, Key, make_rows
 
 RATING_MANIFEST = "rating.json"
 
@@ -67,7 +69,7 @@ class RateSettings:
             label"). (default: ``0.05``)
         engine: where the missing judgments are rated: ``inprocess`` (one backend in this
             process) or ``ray`` (a Ray Data job, one backend per worker, rows merged into the
-            same store exactly once; ``rating/ray_job.py``, README "Rating on a cluster").
+            same store exactly once; ``judgments/ray_job.py``, README "Rating on a cluster").
             (default: ``"inprocess"``)
         ray_address: the Ray cluster for ``engine = "ray"`` (``host:port``,
             ``ray://host:port`` or ``auto``); ``None`` takes ``RAY_ADDRESS`` and, without it,
@@ -76,7 +78,7 @@ class RateSettings:
             the rating prompt; labels and their probabilities are stored) or ``likelihood``
             (no instruction: the score ``log p(name | view context) - log p(name | neutral
             context)`` of ``prompts/likelihood.toml`` is stored, and the verdict rule must be
-            a threshold; :mod:`llmhni_local.rating.likelihood`, docs/DESIGN.md, "The likelihood
+            a threshold; :mod:`llmhni_local.judgments.likelihood`, docs/DESIGN.md, "The likelihood
             reader"). (default: ``"judge"``)
     """
 
@@ -183,8 +185,6 @@ def prompt_hashes(templates: dict[str, Template], profiles_hash: str,
     """The prompt hash of each view (template, profiles, item-centric L, the label-mass floor;
     ``None``, as before the floor existed, leaves it out). The likelihood reader's rows hash
     its template and the view, and no label-mass floor (it reads no label)."""
-    from llmhni_local.core.io import sha256_text
-
     out = {}
     for view in VIEWS:
         tpl = templates[view_template(view, mode)]
@@ -236,8 +236,6 @@ def batch_rows(batch: Sequence[WorkItem], judgments: Sequence[Judgment],
 def apply_mass_floor(judgments: list, floor: float) -> tuple[list, int]:
     """Likelihood choices whose label mass is below ``floor`` become failures (label None,
     text, probabilities and mass kept); returns the judgments and how many were failed."""
-    import dataclasses
-
     out, low = [], 0
     for j in judgments:
         if (j.decided_by == "likelihood" and j.label is not None
@@ -250,8 +248,6 @@ def apply_mass_floor(judgments: list, floor: float) -> tuple[list, int]:
 
 def check_failures(n_seen: int, n_bad: int, settings: RateSettings, run_dir: Path,
                     manifest: dict[str, Any]) -> None:
-    from llmhni_local.core.io import write_json
-
     if n_seen and n_seen >= settings.min_judgments and n_bad / n_seen > settings.max_failure_share:
         write_json(run_dir / RATING_MANIFEST, {**manifest, "status": "stopped: too many failures",
                                                "stored": n_seen, "failures": n_bad})
@@ -279,7 +275,14 @@ def read_rating_manifest(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _asdict(settings: Any) -> dict[str, Any]:
-    import dataclasses
+def last_rating(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+    """``(judgments, manifest)`` of ``run_dir``'s last rating run: the stored judgments of the
+    model, adapter and view prompts that its ``rating.json`` names (a DataFrame, one row per
+    pair and view), and that manifest."""
+    manifest = read_rating_manifest(run_dir)
+    keys = {v: Key(manifest["model_id"], manifest["adapter"], manifest["views"][v]["prompt_hash"])
+            for v in VIEWS}
+    with JudgmentStore(run_dir, create=False) as store:
+        return store.frame(views=keys), manifest
 
-    return dataclasses.asdict(settings)
+

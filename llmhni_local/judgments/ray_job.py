@@ -1,6 +1,6 @@
 """The rating stage as a Ray Data job (``rate.engine = "ray"``, ``rate --ray``).
 
-:func:`~llmhni_local.rating.run.rate_candidates` decides what is missing and orders it exactly as
+:func:`~llmhni_local.judgments.run.rate_candidates` decides what is missing and orders it exactly as
 in process; this module only executes that work list on a Ray cluster:
 
 * **Work**: the missing work items (``rating.plan.WorkItem``; rows of ``user``, ``item``,
@@ -15,7 +15,7 @@ in process; this module only executes that work list on a Ray cluster:
   run folder before any batch is dispatched; a failure there is a one-line
   :class:`~llmhni_local.core.errors.UserError` naming the worker.
 * **Exactly once**: workers write each batch as a Parquet shard in ``RUN/shards/<job>/``; the
-  driver merges shards into ``judgments.sqlite`` as they arrive (``rating/shards.py``: one
+  driver merges shards into ``judgments.sqlite`` as they arrive (``judgments/shards.py``: one
   transaction each, ``INSERT OR IGNORE``, the shard deleted after the commit), and merges any
   shard an earlier killed job left before it looks at what is missing. A worker lost
   mid-batch is restarted and its batch rated again (same shard name, same rows).
@@ -46,9 +46,19 @@ from llmhni_local.backends.ray_cluster import (
 )
 from llmhni_local.backends.ray_cluster import where as worker_where
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.io import write_json
+from llmhni_local.core.progress import progress_bar
 from llmhni_local.engine.api import JudgeRequest, Rater
-from llmhni_local.rating.plan import WorkItem
-from llmhni_local.rating.store import VIEWS
+from llmhni_local.judgments.plan import (
+    RATING_MANIFEST,
+    WorkItem,
+    apply_mass_floor,
+    batch_rows,
+    check_failures,
+    judge_requests,
+)
+from llmhni_local.judgments.shards import job_lock, merge_pending, merge_shard, write_shard
+from llmhni_local.judgments.store import VIEWS
 
 _WARM_UP = JudgeRequest(messages=[{"role": "user", "content": "Warm-up. Answer with one word: "
                                                              "High, Medium or Low."}])
@@ -95,9 +105,6 @@ class RayRater:
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
-
-        from llmhni_local.rating.plan import apply_mass_floor, batch_rows, judge_requests
-        from llmhni_local.rating.shards import write_shard
 
         stats0 = self.backend.token_stats()
         work = from_columns({c: batch.column(c).to_pylist() for c in _COLUMNS})
@@ -198,16 +205,12 @@ def rate_on_ray(run_dir: Path, store: Any, work: list[WorkItem],
                 keys: dict, settings: Any, report: Any, manifest: dict,
                 seen: tuple[int, int], progress: bool = True,
                 on_batch: Callable[[int], None] | None = None) -> Any:
-    """Rate ``work`` (from :func:`~llmhni_local.rating.run.plan`, what the store is missing) on
+    """Rate ``work`` (from :func:`~llmhni_local.judgments.run.plan`, what the store is missing) on
     Ray, merging the rows into ``store`` exactly once; fills and returns ``report``.
 
     Called by ``rate_candidates`` when ``rate.engine == "ray"``, after every input check and
     the failure-share check.
     """
-    from llmhni_local.core.io import write_json
-    from llmhni_local.rating.plan import RATING_MANIFEST, check_failures
-    from llmhni_local.rating.shards import job_lock, merge_pending
-
     n_seen, n_bad = seen
     with job_lock(run_dir) as root:
         added, bad, _ = merge_pending(store, run_dir)  # what a killed job left
@@ -231,10 +234,6 @@ def _run_job(root: Path, store: Any, work: list[WorkItem], make_backend: Callabl
              on_batch: Callable[[int], None] | None) -> tuple[int, int]:
     """One Ray Data job over ``work``; shards merged as they arrive. Returns the new
     ``(stored, failures)`` counts of this model and prompt."""
-    from llmhni_local.core.progress import progress_bar
-    from llmhni_local.rating.plan import check_failures
-    from llmhni_local.rating.shards import merge_shard
-
     run_dir = root.parent
     started = connect(settings.ray_address)
     start = time.perf_counter()

@@ -34,9 +34,15 @@ from typing import Iterator
 
 from llmhni_local.core.errors import UserError
 from llmhni_local.core.io import atomic_path
-from llmhni_local.rating.store import _COUNT_SCHEMA, _SCHEMA, COLUMNS, STORE_NAME, integrity_problem
+from llmhni_local.judgments.store import (
+    _COUNT_SCHEMA,
+    _SCHEMA,
+    COLUMNS,
+    STORE_NAME,
+    integrity_problem,
+)
 
-RATING_MANIFEST = "rating.json"  # rating/run.py's; set aside when rows were lost
+RATING_MANIFEST = "rating.json"  # judgments/run.py's; set aside when rows were lost
 _KEY = COLUMNS[:6]  # user, item, view, model_id, adapter, prompt_hash
 _ORDER = ", ".join(_KEY)
 _DESC = ", ".join(f"{c} DESC" for c in _KEY)

@@ -27,23 +27,27 @@ why, the prompt tokens, those served from vLLM's prefix cache, their share, and 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from llmhni_local.backends.common import rater_id
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.io import write_json
 from llmhni_local.core.progress import progress_bar
 from llmhni_local.engine.api import Judgment, Rater
-from llmhni_local.engine.prompts import VIEW_TEMPLATES, Template
-from llmhni_local.llmhni.candidates import CANDIDATES_FILE
-from llmhni_local.rating.plan import (
+from llmhni_local.engine.chat import load_tokenizer
+from llmhni_local.engine.labels import template_label_sequences
+from llmhni_local.engine.prompts import VIEW_TEMPLATES, Template, load_template, load_templates
+from llmhni_local.judgments.likelihood import pmi_scores
+from llmhni_local.judgments.plan import (
     RATING_MANIFEST,
     RateReport,
     RateSettings,
     WorkItem,
-    _asdict,
     apply_mass_floor,
     batch_rows,
     check_failures,
@@ -52,7 +56,12 @@ from llmhni_local.rating.plan import (
     prompt_hashes,
     view_template,
 )
-from llmhni_local.rating.store import VIEWS, Key
+from llmhni_local.judgments.ray_job import rate_on_ray
+from llmhni_local.judgments.store import VIEWS, JudgmentStore, Key
+from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
+from llmhni_local.text.profiles import load_profiles
+from llmhni_local.weights.adapters import check_adapter
+from llmhni_local.weights.registry import READER_NEEDS, model_id, resolve_checked
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -75,9 +84,6 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], Rater], *,
         progress: show a progress bar.
         on_batch: called with the batch number after each batch is stored (tests).
     """
-    from llmhni_local.core.io import write_json
-    from llmhni_local.rating.store import JudgmentStore
-
     settings = settings or RateSettings()
     run_dir = Path(run_dir)
     templates, profiles, candidates = _load_inputs(run_dir, prompts_dir, settings.mode)
@@ -107,9 +113,7 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], Rater], *,
         # A model and prompt that already failed too often would fail again: stop before the
         # engine starts (raise rate.max_failure_share to go on anyway).
         check_failures(n_seen, n_bad, settings, run_dir, manifest)
-        if settings.engine == "ray":  # the same work list, as a Ray Data job (rating/ray_job.py)
-            from llmhni_local.rating.ray_job import rate_on_ray
-
+        if settings.engine == "ray":  # the same work list, as a Ray Data job (judgments/ray_job.py)
             return rate_on_ray(run_dir, store, work, make_backend, profiles=profiles,
                                templates=templates, keys=keys, settings=settings, report=report,
                                manifest=manifest, seen=(n_seen, n_bad), progress=progress,
@@ -141,10 +145,6 @@ def rate_candidates(run_dir: str | Path, make_backend: Callable[[], Rater], *,
 
 def _load_inputs(run_dir: Path, prompts_dir: str | Path | None, mode: str = "judge"):
     """Templates, profiles and candidates of ``RUN``, checked before any engine starts."""
-    from llmhni_local.engine.prompts import load_templates
-    from llmhni_local.llmhni.candidates import load_candidates
-    from llmhni_local.text.profiles import load_profiles
-
     names = ("likelihood",) if mode == "likelihood" else tuple(VIEW_TEMPLATES.values())
     templates = load_templates(names, prompts_dir)
     profiles = load_profiles(run_dir)
@@ -168,7 +168,7 @@ def _manifest(model_id: str, adapter: str, profiles_hash: str, hashes: dict[str,
                       "answer_cue": (templates[view_template(v, settings.mode)].cue
                                      if settings.mode == "judge" else None)} for v in VIEWS},
         "mode": settings.mode,
-        "settings": _asdict(settings),
+        "settings": dataclasses.asdict(settings),
         "candidates": int(n_candidates),
     }
 
@@ -219,10 +219,8 @@ def _rate_work(backend: Rater, work: list[WorkItem], profiles,
 def _reader(backend: Rater, profiles, templates: dict[str, Template],
             settings: RateSettings) -> Callable[[list[WorkItem]], list[Judgment]]:
     """``read(batch) -> judgments`` for ``rate.mode``: the rating prompts answered by the
-    backend (judge), or each view's likelihood score (``rating/likelihood.py``)."""
+    backend (judge), or each view's likelihood score (``judgments/likelihood.py``)."""
     if settings.mode == "likelihood":
-        from llmhni_local.rating.likelihood import pmi_scores
-
         neutral: dict[int, float] = {}  # an item's neutral term serves every user's pairs
 
         def read(batch: list[WorkItem]) -> list[Judgment]:
@@ -246,8 +244,8 @@ def _count_tokens(backend: Rater, stats0: dict[str, int], report: RateReport) ->
                                    - stats0.get("cached_tokens", 0))
 
 
-def rater_model_id(settings, prompts_dir: str | Path | None = None, *,
-                   mode: str = "judge") -> tuple[str, str]:
+def checked_rater_id(settings, prompts_dir: str | Path | None = None, *,
+                     mode: str = "judge") -> tuple[str, str]:
     """``(model_id, adapter)`` that rows of this rater are stored under, known before its
     engine starts: the same id the backend reports (registry name plus content hashes of the
     model and adapter, ``+parse`` for ``rater.decide = "parse"``) and the adapter folder's
@@ -257,10 +255,6 @@ def rater_model_id(settings, prompts_dir: str | Path | None = None, *,
     It also checks, with the model's tokenizer, that every label follows the answer cue of the
     rating templates in ``prompts_dir`` as one distinct token (a :class:`UserError` naming the
     template file and the token pieces otherwise), so a bad cue stops before any engine."""
-    from llmhni_local.backends.common import rater_id
-    from llmhni_local.weights.adapters import check_adapter
-    from llmhni_local.weights.registry import READER_NEEDS, model_id, resolve_checked
-
     spec = resolve_checked(settings.model, READER_NEEDS)  # a judge's template: check_judge
     adapter = check_adapter(settings.adapter) if settings.adapter else None
     if mode == "judge":  # the likelihood reader reads no label and needs no chat template
@@ -273,8 +267,6 @@ def rater_model_id(settings, prompts_dir: str | Path | None = None, *,
 def check_judge(model_path: str | Path, name: str) -> None:
     """A judge answers in the chat template; a model without one (a base model's GGUF) is an
     error here, before any engine starts, and may still serve as a likelihood reader."""
-    from llmhni_local.engine.chat import load_tokenizer
-
     if not getattr(load_tokenizer(model_path), "chat_template", None):
         raise UserError(f"model {name}: the tokenizer has no chat template, so it cannot judge "
                         "(rate.mode = 'judge'); read it as a likelihood reader instead "
@@ -287,8 +279,6 @@ def check_label_tokens(model_path: str | Path, prompts_dir: str | Path | None = 
     tokenizer (``labels.template_label_sequences``: one token or several per label); raises a
     :class:`UserError` naming the template file when a label merges with the cue or two
     labels tokenise alike."""
-    from llmhni_local.engine.prompts import load_templates
-
     templates = load_templates(tuple(VIEW_TEMPLATES.values()), prompts_dir)
     key = tuple(sorted((str(t.path), t.hash) for t in templates.values()))
     return _label_tokens(str(model_path), key)
@@ -296,10 +286,6 @@ def check_label_tokens(model_path: str | Path, prompts_dir: str | Path | None = 
 
 @functools.lru_cache(maxsize=8)
 def _label_tokens(model_path: str, key: tuple) -> dict[str, dict[str, tuple[int, ...]]]:
-    from llmhni_local.engine.chat import load_tokenizer
-    from llmhni_local.engine.labels import template_label_sequences
-    from llmhni_local.engine.prompts import load_template
-
     templates = [load_template(Path(path).stem, Path(path).parent) for path, _ in key]
     return template_label_sequences(load_tokenizer(model_path), templates)
 

@@ -1,8 +1,8 @@
 """Parquet shards of judgment rows and their exactly-once merge into the judgment store.
 
-A distributed rating job (``rating/ray_job.py``) does not let its workers write the SQLite store:
+A distributed rating job (``judgments/ray_job.py``) does not let its workers write the SQLite store:
 each worker writes every batch it rates as one Parquet file in ``RUN/shards/<job>/``, laid out
-as the store's rows (:data:`~llmhni_local.rating.store.COLUMNS`). The file is written under a
+as the store's rows (:data:`~llmhni_local.judgments.store.COLUMNS`). The file is written under a
 temporary name and renamed, so a reader never sees half a shard. Its name is a hash of the
 row keys ``(user, item, view, model_id, adapter, prompt_hash)``, so a batch rated again
 (after its worker was lost) lands on the same name.
@@ -22,13 +22,15 @@ Only one job may use a run folder's shards at a time (:func:`job_lock`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from llmhni_local.core.errors import DataError, UserError
-from llmhni_local.rating.store import COLUMNS
+from llmhni_local.core.io import atomic_path
+from llmhni_local.judgments.store import COLUMNS
 
 SHARDS_DIR = "shards"
 SUFFIX = ".parquet"
@@ -57,8 +59,6 @@ def write_shard(folder: str | Path, rows: Sequence[tuple]) -> Path:
     atomically (temporary name, then rename); returns its path."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from llmhni_local.core.io import atomic_path
 
     if not rows:
         raise ValueError("a shard holds at least one row")
@@ -137,8 +137,6 @@ def merge_pending(store, run_dir: str | Path) -> tuple[int, int, int]:
 def job_lock(run_dir: str | Path) -> Iterator[Path]:
     """Hold ``RUN/shards/.lock`` for one job; a second job on the same run folder is refused
     (its merge of leftover shards would race the first job's workers)."""
-    import fcntl
-
     root = Path(run_dir) / SHARDS_DIR
     root.mkdir(parents=True, exist_ok=True)
     f = open(root / ".lock", "w")

@@ -8,7 +8,7 @@ flight, and never leaves a half-written row or batch. ``missing`` tells the rati
 is not stored yet, so running it again skips what is done.
 
 Damage and full disks. Opening an existing store runs ``PRAGMA quick_check``; a damaged file is
-one line naming it and the way out, ``judgments repair RUN`` (:mod:`llmhni_local.rating.repair`),
+one line naming it and the way out, ``judgments repair RUN`` (:mod:`llmhni_local.judgments.repair`),
 which copies every readable row into a fresh store. ``row_count`` keeps the number of rows
 (kept by triggers, in the same transaction as the rows), so a repair can say exactly how many
 rows it lost. A batch that finds the disk full is rolled back whole and is one line too: every
@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from llmhni_local.core.errors import UserError
-from llmhni_local.core.io import no_room
+from llmhni_local.core.io import atomic_path, disk_full_reason
 from llmhni_local.engine.api import LABELS, Judgment
 
 STORE_NAME = "judgments.sqlite"
@@ -223,8 +223,6 @@ class JudgmentStore:
 
     def export(self, path: str | Path, fmt: str = "csv", key: Key | None = None) -> int:
         """Write every row (or one key's) as csv or parquet, atomically; returns the row count."""
-        from llmhni_local.core.io import atomic_path
-
         if fmt not in ("csv", "parquet"):
             raise UserError(f"export format must be csv or parquet, got {fmt!r}")
         df = self.frame(key)
@@ -347,16 +345,16 @@ def room_problem(path: Path, exc: BaseException) -> str | None:
 
     SQLite says SQLITE_FULL for a full disk but only "disk I/O error" (SQLITE_IOERR_WRITE) when
     a write passes the file-size limit, so an I/O error is checked against the limit and the
-    free space (:func:`llmhni_local.core.io.no_room`) with the files a write grows.
+    free space (:func:`llmhni_local.core.io.disk_full_reason`) with the files a write grows.
     """
     if isinstance(exc, OSError):
-        return no_room(path, exc)
+        return disk_full_reason(path, exc)
     name = getattr(exc, "sqlite_errorname", "") or ""
     full = name == "SQLITE_FULL" or "disk is full" in str(exc)
     if not (full or name.startswith("SQLITE_IOERR") or "disk I/O error" in str(exc)):
         return None
     files = [path.with_name(path.name + s) for s in ("", "-wal", "-journal")]
-    why = no_room(path, exc, written=files)
+    why = disk_full_reason(path, exc, written=files)
     if why is None and full:
         why = "disk full"
     return why

@@ -18,8 +18,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from llmhni_local.backends import make_embedding_backend
+from llmhni_local.core.config import to_dict
 from llmhni_local.core.errors import DataError, UserError
-from llmhni_local.engine.api import EmbeddingBackend, check_vectors
+from llmhni_local.core.io import atomic_path, sha256_file, sha256_text, write_json
+from llmhni_local.core.progress import progress_bar
+from llmhni_local.engine.api import Embedder, check_vectors
+from llmhni_local.text.profiles import load_profiles
+from llmhni_local.text.ray_embed import embed_on_ray
+from llmhni_local.weights.registry import EMBEDDER_NEEDS, model_id, resolve_checked
 
 EMBED_DIR = "embeddings"
 
@@ -43,8 +50,6 @@ class Embeddings:
 
 def embed_key(settings: Any, profiles_hash: str, model_id: str = "") -> str:
     """What decides the vectors: the embedder settings, the model's id and the profiles."""
-    from llmhni_local.core.io import sha256_text
-
     values = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else settings
     return sha256_text(json.dumps({"settings": values, "model_id": model_id,
                                    "profiles": profiles_hash}, sort_keys=True, default=str))
@@ -53,15 +58,13 @@ def embed_key(settings: Any, profiles_hash: str, model_id: str = "") -> str:
 def embedder_model_id(settings: Any) -> str:
     """The embedder's id known before an engine starts (registry name plus content hash; for
     a remote server, its URL and model name)."""
-    from llmhni_local.weights.registry import EMBEDDER_NEEDS, model_id, resolve_checked
-
     if settings.backend == "openai":
         return f"openai:{settings.base_url}:{settings.served_model or settings.model}"
     return model_id(resolve_checked(settings.model, EMBEDDER_NEEDS))
 
 
 def embed_profiles(run_dir: str | Path, settings: Any,
-                   make_backend: Callable[[], EmbeddingBackend] | None = None, *,
+                   make_backend: Callable[[], Embedder] | None = None, *,
                    model_id: str = "", batch_size: int = 512, force: bool = False,
                    progress: bool = False, embed: Any = None) -> Embeddings:
     """Embed every profile of ``RUN``, or reuse the saved vectors when nothing changed.
@@ -81,8 +84,6 @@ def embed_profiles(run_dir: str | Path, settings: Any,
             process). With ``engine = "ray"`` the same blocks are embedded by Ray workers
             (``text/ray_embed.py``) and written here exactly as in process.
     """
-    from llmhni_local.text.profiles import load_profiles
-
     run_dir = Path(run_dir)
     profiles = load_profiles(run_dir)
     key = embed_key(settings, profiles.hash, model_id)
@@ -94,8 +95,6 @@ def embed_profiles(run_dir: str | Path, settings: Any,
     if make_backend is None:  # by reference, so Ray workers import it rather than unpickle it
         make_backend = functools.partial(_default_backend, settings)
     if embed is not None and embed.engine == "ray":
-        from llmhni_local.text.ray_embed import embed_on_ray
-
         vecs, backend_id = embed_on_ray({"users": profiles.users, "items": profiles.items},
                                         make_backend, batch_size=batch_size,
                                         address=embed.ray_address, progress=progress)
@@ -105,14 +104,14 @@ def embed_profiles(run_dir: str | Path, settings: Any,
         try:
             users = _embed_all(backend, profiles.users, batch_size, "users", progress)
             items = _embed_all(backend, profiles.items, batch_size, "items", progress)
-            backend_id = str(getattr(backend, "model_id", ""))
+            backend_id = backend.model_id
         finally:
             backend.close()
     if users.shape[1] != items.shape[1]:
         raise DataError(f"embedder gave {users.shape[1]}-d user and {items.shape[1]}-d item "
                         "vectors")
     meta = {
-        "key": key, "model_id": backend_id or model_id, "settings": _plain(settings),
+        "key": key, "model_id": backend_id or model_id, "settings": to_dict(settings),
         "profiles_hash": profiles.hash, "dim": int(users.shape[1]),
         "n_users": int(users.shape[0]), "n_items": int(items.shape[0]),
     }
@@ -120,10 +119,8 @@ def embed_profiles(run_dir: str | Path, settings: Any,
     return Embeddings(users, items, meta, reused=False)
 
 
-def _embed_all(backend: EmbeddingBackend, texts: list[str], batch_size: int, what: str,
+def _embed_all(backend: Embedder, texts: list[str], batch_size: int, what: str,
                progress: bool) -> np.ndarray:
-    from llmhni_local.core.progress import progress_bar
-
     parts = []
     with progress_bar(f"embedding {what}", len(texts), enabled=progress) as bar:
         for start in range(0, len(texts), batch_size):
@@ -135,17 +132,13 @@ def _embed_all(backend: EmbeddingBackend, texts: list[str], batch_size: int, wha
     return np.concatenate(parts)
 
 
-def _default_backend(settings: Any) -> EmbeddingBackend:
-    from llmhni_local.backends import make_embedding_backend
-
+def _default_backend(settings: Any) -> Embedder:
     return make_embedding_backend(settings)
 
 
 def save_embeddings(folder: Path, users: np.ndarray, items: np.ndarray,
                     meta: dict[str, Any]) -> None:
     """Write the vectors, then the sidecar last (a killed write leaves no valid sidecar)."""
-    from llmhni_local.core.io import atomic_path, sha256_file, write_json
-
     folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / "meta.json"
     if meta_path.exists():
@@ -177,8 +170,6 @@ def _load_if(folder: Path, key: str) -> Embeddings | None:
 
 def load_embeddings(run_dir: str | Path, *, _meta: dict | None = None) -> Embeddings:
     """The saved vectors of ``RUN``, checked against their sidecar."""
-    from llmhni_local.core.io import sha256_file
-
     folder = Path(run_dir) / EMBED_DIR
     meta_path = folder / "meta.json"
     if _meta is None:
@@ -194,7 +185,3 @@ def load_embeddings(run_dir: str | Path, *, _meta: dict | None = None) -> Embedd
     return Embeddings(users, items, _meta, reused=True)
 
 
-def _plain(settings: Any) -> Any:
-    if dataclasses.is_dataclass(settings):
-        return json.loads(json.dumps(dataclasses.asdict(settings), default=str))
-    return settings

@@ -17,6 +17,8 @@ Profiles are saved in ``RUN/profiles/`` (``users.jsonl``, ``items.jsonl`` and
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import re
 from collections import Counter
@@ -27,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmhni_local.core.errors import ConfigError, DataError, UserError
+from llmhni_local.core.io import atomic_path, sha256_text, write_json
+from llmhni_local.engine.prompts import load_template, load_templates
 
 if TYPE_CHECKING:
     from llmhni_local.data.dataset import Interactions
@@ -222,8 +226,6 @@ def user_profiles(data: "Interactions", template: "Template", liked: list[np.nda
 def make_profiles(data: "Interactions", settings: ProfileSettings | None = None,
                   prompts_dir: str | Path | None = None) -> Profiles:
     """Build every user and item profile (no LLM: see :func:`summarize_users`)."""
-    from llmhni_local.engine.prompts import load_templates
-
     settings = settings or ProfileSettings()
     tpl = load_templates(("user_profile", "item_profile"), prompts_dir)
     names = item_names(data, settings.name_chars)
@@ -235,7 +237,7 @@ def make_profiles(data: "Interactions", settings: ProfileSettings | None = None,
         "user_source": "user_text" if data.user_text is not None else "template",
         "item_source": "item_text" if data.item_text is not None else "template",
         "templates": {n: {"version": t.version, "hash": t.hash} for n, t in tpl.items()},
-        "settings": _asdict(settings),
+        "settings": dataclasses.asdict(settings),
         "summarized": False,
     }
     return _with_hash(users, items, names, liked, info)
@@ -248,8 +250,6 @@ def summarize_users(profiles: Profiles, generate, settings: ProfileSettings,
     ``generate(list_of_chat_prompts, max_tokens) -> list[str]`` is the rater backend's free
     generation; an empty answer is an error (never silently replaced by the input profile).
     """
-    from llmhni_local.engine.prompts import load_template
-
     tpl = load_template("summarize_user", prompts_dir)
     prompts = [tpl.messages({"user_profile": p}) for p in profiles.users]
     texts = [str(t).strip() for t in generate(prompts, settings.summary_tokens)]
@@ -269,16 +269,12 @@ def summarize_users(profiles: Profiles, generate, settings: ProfileSettings,
 
 def data_fingerprint(data: "Interactions") -> dict[str, Any]:
     """What identifies the training data the profiles were built from."""
-    import hashlib
-
     h = hashlib.sha256(np.ascontiguousarray(data.train, dtype=np.int64).tobytes()).hexdigest()
     return {"name": data.name, "n_users": int(data.n_users), "n_items": int(data.n_items),
             "n_train": int(len(data.train)), "train_sha256": h}
 
 
 def _with_hash(users, items, names, liked, info) -> Profiles:
-    from llmhni_local.core.io import sha256_text
-
     blob = json.dumps({"users": users, "items": items, "names": names,
                        "liked": [a.tolist() for a in liked]}, ensure_ascii=False)
     return Profiles(users=list(users), items=list(items), item_names=list(names),
@@ -289,8 +285,6 @@ def _with_hash(users, items, names, liked, info) -> Profiles:
 # ---------------------------------------------------------------------------- files
 def save_profiles(run_dir: str | Path, profiles: Profiles) -> Path:
     """Write ``RUN/profiles/``; the manifest is written last, so a killed write is not used."""
-    from llmhni_local.core.io import atomic_path, write_json
-
     folder = Path(run_dir) / PROFILES_DIR
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "users.jsonl") as tmp:
@@ -343,7 +337,3 @@ def _id(ids: list[str], i: int) -> str:
     return ids[i] if i < len(ids) else str(i)
 
 
-def _asdict(settings: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(settings)

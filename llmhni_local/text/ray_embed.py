@@ -31,7 +31,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from llmhni_local.backends.ray_cluster import connect, set_data_context, worker_layout
+from llmhni_local.backends.ray_cluster import ray_errors as _ray_errors
+from llmhni_local.backends.ray_cluster import where as _where
 from llmhni_local.core.errors import DataError, UserError
+from llmhni_local.core.progress import progress_bar
+from llmhni_local.engine.api import Embedder, check_vectors
 
 _WARM_UP = ["Warm-up: one short text to embed."]
 
@@ -39,19 +44,17 @@ _WARM_UP = ["Warm-up: one short text to embed."]
 class RayEmbedder:
     """One Ray Data actor: one embedding backend, blocks of texts in, vectors out."""
 
-    def __init__(self, make_backend: Callable[[], Any]) -> None:
-        from llmhni_local.backends.ray_cluster import where as _where
-
+    def __init__(self, make_backend: Callable[[], Embedder]) -> None:
         self.where = _where()
         try:
             self.backend = make_backend()
         except UserError as exc:
             raise UserError(f"{self.where}: {exc}") from None
-        self.model_id = str(getattr(self.backend, "model_id", "") or "")
+        self.model_id = self.backend.model_id
         try:  # a dtype or device the worker cannot run fails here, before any block
             out = np.asarray(self.backend.embed(_WARM_UP))
         except Exception as exc:  # noqa: BLE001 - any engine error, named with the worker
-            dtype = getattr(getattr(self.backend, "settings", None), "dtype", "?")
+            dtype = (self.backend.dtype_choice or {}).get("requested", "?")
             raise UserError(f"{self.where}: the embedder failed its warm-up text with "
                             f"embedder.dtype = {dtype!r} ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
@@ -60,8 +63,6 @@ class RayEmbedder:
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
-
-        from llmhni_local.engine.api import check_vectors
 
         parts = batch.column("part").to_pylist()
         idx = batch.column("idx").to_pylist()
@@ -93,10 +94,6 @@ def embed_on_ray(texts: dict[str, list[str]], make_backend: Callable[[], Any], *
     Called by ``embed_profiles`` when ``embed.engine == "ray"``; the address (``address``,
     else ``RAY_ADDRESS``) is checked before anything is sent.
     """
-    from llmhni_local.backends.ray_cluster import connect
-    from llmhni_local.backends.ray_cluster import ray_errors as _ray_errors
-    from llmhni_local.core.progress import progress_bar
-
     for what, t in texts.items():
         if not t:
             raise DataError(f"no {what} profiles to embed")
@@ -165,8 +162,6 @@ def _job_dataset(texts: dict[str, list[str]], make_backend: Callable[[], Any],
     """The lazy Ray Data pipeline: blocks of texts -> actors -> vectors."""
     import pyarrow as pa
     import ray.data
-
-    from llmhni_local.backends.ray_cluster import set_data_context, worker_layout
 
     set_data_context()
     tables = [pa.table({"part": [what] * len(t[s:s + batch_size]),

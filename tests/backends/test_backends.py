@@ -115,7 +115,7 @@ def test_prompts_end_in_the_open_assistant_turn(hf_rater, prompts) -> None:
     assert all(t.endswith("<|im_start|>assistant\nRelevance:") for t in texts)
     cue = hf_rater.tokenizer("Relevance:", add_special_tokens=False)["input_ids"]
     assert all(row[-len(cue):] == cue for row in hf_rater.prompt_ids(texts))
-    assert hf_rater.token_stats["prompt_tokens"] > 0 and not hf_rater.cached_known
+    assert hf_rater.token_stats()["prompt_tokens"] > 0 and not hf_rater.cached_known
 
 
 def test_likelihood_label_is_the_greedy_label_where_text_parses(tiny_llama, prompts) -> None:
@@ -201,11 +201,11 @@ def test_vllm_sees_the_same_token_ids(vllm_rater, hf_rater, prompts) -> None:
     shared user part of the prompts comes from the prefix cache."""
     ids = hf_rater.prompt_ids(hf_rater.prompt_texts(prompts))
     assert vllm_rater.prompt_ids(vllm_rater.prompt_texts(prompts)) == ids
-    before = dict(vllm_rater.token_stats)
+    before = vllm_rater.token_stats()
     vllm_rater.rate(prompts)
-    assert vllm_rater.token_stats["prompt_tokens"] - before["prompt_tokens"] == \
+    assert vllm_rater.token_stats()["prompt_tokens"] - before["prompt_tokens"] == \
         sum(len(r) for r in ids)
-    assert vllm_rater.token_stats["cached_tokens"] > before["cached_tokens"]
+    assert vllm_rater.token_stats()["cached_tokens"] > before["cached_tokens"]
 
 
 @pytest.mark.slow

@@ -116,7 +116,7 @@ def test_openai_rater_against_fake(fake_server, tiny_llama, tiny_prompts) -> Non
         assert rater.served_model == "tiny" and rater.model_id.endswith("+parse")
         got = rater.rate(prompts)
         ids = list(rater.label_ids.values())
-        assert rater.token_stats["cached_tokens"] == 25 and rater.cached_known
+        assert rater.token_stats()["cached_tokens"] == 25 and rater.cached_known
     assert [j.text for j in got] == ["High", "Low.", "High", "Low.", "High"]  # per-batch index
     assert [j.label for j in got] == ["High", "Low", "High", "Low", "High"]  # parsed text
     for j in got:

@@ -13,29 +13,27 @@ from pathlib import Path
 
 import numpy as np
 
+from llmhni_local.engine.api import LABELS, Judgment, Rater, unserved
+
 MODEL_ID = "fake@0"
 
 
-class FakeRater:
+class FakeRater(Rater):
     """The answer depends on the prompt alone, so a resumed run stores what an uninterrupted
     one would."""
 
     model_id = MODEL_ID
+    loglikelihood = unserved("loglikelihood")
 
-    def rate(self, prompts):
-        from llmhni_local.engine.api import LABELS, Judgment
-
+    def judge(self, requests):
         out = []
-        for messages in prompts:
-            h = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+        for r in requests:
+            h = hashlib.sha256(json.dumps(r.messages, sort_keys=True).encode()).digest()
             w = [1.0 + b for b in h[:3]]
             probs = {lab: x / sum(w) for lab, x in zip(LABELS, w)}
             best = max(probs, key=probs.get)
             out.append(Judgment(best + ".", best, probs, 0.5 + h[4] / 512))
         return out
-
-    def close(self):
-        pass
 
 
 def make_run(folder: Path, *, n_users: int = 200, n_items: int = 60, per_user: int = 8,
@@ -65,8 +63,8 @@ def make_run(folder: Path, *, n_users: int = 200, n_items: int = 60, per_user: i
 
 
 def rate(folder: Path, batch: int = 64):
-    from llmhni_local.rating.plan import RateSettings
-    from llmhni_local.rating.run import rate_candidates
+    from llmhni_local.judgments.plan import RateSettings
+    from llmhni_local.judgments.run import rate_candidates
 
     return rate_candidates(folder, FakeRater, model_id=MODEL_ID, progress=False,
                            settings=RateSettings(batch_size=batch, max_failure_share=1.0))

@@ -16,18 +16,19 @@ import pandas as pd
 import pytest
 
 from llmhni_local.data.dataset import Interactions
-from llmhni_local.engine.api import LABELS, Judgment
+from llmhni_local.engine.api import LABELS, Judgment, Rater, unserved
 
 
-class FakeRater:
+class FakeRater(Rater):
     """Answers depend on the prompt alone; about one answer in ten is not a label."""
 
     model_id = "fake@0"
+    loglikelihood = unserved("loglikelihood")
 
-    def rate(self, prompts):
+    def judge(self, requests):
         out = []
-        for messages in prompts:
-            h = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+        for r in requests:
+            h = hashlib.sha256(json.dumps(r.messages, sort_keys=True).encode()).digest()
             w = [1.0 + b for b in h[:3]]
             probs = {lab: x / sum(w) for lab, x in zip(LABELS, w)}
             if h[3] % 10 == 0:
@@ -36,9 +37,6 @@ class FakeRater:
                 best = max(probs, key=probs.get)
                 out.append(Judgment(best, best, probs, 0.6))
         return out
-
-    def close(self):
-        pass
 
 
 def synth(n_users=16, n_items=24, per_user=8, seed=0) -> Interactions:
@@ -60,9 +58,9 @@ def synth(n_users=16, n_items=24, per_user=8, seed=0) -> Interactions:
 
 def build_run(folder: Path, *, rate: bool = True, k_neg: int = 3, k_pos: int = 3) -> Path:
     """Profiles and candidates of :func:`synth` (and the fake rater's judgments) in ``folder``."""
+    from llmhni_local.judgments.plan import RateSettings
+    from llmhni_local.judgments.run import rate_candidates
     from llmhni_local.llmhni.candidates import CANDIDATES_FILE, save_candidates, select_candidates
-    from llmhni_local.rating.plan import RateSettings
-    from llmhni_local.rating.run import rate_candidates
     from llmhni_local.text.profiles import make_profiles, save_profiles
 
     data = synth()

@@ -1,4 +1,4 @@
-"""The likelihood reader and labels scored as token sequences (``rating/likelihood.py``,
+"""The likelihood reader and labels scored as token sequences (``judgments/likelihood.py``,
 ``RaterCore.rate_sequences``, ``TransformersRater.loglikelihood_ids``), on the tiny random
 Llama."""
 
@@ -16,8 +16,8 @@ from llmhni_local.core.errors import UserError
 from llmhni_local.engine.api import LoglikelihoodRequest, Rater, unserved
 from llmhni_local.engine.prompts import load_template
 from llmhni_local.engine.settings import RaterSettings
-from llmhni_local.rating.likelihood import pmi_scores
-from llmhni_local.rating.plan import WorkItem
+from llmhni_local.judgments.likelihood import pmi_scores
+from llmhni_local.judgments.plan import WorkItem
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -219,9 +219,9 @@ def test_labels_that_tokenise_alike_are_refused(tiny_llama):
 def test_likelihood_mode_rates_resumes_and_feeds_the_threshold_rule(tiny_llama, tmp_path):
     import importlib.util
 
-    from llmhni_local.rating.plan import RateSettings, read_rating_manifest
-    from llmhni_local.rating.run import rate_candidates
-    from llmhni_local.rating.store import JudgmentStore
+    from llmhni_local.judgments.plan import RateSettings, read_rating_manifest
+    from llmhni_local.judgments.run import rate_candidates
+    from llmhni_local.judgments.store import JudgmentStore
     from llmhni_local.verdicts.decide import Audits, write_verdicts
     from llmhni_local.verdicts.rules import VerdictSettings
 
@@ -237,9 +237,9 @@ def test_likelihood_mode_rates_resumes_and_feeds_the_threshold_rule(tiny_llama, 
         starts.append(1)
         return make_rating_backend(settings)
 
-    from llmhni_local.rating.run import rater_model_id
+    from llmhni_local.judgments.run import checked_rater_id
 
-    mid, _ = rater_model_id(settings, mode="likelihood")
+    mid, _ = checked_rater_id(settings, mode="likelihood")
     rs = RateSettings(mode="likelihood", batch_size=10)
     rep = rate_candidates(run, make, model_id=mid, settings=rs, progress=False)
     assert rep.rated == 2 * 6 * 4 and rep.failures == 0
@@ -264,7 +264,7 @@ def test_likelihood_mode_rates_resumes_and_feeds_the_threshold_rule(tiny_llama, 
 
 def test_likelihood_mode_settings_are_checked_before_any_engine():
     from llmhni_local.core.config import ConfigError
-    from llmhni_local.rating.plan import RateSettings
+    from llmhni_local.judgments.plan import RateSettings
     from llmhni_local.stages.settings import load_run_config
 
     with pytest.raises(ConfigError, match="rate.mode"):
@@ -282,7 +282,7 @@ def test_a_model_without_a_chat_template_is_refused_as_a_judge_not_as_a_reader(t
                                                                              tmp_path):
     import json
 
-    from llmhni_local.rating.run import rater_model_id
+    from llmhni_local.judgments.run import checked_rater_id
 
     base = tmp_path / "base"
     shutil.copytree(tiny_llama, base)
@@ -291,6 +291,6 @@ def test_a_model_without_a_chat_template_is_refused_as_a_judge_not_as_a_reader(t
     (base / "tokenizer_config.json").write_text(json.dumps(cfg))
     (base / "chat_template.jinja").unlink(missing_ok=True)
     with pytest.raises(UserError, match="no chat template"):
-        rater_model_id(_settings(base), mode="judge")
-    mid, _ = rater_model_id(_settings(base), mode="likelihood")
+        checked_rater_id(_settings(base), mode="judge")
+    mid, _ = checked_rater_id(_settings(base), mode="likelihood")
     assert mid

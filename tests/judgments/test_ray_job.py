@@ -28,9 +28,9 @@ ray = pytest.importorskip("ray")
 from llmhni_local.core.errors import UserError  # noqa: E402
 from llmhni_local.engine.api import Rater, unserved  # noqa: E402
 from llmhni_local.engine.settings import RaterSettings  # noqa: E402
-from llmhni_local.rating.plan import RateSettings  # noqa: E402
-from llmhni_local.rating.run import rate_candidates, rater_model_id  # noqa: E402
-from llmhni_local.rating.shards import SHARDS_DIR, pending_shards  # noqa: E402
+from llmhni_local.judgments.plan import RateSettings  # noqa: E402
+from llmhni_local.judgments.run import checked_rater_id, rate_candidates  # noqa: E402
+from llmhni_local.judgments.shards import SHARDS_DIR, pending_shards  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 NETBLOCK = Path(__file__).resolve().parents[1] / "helpers" / "netblock"
@@ -96,7 +96,7 @@ def runs(tmp_path_factory, tiny_llama):
     ref = root / "reference"
     shutil.copytree(clean, ref)
     settings = rater(tiny_llama)
-    mid, _ = rater_model_id(settings)
+    mid, _ = checked_rater_id(settings)
     rep = rate_candidates(ref, functools.partial(_backend, settings), model_id=mid,
                           progress=False, settings=RateSettings(**SETTINGS))
     assert rep.rated == 2 * 5 * 3

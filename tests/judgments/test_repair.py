@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from llmhni_local.core.errors import UserError
-from llmhni_local.rating import store as store_mod
-from llmhni_local.rating.repair import repair_store
-from llmhni_local.rating.store import VIEWS, JudgmentStore, Key
+from llmhni_local.judgments import store as store_mod
+from llmhni_local.judgments.repair import repair_store
+from llmhni_local.judgments.store import VIEWS, JudgmentStore, Key
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("rating_fixture",

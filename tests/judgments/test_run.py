@@ -23,16 +23,16 @@ import pytest
 from llmhni_local.core.errors import UserError
 from llmhni_local.data.dataset import Interactions
 from llmhni_local.engine.api import Judgment, Rater, unserved
-from llmhni_local.llmhni.candidates import CANDIDATES_FILE, save_candidates, select_candidates
-from llmhni_local.rating.plan import (
+from llmhni_local.judgments.plan import (
     RateSettings,
     WorkItem,
     liked_text,
     plan,
     read_rating_manifest,
 )
-from llmhni_local.rating.run import rate_candidates
-from llmhni_local.rating.store import JudgmentStore
+from llmhni_local.judgments.run import rate_candidates
+from llmhni_local.judgments.store import JudgmentStore
+from llmhni_local.llmhni.candidates import CANDIDATES_FILE, save_candidates, select_candidates
 from llmhni_local.text.profiles import make_profiles, save_profiles
 from llmhni_local.verdicts.decide import compute_verdicts, load_verdicts, write_verdicts
 
@@ -85,7 +85,7 @@ class FakeRater(Rater):
 
 
 if __name__ == "__main__":
-    from llmhni_local.rating.run import RateSettings, rate_candidates
+    from llmhni_local.judgments.run import RateSettings, rate_candidates
 
     run, batch, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     rate_candidates(run, lambda: FakeRater(delay), model_id="fake@0",
@@ -476,14 +476,14 @@ import os, sys, time
 
 
 def main():
-    from llmhni_local.rating.run import rater_model_id
+    from llmhni_local.judgments.run import checked_rater_id
     from llmhni_local.backends import make_rating_backend
-    from llmhni_local.rating.run import RateSettings, rate_candidates
+    from llmhni_local.judgments.run import RateSettings, rate_candidates
     from llmhni_local.engine.settings import RaterSettings
 
     model, runs = sys.argv[1], sys.argv[2:]
     settings = RaterSettings(backend="vllm", model=model, dtype="float32", max_tokens=2)
-    mid, adapter = rater_model_id(settings)
+    mid, adapter = checked_rater_id(settings)
     backend = make_rating_backend(settings)
     close, backend.close = backend.close, lambda: None  # one engine for every run below
     pause = float(os.environ.get("BATCH_PAUSE", "0"))
@@ -617,10 +617,10 @@ def test_rate_settings_check_the_floor() -> None:
             RateSettings(min_label_mass=bad)
 
 
-def test_rater_model_id_checks_label_tokens_and_keeps_parse_rows_apart(tiny_llama) -> None:
+def test_checked_rater_id_checks_label_tokens_and_keeps_parse_rows_apart(tiny_llama) -> None:
     from llmhni_local.engine.settings import RaterSettings
-    from llmhni_local.rating.run import rater_model_id
+    from llmhni_local.judgments.run import checked_rater_id
 
-    like, _ = rater_model_id(RaterSettings(model=str(tiny_llama)))
-    parse, _ = rater_model_id(RaterSettings(model=str(tiny_llama), decide="parse"))
+    like, _ = checked_rater_id(RaterSettings(model=str(tiny_llama)))
+    parse, _ = checked_rater_id(RaterSettings(model=str(tiny_llama), decide="parse"))
     assert parse == like + "+parse"

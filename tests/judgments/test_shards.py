@@ -1,4 +1,4 @@
-"""Parquet shards and their exactly-once merge (rating/shards.py); no Ray needed."""
+"""Parquet shards and their exactly-once merge (judgments/shards.py); no Ray needed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from llmhni_local.core.errors import DataError, UserError
 from llmhni_local.engine.api import Judgment
-from llmhni_local.rating.shards import (
+from llmhni_local.judgments.shards import (
     SHARDS_DIR,
     job_lock,
     merge_pending,
@@ -17,7 +17,7 @@ from llmhni_local.rating.shards import (
     read_shard,
     write_shard,
 )
-from llmhni_local.rating.store import JudgmentStore, Key, make_rows
+from llmhni_local.judgments.store import JudgmentStore, Key, make_rows
 
 KEY = Key("m@1", "", "h")
 

@@ -9,7 +9,7 @@ import pytest
 
 from llmhni_local.core.errors import UserError
 from llmhni_local.engine.api import Judgment
-from llmhni_local.rating.store import JudgmentStore, Key
+from llmhni_local.judgments.store import JudgmentStore, Key
 
 K = Key("model@abc", "", "p1")
 P = {"High": 0.7, "Medium": 0.2, "Low": 0.1}
@@ -72,7 +72,7 @@ def test_likelihood_scores_are_stored_and_a_missing_score_is_a_failure(tmp_path)
 def test_a_store_from_before_the_score_column_gains_it(tmp_path):
     import sqlite3 as sq
 
-    from llmhni_local.rating.store import _SCHEMA
+    from llmhni_local.judgments.store import _SCHEMA
 
     old = _SCHEMA.replace("    score       REAL,\n", "")
     conn = sq.connect(tmp_path / "judgments.sqlite")

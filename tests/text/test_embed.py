@@ -9,12 +9,13 @@ import pytest
 
 from llmhni_local.core.errors import DataError, UserError
 from llmhni_local.data.dataset import Interactions
+from llmhni_local.engine.api import Embedder
 from llmhni_local.engine.settings import EmbedderSettings
 from llmhni_local.text.embed import embed_profiles, load_embeddings
 from llmhni_local.text.profiles import make_profiles, save_profiles
 
 
-class FakeEmbedder:
+class FakeEmbedder(Embedder):
     model_id = "fake-embed@0"
 
     def __init__(self, dim=8):

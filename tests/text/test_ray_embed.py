@@ -24,6 +24,7 @@ pytest.importorskip("sentence_transformers")
 
 from llmhni_local.core.errors import UserError  # noqa: E402
 from llmhni_local.data.dataset import Interactions  # noqa: E402
+from llmhni_local.engine.api import Embedder  # noqa: E402
 from llmhni_local.engine.settings import EmbedderSettings, EmbedSettings  # noqa: E402
 from llmhni_local.text.embed import embed_profiles, embedder_model_id, load_embeddings  # noqa: E402
 from llmhni_local.text.profiles import make_profiles, save_profiles  # noqa: E402
@@ -43,13 +44,17 @@ def _backend(settings):
     return make_embedding_backend(settings)
 
 
-class _Failing:
+class _Failing(Embedder):
     """The toolkit's backend, raising on its n-th call (call 1 is the warm-up)."""
 
     def __init__(self, settings, fail_on: int) -> None:
         self.inner = _backend(settings)
         self.model_id, self.settings, self.calls, self.fail_on = (self.inner.model_id,
                                                                   settings, 0, fail_on)
+
+    @property
+    def dtype_choice(self):
+        return self.inner.dtype_choice
 
     def embed(self, texts):
         self.calls += 1

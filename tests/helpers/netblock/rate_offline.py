@@ -1,7 +1,7 @@
 """Run the whole rate stage (prompts -> backend -> store) with the network blocked, then
 prove the block was active in this process and in a spawned child.
 
-Run by ``tests/rating/test_run.py`` as
+Run by ``tests/judgments/test_run.py`` as
 ``PYTHONPATH=tests/helpers/netblock:REPO python rate_offline.py RUN MODEL BACKEND PROBE_LOG``.
 Prints one line ``RESULT {json}``.
 """
@@ -34,12 +34,12 @@ def main() -> None:
 
     from llmhni_local.backends import make_rating_backend
     from llmhni_local.engine.settings import RaterSettings
-    from llmhni_local.rating.plan import RateSettings
-    from llmhni_local.rating.run import rate_candidates, rater_model_id
+    from llmhni_local.judgments.plan import RateSettings
+    from llmhni_local.judgments.run import checked_rater_id, rate_candidates
 
     settings = RaterSettings(backend=backend, model=model, dtype="float32", max_tokens=2,
                              batch_size=8)
-    mid, adapter = rater_model_id(settings)
+    mid, adapter = checked_rater_id(settings)
     # A random-weight model answers nonsense: failures are expected and must not stop the run.
     report = rate_candidates(run, lambda: make_rating_backend(settings), model_id=mid,
                              adapter=adapter, progress=False,
