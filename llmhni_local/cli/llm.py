@@ -36,7 +36,7 @@ def profiles(
 ) -> None:
     """Build user and item text profiles from TRAINING data (and demographics) into RUN/profiles/."""
     from llmhni_local.data import load_data
-    from llmhni_local.stages import build_profiles, check_can_summarize
+    from llmhni_local.stages.profiles import build_profiles, check_can_summarize
 
     cfg = run_config(config, set_, {"data.source": data, "data.max_users": max_users,
                                    "profiles.summarize": True if summarize else None})
@@ -60,7 +60,7 @@ def embed(
     ray: bool = typer.Option(False, "--ray", help="Embed as a Ray Data job (embed.engine = ray) on the cluster at embed.ray_address or RAY_ADDRESS, else on a local one."),
 ) -> None:
     """Embed every user and item profile into RUN/embeddings/ (reused when nothing changed)."""
-    from llmhni_local.stages import embed_run
+    from llmhni_local.stages.embed import embed_run
 
     cfg = run_config(config, set_, {"embedder.backend": backend, "embedder.model": model,
                                    "embed.engine": "ray" if ray else None})
@@ -84,12 +84,9 @@ def candidates(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the user order under the budget."),
 ) -> None:
     """Choose candidate pairs from a pretrained recommender into RUN/candidates.parquet."""
-    from llmhni_local.stages import (
-        choose_candidates,
-        profiles_data,
-        score_fn_from_matrix,
-        score_fn_from_run,
-    )
+    from llmhni_local.stages.candidates import choose_candidates
+    from llmhni_local.stages.profiles import profiles_data
+    from llmhni_local.stages.rec_pre import score_fn_from_matrix, score_fn_from_run
 
     if (from_run is None) == (scores is None):
         raise UserError("candidates: give exactly one of --from-run RUN or --scores FILE.npy")
@@ -123,7 +120,7 @@ def rate(
 ) -> None:
     """Rate every candidate pair in both views (user- and item-centric): judge answers, or
     likelihood scores with --set rate.mode=likelihood; resumable."""
-    from llmhni_local.stages import rate_run
+    from llmhni_local.stages.rate import rate_run
 
     cfg = run_config(config, set_, {"rater.backend": backend, "rater.model": model,
                                    "rater.adapter": adapter, "rater.lora_mode": lora_mode,
@@ -152,7 +149,7 @@ def verdicts(
     with run_lock(run, "verdicts"):
         train = None
         if cfg.verdicts.rule == "stacked":  # item popularity and user activity of the run's data
-            from llmhni_local.stages import profiles_data
+            from llmhni_local.stages.profiles import profiles_data
 
             train = profiles_data(run, cfg.data).train
         counts = write_verdicts(run, cfg.verdicts, audits=load_audits(run), train=train)
@@ -181,7 +178,7 @@ def judgments_stats(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Counts per model, view, candidate kind and label; failure shares."""
-    from llmhni_local.rating.store import JudgmentStore
+    from llmhni_local.judgments.store import JudgmentStore
 
     with JudgmentStore(run, create=False) as store:
         st = store.stats()
@@ -212,7 +209,7 @@ def judgments_export(
     """Write every stored judgment (raw answers included) as csv or parquet."""
     # No run lock: it only reads the store (SQLite lets it read while `rate` writes) and
     # writes one file of its own, atomically.
-    from llmhni_local.rating.store import JudgmentStore
+    from llmhni_local.judgments.store import JudgmentStore
 
     if fmt not in ("csv", "parquet"):
         raise UserError(f"judgments export: --format must be csv or parquet, got {fmt!r}")
@@ -226,7 +223,7 @@ def judgments_export(
 def judgments_repair(run: Path = typer.Argument(..., help=RUN_HELP)) -> None:
     """Copy every readable row of a damaged store into a fresh one (the damaged file is kept
     beside it as judgments.sqlite.damaged-TIME); rating again then rates only the rows lost."""
-    from llmhni_local.rating.repair import repair_store
+    from llmhni_local.judgments.repair import repair_store
 
     with run_lock(run, "judgments repair"):
         r = repair_store(run)

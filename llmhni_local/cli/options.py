@@ -33,7 +33,7 @@ def known_tables() -> frozenset[str]:
     """Every table a settings file of this toolkit may hold."""
     import dataclasses
 
-    from llmhni_local.pipeline import OTHER_TABLES, RunConfig
+    from llmhni_local.stages.settings import OTHER_TABLES, RunConfig
 
     return frozenset(f.name for f in dataclasses.fields(RunConfig)) | frozenset(OTHER_TABLES)
 
@@ -53,8 +53,8 @@ def load(cls: type, config: Optional[Path], sets: Optional[list[str]],
 
 def run_config(config: Optional[Path], sets: Optional[list[str]],
                flags: dict[str, Any] | None = None):
-    """The pipeline's settings (:class:`llmhni_local.pipeline.RunConfig`); the LLM stage
+    """The pipeline's settings (:class:`llmhni_local.stages.settings.RunConfig`); the LLM stage
     commands read their tables from it."""
-    from llmhni_local.pipeline import RunConfig
+    from llmhni_local.stages.settings import RunConfig
 
     return load(RunConfig, config, sets, flags)

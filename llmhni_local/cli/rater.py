@@ -47,7 +47,7 @@ def assess(
         default_rate,
         run_overrides,
     )
-    from llmhni_local.stages import profiles_data
+    from llmhni_local.stages.profiles import profiles_data
 
     check_run(run)  # before settings that may name a missing model
     flags: dict[str, Any] = {"rater.model": rater_model, "rater.adapter": adapter}

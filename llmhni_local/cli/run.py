@@ -21,7 +21,7 @@ def run(
     rater (only with tune.kind), rating, verdicts, training, evaluation, report. Unchanged
     stages are reused."""
     from llmhni_local.core.runlock import run_lock
-    from llmhni_local.pipeline import run_pipeline
+    from llmhni_local.pipeline.runner import run_pipeline
     from llmhni_local.report import print_run_summary
 
     cfg = run_config(config, set_, {"pipeline.out": out})
@@ -40,8 +40,8 @@ def report(run_dir: Path = typer.Argument(..., help="A pipeline run folder.")) -
     from llmhni_local.core.config import build
     from llmhni_local.core.errors import UserError
     from llmhni_local.data import load_data
-    from llmhni_local.pipeline import RunConfig
     from llmhni_local.report import print_run_summary, write_report
+    from llmhni_local.stages.settings import RunConfig
 
     manifest = run_dir / "manifest.json"
     if not (run_dir / "results.json").is_file() or not manifest.is_file():

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from llmhni_local.core.config import to_dict
-from llmhni_local.pipeline.plan import STAGES
-from llmhni_local.stages import TUNE_PROBE_DIR, TUNE_SUMMARY
+from llmhni_local.core.device import device_record, resolve_device
+from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+from llmhni_local.stages.context import Run
+from llmhni_local.stages.plan import STAGES, TUNE_PROBE_DIR, TUNE_SUMMARY
+from llmhni_local.weights.registry import model_hash
 
-if TYPE_CHECKING:
-    from llmhni_local.pipeline.context import Run
 
-
-def run_manifest(run: Run, build_manifest) -> dict:
-    from llmhni_local.core.device import device_record, resolve_device
-    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+def run_manifest(run: Run, build_manifest: Callable[..., dict]) -> dict:
+    """The manifest of a finished run (``build_manifest`` adds versions, commit, machine)."""
 
     reader = ("likelihood",) if run.cfg.rate.mode == "likelihood" else ()
     templates = load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values(),
                                 *reader))
-    models = {"embedder": {"name": run.cfg.embedder.model, "id": run.extra_keys.get("embed")}}
+    models = {"embedder": {"name": run.cfg.embedder.model, "id": run.content.get("embed")}}
     if run.cfg.pipeline.rater == "llm":
         models["rater"] = {"name": run.cfg.rater.model, "adapter": run.rater.adapter,
-                           "id": run.extra_keys.get("rate")}
+                           "id": run.content.get("rate")}
         if run.cfg.tune.kind == "probe":
-            from llmhni_local.weights.registry import model_hash
-
             folder = run.dir / TUNE_PROBE_DIR
             models["rater"]["tuned"] = {"kind": "probe", "folder": str(folder),
                                         "sha256": model_hash(folder), "simulated_labels": True,

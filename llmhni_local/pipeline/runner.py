@@ -1,4 +1,9 @@
-"""Running the stages in order, each reused when its key and outputs are unchanged."""
+"""Running the stages in order, each reused when its key and outputs are unchanged.
+
+The plan (:mod:`llmhni_local.stages.plan`) says what each stage reads and writes; its body is
+the module of its name in :mod:`llmhni_local.stages`, the same function the single-stage
+commands call.
+"""
 
 from __future__ import annotations
 
@@ -6,50 +11,37 @@ import time
 from typing import Callable
 
 from llmhni_local.core.config import ConfigError
+from llmhni_local.core.device import resolve_device
 from llmhni_local.core.io import write_json
-from llmhni_local.pipeline.context import Run
+from llmhni_local.core.manifest import build_manifest
+from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+from llmhni_local.judgments.run import check_judge
 from llmhni_local.pipeline.manifest import run_manifest
-from llmhni_local.pipeline.plan import STAGES
-from llmhni_local.pipeline.settings import RunConfig
-from llmhni_local.pipeline.steps import (
-    embedder_id,
-    rater_id_of,
-    stage_align,
-    stage_candidates,
-    stage_data,
-    stage_embed,
-    stage_profiles,
-    stage_rate,
-    stage_rec_pre,
-    stage_report,
-    stage_tune,
-    stage_verdicts,
+from llmhni_local.stages import (
+    align,
+    candidates,
+    data,
+    embed,
+    profiles,
+    rate,
+    rec_pre,
+    report,
+    train,
+    tune,
+    verdicts,
 )
-from llmhni_local.pipeline.train_stage import stage_train
-from llmhni_local.stages import missing_outputs
+from llmhni_local.stages.context import Run
+from llmhni_local.stages.plan import STAGES, missing_outputs
+from llmhni_local.stages.settings import RunConfig
+from llmhni_local.weights.registry import resolve_checked
 
-RUNNERS: dict[str, Callable[[Run], dict]] = {
-    "data": stage_data, "profiles": stage_profiles, "embed": stage_embed,
-    "align": stage_align, "rec_pre": stage_rec_pre, "candidates": stage_candidates,
-    "tune": stage_tune, "rate": stage_rate, "verdicts": stage_verdicts, "train": stage_train,
-    "report": stage_report,
+#: The body of each stage of the plan.
+BODIES: dict[str, Callable[[Run], dict]] = {
+    "data": data.run_stage, "profiles": profiles.run_stage, "embed": embed.run_stage,
+    "align": align.run_stage, "rec_pre": rec_pre.run_stage, "candidates": candidates.run_stage,
+    "tune": tune.run_stage, "rate": rate.run_stage, "verdicts": verdicts.run_stage,
+    "train": train.run_stage, "report": report.run_stage,
 }
-
-
-def model_keys(run: Run) -> None:
-    """Model content hashes enter the keys of the stages that use the models."""
-    needs_llm = run.cfg.pipeline.rater == "llm"
-    run.extra_keys["embed"] = embedder_id(run)
-    if needs_llm and run.cfg.tune.kind == "none":  # a tuned rater's id: _tuned_rater_key
-        run.extra_keys["rate"] = ":".join(rater_id_of(run))
-    if run.cfg.tune.kind != "none":
-        from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
-
-        # the probe reads the base model's states on the rating prompts
-        hashes = [t.hash for t in load_templates(tuple(VIEW_TEMPLATES.values())).values()]
-        run.extra_keys["tune"] = ":".join([rater_id_of(run)[0], *hashes])
-    if run.cfg.profiles.summarize:
-        run.extra_keys["summarizer"] = ":summarized-by:" + ":".join(rater_id_of(run))
 
 
 def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = True,
@@ -62,23 +54,15 @@ def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = T
         progress: progress bars.
         log: where one-line stage messages go.
     """
-    from llmhni_local.core.manifest import build_manifest
-
     if start is not None and start not in STAGES:
         raise ConfigError(f"--from: unknown stage {start!r} (stages: {', '.join(STAGES)})")
     run = Run(cfg, progress=progress, log=log)
     run.dir.mkdir(parents=True, exist_ok=True)
     check_inputs_early(run)
-    model_keys(run)
     forced = False
     for stage in STAGES:
         forced = forced or stage == start
-        if stage == "data":
-            stage_data(run)  # cheap, and sets the data hash the later keys read
-        if stage == "rate" and run.cfg.tune.kind != "none":
-            # the tuned rater's id holds the probe folder's hash, known once tune is done
-            run.extra_keys["rate"] = ":".join(rater_id_of(run, run.rater))
-        key = run.key(stage)
+        key = run.key(stage)  # keyed only now: a tuned rater's id holds the tune stage's probe
         run.keys[stage] = key
         rec = run.record(stage)
         missing = missing_outputs(run.dir, stage, simulated=run.cfg.pipeline.rater == "simulated",
@@ -92,7 +76,7 @@ def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = T
         t0 = time.perf_counter()
         log(f"[{stage}] running" + (f" ({', '.join(missing)} missing)"
                                      if rec is not None and missing else ""))
-        summary = RUNNERS[stage](run)
+        summary = BODIES[stage](run)
         seconds = time.perf_counter() - t0
         run.ran[stage] = True
         write_json(run.record_path(stage), {"stage": stage, "key": key, "seconds": seconds,
@@ -104,15 +88,10 @@ def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = T
 
 def check_inputs_early(run: Run) -> None:
     """Everything that can be checked before an engine starts or a model trains."""
-    from llmhni_local.core.device import resolve_device
-    from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.stages import check_can_summarize
-    from llmhni_local.weights.registry import resolve_checked
-
     resolve_device(run.cfg.train.device)  # a GPU this machine lacks: before any stage runs
     reader = ("likelihood",) if run.cfg.rate.mode == "likelihood" else ()
     load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values(), *reader))
-    check_can_summarize(run.cfg.profiles, run.cfg.rater)
+    profiles.check_can_summarize(run.cfg.profiles, run.cfg.rater)
     needs_flags = [why for why, on in (
         ("pipeline.methods has 'oracle'", "oracle" in run.cfg.pipeline.methods),
         ("pipeline.rater = 'simulated'", run.cfg.pipeline.rater == "simulated")) if on]
@@ -127,6 +106,4 @@ def check_inputs_early(run: Run) -> None:
     if run.cfg.pipeline.rater == "llm" or run.cfg.profiles.summarize:
         spec = resolve_checked(run.cfg.rater.model, ("weights", "config", "tokenizer"))
         if run.cfg.pipeline.rater == "llm" and run.cfg.rate.mode == "judge":
-            from llmhni_local.rating.run import check_judge
-
             check_judge(spec.path, run.cfg.rater.model)  # before Rec_pre trains, not after

@@ -1,4 +1,4 @@
-"""One pipeline run as the stages see it: settings, folder, stage keys and records."""
+"""One pipeline run as the stages see it: settings, folder, data, stage keys and records."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from llmhni_local.core.config import to_dict
-from llmhni_local.core.io import sha256_text
+from llmhni_local.data import load_data
+from llmhni_local.data.dataset import Interactions
 from llmhni_local.engine.settings import RaterSettings
-from llmhni_local.pipeline.plan import reads
-from llmhni_local.pipeline.settings import RunConfig
-from llmhni_local.stages import TUNE_PROBE_DIR
+from llmhni_local.stages.key import content_hash, stage_key
+from llmhni_local.stages.plan import TUNE_PROBE_DIR, reads
+from llmhni_local.stages.settings import RunConfig
 
 
 def setting(cfg: RunConfig, dotted: str) -> Any:
@@ -33,24 +34,27 @@ class Run:
         self.log = log
         self.keys: dict[str, str] = {}
         self.ran: dict[str, bool] = {}
-        self._data = None
-        self.extra_keys: dict[str, str] = {}  # content that keys depend on (data, models)
+        self._data: Interactions | None = None
+        self.content: dict[str, str] = {}  # per stage, what its key read beyond settings
 
-    # -------------------------------------------------------------- helpers
     @property
-    def data(self):
+    def data(self) -> Interactions:
         if self._data is None:
-            from llmhni_local.data import load_data
-
             self._data = load_data(self.cfg.data)
         return self._data
 
-    def key(self, stage: str) -> str:
+    def key(self, stage: str, content: str | None = None) -> str:
+        """The key of ``stage`` now (:func:`llmhni_local.stages.key.stage_key`); the stages it
+        reads from must have been keyed first. ``content`` is what it reads beyond settings
+        (default: :func:`~llmhni_local.stages.key.content_hash`), kept in :attr:`content`
+        (the manifest names the models by it)."""
         settings, upstream = reads(self.cfg, stage)
-        payload = {"stage": stage, "settings": {s: setting(self.cfg, s) for s in settings},
-                   "upstream": {u: self.keys[u] for u in upstream},
-                   "extra": self.extra_keys.get(stage, "")}
-        return sha256_text(json.dumps(payload, sort_keys=True, default=str))
+        if content is None:
+            content = content_hash(self.cfg, stage, data_sources=self.data.sources,
+                                   rater=self.rater)
+        self.content[stage] = content
+        return stage_key(stage, {s: setting(self.cfg, s) for s in settings},
+                         {u: self.keys[u] for u in upstream}, content)
 
     @property
     def rater(self) -> RaterSettings:

@@ -15,8 +15,13 @@ from typing import Any, Callable
 import numpy as np
 
 from llmhni_local.core.config import TrainConfig, TrainSettings, to_dict
+from llmhni_local.llmhni.denoise import denoised_edges, oracle_edges
+from llmhni_local.llmhni.objective import LLMHNIObjective
+from llmhni_local.train.objectives import RecObjective
+from llmhni_local.train.run import train_run
+from llmhni_local.verdicts.decide import load_verdicts
 
-# ``run`` below is a :class:`llmhni_local.pipeline.context.Run`; it is not imported, since
+# ``run`` below is a :class:`llmhni_local.stages.context.Run`; it is not imported, since
 # the run's settings check method names against this table.
 Run = Any
 
@@ -33,8 +38,6 @@ def load_z(run: Run, aligned: bool) -> tuple[np.ndarray, np.ndarray]:
 
 def verdict_table(run: Run):
     """Pairs with a verdict; those with a failed or unrated view change nothing in G'."""
-    from llmhni_local.verdicts.decide import load_verdicts
-
     v = load_verdicts(run.dir)
     return v[v["verdict"].isin(["hard", "noisy"])]
 
@@ -59,9 +62,6 @@ class Method:
 
 
 def _oracle_run(run: "Run", name: str, cfg: TrainConfig) -> dict:
-    from llmhni_local.llmhni.denoise import oracle_edges
-    from llmhni_local.train.objectives import RecObjective
-
     data = run.data
     clean = oracle_edges(data.train, data.train_noise)
     return {"objective": RecObjective(clean, data.n_users, data.n_items, cfg.train),
@@ -70,9 +70,6 @@ def _oracle_run(run: "Run", name: str, cfg: TrainConfig) -> dict:
 
 
 def _llmhni_run(run: "Run", name: str, cfg: TrainConfig) -> dict:
-    from llmhni_local.llmhni.denoise import denoised_edges
-    from llmhni_local.llmhni.objective import LLMHNIObjective
-
     data, s = run.data, run.cfg.llmhni
     if name in ABLATIONS:
         s = dataclasses.replace(s, **{ABLATIONS[name]: False})
@@ -111,8 +108,6 @@ def method_train_settings(run: Run, method: str, seed: int) -> TrainSettings:
 
 def train_method(run: Run, method: str, seed: int, out: Path):
     """Train one method with one seed into ``out``; returns the FitResult."""
-    from llmhni_local.train.run import train_run
-
     cfg = run.cfg.train_config()
     cfg = dataclasses.replace(cfg, train=method_train_settings(run, method, seed))
     spec = METHOD_TABLE[method]

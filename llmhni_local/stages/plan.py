@@ -1,21 +1,48 @@
-"""The stages of a run, in order, with the settings each reads, the stages it reads from and
-the files it writes (relative to the run folder).
+"""The stages of a run, in order: the settings each reads, the stages it reads from and the
+files it writes (relative to the run folder).
 
-A stage's key is the hash of the settings it reads and of the keys of the stages it reads
-from; a stage whose key is unchanged and whose outputs exist is reused without work. The
-runner (:mod:`llmhni_local.pipeline.runner`) walks this list; each stage's body is in
-:mod:`llmhni_local.pipeline.steps` (``train``: :mod:`llmhni_local.pipeline.train_stage`).
+A stage's key (:func:`llmhni_local.stages.key.stage_key`) is made from what this plan says it
+reads; a stage whose key is unchanged and whose outputs exist is reused without work. Each
+stage's body is the module of its name in this room (``stages/rate.py`` for ``rate``); the
+runner (:mod:`llmhni_local.pipeline.runner`) walks the plan.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmhni_local.stages import OUTPUTS, TUNE_OUTPUTS
-
 if TYPE_CHECKING:
-    from llmhni_local.pipeline.settings import RunConfig
+    from llmhni_local.stages.settings import RunConfig
+
+
+#: Files (or folders) each stage writes, relative to the run folder; a missing one re-runs it.
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "data": (),
+    "profiles": ("profiles/manifest.json", "profiles/users.jsonl", "profiles/items.jsonl"),
+    "embed": ("embeddings/meta.json", "embeddings/users.npy", "embeddings/items.npy"),
+    "align": ("align/aligned.npz", "align/raw.npz"),
+    "rec_pre": ("rec_pre/model.pt", "rec_pre/metrics.json"),
+    "candidates": ("candidates.parquet", "candidates.json"),
+    "tune": (),  # tune.kind = "none" writes nothing; see TUNE_OUTPUTS
+    "rate": ("judgments.sqlite", "rating.json"),
+    "verdicts": ("verdicts.parquet",),
+    "train": ("results.json",),
+    "report": ("report.md",),
+}
+
+#: With the simulated rater (``pipeline.rater = "simulated"``) the rate stage stores nothing.
+SIMULATED_OUTPUTS: dict[str, tuple[str, ...]] = {"rate": ()}
+
+#: Where ``tune.kind = "probe"`` puts the probe folder and its summary, relative to the run.
+TUNE_PROBE_DIR = "tune/probe"
+TUNE_SUMMARY = "tune/tune.json"
+
+#: What the ``tune`` stage writes per ``tune.kind``.
+TUNE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "none": (), "probe": (TUNE_SUMMARY, f"{TUNE_PROBE_DIR}/card.json",
+                          f"{TUNE_PROBE_DIR}/probe.safetensors")}
 
 
 @dataclass(frozen=True)
@@ -54,16 +81,21 @@ _BY_NAME = {s.name: s for s in PLAN}
 
 def reads(cfg: "RunConfig", stage: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(settings, upstream)`` of ``stage`` under ``cfg``: an untuned run's keys are those of
-    a run without a tune stage, a tuned run's rate key holds the tune key (a new probe
-    re-rates), and ``pipeline.simulated_auc`` enters the rate key only when it is set."""
+    a run without a tune stage, and a tuned run's rate key holds the tune key (a new probe
+    re-rates)."""
     s = _BY_NAME[stage]
     if stage == "tune" and cfg.tune.kind == "none":
         return ("tune",), ()
-    settings = s.settings
-    if stage == "rate" and cfg.pipeline.simulated_auc is None:
-        # the error-rate form keeps the rate key it had before the AUC form existed, so
-        # finished run folders are not re-rated and their LLMHNI runs not retrained
-        settings = tuple(x for x in settings if x != "pipeline.simulated_auc")
     if stage == "rate" and cfg.tune.kind != "none":
-        return settings, (*s.upstream, "tune")
-    return settings, s.upstream
+        return s.settings, (*s.upstream, "tune")
+    return s.settings, s.upstream
+
+
+def missing_outputs(run_dir: str | Path, stage: str, *, simulated: bool = False,
+                    tune: str = "none") -> list[str]:
+    """The declared outputs of ``stage`` that ``run_dir`` lacks (empty: all there); ``tune``
+    is ``tune.kind``."""
+    declared = SIMULATED_OUTPUTS.get(stage, OUTPUTS[stage]) if simulated else OUTPUTS[stage]
+    if stage == "tune":
+        declared = TUNE_OUTPUTS[tune]
+    return [o for o in declared if not (Path(run_dir) / o).exists()]

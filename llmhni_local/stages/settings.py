@@ -24,13 +24,14 @@ from llmhni_local.engine.settings import (
     EmbedderSettings,
     EmbedSettings,
     RaterSettings,
-    TuneSettings,
 )
+from llmhni_local.judgments.plan import RateSettings
 from llmhni_local.llmhni.candidates import CandidateSettings
 from llmhni_local.llmhni.settings import LLMHNISettings
-from llmhni_local.pipeline.methods import METHODS
-from llmhni_local.rating.plan import RateSettings
+from llmhni_local.stages.methods import METHODS
 from llmhni_local.text.profiles import ProfileSettings
+from llmhni_local.tune.settings import TuneSettings
+from llmhni_local.verdicts.decide import check_reader
 from llmhni_local.verdicts.rules import VerdictSettings
 
 
@@ -106,8 +107,6 @@ class RunConfig:
     verdicts: VerdictSettings = field(default_factory=VerdictSettings)
 
     def __post_init__(self) -> None:
-        from llmhni_local.verdicts.decide import check_reader
-
         if self.pipeline.rater == "llm":
             check_reader(self.verdicts, self.rate.mode)
         if self.tune.kind != "none" and self.rate.mode == "likelihood":

@@ -1,31 +1,32 @@
-"""The ``train`` stage: every method and seed, reused by key, and the results table."""
+"""Stage ``train`` (method stage 7): every method of ``pipeline.methods`` and every seed, each
+run reused by its key, and the results table ``results.json``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from llmhni_local.core.io import write_json
-from llmhni_local.pipeline.methods import METHOD_TABLE, train_method
-from llmhni_local.pipeline.train_store import (
+from llmhni_local.graph.adjacency import bipartite_adjacency
+from llmhni_local.stages.context import Run
+from llmhni_local.stages.methods import METHOD_TABLE, train_method
+from llmhni_local.stages.plan import TUNE_SUMMARY
+from llmhni_local.stages.train_store import (
     METHOD_KEY_FILE,
     TRAIN_STORE,
     finished,
     method_key,
     replace_tree,
 )
-from llmhni_local.stages import TUNE_SUMMARY
+from llmhni_local.train.run import PER_USER_FILE, load_trained, save_per_user_test
+from llmhni_local.verdicts.decide import COUNTS_FILE
+from llmhni_local.weights.registry import KNOWN, is_probe_folder
 
-if TYPE_CHECKING:
-    from llmhni_local.pipeline.context import Run
 
-
-def stage_train(run: Run) -> dict:
-    from llmhni_local.train.run import PER_USER_FILE
-
+def run_stage(run: Run) -> dict:
     results: dict[str, Any] = {}
     for method in run.cfg.pipeline.methods:
         per_seed = []
@@ -65,8 +66,6 @@ def stage_train(run: Run) -> dict:
 
 def _model_name(model: str) -> str:
     """A rater model as a reader knows it: the registry's model name, else the folder's."""
-    from llmhni_local.weights.registry import KNOWN
-
     if model in KNOWN:
         return KNOWN[model].description.split(" (")[0]
     return Path(model).name or model
@@ -80,8 +79,6 @@ def rater_info(run: Run) -> dict[str, Any]:
     methods = [m for m in run.cfg.pipeline.methods if METHOD_TABLE[m].reads_verdicts]
     pipe = run.cfg.pipeline
     if pipe.rater == "simulated" and pipe.simulated_auc is not None:
-        from llmhni_local.verdicts.decide import COUNTS_FILE
-
         v, summary = run.cfg.verdicts, _read_json(run.dir / COUNTS_FILE)
         rule = (f"threshold at share {v.target_share:g} kept" if v.tau_source == "share"
                 else "taus from audits")
@@ -107,14 +104,10 @@ def rater_info(run: Run) -> dict[str, Any]:
                                 f"labels ({tune['pool']}; read off ratings {tune['rule']}, not "
                                 "given by a person)")
     elif adapter:
-        from llmhni_local.weights.registry import is_probe_folder
-
         kind = "probe" if is_probe_folder(adapter) else "LoRA adapter"
         info["description"] = f"{name} + {kind} {Path(adapter).name} (see its card for its labels)"
     else:
         info["description"] = f"{name} (zero-shot)"
-    from llmhni_local.verdicts.decide import COUNTS_FILE
-
     counts = _read_json(run.dir / COUNTS_FILE)
     if counts.get("rater_constant"):
         # a rater that says one thing is named wherever its rows are, not only in the log
@@ -132,9 +125,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _per_user_from_model(run: Run, out: Path) -> None:
-    from llmhni_local.graph.adjacency import bipartite_adjacency
-    from llmhni_local.train.run import PER_USER_FILE, load_trained, save_per_user_test
-
     data = run.data
     save_per_user_test(out / PER_USER_FILE, load_trained(out, data),
                        bipartite_adjacency(data.train, data.n_users, data.n_items), data,

@@ -8,15 +8,17 @@ sibling and the key file is written last, so an interrupted copy never looks fin
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmhni_local.core.io import sha256_text
-from llmhni_local.pipeline.context import setting
-from llmhni_local.pipeline.methods import METHOD_TABLE
+from llmhni_local.stages.context import setting
+from llmhni_local.stages.methods import METHOD_TABLE
+from llmhni_local.train.run import PER_USER_FILE
 
 if TYPE_CHECKING:
-    from llmhni_local.pipeline.context import Run
+    from llmhni_local.stages.context import Run
 
 
 def method_key(run: Run, method: str, seed: int) -> str:
@@ -40,8 +42,6 @@ TRAIN_STORE = "train_store"
 
 def finished(folder: Path, mkey: str) -> bool:
     """``folder`` holds a finished train run whose key is ``mkey``."""
-    from llmhni_local.train.run import PER_USER_FILE
-
     done = [folder / f for f in (METHOD_KEY_FILE, "metrics.json", PER_USER_FILE)]
     return all(p.is_file() for p in done) and done[0].read_text() == mkey
 
@@ -49,8 +49,6 @@ def finished(folder: Path, mkey: str) -> bool:
 def replace_tree(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` through a temporary sibling, so an interrupted copy never
     leaves a ``dst`` that looks finished."""
-    import shutil
-
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)

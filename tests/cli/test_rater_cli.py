@@ -86,7 +86,7 @@ def test_assess_a_run_then_again_rates_nothing(tmp_path, tiny_llama, monkeypatch
 def f_pairs(run: Path) -> list[tuple[int, int]]:
     """One training pair of each user of the run's data."""
     from llmhni_local.core.config import DataSettings
-    from llmhni_local.stages import profiles_data
+    from llmhni_local.stages.profiles import profiles_data
 
     lists = profiles_data(run, DataSettings()).user_item_lists("train")
     return [(u, int(items[0])) for u, items in enumerate(lists) if len(items)]

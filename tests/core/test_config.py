@@ -75,7 +75,7 @@ def test_one_file_serves_every_command(tmp_path):
 
 
 def test_run_config_and_train_config_share_the_loader(tmp_path):
-    from llmhni_local.pipeline import load_run_config
+    from llmhni_local.stages.settings import load_run_config
 
     f = tmp_path / "c.toml"
     f.write_text('[train]\nepochs = 7\n[finetune]\nr = 4\n[profiles]\nsummarize = true\n')

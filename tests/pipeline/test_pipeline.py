@@ -7,7 +7,9 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 
-from llmhni_local.pipeline import STAGES, load_run_config, run_pipeline  # noqa: E402
+from llmhni_local.pipeline.runner import run_pipeline  # noqa: E402
+from llmhni_local.stages.plan import STAGES  # noqa: E402
+from llmhni_local.stages.settings import load_run_config  # noqa: E402
 
 SMALL = {
     "data.max_users": 60,
@@ -120,7 +122,7 @@ def test_bad_input_is_one_line_naming_the_setting(tmp_path, extra, setting):
 
 def test_oracle_needs_flags_and_fails_before_any_stage(tmp_path, monkeypatch):
     from llmhni_local.core.errors import ConfigError
-    from llmhni_local.pipeline import Run
+    from llmhni_local.stages.context import Run
 
     cfg = _cfg(tmp_path, **{"pipeline.methods": ["bpr", "oracle"], "pipeline.rater": "simulated"})
     real = Run.data.fget

@@ -13,8 +13,8 @@ import sqlite3
 import pytest
 
 from llmhni_local.core.errors import ConfigError
-from llmhni_local.core.io import sha256_text
-from llmhni_local.pipeline import Run, RunConfig, load_run_config
+from llmhni_local.stages.context import Run
+from llmhni_local.stages.settings import RunConfig, load_run_config
 
 TINY = {"rater.backend": "transformers", "rater.dtype": "float32"}
 
@@ -33,7 +33,7 @@ def _run(cfg: RunConfig, data) -> Run:
 @pytest.fixture(scope="module")
 def tuned(_rated_template, synth_data, tiny_llama, tmp_path_factory):
     """An unrated copy of the synthetic run after the tune and rate stages with a probe."""
-    from llmhni_local.pipeline.steps import stage_rate, stage_tune
+    from llmhni_local.stages import rate, tune
 
     run_dir = tmp_path_factory.mktemp("tune") / "run"
     shutil.copytree(_rated_template, run_dir)
@@ -42,31 +42,28 @@ def tuned(_rated_template, synth_data, tiny_llama, tmp_path_factory):
     cfg = _cfg(run_dir, tiny_llama, **{"tune.kind": "probe", "tune.labels": 60,
                                        "rate.max_failure_share": 1.0})
     run = _run(cfg, synth_data())
-    tune = stage_tune(run)
-    rate = stage_rate(run)
-    return run, tune, rate
+    return run, tune.run_stage(run), rate.run_stage(run)
 
 
-def _keys(run: Run, extra_rate: str = "rater-id") -> Run:
+def _keys(run: Run) -> Run:
     run.keys.update(candidates="c" * 64, profiles="p" * 64)
-    run.extra_keys["rate"] = extra_rate
     return run
 
 
 def test_kind_none_keeps_the_rate_key_and_does_nothing(tmp_path, tiny_llama, synth_data):
     from llmhni_local.core.config import to_dict
-    from llmhni_local.pipeline.steps import stage_tune
-    from llmhni_local.stages import missing_outputs
+    from llmhni_local.stages import tune
+    from llmhni_local.stages.key import stage_key
+    from llmhni_local.stages.plan import missing_outputs
 
     run = _keys(_run(_cfg(tmp_path / "run", tiny_llama), synth_data()))
     cfg = run.cfg
-    # the rate key as it was before the tune stage existed: no tune key, no [tune] settings
-    before = {"stage": "rate", "settings": {"rater": to_dict(cfg.rater), "rate": to_dict(cfg.rate),
-                                            "pipeline.rater": "llm",
-                                            "pipeline.simulated_error": 0.0},
-              "upstream": {"candidates": "c" * 64, "profiles": "p" * 64}, "extra": "rater-id"}
-    assert run.key("rate") == sha256_text(json.dumps(before, sort_keys=True, default=str))
-    assert stage_tune(run) == {"kind": "none"} and not (tmp_path / "run" / "tune").exists()
+    # the rate key as without a tune stage: no tune key, no [tune] settings
+    before = stage_key("rate", {"rater": to_dict(cfg.rater), "rate": to_dict(cfg.rate),
+                                "pipeline.rater": "llm", "pipeline.simulated_error": 0.0},
+                       {"candidates": "c" * 64, "profiles": "p" * 64}, "rater-id")
+    assert run.key("rate", content="rater-id") == before
+    assert tune.run_stage(run) == {"kind": "none"} and not (tmp_path / "run" / "tune").exists()
     assert run.rater == cfg.rater and missing_outputs(tmp_path, "tune") == []
     # the untuned tune key reads [tune] only: new candidates do not re-run it
     k0 = run.key("tune")
@@ -77,11 +74,11 @@ def test_kind_none_keeps_the_rate_key_and_does_nothing(tmp_path, tiny_llama, syn
 def test_kind_probe_puts_the_tune_key_into_the_rate_key(tmp_path, tiny_llama, synth_data):
     run = _keys(_run(_cfg(tmp_path / "run", tiny_llama, **{"tune.kind": "probe"}), synth_data()))
     run.keys["tune"] = "t" * 64
-    k1 = run.key("rate")
+    k1 = run.key("rate", content="rater-id")
     run.keys["tune"] = "u" * 64  # a changed tune re-rates
-    assert run.key("rate") != k1
+    assert run.key("rate", content="rater-id") != k1
     untuned = _keys(_run(_cfg(tmp_path / "run", tiny_llama), synth_data()))
-    assert untuned.key("rate") != k1
+    assert untuned.key("rate", content="rater-id") != k1
 
 
 def test_probe_is_fitted_on_simulated_labels_of_non_candidates(tuned):
@@ -125,8 +122,8 @@ def test_rate_stage_rates_with_the_probe(tuned):
 
 def test_results_table_and_report_mark_the_simulated_audit_tuned_rater(tuned, tmp_path,
                                                                        capsys):
-    from llmhni_local.pipeline import rater_info
     from llmhni_local.report import print_run_summary, results_table, write_report
+    from llmhni_local.stages.train import rater_info
 
     run, _, _ = tuned
     info = rater_info(run)
@@ -156,7 +153,7 @@ def test_manifest_records_the_probe_and_the_tune_settings(tuned):
     from llmhni_local.weights.registry import model_hash
 
     run, _, rate = tuned
-    run.extra_keys["rate"] = f"{rate['model_id']}:{rate['adapter']}"
+    run.content["rate"] = f"{rate['model_id']}:{rate['adapter']}"
     manifest = run_manifest(run, build_manifest)
     rater = manifest["models"]["rater"]
     assert rater["adapter"] == str(run.dir / "tune" / "probe")
