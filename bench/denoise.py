@@ -216,7 +216,8 @@ def _log(message: str) -> None:
 
 def cell(base: dict, out: Path, **overrides) -> dict:
     """Run the pipeline in ``out``; returns results, identification and the run folder."""
-    from llmhni_local.pipeline import load_run_config, run_pipeline
+    from llmhni_local.pipeline.runner import run_pipeline
+    from llmhni_local.stages.settings import load_run_config
 
     cfg = load_run_config(None, {**base, "pipeline.out": str(out), **overrides})
     run = run_pipeline(cfg, progress=False, log=_log)

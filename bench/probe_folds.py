@@ -34,10 +34,11 @@ def main(args: argparse.Namespace) -> dict:
     from llmhni_local.backends.probe_states import state_dtype
     from llmhni_local.data.movielens import load_ml100k
     from llmhni_local.engine.api import LABELS
-    from llmhni_local.rating.plan import RateSettings
+    from llmhni_local.eval.stats import group_folds
+    from llmhni_local.judgments.plan import RateSettings
     from llmhni_local.text.profiles import make_profiles
     from llmhni_local.tune.probe import ProbeSettings, compute_states, prepare_inputs
-    from llmhni_local.tune.probe_head import cross_validate, group_folds
+    from llmhni_local.tune.probe_head import grid_cv
 
     data = load_ml100k()
     profiles = make_profiles(data)
@@ -59,7 +60,7 @@ def main(args: argparse.Namespace) -> dict:
     rows = []
     for view, x in states.items():
         for name, f in folds.items():
-            grid = cross_validate(x, y, f, settings.cs)
+            grid = grid_cv(x, y, f, settings.cs)
             best = max(grid, key=lambda r: r["auc_low"])
             chosen = min(grid, key=lambda r: r["log_loss"])
             key = f"{view}/{name.split()[0]}"

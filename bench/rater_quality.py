@@ -244,12 +244,12 @@ def baseline_rows(name: str, truth: list[str], preds: dict[str, list[str]]) -> d
 def rate(run: Path, args, adapter: Path | None, prompts: Path) -> str:
     from llmhni_local.backends import make_rating_backend
     from llmhni_local.engine.settings import RaterSettings
-    from llmhni_local.rating.plan import RateSettings
-    from llmhni_local.rating.run import rate_candidates, rater_model_id
+    from llmhni_local.judgments.plan import RateSettings
+    from llmhni_local.judgments.run import checked_rater_id, rate_candidates
 
     settings = RaterSettings(backend=args.backend, model="smollm2", dtype=args.dtype,
                              adapter=str(adapter) if adapter else None)
-    mid, aid = rater_model_id(settings)
+    mid, aid = checked_rater_id(settings)
     report = rate_candidates(run, lambda: make_rating_backend(settings), model_id=mid,
                              adapter=aid, settings=RateSettings(max_failure_share=1.0),
                              prompts_dir=prompts, progress=False)
@@ -263,8 +263,8 @@ def prob_views(run: Path, model_id: str, adapter: str, truth: dict) -> dict:
     backend read at the answer position) with the audit: defined even where the answer text
     is not a label (zero-shot SmolLM2 answers "The candidate item is ...")."""
     from llmhni_local.audit.agreement import agreement
-    from llmhni_local.rating.plan import read_rating_manifest
-    from llmhni_local.rating.store import JudgmentStore, Key
+    from llmhni_local.judgments.plan import read_rating_manifest
+    from llmhni_local.judgments.store import JudgmentStore, Key
 
     hashes = read_rating_manifest(run)["views"]
     out = {}
@@ -302,14 +302,14 @@ def probe_probs(out: Path, pairs, profiles, prompts: Path, max_liked: int) -> di
     from llmhni_local.backends import make_rating_backend
     from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
     from llmhni_local.engine.settings import RaterSettings
-    from llmhni_local.rating.plan import view_messages
+    from llmhni_local.judgments.plan import WorkItem, judge_requests
 
     templates = load_templates(tuple(VIEW_TEMPLATES.values()), prompts)
     with make_rating_backend(RaterSettings(backend="transformers", model="smollm2",
                                            adapter=str(out))) as backend:
-        return {v: backend.head_probs([view_messages(v, u, i, profiles,
-                                                     templates[VIEW_TEMPLATES[v]], max_liked)
-                                       for u, i in pairs]) for v in ("user", "item")}
+        return {v: backend.head_probs(judge_requests([WorkItem(u, i, v, "") for u, i in pairs],
+                                                     profiles, templates, max_liked))
+                for v in ("user", "item")}
 
 
 def memo_probe_probs(out: Path, pairs, profiles, prompts: Path, max_liked: int,
@@ -338,8 +338,9 @@ def probe_rows(args, data, profiles, pool, heldout, eval_users, prompts: Path,
     smaller nested sets take its states from memory (marked *). Held-out states are computed
     once; the largest probe is also run through its rating backend on the held-out pairs, and
     the largest gap between the two routes is reported (``backend_max_abs_dp``)."""
+    from llmhni_local.eval.stats import auc
     from llmhni_local.tune.probe import ProbeSettings, fit_probe
-    from llmhni_local.tune.probe_head import auc, noise_score
+    from llmhni_local.tune.probe_head import noise_score
 
     held = list(zip(heldout["user"].tolist(), heldout["item"].tolist()))
     fake = synthetic_pairs(data, eval_users, args.synthetic_pairs, args.seed + 3)
@@ -384,7 +385,8 @@ def probe_rows(args, data, profiles, pool, heldout, eval_users, prompts: Path,
 # ---------------------------------------------------------------------------- recall
 def pipeline_recall(args, adapter: Path | None) -> tuple[float, Path]:
     from llmhni_local.core.config import read_toml
-    from llmhni_local.pipeline import load_run_config, run_pipeline
+    from llmhni_local.pipeline.runner import run_pipeline
+    from llmhni_local.stages.settings import load_run_config
 
     base = {f"{t}.{k}": v for t, table in read_toml(args.config).items()
             for k, v in table.items()}
@@ -404,8 +406,8 @@ def main(args: argparse.Namespace) -> dict:
     from llmhni_local.audit.report import evaluate
     from llmhni_local.core.offline import enforce_offline
     from llmhni_local.data.movielens import load_ml100k
+    from llmhni_local.judgments.plan import RateSettings
     from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
-    from llmhni_local.rating.plan import RateSettings
     from llmhni_local.text.profiles import make_profiles
     from llmhni_local.tune.finetune import finetune, load_finetune_settings
 

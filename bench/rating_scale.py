@@ -82,7 +82,7 @@ def _backend(settings):
 
 
 def _rows(run: Path):
-    from llmhni_local.rating.store import JudgmentStore
+    from llmhni_local.judgments.store import JudgmentStore
 
     with JudgmentStore(run, create=False) as s:
         return s.frame().drop(columns=["created_at"]).reset_index(drop=True)
@@ -91,8 +91,8 @@ def _rows(run: Path):
 def main(args: argparse.Namespace) -> dict:
     from llmhni_local.backends import ray_cluster
     from llmhni_local.engine.settings import RaterSettings
-    from llmhni_local.rating.plan import RateSettings
-    from llmhni_local.rating.run import rate_candidates, rater_model_id
+    from llmhni_local.judgments.plan import RateSettings
+    from llmhni_local.judgments.run import checked_rater_id, rate_candidates
 
     tmp = Path(tempfile.mkdtemp(prefix="rating_scale_"))
     model = args.model
@@ -103,7 +103,7 @@ def main(args: argparse.Namespace) -> dict:
         model = str(build_tiny_llama(tmp / "tiny"))
     rater = RaterSettings(backend=args.backend, model=model, dtype="float32",
                           max_tokens=args.max_tokens, batch_size=args.rater_batch_size)
-    mid, adapter = rater_model_id(rater)
+    mid, adapter = checked_rater_id(rater)
     base = synthetic_run(tmp / "base", args.users, args.k_neg, args.k_pos)
     runs = {e: shutil.copytree(base, tmp / e) for e in ("inprocess", "ray")}
     factory = functools.partial(_backend, rater)

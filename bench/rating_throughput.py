@@ -111,7 +111,7 @@ def build_prompts(n_users: int, per_user: int, seed: int = 0) -> tuple[list, lis
     order, for the likelihood reader."""
     from llmhni_local.data.movielens import load_ml100k
     from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
-    from llmhni_local.rating.plan import view_messages
+    from llmhni_local.judgments.plan import view_messages
     from llmhni_local.text.profiles import make_profiles
 
     data = load_ml100k()
@@ -259,15 +259,16 @@ def _best_time(fn, trials: int, min_s: float) -> float:
 
 
 # ---------------------------------------------------------------------------- workers
-def steady(rate_fn, prompts: list, warmup: list, stats: dict | None) -> tuple[list, float, dict]:
-    """Rate the warm-up prompts, then time ``prompts``; token counts of the timed part only."""
+def steady(rate_fn, prompts: list, warmup: list, stats=None) -> tuple[list, float, dict]:
+    """Rate the warm-up prompts, then time ``prompts``; token counts (``stats()``, the
+    backend's ``token_stats``) of the timed part only."""
     if warmup:  # other users' prompts: no prefix of the timed ones gets cached
         rate_fn(warmup)
-    before = dict(stats or {})
+    before = stats() if stats else {}
     t0 = time.perf_counter()
     out = rate_fn(prompts)
     took = time.perf_counter() - t0
-    diff = {k: v - before.get(k, 0) for k, v in (stats or {}).items()}
+    diff = {k: v - before.get(k, 0) for k, v in (stats() if stats else {}).items()}
     return out, took, diff
 
 
@@ -303,9 +304,11 @@ def run_likelihood(kind: str, work: list, warm: list, args: argparse.Namespace) 
     batches of ``rate.batch_size`` = 256 rows), on the same pairs and views."""
     from llmhni_local.backends import make_rating_backend
     from llmhni_local.data.movielens import load_ml100k
+    from llmhni_local.engine.api import LoglikelihoodRequest
     from llmhni_local.engine.prompts import load_template
     from llmhni_local.engine.settings import RaterSettings
-    from llmhni_local.rating.likelihood import Encoder, pmi_scores
+    from llmhni_local.judgments.likelihood import pmi_scores
+    from llmhni_local.judgments.plan import WorkItem
     from llmhni_local.text.profiles import make_profiles
 
     profiles = make_profiles(load_ml100k())
@@ -316,13 +319,12 @@ def run_likelihood(kind: str, work: list, warm: list, args: argparse.Namespace) 
     t0 = time.perf_counter()
     rater = make_rating_backend(settings)
     start_s = time.perf_counter() - t0
-    enc = Encoder(rater.tokenizer)
     neutral: dict[int, float] = {}  # kept across batches, as the rate stage keeps it
 
     def score(rows: list) -> list:
         out: list = []
         for b in range(0, len(rows), 256):
-            out += pmi_scores(rater, enc, [tuple(r) for r in rows[b:b + 256]], profiles, tpl, 10,
+            out += pmi_scores(rater, [WorkItem(*r) for r in rows[b:b + 256]], profiles, tpl, 10,
                               neutral)
         return out
 
@@ -331,11 +333,12 @@ def run_likelihood(kind: str, work: list, warm: list, args: argparse.Namespace) 
     # An item's neutral term is one request per item per run (not per pair), amortised over
     # every user who has the item as a candidate: timed here on its own, then kept.
     items = sorted({int(r[1]) for r in work} - set(neutral))
-    neutral_ctx = enc.context(tpl.render("neutral_context", {}))
+    neutral_ctx = tpl.render("neutral_context", {})
     t0 = time.perf_counter()
     neutral.update(zip(items, rater.loglikelihood(
-        [(neutral_ctx, enc.continuation(tpl.render("continuation",
-                                                    {"item_name": profiles.item_names[i]})))
+        [LoglikelihoodRequest(neutral_ctx, tpl.render("continuation",
+                                                      {"item_name": profiles.item_names[i]}),
+                              item=i)
          for i in items])))
     neutral_s = time.perf_counter() - t0
     scores, rate_s, toks = steady(score, work, [], rater.token_stats)

@@ -87,8 +87,9 @@ def main(args: argparse.Namespace) -> dict:
 
     from llmhni_local.graph.adjacency import bipartite_adjacency
     from llmhni_local.llmhni.denoise import denoised_edges, oracle_edges
-    from llmhni_local.pipeline import Run, load_run_config, train_method
-    from llmhni_local.pipeline.methods import verdict_table
+    from llmhni_local.stages.context import Run
+    from llmhni_local.stages.methods import train_method, verdict_table
+    from llmhni_local.stages.settings import load_run_config
     from llmhni_local.train.run import load_trained
 
     t0 = time.perf_counter()

@@ -12,14 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from llmhni_local.audit.records import without_trained_pairs
+from llmhni_local.core.io import write_json, write_text
+from llmhni_local.eval.metrics import precision_recall_f1
+from llmhni_local.eval.stats import auc
+from llmhni_local.graph.adjacency import bipartite_adjacency
+from llmhni_local.llmhni.candidates import coverage
+from llmhni_local.train.run import load_trained
 
 # The statistics live with the metrics; their names stay importable from here.
 
 
 def print_metrics(title: str, result, out: Path | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title)
     table.add_column("split")
     keys = list(result.test)
@@ -45,15 +53,11 @@ def identification(verdicts, data, candidates=None) -> dict[str, Any]:
     * unobserved candidates judged hard: the share found in the held-out (validation or test)
       interactions, beside the same share for all unobserved candidates.
     """
-    from llmhni_local.eval.metrics import precision_recall_f1
-
     out: dict[str, Any] = {"simulated": bool(verdicts.get("simulated", np.zeros(1)).any())
                            if hasattr(verdicts, "get") else False}
     judged = verdicts[verdicts["verdict"].isin(["hard", "noisy"])]
     out["no_verdict"] = int(len(verdicts) - len(judged))
     if candidates is not None:
-        from llmhni_local.llmhni.candidates import coverage
-
         cov = coverage(candidates, data.train, data.train_noise)
         if cov:
             out["coverage"] = cov
@@ -162,8 +166,6 @@ def _first_seed(run_dir: Path, method: str) -> str:
 
 def plot_score_distribution(scores: np.ndarray, noisy: np.ndarray, path: Path) -> dict:
     """Histogram of Rec_pre's scores of training pairs: flagged noisy vs the rest."""
-    from llmhni_local.eval.metrics import auc
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(np.percentile(scores, 0.5), np.percentile(scores, 99.5), 60)
@@ -175,7 +177,7 @@ def plot_score_distribution(scores: np.ndarray, noisy: np.ndarray, path: Path) -
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return {"auc_clean_vs_noisy": auc(scores[~noisy], scores[noisy]),
+    return {"auc_clean_vs_noisy": auc(scores, ~noisy),  # clean pairs are the positives
             "mean_clean": float(scores[~noisy].mean()), "mean_noisy": float(scores[noisy].mean())}
 
 
@@ -201,9 +203,6 @@ def plot_identification(verdicts, path: Path) -> None:
 # ---------------------------------------------------------------------------- report.md
 def _rec_pre_scores(run_dir: Path, data) -> np.ndarray:
     import torch
-
-    from llmhni_local.graph.adjacency import bipartite_adjacency
-    from llmhni_local.train.run import load_trained
 
     model = load_trained(run_dir / "rec_pre", data)
     with torch.no_grad():
@@ -276,8 +275,6 @@ def rater_line(results: dict) -> str:
 
 def write_report(run_dir: str | Path, data) -> dict:
     """Write ``RUN/report.md`` and ``RUN/plots/*.png``; returns the figures it shows."""
-    from llmhni_local.core.io import write_json, write_text
-
     run_dir = Path(run_dir)
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
@@ -317,8 +314,6 @@ def write_report(run_dir: str | Path, data) -> dict:
     if vpath.is_file():
         import pandas as pd
 
-        from llmhni_local.audit.records import without_trained_pairs
-
         # a tuned rater's own training pairs say nothing about how it identifies noise
         verdicts, left_out = without_trained_pairs(pd.read_parquet(vpath), run_dir)
         cpath = run_dir / "candidates.parquet"
@@ -354,19 +349,14 @@ def write_report(run_dir: str | Path, data) -> dict:
 def _console():
     """A rich console; 120 columns when output is not a terminal (a log file or a pipe), where
     rich would assume 80 and cut the column headers."""
-    from rich.console import Console
-
     console = Console()
     return console if console.is_terminal else Console(width=120)
 
 
 def print_run_summary(run_dir: str | Path) -> None:
     """The demo's closing table: clean-test metrics per method and identification figures."""
-    from rich.table import Table
-
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
-    from rich.markup import escape
 
     sim = " [SIMULATED rater]" if results.get("simulated_rater") else ""
     rater = results.get("rater") or {}

@@ -26,13 +26,14 @@ ROOMS: tuple[tuple[str, ...], ...] = (
     ("weights",),  # where model files come from: registry, install, LoRA merge, adapters, probes
     ("backends",),  # vLLM, transformers, OpenAI-compatible, sentence-transformers, probe, Ray
     ("text",),  # stages 1-2: profiles and their embeddings
-    ("rating",),  # the rating plan, the rating loop (in process, Ray), the judgment store
+    ("judgments",),  # the rating plan, the rating loop (in process, Ray), the judgment store
     ("verdicts",),  # from judgments (and audited labels, given as data) to hard / noisy
     ("audit",),  # records, export, import, agreement, simulated audits, the audit report
     ("tune",),  # LoRA fine-tuning and probe fitting, on audited labels
-    ("stages", "report"),
+    ("report",),  # tables and plots of a finished run
+    ("stages",),  # one module per stage, the plan, the keys, the run's settings
     ("assess",),  # a rater on users held out from every tuning set (rater assess)
-    ("pipeline",),
+    ("pipeline",),  # walks the plan, writes the manifest
     ("cli", "__init__", "__main__"),
 )
 RANK = {room: k for k, rooms in enumerate(ROOMS) for room in rooms}
@@ -151,4 +152,51 @@ def test_circles_finds_what_it_should(graph, expected):
 
 def test_the_scan_sees_lazy_imports():
     # ray_job reads the rating plan only inside its functions
-    assert "llmhni_local.rating.plan" in GRAPH["llmhni_local.rating.ray_job"]
+    assert "llmhni_local.judgments.plan" in GRAPH["llmhni_local.judgments.ray_job"]
+
+
+#: Libraries a module may import inside a function (slow to import, or optional); everything
+#: else is imported at the top of its module, where a reader sees it. ``cli/`` is exempt: its
+#: commands import what they run, so ``--help`` stays instant.
+HEAVY = frozenset({"torch", "vllm", "transformers", "peft", "ray", "sentence_transformers",
+                   "matplotlib", "sklearn", "scipy", "pandas", "pyarrow", "torch_geometric",
+                   "datasets", "gguf"})
+
+
+def _type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def lazy_light_imports(path: Path) -> list[str]:
+    """``line: import`` for each import inside a function of ``path`` that is not of a heavy
+    library (``TYPE_CHECKING`` blocks excepted)."""
+    found: list[str] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if _type_checking(child):
+                continue
+            if isinstance(child, (ast.Import, ast.ImportFrom)) and in_function:
+                names = ([a.name for a in child.names] if isinstance(child, ast.Import)
+                         else [child.module or "." * child.level])
+                if any(n.split(".")[0] not in HEAVY for n in names):
+                    found.append(f"{child.lineno}: {ast.unparse(child)}")
+            visit(child, in_function or isinstance(child, (ast.FunctionDef,
+                                                            ast.AsyncFunctionDef, ast.Lambda)))
+
+    visit(ast.parse(path.read_text()), False)
+    return found
+
+
+def test_only_heavy_libraries_are_imported_inside_functions():
+    lazy = {str(p.relative_to(PACKAGE)): found for p in sorted(PACKAGE.rglob("*.py"))
+            if p.relative_to(PACKAGE).parts[0] != "cli" and (found := lazy_light_imports(p))}
+    assert lazy == {}
+
+
+def test_the_lazy_import_scan_sees_what_it_should(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import json\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                 "    import numpy\n\ndef f():\n    import torch\n    from llmhni_local.core "
+                 "import io\n    if True:\n        import re\n")
+    assert lazy_light_imports(f) == ["8: from llmhni_local.core import io", "10: import re"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from llmhni_local.eval.gains import break_even, crossing
-from llmhni_local.report import GAP_NA, oracle_gap, rater_line, results_table
+from llmhni_local.report import GAP_NA, gap_recovered, oracle_gap, rater_line, results_table
 
 
 def _results(bpr, oracle, llmhni, rater=None):
@@ -62,8 +62,8 @@ def test_a_constant_rater_is_marked_in_rows_and_line():
 
 
 def test_rater_info_reads_the_constant_flag(tmp_path):
-    from llmhni_local.pipeline import load_run_config
-    from llmhni_local.pipeline.train_stage import rater_info
+    from llmhni_local.stages.settings import load_run_config
+    from llmhni_local.stages.train import rater_info
 
     cfg = load_run_config(None, {"pipeline.methods": ["bpr", "llmhni"]})
     run = SimpleNamespace(cfg=cfg, dir=tmp_path)
@@ -130,3 +130,10 @@ def test_closing_table_names_a_constant_rater_and_the_gap_rule(tmp_path, capsys)
     assert "[constant: its verdicts carry no information]" in printed
     assert "llmhni (constant rater)" in printed and GAP_NA in printed
     assert "exceeds both its seed spread" in printed
+
+
+def test_gap_recovered():
+    assert gap_recovered(0.3, 0.2, 0.4) == pytest.approx(0.5)
+    assert gap_recovered(0.4, 0.2, 0.4) == pytest.approx(1.0)
+    assert gap_recovered(0.1, 0.2, 0.4) == pytest.approx(-0.5)
+    assert np.isnan(gap_recovered(0.3, 0.2, 0.2))  # no gap to recover

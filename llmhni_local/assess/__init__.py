@@ -20,7 +20,7 @@ no probe, no verdict rule fitted on them. So the assessment
    of the same users" against "never-seen pairs" (audited pairs first within a class);
 3. labels the observed pairs by the run's audits where it has them (``RUN/audit``), else by
    the simulated audit rule (>= 4 High, 3 Medium, <= 2 Low: marked ``simulated``);
-4. rates the sample in both views through :func:`~llmhni_local.rating.run.rate_candidates`
+4. rates the sample in both views through :func:`~llmhni_local.judgments.run.rate_candidates`
    into ``RUN/assess/`` (the sample is that folder's ``candidates.parquet``), so a rerun
    rates nothing new;
 5. reports per view: the label distribution, AUC on natural noise (noisy against clean) and

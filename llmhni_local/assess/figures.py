@@ -11,19 +11,28 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmhni_local.assess.settings import AssessSettings
+from llmhni_local.audit.agreement import agreement
 from llmhni_local.engine.api import LABELS
-from llmhni_local.rating.store import VIEWS
+from llmhni_local.eval.stats import auc
+from llmhni_local.judgments.store import VIEWS
+from llmhni_local.llmhni.candidates import count_kinds, coverage, n_observed, select_candidates
+from llmhni_local.verdicts.decide import non_llm_features
+from llmhni_local.verdicts.rules import (
+    audit_verdict,
+    constant_views,
+    high_score,
+    logistic_cv,
+    model_verdict,
+)
 
 if TYPE_CHECKING:
     from llmhni_local.data.dataset import Interactions
-    from llmhni_local.rating.plan import RateReport
+    from llmhni_local.judgments.plan import RateReport
 
 
 def judgment_scores(frame) -> np.ndarray:
     """Per judgment row: its own ``score`` where the row has one (likelihood mode), else
     ``log P(High) - log(P(Medium) + P(Low))`` of its probabilities; NaN without either."""
-    from llmhni_local.verdicts.rules import high_score
-
     probs = frame[["p_high", "p_medium", "p_low"]].to_numpy(np.float64)
     have = np.isfinite(probs).all(axis=1)
     out = np.where(have, high_score(np.nan_to_num(probs)), np.nan)
@@ -80,8 +89,6 @@ def constant_view(counts: dict[str, int], scores: np.ndarray, share: float) -> d
     >>> constant_view({"High": 97, "Medium": 2, "Low": 1, "failed": 9}, np.zeros(0), 0.95)
     {'constant': True, 'value': 'High', 'share': 0.97, 'judgments': 100, 'threshold': 0.95}
     """
-    from llmhni_local.verdicts.rules import constant_views
-
     answered = {lab: int(counts[lab]) for lab in LABELS}
     n = sum(answered.values())
     if n:
@@ -99,37 +106,13 @@ def constant_view(counts: dict[str, int], scores: np.ndarray, share: float) -> d
 
 
 # ---------------------------------------------------------------------------- figures
-def cross_fitted_aucs(features: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, *,
-                      folds: int, seed: int = 0, l2: float = 1.0) -> dict[str, float]:
-    """Out-of-fold AUC of one class-balanced logistic model per feature set, every model on
-    the same folds, GROUPED BY USER (``groups``): no user's pairs on both sides of a fold,
-    so a model cannot score a pair by what it learned of its user elsewhere."""
-    from llmhni_local.tune.probe_head import auc, group_folds
-    from llmhni_local.verdicts.rules import fit_logistic, predict_logistic
-
-    y = np.asarray(y, dtype=bool)
-    fold = group_folds(groups, y.astype(np.int64), folds, seed)
-    out: dict[str, float] = {}
-    for name, x in features.items():
-        x = np.asarray(x, dtype=np.float64).reshape(len(y), -1)
-        oof = np.full(len(y), np.nan)
-        for f in np.unique(fold):
-            test = fold == f
-            if y[~test].all() or not y[~test].any():
-                continue  # a training side with one class fits nothing
-            oof[test] = predict_logistic(fit_logistic(x[~test], y[~test], l2), x[test])
-        ok = np.isfinite(oof)
-        out[name] = auc(oof[ok], y[ok])
-    return out
-
-
 def task_figures(table, task: str, score_cols: list[str], non_llm: np.ndarray,
                  settings: AssessSettings) -> dict[str, Any]:
     """One task (``natural``: noisy against clean; ``synthetic``: never-seen against clean):
     the AUC of each LLM score raw, and the cross-fitted AUCs of the LLM score(s) alone, of
-    the non-LLM features alone and of both."""
-    from llmhni_local.tune.probe_head import auc
-
+    the non-LLM features alone and of both: the stacked verdict rule's class-balanced logistic
+    models (``l2`` = 1), out of fold on folds grouped by user
+    (:func:`~llmhni_local.verdicts.rules.logistic_cv`)."""
     positive = "noisy" if task == "natural" else "synthetic"
     rows = table["cls"].isin(["clean", positive]).to_numpy()
     llm = -table.loc[rows, score_cols].to_numpy(np.float64)  # noise score
@@ -141,9 +124,10 @@ def task_figures(table, task: str, score_cols: list[str], non_llm: np.ndarray,
                            "positives": int(y.sum()), "left_out_no_score": int((~ok).sum())}
     if len(score_cols) == 1:
         out["auc"] = auc(x_llm[:, 0], y)
-    out["cross_fitted"] = cross_fitted_aucs(
+    cv = logistic_cv(
         {"llm": x_llm, "non_llm": x_non, "stacked": np.column_stack([x_llm, x_non])}, y,
-        groups, folds=settings.folds, seed=settings.seed)
+        groups, folds=settings.folds, l2=1.0, seed=settings.seed)
+    out["cross_fitted"] = {name: figs["auc"] for name, figs in cv.items()}
     out["cross_fitted"]["llm_gain_over_non_llm"] = (out["cross_fitted"]["stacked"]
                                                     - out["cross_fitted"]["non_llm"])
     return out
@@ -153,16 +137,11 @@ def non_llm_matrix(table, candidates: np.ndarray, train: np.ndarray) -> np.ndarr
     """Rec_pre's score, log(1 + item popularity), log(1 + user activity) per sample row (the
     stacked verdict rule's non-LLM features without the candidate kind, which would give the
     synthetic class away)."""
-    from llmhni_local.verdicts.decide import non_llm_features
-
     return non_llm_features(table, candidates, train)[:, :3]
 
 
 def agreement_figures(table) -> dict[str, Any]:
     """3-class kappa per view and verdict kappa against the labels of the observed pairs."""
-    from llmhni_local.audit.agreement import agreement
-    from llmhni_local.verdicts.rules import audit_verdict, model_verdict
-
     lab = table[table["label"].notna() & table["judged_user"] & table["judged_item"]]
     truth = lab["label"].tolist()
     out: dict[str, Any] = {v: agreement(truth, lab[f"label_{v}"].tolist()) for v in VIEWS}
@@ -184,8 +163,6 @@ def coverage_costs(score_fn: Callable[[np.ndarray], np.ndarray], data: Interacti
     ``n_u`` training items of its user is a candidate from ``k_pos = r + 1`` or from
     ``k_pos_share = (r + 1) / n_u`` on, so the least setting for coverage ``c`` is the
     ``ceil(c F)``-th smallest of these over the ``F`` flagged pairs."""
-    from llmhni_local.llmhni.candidates import coverage, n_observed, select_candidates
-
     if data.train_noise is None:
         return {"available": False, "why": f"{data.name} has no ground-truth noise flags"}
     ranked = select_candidates(score_fn, data.user_item_lists("train"), data.n_items, k_neg=0,
@@ -259,7 +236,5 @@ def measured_speed(report: RateReport, clock: BatchClock, batch_size: int) -> di
 
 
 def run_coverage(candidates: np.ndarray, data: Interactions) -> dict[str, Any]:
-    from llmhni_local.llmhni.candidates import count_kinds, coverage
-
     return {"candidates": len(candidates), **count_kinds(candidates),
             **coverage(candidates, data.train, data.train_noise)}

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from llmhni_local.assess.settings import CLASSES
-from llmhni_local.rating.store import VIEWS
+from llmhni_local.core.io import atomic_path
+from llmhni_local.judgments.store import VIEWS
 
 
 def roc_points(score: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,8 +35,6 @@ def plot_assess(table, figures: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from llmhni_local.core.io import atomic_path
 
     fig, axes = plt.subplots(2, len(VIEWS), figsize=(11, 8))
     tag = " (SIMULATED labels)" if figures["simulated"] else ""

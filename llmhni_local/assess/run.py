@@ -54,14 +54,27 @@ from llmhni_local.assess.settings import (
     SCORE_TEXT,
     AssessSettings,
 )
+from llmhni_local.backends import make_rating_backend
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.io import atomic_path, jsonable, write_json
+from llmhni_local.core.offline import enforce_offline
 from llmhni_local.engine.api import LABELS
-from llmhni_local.rating.store import VIEWS
+from llmhni_local.engine.prompts import load_templates
+from llmhni_local.judgments.plan import view_template
+from llmhni_local.judgments.run import checked_rater_id, rate_candidates
+from llmhni_local.judgments.store import VIEWS, JudgmentStore
+from llmhni_local.llmhni.candidates import (
+    CANDIDATES_FILE,
+    count_kinds,
+    load_candidates,
+    save_candidates,
+)
+from llmhni_local.text.profiles import data_fingerprint, load_profiles, save_profiles
 
 if TYPE_CHECKING:
     from llmhni_local.data.dataset import Interactions
     from llmhni_local.engine.settings import RaterSettings
-    from llmhni_local.rating.plan import RateReport, RateSettings
+    from llmhni_local.judgments.plan import RateReport, RateSettings
 
 #: ``rate(folder, on_batch) -> RateReport``: rates the candidates of ``folder``.
 RateFn = Callable[[Path, Callable[[int], None]], "RateReport"]
@@ -73,19 +86,12 @@ def default_rate(rater: RaterSettings, settings: RateSettings, *,
     (``rate.mode`` honoured: judge or likelihood reader), plus the batch callback that times
     the batches."""
     def rate(folder: Path, on_batch: Callable[[int], None]) -> RateReport:
-        from llmhni_local.core.offline import enforce_offline
-        from llmhni_local.engine.prompts import load_templates
-        from llmhni_local.rating.plan import view_template
-        from llmhni_local.rating.run import rate_candidates, rater_model_id
-
         mode = getattr(settings, "mode", "judge")
         load_templates(tuple(sorted({view_template(v, mode) for v in VIEWS})), prompts_dir)
         enforce_offline()
-        model_id, adapter = rater_model_id(rater, prompts_dir, mode=mode)
+        model_id, adapter = checked_rater_id(rater, prompts_dir, mode=mode)
 
         def make_backend():
-            from llmhni_local.backends import make_rating_backend
-
             return make_rating_backend(rater)
 
         return rate_candidates(folder, make_backend, model_id=model_id, adapter=adapter,
@@ -158,9 +164,6 @@ def assess_run(run_dir: str | Path, rate: RateFn, settings: AssessSettings | Non
 def prepare(run_dir: str | Path, settings: AssessSettings, *, data: Interactions,
             adapter: str | None, score_fn: Callable[[np.ndarray], np.ndarray] | None) -> Inputs:
     """Check the run and draw the sample; everything that can refuse does so here."""
-    from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
-    from llmhni_local.text.profiles import data_fingerprint, load_profiles
-
     run_dir = Path(run_dir)
     check_run(run_dir)
     profiles = load_profiles(run_dir)
@@ -186,10 +189,6 @@ def prepare(run_dir: str | Path, settings: AssessSettings, *, data: Interactions
 def write_inputs(inputs: Inputs) -> None:
     """``RUN/assess/``: the run's profiles (same hash, so the same prompt hashes), the sample
     as ``candidates.parquet`` and, with its classes and labels, ``sample.parquet``."""
-    from llmhni_local.core.io import atomic_path
-    from llmhni_local.llmhni.candidates import CANDIDATES_FILE, save_candidates
-    from llmhni_local.text.profiles import load_profiles, save_profiles
-
     folder = inputs.folder
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -218,8 +217,6 @@ def rate_sample(folder: Path, rate: RateFn, batch_size: int) -> tuple[RateReport
 
 def judged_table(folder: Path, sample, report: RateReport):
     """The sample with both views' labels and scores, read from the store."""
-    from llmhni_local.rating.store import JudgmentStore
-
     with JudgmentStore(folder, create=False) as store:
         judgments = store.frame(views=report.keys)
     return view_table(sample, judgments)
@@ -229,8 +226,6 @@ def compute_figures(inputs: Inputs, table, settings: AssessSettings, data: Inter
                     speed: dict[str, Any]) -> dict[str, Any]:
     """Per view and for both views together: labels, the constant check, AUCs, the LLM's
     share, kappas; the verdict kappa; speed and coverage costs."""
-    from llmhni_local.llmhni.candidates import count_kinds
-
     non_llm = non_llm_matrix(table, inputs.candidates, data.train)
     agree = agreement_figures(table)
     views: dict[str, Any] = {}
@@ -295,9 +290,6 @@ def record(inputs: Inputs, settings: AssessSettings, report: RateReport,
 
 
 def write_figures(folder: Path, figures: dict[str, Any]) -> Assessment:
-    from llmhni_local.core.io import write_json
-    from llmhni_local.verdicts.rules import jsonable
-
     figures = jsonable(figures)
     write_json(folder / REPORT_FILE, figures)
     return Assessment(figures=figures, folder=folder, constant=list(figures["constant"]))

@@ -3,6 +3,7 @@ labels (docs/DESIGN.md, "Assessing a rater")."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -17,7 +18,14 @@ from llmhni_local.assess.settings import (
     TUNE_PROBE_PAIRS,
     AssessSettings,
 )
+from llmhni_local.audit.records import AUDIT_DB, AuditStore, audit_dir
+from llmhni_local.audit.simulated_audits import label_from_rating
 from llmhni_local.core.errors import UserError
+from llmhni_local.judgments.plan import RATING_MANIFEST
+from llmhni_local.judgments.store import STORE_NAME
+from llmhni_local.llmhni.candidates import CANDIDATE_DTYPE, CANDIDATES_FILE
+from llmhni_local.stages.plan import TUNE_PROBE_DIR
+from llmhni_local.stages.rec_pre import score_fn_from_matrix, score_fn_from_run
 
 if TYPE_CHECKING:
     from llmhni_local.data.dataset import Interactions
@@ -26,10 +34,6 @@ if TYPE_CHECKING:
 
 def check_run(run_dir: str | Path) -> None:
     """The run must have candidates and judgments (one line naming what is missing)."""
-    from llmhni_local.llmhni.candidates import CANDIDATES_FILE
-    from llmhni_local.rating.plan import RATING_MANIFEST
-    from llmhni_local.rating.store import STORE_NAME
-
     run_dir = Path(run_dir)
     if not (run_dir / CANDIDATES_FILE).is_file():
         raise UserError(f"{run_dir / CANDIDATES_FILE}: no candidates here; rater assess "
@@ -55,10 +59,6 @@ def run_overrides(run_dir: str | Path) -> dict[str, Any]:
 def assessed_rater(run_dir: str | Path, rater: RaterSettings, tune_kind: str) -> RaterSettings:
     """The rater to assess: ``[rater]``, with the run's own probe (``RUN/tune/probe``) as its
     adapter when ``tune.kind = "probe"`` and no adapter is set (as the rate stage does)."""
-    import dataclasses
-
-    from llmhni_local.stages import TUNE_PROBE_DIR
-
     if tune_kind == "probe" and not rater.adapter:
         folder = Path(run_dir) / TUNE_PROBE_DIR
         if not folder.is_dir():
@@ -82,8 +82,6 @@ def tuning_pairs(run_dir: str | Path,
     """Pairs that tuned anything, by where they are recorded: the audit store's
     ``finetune_pairs`` (every role), the run's ``tune/probe/pairs.json`` and the assessed
     adapter's ``pairs.json`` (LoRA or probe)."""
-    from llmhni_local.audit.records import AUDIT_DB, AuditStore, audit_dir
-
     run_dir = Path(run_dir)
     out: dict[str, set[tuple[int, int]]] = {}
     if (audit_dir(run_dir) / AUDIT_DB).is_file():
@@ -100,8 +98,6 @@ def run_audits(run_dir: str | Path):
     """The run's audited labels (user, item, label, simulated); empty without an audit store."""
     import pandas as pd
 
-    from llmhni_local.audit.records import AUDIT_DB, AuditStore, audit_dir
-
     if not (audit_dir(run_dir) / AUDIT_DB).is_file():
         return pd.DataFrame({"user": [], "item": [], "label": [], "simulated": []})
     with AuditStore(run_dir, create=False) as store:
@@ -112,8 +108,6 @@ def rec_pre_score_fn(run_dir: str | Path, data: Interactions) -> Callable[[np.nd
     """``score_fn(users)`` of the recommender that chose the run's candidates: the source
     ``candidates.json`` names (a trained run folder or a ``.npy`` score matrix), else
     ``RUN/rec_pre``."""
-    from llmhni_local.stages import score_fn_from_matrix, score_fn_from_run
-
     run_dir = Path(run_dir)
     info = run_dir / "candidates.json"
     tried = []
@@ -191,8 +185,6 @@ def draw_sample(data: Interactions, users: np.ndarray, settings: AssessSettings,
     (one row per pair; see the module docstring for the classes and labels)."""
     import pandas as pd
 
-    from llmhni_local.audit.simulated_audits import label_from_rating
-
     clean, noisy = ground_truth(data)
     in_users = np.isin(data.train[:, 0], users)
     audited = {(int(u), int(i)): (str(lab), bool(sim)) for u, i, lab, sim in
@@ -238,8 +230,6 @@ def _enough(cls: str, n: int, n_users: int) -> None:
 def sample_candidates(sample, score_fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """The sample as a candidate array (``kind``: observed, or unobserved for synthetic
     pairs; ``score``: Rec_pre's), sorted by user then item."""
-    from llmhni_local.llmhni.candidates import CANDIDATE_DTYPE
-
     users = sample["user"].to_numpy(np.int64)
     items = sample["item"].to_numpy(np.int64)
     c = np.zeros(len(sample), dtype=CANDIDATE_DTYPE)

@@ -4,12 +4,9 @@ Labels are ordered ``High > Medium > Low`` (``LABELS``); a confusion matrix has 
 (true) label as its row and the rater's label as its column, in that order.
 
 * accuracy = trace(C) / n.
-* Cohen's kappa: ``k = (p_o - p_e) / (1 - p_e)``, with ``p_o`` the observed agreement and
-  ``p_e = sum_k (row_k / n) (col_k / n)`` the agreement expected by chance from the marginals.
-* Linear-weighted kappa: ``k_w = 1 - sum(w * O) / sum(w * E)`` with disagreement weights
-  ``w_ij = |i - j| / (K - 1)`` (High vs Low costs twice High vs Medium), ``O`` the observed and
-  ``E`` the chance-expected (outer product of the marginals / n) counts. For two classes it
-  equals Cohen's kappa.
+* Cohen's kappa and the linear-weighted kappa (disagreement weights ``|i - j| / (K - 1)``: High
+  vs Low costs twice High vs Medium) of the matrix: :func:`llmhni_local.eval.stats.cohen_kappa`,
+  where the formulas are.
 * Wilson 95% interval of a proportion ``k / n`` (better than the normal interval near 0 or 1
   and for small n): ``(p + z^2/2n ± z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)``.
 * Majority baseline: always answer the most frequent label of a reference set; its kappa is 0
@@ -29,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from llmhni_local.engine.api import LABELS
+from llmhni_local.eval.stats import cohen_kappa
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
@@ -55,33 +53,6 @@ def accuracy(cm: np.ndarray) -> float:
     """Share of pairs on the diagonal (NaN for an empty matrix)."""
     n = cm.sum()
     return float(np.trace(cm) / n) if n else math.nan
-
-
-def cohen_kappa(cm: np.ndarray, weights: str | None = None) -> float:
-    """Cohen's kappa of a confusion matrix; ``weights="linear"`` for the linear-weighted one.
-
-    >>> round(cohen_kappa(np.array([[20, 5], [10, 15]])), 4)
-    0.4
-    """
-    cm = np.asarray(cm, dtype=np.float64)
-    k = cm.shape[0]
-    if cm.shape != (k, k):
-        raise ValueError(f"a confusion matrix must be square, got {cm.shape}")
-    n = cm.sum()
-    if n == 0:
-        return math.nan
-    expected = np.outer(cm.sum(1), cm.sum(0)) / n
-    if weights is None:
-        w = 1.0 - np.eye(k)
-    elif weights == "linear":
-        idx = np.arange(k)
-        w = np.abs(idx[:, None] - idx[None, :]) / max(k - 1, 1)
-    else:
-        raise ValueError(f"weights must be None or 'linear', got {weights!r}")
-    denom = float((w * expected).sum())
-    if denom == 0.0:
-        return math.nan  # chance agreement is perfect: kappa undefined
-    return 1.0 - float((w * cm).sum()) / denom
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:

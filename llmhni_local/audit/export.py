@@ -27,7 +27,14 @@ from typing import Literal
 
 import numpy as np
 
+from llmhni_local.audit.importer import file_format
+from llmhni_local.audit.records import AUDIT_DB, AuditStore, audit_dir
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.io import atomic_path
+from llmhni_local.judgments.plan import RateSettings, last_rating, liked_text
+from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
+from llmhni_local.text.profiles import load_profiles
+from llmhni_local.verdicts.decide import compute_verdicts
 
 FILL_COLUMNS = ("label", "annotator", "labelled_at", "note")
 MODEL_COLUMNS = ("model_label_user", "model_label_item", "p_high_user", "p_high_item",
@@ -72,19 +79,9 @@ def allocate(sizes: dict[str, int], n: int,
 
 def rated_pairs(run_dir: str | Path):
     """The candidates of ``RUN`` with the last rating run's labels and verdict per pair."""
-    from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
-    from llmhni_local.rating.plan import read_rating_manifest
-    from llmhni_local.rating.store import VIEWS, JudgmentStore, Key
-    from llmhni_local.verdicts.decide import compute_verdicts
-
     run_dir = Path(run_dir)
-    manifest = read_rating_manifest(run_dir)
-    keys = {v: Key(manifest["model_id"], manifest["adapter"], manifest["views"][v]["prompt_hash"])
-            for v in VIEWS}
-    candidates = load_candidates(run_dir / CANDIDATES_FILE)
-    with JudgmentStore(run_dir, create=False) as store:
-        judgments = store.frame(views=keys)
-    table = compute_verdicts(candidates, judgments)
+    judgments, manifest = last_rating(run_dir)
+    table = compute_verdicts(load_candidates(run_dir / CANDIDATES_FILE), judgments)
     table["model_id"] = manifest["model_id"]
     return table, manifest
 
@@ -104,10 +101,6 @@ def export_sample(run_dir: str | Path, n: int, *, seed: int = 0, show_model_labe
         include_audited: offer pairs that already have an audited label.
         kinds: candidate kinds to draw from.
     """
-    import pandas as pd
-
-    from llmhni_local.rating.plan import RateSettings, liked_text
-    from llmhni_local.text.profiles import load_profiles
 
     if n <= 0:
         raise UserError(f"audit export: --n must be > 0, got {n}")
@@ -131,18 +124,7 @@ def export_sample(run_dir: str | Path, n: int, *, seed: int = 0, show_model_labe
         picked.append(rng.choice(idx, size=k, replace=False))
     rows = table.iloc[np.concatenate(picked)]
     rows = rows.iloc[rng.permutation(len(rows))].reset_index(drop=True)
-    out = pd.DataFrame({
-        "sample": np.arange(1, len(rows) + 1),
-        "user": rows["user"].astype(np.int64).to_numpy(),
-        "item": rows["item"].astype(np.int64).to_numpy(),
-        "kind": rows["kind"].to_numpy(),
-        "user_profile": [profiles.users[int(u)] for u in rows["user"]],
-        "liked_items": [liked_text(profiles, int(u), int(i), max_liked)
-                        for u, i in zip(rows["user"], rows["item"])],
-        "item_profile": [profiles.items[int(i)] for i in rows["item"]],
-    })
-    for c in FILL_COLUMNS:
-        out[c] = ""
+    out = audit_sheet(rows, profiles, max_liked)
     if show_model_labels:
         out["model_label_user"] = rows["label_user"].fillna("(failed)").to_numpy()
         out["model_label_item"] = rows["label_item"].fillna("(failed)").to_numpy()
@@ -156,9 +138,28 @@ def export_sample(run_dir: str | Path, n: int, *, seed: int = 0, show_model_labe
     return out, info
 
 
-def _drop_audited(run_dir: Path, table):
-    from llmhni_local.audit.records import AUDIT_DB, AuditStore, audit_dir
+def audit_sheet(rows, profiles, max_liked: int):
+    """The sheet people fill: one row per ``(user, item)`` of ``rows`` (with its ``kind``, or
+    ``observed`` when ``rows`` has none), numbered, with the texts the rater saw and the empty
+    columns of :data:`FILL_COLUMNS`."""
+    import pandas as pd
 
+    users = rows["user"].astype(np.int64).to_numpy()
+    items = rows["item"].astype(np.int64).to_numpy()
+    out = pd.DataFrame({
+        "sample": np.arange(1, len(rows) + 1), "user": users, "item": items,
+        "kind": rows["kind"].to_numpy() if "kind" in rows else "observed",
+        "user_profile": [profiles.users[int(u)] for u in users],
+        "liked_items": [liked_text(profiles, int(u), int(i), max_liked)
+                        for u, i in zip(users, items)],
+        "item_profile": [profiles.items[int(i)] for i in items],
+    })
+    for c in FILL_COLUMNS:
+        out[c] = ""
+    return out
+
+
+def _drop_audited(run_dir: Path, table):
     if not (audit_dir(run_dir) / AUDIT_DB).is_file():
         return table
     with AuditStore(run_dir) as store:
@@ -172,9 +173,6 @@ def _drop_audited(run_dir: Path, table):
 
 def write_table(frame, path: str | Path) -> Path:
     """Write a sample (or label) table as CSV or JSON Lines by the file name, atomically."""
-    from llmhni_local.audit.importer import file_format
-    from llmhni_local.core.io import atomic_path
-
     path = Path(path)
     fmt = file_format(path)
     with atomic_path(path) as tmp:

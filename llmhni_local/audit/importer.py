@@ -16,13 +16,18 @@ unless the whole file is valid; then it is stored in one transaction.
 
 from __future__ import annotations
 
+import csv
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmhni_local.audit.records import AuditStore
 from llmhni_local.core.errors import DataError
+from llmhni_local.core.io import sha256_file
 from llmhni_local.engine.api import LABELS
+from llmhni_local.text.profiles import load_profiles
 
 REQUIRED = ("user", "item", "label")
 OPTIONAL = ("annotator", "labelled_at", "note")
@@ -67,8 +72,6 @@ def read_rows(path: str | Path) -> tuple[list[str], list[tuple[int, dict[str, An
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
     if file_format(path) == "csv":
-        import csv
-
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             columns = [c.strip() for c in (reader.fieldnames or [])]
@@ -173,12 +176,6 @@ def import_labels(run_dir: str | Path, path: str | Path) -> ImportResult:
 
     Raises :class:`ImportRefused` (nothing stored) when any row is bad.
     """
-    from collections import Counter
-
-    from llmhni_local.audit.records import AuditStore
-    from llmhni_local.core.io import sha256_file
-    from llmhni_local.text.profiles import load_profiles
-
     profiles = load_profiles(run_dir)
     columns, rows = read_rows(path)
     clean = validate_rows(columns, rows, len(profiles.users), len(profiles.items),

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.io import sha256_text
 from llmhni_local.engine.api import LABELS
-from llmhni_local.rating.store import integrity_problem, is_damage
+from llmhni_local.judgments.store import integrity_problem, is_damage
+from llmhni_local.verdicts.decide import Audits
 
 AUDIT_DIR = "audit"
 AUDIT_DB = "audit.sqlite"
@@ -193,8 +195,6 @@ def _damaged(path: Path, why: str) -> str:
 
 def labels_hash(frame) -> str:
     """sha256 of a label set: its sorted ``user,item,label`` lines (what a model learned)."""
-    from llmhni_local.core.io import sha256_text
-
     rows = sorted((int(u), int(i), str(lab)) for u, i, lab in
                   zip(frame["user"], frame["item"], frame["label"]))
     return sha256_text("\n".join(f"{u},{i},{lab}" for u, i, lab in rows))
@@ -224,8 +224,6 @@ def load_audits(run_dir: str | Path):
     """The run's audited labels minus the pairs that trained any adapter (none without an
     audit store), as :class:`~llmhni_local.verdicts.decide.Audits`, the form the verdict rules
     take them in."""
-    from llmhni_local.verdicts.decide import Audits
-
     if not (audit_dir(run_dir) / AUDIT_DB).is_file():
         return Audits.empty()
     with AuditStore(run_dir, create=False) as store:

@@ -20,13 +20,21 @@ Writes ``RUN/audit/report.md``, ``RUN/audit/report.json``, ``RUN/audit/confusion
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from llmhni_local.audit.agreement import agreement
+from llmhni_local.audit.records import AuditStore, audit_dir
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.io import atomic_path, write_json, write_text
 from llmhni_local.engine.api import LABELS
+from llmhni_local.judgments.plan import read_rating_manifest
+from llmhni_local.judgments.store import VIEWS, JudgmentStore
+from llmhni_local.verdicts.decide import COUNTS_FILE
 from llmhni_local.verdicts.rules import audit_verdict, model_verdict
 
 VERDICT_LABELS = ("hard", "noisy")
@@ -37,10 +45,6 @@ VIEW_NAMES = {"user": "user-centric view", "item": "item-centric view",
 def evaluate(run_dir: str | Path) -> dict[str, Any]:
     """Every figure of the report, as plain data (no files written)."""
     import pandas as pd
-
-    from llmhni_local.audit.records import AuditStore
-    from llmhni_local.rating.plan import read_rating_manifest
-    from llmhni_local.rating.store import VIEWS, JudgmentStore
 
     run_dir = Path(run_dir)
     with AuditStore(run_dir, create=False) as store:
@@ -98,10 +102,6 @@ def evaluate(run_dir: str | Path) -> dict[str, Any]:
 def verdict_rule(run_dir: str | Path) -> dict[str, Any] | None:
     """What ``RUN/verdicts.json`` says its rule used (taus, calibration, the stacked model's
     cross-validated figures); ``None`` before the verdicts stage has run."""
-    import json
-
-    from llmhni_local.verdicts.decide import COUNTS_FILE
-
     path = Path(run_dir) / COUNTS_FILE
     if not path.is_file():
         return None
@@ -169,9 +169,6 @@ def write_report(run_dir: str | Path, *, max_listed: int = 30) -> dict[str, Any]
     ``disagreements.csv`` under ``RUN/audit/``; returns the figures."""
     import pandas as pd
 
-    from llmhni_local.audit.records import audit_dir
-    from llmhni_local.core.io import atomic_path, write_json, write_text
-
     result = evaluate(run_dir)
     folder = audit_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -193,9 +190,6 @@ def plot_confusions(result: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
-
-    from llmhni_local.core.io import atomic_path
 
     raters = result["raters"]
     fig, axes = plt.subplots(len(raters), 3, figsize=(12, 3.8 * len(raters)), squeeze=False)

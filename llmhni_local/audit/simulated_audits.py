@@ -15,12 +15,19 @@ judge in this run's rating stage.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from llmhni_local.audit.export import _drop_audited, audit_sheet, export_sample
+from llmhni_local.core.config import DataSettings, build
 from llmhni_local.core.errors import DataError, UserError
+from llmhni_local.data import load_data
+from llmhni_local.judgments.plan import RateSettings, read_rating_manifest
+from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
+from llmhni_local.text.profiles import data_fingerprint, load_profiles
 
 RATING_RULE = ">= 4 High, 3 Medium, <= 2 Low"
 ANNOTATOR = f"simulated (MovieLens rating: {RATING_RULE})"
@@ -48,12 +55,6 @@ def run_data(run_dir: str | Path, data_settings=None):
     Settings come from ``data_settings``, else the profiles' own record (``profiles`` command),
     else ``RUN/manifest.json`` (``run`` pipeline).
     """
-    import json
-
-    from llmhni_local.core.config import DataSettings, build
-    from llmhni_local.data import load_data
-    from llmhni_local.text.profiles import data_fingerprint, load_profiles
-
     run_dir = Path(run_dir)
     profiles = load_profiles(run_dir)
     settings = data_settings
@@ -98,14 +99,10 @@ def simulate_sample(run_dir: str | Path, n: int, *,
             fingerprint), instead of loading it.
         allocation: strata allocation for ``pool="candidates"``.
     """
-    from llmhni_local.audit.export import export_sample
-
     run_dir = Path(run_dir)
     if data is None:
         data, profiles = run_data(run_dir, data_settings)
     else:
-        from llmhni_local.text.profiles import data_fingerprint, load_profiles
-
         profiles = load_profiles(run_dir)
         if data_fingerprint(data) != profiles.info.get("data"):
             raise UserError(f"{run_dir}: the data given is not the data the profiles were "
@@ -138,10 +135,6 @@ def _train_pool(run_dir: Path, n: int, seed: int, data, profiles):
     audited yet), in the export's columns."""
     import pandas as pd
 
-    from llmhni_local.audit.export import FILL_COLUMNS, _drop_audited
-    from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
-    from llmhni_local.rating.plan import RateSettings, liked_text
-
     exclude: set[tuple[int, int]] = set()
     if (run_dir / CANDIDATES_FILE).is_file():
         c = load_candidates(run_dir / CANDIDATES_FILE)
@@ -160,22 +153,9 @@ def _train_pool(run_dir: Path, n: int, seed: int, data, profiles):
     rows = table.iloc[rng.choice(len(table), size=min(n, len(table)), replace=False)]
     max_liked = RateSettings().max_liked
     try:
-        from llmhni_local.rating.plan import read_rating_manifest
-
         max_liked = int(read_rating_manifest(run_dir)["settings"]["max_liked"])
     except (UserError, KeyError):
         pass  # not rated yet: the rating stage's default
-    frame = pd.DataFrame({
-        "sample": np.arange(1, len(rows) + 1),
-        "user": rows["user"].astype(np.int64).to_numpy(),
-        "item": rows["item"].astype(np.int64).to_numpy(),
-        "kind": "observed",
-        "user_profile": [profiles.users[int(u)] for u in rows["user"]],
-        "liked_items": [liked_text(profiles, int(u), int(i), max_liked)
-                        for u, i in zip(rows["user"], rows["item"])],
-        "item_profile": [profiles.items[int(i)] for i in rows["item"]],
-    })
-    for c in FILL_COLUMNS:
-        frame[c] = ""
+    frame = audit_sheet(rows, profiles, max_liked)
     return frame, {"excluded_candidates": len(exclude), "available": int(len(table)),
                    "unrated_excluded": unrated}

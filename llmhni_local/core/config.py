@@ -15,6 +15,7 @@ A TOML file has one table per section, e.g.::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import tomllib
@@ -84,7 +85,7 @@ class ModelSettings:
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.layers < 0:
-            raise ConfigError(f"model.dim must be > 0 and model.layers >= 0")
+            raise ConfigError("model.dim must be > 0 and model.layers >= 0")
 
 
 @dataclass(frozen=True)
@@ -265,8 +266,6 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     >>> merge(base, {"train.epochs": 5, "train.lr": None}), base
     ({'train': {'epochs': 5}}, {'train': {'epochs': 3}})
     """
-    import copy
-
     out = copy.deepcopy(base)
     for key, value in overrides.items():
         if value is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from llmhni_local.core.config import DEVICE_SPELLING
@@ -75,8 +76,6 @@ def device_record(device: torch.device) -> dict:
 def index_tensor(values, device: torch.device) -> torch.Tensor:
     """A numpy index array as a tensor on ``device``, in one copy (a view of the array on the
     CPU, so CPU runs index exactly as before)."""
-    import numpy as np
-
     return torch.from_numpy(np.ascontiguousarray(values)).to(device)
 
 

@@ -2,7 +2,7 @@
 
 Every output is written to a temporary file beside its target and renamed into place, so a
 killed or failed command never leaves a half-written file behind. A write that fails for want
-of room (full disk, quota, file-size limit) is one line naming the file (:func:`no_room`).
+of room (full disk, quota, file-size limit) is one line naming the file (:func:`disk_full_reason`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,15 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
+import resource
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+import numpy as np
 
 from llmhni_local.core.errors import UserError
 
@@ -40,7 +45,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, path)
     except Exception as exc:
-        why = None if isinstance(exc, UserError) else no_room(path, exc, written=[tmp_path])
+        why = None if isinstance(exc, UserError) else disk_full_reason(path, exc, written=[tmp_path])
         if why is None:
             raise
         raise UserError(f"{path}: not written, {why}; anything there before is unchanged; "
@@ -50,7 +55,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def no_room(path: str | os.PathLike, exc: BaseException,
+def disk_full_reason(path: str | os.PathLike, exc: BaseException,
             written: Iterable[str | os.PathLike | None] = ()) -> str | None:
     """Why a write into ``path`` failed if it was for want of room ("disk full (...)", "file
     too large (...)"), else None.
@@ -81,10 +86,6 @@ def no_room(path: str | os.PathLike, exc: BaseException,
 
 
 def _fsize_limit() -> int | None:
-    try:
-        import resource
-    except ImportError:  # not a POSIX system
-        return None
     soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     return None if soft == resource.RLIM_INFINITY else int(soft)
 
@@ -123,9 +124,26 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def _jsonable(obj: Any) -> Any:
-    import numpy as np
+def jsonable(x: Any) -> Any:
+    """``x`` with floats JSON can hold: NaN and infinities become None, numpy scalars plain
+    numbers (dicts, lists and tuples are walked).
 
+    >>> jsonable({"a": float("nan"), "b": [np.float32(0.5), np.int64(2)]})
+    {'a': None, 'b': [0.5, 2]}
+    """
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _jsonable(obj: Any) -> Any:
+    """``json.dumps``'s fallback for what it cannot write itself (numpy, paths)."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -163,8 +181,6 @@ def publish_folder(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
     ``tmp`` is made readable (``mkdtemp`` makes it private; what we publish is plain data); the
     final step is one rename, so a reader sees the old folder or the new one, never a mix.
     """
-    import shutil
-
     os.chmod(tmp, 0o755)
     out = Path(out)
     if out.exists():

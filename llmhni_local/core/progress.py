@@ -18,6 +18,16 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator, TextIO
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
 
 class ProgressBar:
     """What a caller advances. ``advance(n, **fields)``: ``n`` more done; ``fields`` are shown
@@ -91,15 +101,6 @@ def progress_bar(label: str, total: int, *, enabled: bool = True, done: int = 0,
     if not (hasattr(stream, "isatty") and stream.isatty()):
         yield _Lines(label, total, done, stream, line_step)
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(),
                *(TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields),

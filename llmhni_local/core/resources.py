@@ -8,6 +8,7 @@ through :mod:`importlib.resources`.
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,5 @@ def shipped_dir(kind: Shipped) -> Path:
     checkout = Path(__file__).resolve().parents[2]
     if (checkout / "pyproject.toml").is_file() and (checkout / kind).is_dir():
         return checkout / kind
-    from importlib.resources import files
 
     return Path(str(files("llmhni_local") / f"_{kind}"))

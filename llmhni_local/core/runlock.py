@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shlex
@@ -104,10 +105,6 @@ def _acquire(folder: Path, command: str) -> int:
 
 def _flock(fd: int) -> bool | None:
     """True: locked; False: another process holds it; None: this filesystem has no flock."""
-    try:
-        import fcntl
-    except ImportError:  # not a POSIX system
-        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True

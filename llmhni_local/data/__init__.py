@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING, Callable
 
 from llmhni_local.core.errors import ConfigError
 from llmhni_local.data.dataset import Interactions
+from llmhni_local.data.files import load_files
+from llmhni_local.data.movielens import load_ml100k
+from llmhni_local.data.noise import add_synthetic_noise
+from llmhni_local.data.rlmrec import load_rlmrec
 
 if TYPE_CHECKING:
     from llmhni_local.core.config import DataSettings
@@ -40,20 +44,14 @@ def first_users(data: Interactions, n: int) -> Interactions:
 
 
 def _ml100k(arg: str, settings: "DataSettings") -> Interactions:
-    from llmhni_local.data.movielens import load_ml100k
-
     return load_ml100k(settings.max_users or None)  # cuts users itself, before its split
 
 
 def _rlmrec(arg: str, settings: "DataSettings") -> Interactions:
-    from llmhni_local.data.rlmrec import load_rlmrec
-
     return first_users(load_rlmrec(Path(arg).expanduser()), settings.max_users)
 
 
 def _files(arg: str, settings: "DataSettings") -> Interactions:
-    from llmhni_local.data.files import load_files
-
     return first_users(load_files(Path(arg).expanduser(), seed=settings.seed), settings.max_users)
 
 
@@ -105,7 +103,5 @@ def load_data(settings: "DataSettings") -> Interactions:
         raise ConfigError(f"data.source: {settings.source!r} is not one of {source_help()}")
     data = source.load(arg, settings)
     if settings.synthetic_noise > 0:
-        from llmhni_local.data.noise import add_synthetic_noise
-
         data = add_synthetic_noise(data, settings.synthetic_noise, settings.seed)
     return data

@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from llmhni_local.core.errors import DataError
+from llmhni_local.core.io import sha256_file
 from llmhni_local.data.dataset import Interactions
 from llmhni_local.data.splits import chronological_split, random_split
 
@@ -379,8 +380,6 @@ def load_files(path: str | os.PathLike, *, seed: int = 0) -> Interactions:
             timestamp is not a number (the message names the file and line); a profile names
             an id no interaction uses; or the split leaves a user without training data.
     """
-    from llmhni_local.core.io import sha256_file
-
     path = Path(path)
     name, folder, inter_path, users_path, items_path = _locate(path)
     table = _read(inter_path, ("user", "item"))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from llmhni_local.core.errors import DataError
+from llmhni_local.core.io import sha256_file
 from llmhni_local.data.dataset import Interactions
 from llmhni_local.data.splits import chronological_split
 
@@ -50,8 +51,6 @@ def load_ml100k(max_users: int | None = None) -> Interactions:
             keeps all 943.
     """
     import pandas as pd
-
-    from llmhni_local.core.io import sha256_file
 
     folder = ml100k_dir()
     ratings = pd.read_parquet(folder / _FILES["ratings"])

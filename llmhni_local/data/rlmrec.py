@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from llmhni_local.core.errors import DataError
+from llmhni_local.core.io import sha256_file
 from llmhni_local.data.dataset import Interactions
 from llmhni_local.data.safe_pickle import safe_load
 
@@ -93,8 +94,6 @@ def load_rlmrec(folder: str | os.PathLike) -> Interactions:
         DataError: a split file is missing or not a sparse matrix, the splits' shapes differ,
             or a validation / test user has no training interaction.
     """
-    from llmhni_local.core.io import sha256_file
-
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: RLMRec data folder not found")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from llmhni_local.core.device import one_cpu_thread, resolve_device
 from llmhni_local.core.errors import DataError
 from llmhni_local.llmhni.settings import AlignSettings, LLMHNISettings
 
@@ -147,8 +148,6 @@ def train_alignment(x_user: np.ndarray, x_item: np.ndarray, train_pairs: np.ndar
         of as many random user-item pairs (the gap shows the alignment working).
     """
     import torch
-
-    from llmhni_local.core.device import one_cpu_thread, resolve_device
 
     dev = resolve_device(device)
     s = settings.align if isinstance(settings, LLMHNISettings) else settings

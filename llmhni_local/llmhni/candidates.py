@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from llmhni_local.core.errors import ConfigError, DataError, UserError
+from llmhni_local.core.io import atomic_path
 
 #: Where a run folder keeps its candidate pairs (:func:`save_candidates`).
 CANDIDATES_FILE = "candidates.parquet"
@@ -203,8 +204,6 @@ def candidates_frame(c: np.ndarray):
 
 def save_candidates(path, c: np.ndarray) -> None:
     """Write candidates as parquet, atomically."""
-    from llmhni_local.core.io import atomic_path
-
     with atomic_path(path) as tmp:
         candidates_frame(c).to_parquet(tmp, index=False, engine="pyarrow")
 

@@ -6,11 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from llmhni_local.core.config import TrainConfig, to_dict
+from llmhni_local.core.device import device_record, resolve_device
+from llmhni_local.core.errors import UserError
 from llmhni_local.core.io import atomic_path, write_json
 from llmhni_local.core.manifest import build_manifest
 from llmhni_local.data.dataset import Interactions
-from llmhni_local.train.trainer import FitResult, fit
+from llmhni_local.eval.ranking import evaluate_ranking
+from llmhni_local.models import build_model
+from llmhni_local.train.objectives import RecObjective
+from llmhni_local.train.trainer import FitResult, fit, seed_everything
 
 
 def train_run(cfg: TrainConfig, data: Interactions, out: str | Path, *, objective=None,
@@ -23,11 +30,6 @@ def train_run(cfg: TrainConfig, data: Interactions, out: str | Path, *, objectiv
     the manifest records the device (:func:`~llmhni_local.core.device.device_record`).
     """
     import torch
-
-    from llmhni_local.core.device import device_record, resolve_device
-    from llmhni_local.models import build_model
-    from llmhni_local.train.objectives import RecObjective
-    from llmhni_local.train.trainer import seed_everything
 
     device = resolve_device(cfg.train.device)
     out = Path(out)
@@ -64,10 +66,7 @@ PER_USER_FILE = "per_user_test.npz"
 def save_per_user_test(path: Path, model, adj, data: Interactions, eval_settings) -> None:
     """Per-user test metrics of ``model`` (already at its best checkpoint): the same numbers
     whose means are ``metrics.json``'s ``test``, one value per test user."""
-    import numpy as np
     import torch
-
-    from llmhni_local.eval.ranking import evaluate_ranking
 
     model.eval()
     with torch.no_grad():
@@ -82,10 +81,6 @@ def save_per_user_test(path: Path, model, adj, data: Interactions, eval_settings
 
 def load_per_user_test(run_dir: str | Path) -> dict:
     """``{"users": ..., "recall@20": ..., ...}`` saved by :func:`train_run`."""
-    import numpy as np
-
-    from llmhni_local.core.errors import UserError
-
     path = Path(run_dir) / PER_USER_FILE
     if not path.is_file():
         raise UserError(f"{path}: no per-user test metrics here (train the run again)")
@@ -96,9 +91,6 @@ def load_per_user_test(run_dir: str | Path) -> dict:
 def load_trained(run_dir: str | Path, data: Interactions):
     """Rebuild the best model of a run folder (for candidates and reports)."""
     import torch
-
-    from llmhni_local.core.errors import UserError
-    from llmhni_local.models import build_model
 
     path = Path(run_dir) / "model.pt"
     if not path.is_file():

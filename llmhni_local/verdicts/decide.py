@@ -43,24 +43,26 @@ from typing import Any
 import numpy as np
 
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.io import atomic_path, jsonable, write_json
 from llmhni_local.engine.api import LABELS
-from llmhni_local.rating.store import VIEWS, Key
+from llmhni_local.eval.stats import binary_kappa
+from llmhni_local.judgments.plan import last_rating
+from llmhni_local.judgments.store import VIEWS
+from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
 from llmhni_local.verdicts.rules import (
     VerdictSettings,
     audit_verdict,
     batch_calibrate,
-    binary_kappa,
     choose_model,
     constant_views,
-    cross_fitted_kappa,
-    cross_validate,
     fit_logistic,
     high_score,
-    jsonable,
     log_ratios,
+    logistic_cv,
     predict_logistic,
     tau_from_share,
     taus_by_kappa,
+    threshold_cv,
 )
 
 VERDICTS_FILE = "verdicts.parquet"
@@ -92,7 +94,7 @@ def compute_verdicts(candidates: np.ndarray, judgments) -> "Any":
                         "item": candidates["item"].astype(np.int64),
                         "kind": candidates["kind"].astype(str)})
     cols = ["label", "ok", "p_high", "p_medium", "p_low", "label_mass"]
-    if "score" in judgments.columns:  # the likelihood reader's score (rating/likelihood.py)
+    if "score" in judgments.columns:  # the likelihood reader's score (judgments/likelihood.py)
         judgments = judgments.rename(columns={"score": "reader"})
         cols.append("reader")
     for view in VIEWS:
@@ -171,19 +173,10 @@ def write_verdicts(run_dir: str | Path, settings: VerdictSettings | None = None,
         train: the training edges ``(n, 2)`` (user, item); only the stacked rule reads them
             (item popularity and user activity).
     """
-    from llmhni_local.core.io import atomic_path, write_json
-    from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
-    from llmhni_local.rating.plan import read_rating_manifest
-    from llmhni_local.rating.store import JudgmentStore
-
     settings = settings or VerdictSettings()
     run_dir = Path(run_dir)
-    manifest = read_rating_manifest(run_dir)
+    judgments, manifest = last_rating(run_dir)
     candidates = load_candidates(run_dir / CANDIDATES_FILE)
-    keys = {v: Key(manifest["model_id"], manifest["adapter"], manifest["views"][v]["prompt_hash"])
-            for v in VIEWS}
-    with JudgmentStore(run_dir, create=False) as store:
-        judgments = store.frame(views=keys)
     verdicts = compute_verdicts(candidates, judgments)
     check_reader(settings, manifest.get("mode", "judge"), run_dir)
     info: dict[str, Any] = {"rule": "argmax", "calibration": "none"}
@@ -194,7 +187,7 @@ def write_verdicts(run_dir: str | Path, settings: VerdictSettings | None = None,
     counts.update(constant=constant, rater_constant=constant_rater(constant, settings),
                   constant_share=settings.constant_share)
     counts.update(model_id=manifest["model_id"], adapter=manifest["adapter"],
-                  prompt_hashes={v: k.prompt_hash for v, k in keys.items()},
+                  prompt_hashes={v: manifest["views"][v]["prompt_hash"] for v in VIEWS},
                   rule=RULE_TEXT[settings.rule], verdict_rule=jsonable(info))
     with atomic_path(run_dir / VERDICTS_FILE) as tmp:
         verdicts.to_parquet(tmp, index=False, engine="pyarrow")
@@ -225,7 +218,7 @@ def apply_rule(table, candidates: np.ndarray, settings: VerdictSettings, audits:
     table = table.copy()
     pairs = list(zip(table["user"].astype(int), table["item"].astype(int)))
     fit = ~np.array([p in audits.trained for p in pairs], dtype=bool)
-    truth, audit_info = _audited(table, audits, fit)
+    truth, audit_info = audited_truth(table, audits, fit)
     if settings.rule == "stacked":
         high, info = _stacked(table, candidates, settings, truth, audit_info, train)
         info["audits"] = audit_info
@@ -234,7 +227,8 @@ def apply_rule(table, candidates: np.ndarray, settings: VerdictSettings, audits:
     if settings.rule == "argmax":  # batch calibration: argmax of the calibrated probabilities
         high = {v: probs[v].argmax(axis=1) == 0 for v in VIEWS}
         return _redecide(table, high["user"], high["item"]), info
-    taus = _taus(scores, settings, fit, truth, audit_info, info)
+    taus = choose_taus(scores, settings, fit, truth, audit_info, info,
+                       users=table["user"].to_numpy(np.int64))
     high = {v: np.isfinite(scores[v]) & (scores[v] >= taus[v]) for v in VIEWS}
     info["realised_share_high"] = {v: float(high[v][fit & np.isfinite(scores[v])].mean())
                                    for v in VIEWS}
@@ -249,7 +243,7 @@ def _redecide(table, high_user: np.ndarray, high_item: np.ndarray):
     return table
 
 
-def _audited(table, audits: Audits, fit: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+def audited_truth(table, audits: Audits, fit: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """Per row: True (audited hard), False (audited noisy) or NaN-like None; and counts.
 
     Only judged rows (both views answered) that trained no adapter can be fitted on."""
@@ -324,8 +318,11 @@ def _view_scores(table, settings: VerdictSettings, fit: np.ndarray):
     return scores, probs, info
 
 
-def _taus(scores, settings: VerdictSettings, fit: np.ndarray, truth: np.ndarray,
-          audit_info: dict[str, Any], info: dict[str, Any]) -> dict[str, float]:
+def choose_taus(scores, settings: VerdictSettings, fit: np.ndarray, truth: np.ndarray,
+          audit_info: dict[str, Any], info: dict[str, Any], *, users: np.ndarray
+                ) -> dict[str, float]:
+    """The threshold rule's taus (and what chose them, into ``info``); ``users``: each row's
+    user, so the cross-fitted kappa's folds keep a user's pairs together."""
     info["tau_source"] = settings.tau_source
     if settings.tau_source == "share":
         taus = {}
@@ -342,10 +339,11 @@ def _taus(scores, settings: VerdictSettings, fit: np.ndarray, truth: np.ndarray,
         # the taus are chosen on these very pairs, so their kappa is optimistic; the
         # cross-fitted one judges every pair by taus chosen without it
         info["kappa_in_sample"] = kappa
-        info["kappa_cross_fitted"] = cross_fitted_kappa(
+        info["kappa_cross_fitted"] = threshold_cv(
             scores["user"][use], scores["item"][use], truth[use] == 1,
-            folds=settings.folds, seed=settings.seed)
+            np.asarray(users, dtype=np.int64)[use], folds=settings.folds, seed=settings.seed)
         info["cross_fitting"] = {"folds": settings.folds, "seed": settings.seed,
+                                 "grouped_by": "user",
                                  "how": "taus chosen on the other folds' audited pairs, "
                                         "verdicts of the held-out fold, pooled"}
     info["tau"] = taus
@@ -368,8 +366,10 @@ def _stacked(table, candidates: np.ndarray, settings: VerdictSettings, truth: np
     features = {"llm": llm, "non_llm": non_llm, "stacked": np.column_stack([llm, non_llm])}
     use = ~np.isnan(truth)
     y = truth[use] == 1
-    cv = cross_validate({k: x[use] for k, x in features.items()}, y,
-                        folds=settings.folds, l2=settings.l2, seed=settings.seed)
+    # folds grouped by user: a user's pairs never on both sides of a fold
+    cv = logistic_cv({k: x[use] for k, x in features.items()}, y,
+                     table["user"].to_numpy(np.int64)[use], folds=settings.folds,
+                     l2=settings.l2, seed=settings.seed)
     chosen, why = choose_model(cv)
     cv["argmax_rule"] = {"kappa": binary_kappa((table["verdict"] == "hard").to_numpy()[use], y)}
     model = fit_logistic(features[chosen][use], y, settings.l2)
@@ -380,7 +380,8 @@ def _stacked(table, candidates: np.ndarray, settings: VerdictSettings, truth: np
             "a per-label rescaling in its intercept", "model": chosen, "chosen_by": why,
             "features": list(names), "coefficients": dict(zip(names, model["coef"].tolist())),
             "intercept": float(model["intercept"][0]), "l2": settings.l2,
-            "folds": settings.folds, "threshold": 0.5, "cross_validated": cv,
+            "folds": settings.folds, "grouped_by": "user", "threshold": 0.5,
+            "cross_validated": cv,
             "llm_share": {"auc_gain_over_non_llm": cv["stacked"]["auc"] - cv["non_llm"]["auc"],
                           "kappa_gain_over_non_llm":
                               cv["stacked"]["kappa"] - cv["non_llm"]["kappa"]}}
@@ -419,8 +420,6 @@ def non_llm_features(table, candidates: np.ndarray, train: np.ndarray) -> np.nda
 def load_verdicts(run_dir: str | Path):
     """The verdicts table of ``RUN`` (for the graph stage)."""
     import pandas as pd
-
-    from llmhni_local.core.errors import UserError
 
     path = Path(run_dir) / VERDICTS_FILE
     if not path.is_file():

@@ -16,11 +16,12 @@ The design is in docs/DESIGN.md ("Verdict rules"). In short:
   label High -> hard, else noisy), or put at the quantile that gives ``target_share`` of a
   view's candidates High. With taus from audits two kappas are reported: the in-sample one
   (taus chosen and judged on the same pairs: optimistic) and a cross-fitted one (taus chosen
-  on k-1 folds, judged on the held-out fold, pooled: the honest estimate).
+  on k-1 folds grouped by user, judged on the held-out fold, pooled: the honest estimate).
 * **Stacked** (``rule = "stacked"``): class-balanced, L2-regularised logistic models (Newton's
   method, numpy) of the audited verdict on the rater's probabilities of both views (``llm``),
   on non-LLM features (the recommender's score, log item popularity, log user activity, the
-  candidate kind: ``non_llm``) and on both (``stacked``), cross-validated on the same folds.
+  candidate kind: ``non_llm``) and on both (``stacked``), cross-validated on the same folds,
+  grouped by user (a user's pairs never on both sides of a fold).
   The rule uses the one with the best cross-validated AUC (ties to the simpler one:
   ``non_llm``, ``llm``, ``stacked``), refitted on every usable audited pair, so it is at
   least as good in cross-validation as each of its parts; all three figures are reported.
@@ -35,6 +36,14 @@ from typing import Any, Literal
 import numpy as np
 
 from llmhni_local.core.errors import ConfigError
+from llmhni_local.eval.stats import (
+    auc,
+    binary_confusion,
+    binary_kappa,
+    cohen_kappa,
+    cross_fit,
+    group_folds,
+)
 
 #: Smallest probability a log is taken of (stored probabilities can be exactly 0).
 EPS = 1e-12
@@ -63,9 +72,9 @@ class VerdictSettings:
             ``tau_source = "share"``. (default: ``0.8``)
         min_audits: fewest usable audited pairs (rated candidates that trained no adapter) to
             fit taus or the stacked model from. (default: ``50``)
-        folds: cross-validation folds of the stacked rule's candidate models (each verdict
-            class needs at least this many audited pairs) and of the threshold rule's
-            cross-fitted kappa. (default: ``5``)
+        folds: cross-validation folds (grouped by user) of the stacked rule's candidate
+            models (each verdict class needs at least this many audited pairs) and of the
+            threshold rule's cross-fitted kappa. (default: ``5``)
         l2: L2 penalty of the stacked logistic model on standardised features. (default: ``1.0``)
         seed: seed of the cross-validation and cross-fitting folds. (default: ``0``)
         constant_share: a view one label of which takes at least this share of its answered
@@ -174,18 +183,6 @@ def tau_from_share(scores: np.ndarray, share: float) -> tuple[float, float]:
     return tau, float((scores >= tau).mean())
 
 
-def binary_kappa(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Cohen's kappa of two boolean vectors (NaN where undefined: chance agreement is 1)."""
-    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
-    n = len(pred)
-    if n == 0:
-        return math.nan
-    po = float((pred == truth).mean())
-    pp, pt = pred.mean(), truth.mean()
-    pe = float(pp * pt + (1 - pp) * (1 - pt))
-    return math.nan if pe >= 1.0 else (po - pe) / (1.0 - pe)
-
-
 def _grid(scores: np.ndarray) -> np.ndarray:
     values = np.unique(scores)
     if len(values) > MAX_GRID:
@@ -216,36 +213,37 @@ def taus_by_kappa(score_user: np.ndarray, score_item: np.ndarray, hard: np.ndarr
         d = h[::-1, ::-1].cumsum(0).cumsum(1)[::-1, ::-1]
         return d[1:, 1:]
 
-    n, n_hard = float(len(hard)), float(hard.sum())
     pred_hard, both_hard = dominance(np.ones(len(hard), bool)), dominance(hard)
-    po = (both_hard + (n - n_hard - (pred_hard - both_hard))) / n
-    pp, pt = pred_hard / n, n_hard / n
-    pe = pp * pt + (1 - pp) * (1 - pt)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kappa = np.where(pe < 1.0, (po - pe) / (1.0 - pe), -np.inf)
-    a, b = np.unravel_index(int(np.argmax(kappa)), kappa.shape)  # first max: smallest taus
+    # the kappa of every pair of taus at once: a stack of 2x2 confusion matrices
+    kappa = cohen_kappa(binary_confusion(both_hard, pred_hard, hard.sum(), len(hard)))
+    kappa = np.where(np.isnan(kappa), -np.inf, kappa)  # undefined: never the best
+    # first max: smallest taus; kappas equal to 12 digits are a tie (float noise is no winner)
+    a, b = np.unravel_index(int(np.argmax(np.round(kappa, 12))), kappa.shape)
     taus = np.append(gu, np.inf), np.append(gi, np.inf)
     best = float(kappa[a, b])
     return float(taus[0][a]), float(taus[1][b]), best if math.isfinite(best) else math.nan
 
 
-def cross_fitted_kappa(score_user: np.ndarray, score_item: np.ndarray, hard: np.ndarray, *,
-                       folds: int, seed: int = 0) -> float:
+def threshold_cv(score_user: np.ndarray, score_item: np.ndarray, hard: np.ndarray,
+                 groups: np.ndarray, *, folds: int, seed: int = 0) -> float:
     """The threshold rule's kappa as it would do on pairs its taus were not chosen on: taus
-    by :func:`taus_by_kappa` on ``folds - 1`` stratified folds, the verdicts of the held-out
-    fold by them, all held-out verdicts pooled into one kappa against ``hard``. The in-sample
-    kappa (taus chosen and judged on the same pairs) is biased up; this one is not."""
+    by :func:`taus_by_kappa` on ``folds - 1`` folds grouped by user (``groups``:
+    :func:`~llmhni_local.eval.stats.group_folds`), the verdicts of the held-out fold by
+    them, all held-out verdicts pooled into one kappa against ``hard``. The in-sample kappa
+    (taus chosen and judged on the same pairs) is biased up; this one is not. A fold whose
+    training side has one verdict class chooses nothing; its pairs are left out."""
     su, si = np.asarray(score_user, float), np.asarray(score_item, float)
     hard = np.asarray(hard, bool)
-    fold = stratified_folds(hard, folds, seed)
-    pred = np.zeros(len(hard), dtype=bool)
-    for k in range(folds):
-        test = fold == k
-        if not test.any():
-            continue
-        tu, ti, _ = taus_by_kappa(su[~test], si[~test], hard[~test])
-        pred[test] = (su[test] >= tu) & (si[test] >= ti)
-    return binary_kappa(pred, hard)
+
+    def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray | None:
+        if hard[train].all() or not hard[train].any():
+            return None
+        tu, ti, _ = taus_by_kappa(su[train], si[train], hard[train])
+        return (su[test] >= tu) & (si[test] >= ti)
+
+    pred = cross_fit(group_folds(groups, hard, folds, seed), fit_predict)
+    ok = np.isfinite(pred)
+    return binary_kappa(pred[ok] == 1.0, hard[ok])
 
 
 # ---------------------------------------------------------------------------- logistic model
@@ -282,40 +280,31 @@ def predict_logistic(model: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z @ model["coef"] + model["intercept"][0], -35, 35)))
 
 
-def stratified_folds(y: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
-    """Fold index per row: each class shuffled and dealt round-robin over the folds."""
+def logistic_cv(features: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, *,
+                folds: int, l2: float, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Out-of-fold AUC, verdict kappa and accuracy (positive iff P >= 0.5) of one
+    :func:`fit_logistic` model per feature set, every model on the same folds, GROUPED BY
+    USER (``groups``: :func:`~llmhni_local.eval.stats.group_folds`): no user's pairs on both
+    sides of a fold, so a model cannot score a pair by what it learned of its user elsewhere.
+    A fold whose training side has one class fits nothing; its pairs are left out of the
+    figures (``n``: the pairs scored)."""
     y = np.asarray(y, bool)
-    rng = np.random.default_rng(seed)
-    out = np.empty(len(y), dtype=np.int64)
-    for cls in (True, False):
-        idx = np.flatnonzero(y == cls)
-        out[rng.permutation(idx)] = np.arange(len(idx)) % folds
-    return out
-
-
-def auc(scores: np.ndarray, y: np.ndarray) -> float:
-    """AUC of ``scores`` for the positives ``y`` (ties count half; NaN with one class)."""
-    from llmhni_local.eval.metrics import auc as _auc
-
-    scores, y = np.asarray(scores, float), np.asarray(y, bool)
-    return _auc(scores[y], scores[~y])
-
-
-def cross_validate(features: dict[str, np.ndarray], y: np.ndarray, *, folds: int, l2: float,
-                   seed: int = 0) -> dict[str, dict[str, float]]:
-    """Out-of-fold AUC and verdict kappa (positive iff P >= 0.5) of one logistic model per
-    feature set, all on the same stratified folds."""
-    y = np.asarray(y, bool)
-    fold = stratified_folds(y, folds, seed)
+    fold = group_folds(groups, y, folds, seed)
     out: dict[str, dict[str, float]] = {}
     for name, x in features.items():
-        oof = np.empty(len(y))
-        for k in range(folds):
-            test = fold == k
-            model = fit_logistic(x[~test], y[~test], l2)
-            oof[test] = predict_logistic(model, x[test])
-        out[name] = {"auc": auc(oof, y), "kappa": binary_kappa(oof >= 0.5, y),
-                     "accuracy": float(((oof >= 0.5) == y).mean())}
+        x = np.asarray(x, dtype=np.float64).reshape(len(y), -1)
+
+        def fit_predict(train: np.ndarray, test: np.ndarray, x=x) -> np.ndarray | None:
+            if y[train].all() or not y[train].any():
+                return None
+            return predict_logistic(fit_logistic(x[train], y[train], l2), x[test])
+
+        oof = cross_fit(fold, fit_predict)
+        ok = np.isfinite(oof)
+        p, t = oof[ok], y[ok]
+        out[name] = {"auc": auc(p, t), "kappa": binary_kappa(p >= 0.5, t),
+                     "accuracy": float(((p >= 0.5) == t).mean()) if ok.any() else math.nan,
+                     "n": int(ok.sum())}
     return out
 
 
@@ -342,17 +331,6 @@ def choose_model(cv: dict[str, dict[str, float]]) -> tuple[str, str]:
                   "(non_llm, then llm, then stacked)")
 
 
-def jsonable(x: Any) -> Any:
-    """Floats that JSON can hold: NaN and infinities become None."""
-    if isinstance(x, dict):
-        return {k: jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
 
 
 def audit_verdict(label: str) -> str:

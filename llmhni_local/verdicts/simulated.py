@@ -35,12 +35,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from statistics import NormalDist
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from llmhni_local.core.errors import ConfigError, DataError
+from llmhni_local.core.io import atomic_path, jsonable, write_json
+from llmhni_local.eval.stats import auc as empirical_auc
 from llmhni_local.llmhni.denoise import VERDICT_DTYPE
+from llmhni_local.verdicts.decide import Audits, audited_truth, choose_taus
+from llmhni_local.verdicts.rules import VerdictSettings
 
 
 def simulate_verdicts(candidates, train_edges: np.ndarray, train_noise: np.ndarray, *,
@@ -182,8 +186,6 @@ def simulate_scores(candidates, train_edges: np.ndarray, train_noise: np.ndarray
         >>> bool(s["score"][0] < s["score"][1]), info["realised_auc"], info["skipped_unobserved"]
         (True, 1.0, 1)
     """
-    from llmhni_local.eval.metrics import auc as empirical_auc
-
     d = binormal_separation(auc)
     users, items, obs, truly_noisy, skipped = observed_truth(candidates, train_edges, train_noise)
     rng = np.random.default_rng(seed)
@@ -204,7 +206,7 @@ def simulate_scores(candidates, train_edges: np.ndarray, train_noise: np.ndarray
         "skipped_unobserved": skipped,
         "truly_noisy": int(truly_noisy.sum()),
     }
-    realised = empirical_auc(out["score"][~truly_noisy], out["score"][truly_noisy])
+    realised = empirical_auc(out["score"], ~truly_noisy)  # clean pairs are the positives
     summary["realised_auc"] = realised if math.isfinite(realised) else None  # one class absent
     return out, summary
 
@@ -251,8 +253,6 @@ def write_simulated_verdicts(path: str | Path, verdicts: np.ndarray, summary: di
     as ``<name>.json``; both atomically. Refuses a table or summary not marked simulated."""
     import pandas as pd
 
-    from llmhni_local.core.io import atomic_path, write_json
-
     if summary.get("simulated") is not True or not bool(np.all(verdicts["simulated"])):
         raise DataError("write_simulated_verdicts: every row and the summary must be marked "
                         "simulated")
@@ -262,3 +262,39 @@ def write_simulated_verdicts(path: str | Path, verdicts: np.ndarray, summary: di
             tmp, index=False, engine="pyarrow")
     write_json(path.with_suffix(".json"), {**summary, "simulated": True,
                                            "verdicts_file": path.name})
+
+
+def threshold_decider(s: VerdictSettings, audits: Audits
+                      ) -> Callable[[np.ndarray], tuple[np.ndarray, dict]]:
+    """The ``[verdicts]`` threshold rule as a function of the AUC-graded simulated rater's
+    scores (:func:`simulate_auc_verdicts`), given the run's audited labels.
+
+    The simulated rater gives one score per pair; it enters the threshold rule as both views'
+    High score, so the rule's own tau code (``verdicts.decide.choose_taus``: ``tau_from_share`` at
+    ``verdicts.target_share``, or the taus with the best kappa on the run's audited pairs,
+    with its ``min_audits`` check and cross-fitted kappa) decides, exactly as for a real
+    rater's scores. ``target_share`` is the share of observed candidates called hard (kept);
+    ``1 - target_share`` is called noisy."""
+    import pandas as pd
+
+    if s.rule != "threshold" or s.calibration != "none":
+        raise ConfigError(f"pipeline.simulated_auc draws a score per pair, not labels or label "
+                          f"probabilities: it needs verdicts.rule = 'threshold' and "
+                          f"verdicts.calibration = 'none' (got {s.rule!r}, {s.calibration!r})")
+
+    def decide(scored: np.ndarray) -> tuple[np.ndarray, dict]:
+        table = pd.DataFrame({"user": scored["user"], "item": scored["item"],
+                              "verdict": "noisy"})  # every observed candidate is judged
+        pairs = zip(table["user"].astype(int), table["item"].astype(int))
+        fit = ~np.array([p in audits.trained for p in pairs], dtype=bool)
+        truth, audit_info = audited_truth(table, audits, fit)
+        info: dict[str, Any] = {"rule": "threshold", "calibration": "none",
+                                "score": "the simulated rater's binormal score, as both views'"}
+        score = scored["score"].astype(np.float64)
+        taus = choose_taus({"user": score, "item": score}, s, fit, truth, audit_info, info,
+                           users=table["user"].to_numpy(np.int64))
+        hard = (score >= taus["user"]) & (score >= taus["item"])
+        info["realised_share_high"] = float(hard[fit].mean()) if fit.any() else None
+        return hard, jsonable(info)
+
+    return decide

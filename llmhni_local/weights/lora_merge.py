@@ -14,12 +14,14 @@ adapter is applied, not which model rates.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from llmhni_local.core.errors import UserError
+from llmhni_local.weights.registry import cache_dir, model_hash
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 DONE_FILE = "merged_from.json"
@@ -27,8 +29,6 @@ DONE_FILE = "merged_from.json"
 
 def merged_dir(base: str | os.PathLike, adapter: str | os.PathLike) -> Path:
     """Where the merge of ``adapter`` into the model folder ``base`` is cached."""
-    from llmhni_local.weights.registry import cache_dir, model_hash
-
     return cache_dir() / "merged" / f"{model_hash(base)[:16]}-{model_hash(adapter)[:16]}"
 
 
@@ -39,13 +39,9 @@ def merge_adapter(base: str | os.PathLike, adapter: str | os.PathLike,
     Tokenizer, chat template and generation files are copied from ``base`` unchanged, so the
     merged folder renders and tokenises prompts exactly as the base does.
     """
-    import json
-
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-
-    from llmhni_local.weights.registry import model_hash
 
     base, adapter = Path(base), Path(adapter)
     out = Path(dest) if dest is not None else merged_dir(base, adapter)

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file
 
 from llmhni_local.core.errors import UserError
 from llmhni_local.engine.api import LABELS
 from llmhni_local.weights.registry import PROBE_CARD_FILE as CARD_FILE
-from llmhni_local.weights.registry import PROBE_FILE
+from llmhni_local.weights.registry import PROBE_FILE, model_hash, resolve_model
 
 PROBE_FORMAT = "llmhni-probe-card/1"
 
@@ -73,8 +74,6 @@ def probe_problems(path: str | os.PathLike, base: str | None = None) -> list[str
                         f"{card.get('format')!r}, expected probe / {PROBE_FORMAT}")
     problems += _head_file_problems(folder / PROBE_FILE, heads_meta)
     if base is not None:
-        from llmhni_local.weights.registry import model_hash, resolve_model
-
         got = model_hash(resolve_model(base).path)
         if got != want:
             problems.append(f"{folder / CARD_FILE}: the probe was fitted on a base model with "
@@ -86,8 +85,6 @@ def _head_file_problems(path: Path, heads_meta: dict) -> list[str]:
     if not path.is_file():
         return [f"{path} is missing (the probe's heads)"]
     try:
-        from safetensors.numpy import load_file
-
         heads = heads_from_tensors(load_file(str(path)))
     except Exception as exc:  # noqa: BLE001 - any unreadable head file is a problem to name
         return [f"{path}: unreadable ({exc})"]
@@ -107,8 +104,6 @@ def _head_file_problems(path: Path, heads_meta: dict) -> list[str]:
 
 def load_probe(path: str | os.PathLike) -> tuple[dict[str, Any], dict]:
     """``(card, heads)`` of a checked probe folder: ``heads[view] = (layer, Head)``."""
-    from safetensors.numpy import load_file
-
     
     folder = Path(path).expanduser()
     problems = probe_problems(folder)

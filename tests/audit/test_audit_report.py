@@ -13,7 +13,7 @@ from llmhni_local.audit.importer import import_labels
 from llmhni_local.audit.records import AuditStore, audit_dir, trained_pairs
 from llmhni_local.audit.report import write_report
 from llmhni_local.core.errors import UserError
-from llmhni_local.rating.store import JudgmentStore
+from llmhni_local.judgments.store import JudgmentStore
 from llmhni_local.verdicts.rules import audit_verdict, model_verdict
 
 

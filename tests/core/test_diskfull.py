@@ -124,7 +124,7 @@ def test_a_wrapped_write_error_on_a_full_disk_is_named_too(tmp_path, monkeypatch
 
 
 def test_a_full_disk_under_sqlite_is_named(tmp_path):
-    from llmhni_local.rating.store import room_problem
+    from llmhni_local.judgments.store import room_problem
 
     db = tmp_path / "judgments.sqlite"
     full = sqlite3.OperationalError("database or disk is full")

@@ -123,14 +123,14 @@ def _hanley_mcneil_se(a, n_pos, n_neg):
 
 @pytest.mark.parametrize("a", [0.5, 0.7, 0.9])
 def test_empirical_auc_is_within_sampling_error(a):
-    from llmhni_local.eval.metrics import auc
+    from llmhni_local.eval.stats import auc
 
     edges, noise, cand = _world()
     scored, info = simulate_scores(cand, edges, noise, auc=a, seed=3)
     assert len(scored) == len(edges) and info["skipped_unobserved"] == 50
     assert np.array_equal(scored["truly_noisy"], noise)
     clean, noisy = scored["score"][~noise], scored["score"][noise]
-    realised = auc(clean, noisy)
+    realised = auc(scored["score"], ~noise)  # P(a clean score above a noisy one)
     assert info["realised_auc"] == pytest.approx(realised)
     se = _hanley_mcneil_se(a, len(clean), len(noisy))
     assert abs(realised - a) < 4 * se, (realised, a, se)
@@ -212,7 +212,7 @@ def test_one_class_gives_no_realised_auc():
     ({"simulated_auc": 0.8}, "pipeline.rater"),
 ])
 def test_pipeline_settings_check_the_auc(extra, match):
-    from llmhni_local.pipeline.settings import PipelineSettings
+    from llmhni_local.stages.settings import PipelineSettings
 
     with pytest.raises(ConfigError, match=match) as info:
         PipelineSettings(**extra)

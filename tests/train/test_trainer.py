@@ -66,4 +66,5 @@ def test_every_loss_and_backbone_trains(ml100k, tmp_path, loss, model):
                                           "model.dim": 8, "model.name": model, "train.loss": loss})
     r = train_run(cfg, small, tmp_path, progress=False)
     assert np.isfinite(r.history[-1]["loss"])
-    assert 0.0 <= r.test["recall@20"] <= 1.0
+    # better than ranking at random, whose expected Recall@20 is 20 / items
+    assert r.test["recall@20"] > 20 / small.n_items

@@ -14,18 +14,19 @@ import numpy as np
 import pytest
 
 from llmhni_local.core.errors import ConfigError, UserError
+from llmhni_local.eval.stats import binary_kappa, group_folds
 from llmhni_local.verdicts.decide import compute_verdicts, load_verdicts, write_verdicts
 from llmhni_local.verdicts.rules import (
     VerdictSettings,
     batch_calibrate,
-    binary_kappa,
     choose_model,
-    cross_validate,
     fit_logistic,
     high_score,
+    logistic_cv,
     predict_logistic,
     tau_from_share,
     taus_by_kappa,
+    threshold_cv,
 )
 
 
@@ -65,13 +66,6 @@ def test_tau_from_target_share():
     tau, share = tau_from_share(np.array([1.0, 1.0, 1.0, 0.0]), 0.5)  # ties all say High
     assert tau == 1.0 and share == pytest.approx(0.75)
     assert tau_from_share(scores, 1.0)[0] == pytest.approx(0.1)
-
-
-def test_binary_kappa_by_hand():
-    pred = np.array([1] * 20 + [0] * 5 + [1] * 10 + [0] * 15, bool)
-    truth = np.array([1] * 25 + [0] * 25, bool)
-    assert binary_kappa(pred, truth) == pytest.approx(0.4)  # agreement.py's doctest matrix
-    assert math.isnan(binary_kappa(np.ones(4, bool), np.ones(4, bool)))
 
 
 def test_taus_by_kappa_hand_case():
@@ -125,8 +119,9 @@ def _two_signals(n=600, seed=1):
 
 def test_stacked_beats_each_part_when_both_carry_signal():
     llm, non, y = _two_signals()
-    cv = cross_validate({"llm": llm, "non_llm": non, "stacked": np.column_stack([llm, non])}, y,
-                        folds=5, l2=1.0)
+    users = np.arange(len(y)) // 4
+    cv = logistic_cv({"llm": llm, "non_llm": non, "stacked": np.column_stack([llm, non])}, y,
+                     users, folds=5, l2=1.0)
     for part in ("llm", "non_llm"):
         assert cv["stacked"]["auc"] > cv[part]["auc"] + 0.05
         assert cv["stacked"]["kappa"] > cv[part]["kappa"]
@@ -163,9 +158,9 @@ def _make_run(tmp_path, n_pairs=240, seed=0, fail_every=23, llm_signal=1.0, scor
     recommender's score plus noise) lifts P(High) in both views by ``llm_signal`` (0: the
     probabilities are noise); every ``fail_every``-th pair has a failed user view. Returns
     (run, candidates, latent hard flags, train)."""
+    from llmhni_local.judgments.plan import RATING_MANIFEST
+    from llmhni_local.judgments.store import COLUMNS, JudgmentStore
     from llmhni_local.llmhni.candidates import CANDIDATE_DTYPE, CANDIDATES_FILE, save_candidates
-    from llmhni_local.rating.plan import RATING_MANIFEST
-    from llmhni_local.rating.store import COLUMNS, JudgmentStore
 
     rng = np.random.default_rng(seed)
     users, items = np.arange(n_pairs) // 6, np.arange(n_pairs) % 6 + 10 * (np.arange(n_pairs) % 5)
@@ -214,7 +209,7 @@ def _audit(run, cands, labels_of, pairs, trained=()):
 
 
 def test_default_rule_is_todays_argmax(tmp_path):
-    from llmhni_local.rating.store import JudgmentStore
+    from llmhni_local.judgments.store import JudgmentStore
 
     run, cands, _, _ = _make_run(tmp_path)
     counts = decide(run)
@@ -275,14 +270,13 @@ def test_threshold_from_audits_leaves_trained_pairs_out(tmp_path):
 
 
 def test_cross_fitted_kappa_is_near_zero_on_noise():
-    from llmhni_local.verdicts.rules import cross_fitted_kappa
-
     in_sample, cross = [], []
+    users = np.arange(120) // 4
     for seed in range(20):  # 20 seeded noise fixtures: the means are safe, one draw is not
         rng = np.random.default_rng(seed)
         su, si, hard = rng.normal(size=120), rng.normal(size=120), rng.random(120) < 0.4
         in_sample.append(taus_by_kappa(su, si, hard)[2])
-        cross.append(cross_fitted_kappa(su, si, hard, folds=5, seed=seed))
+        cross.append(threshold_cv(su, si, hard, users, folds=5, seed=seed))
     in_sample, cross = np.array(in_sample), np.array(cross)
     # choosing two taus on the judged pairs finds agreement in noise; judged out of fold, none
     assert (in_sample > 0).all() and in_sample.mean() > 0.1
@@ -291,7 +285,7 @@ def test_cross_fitted_kappa_is_near_zero_on_noise():
     # a perfect signal is kept by cross-fitting
     rng = np.random.default_rng(0)
     s = rng.normal(size=100)
-    assert cross_fitted_kappa(s, s, s > 0.2, folds=5) > 0.8
+    assert threshold_cv(s, s, s > 0.2, np.arange(100) // 5, folds=5) > 0.8
 
 
 def test_threshold_on_noise_reports_both_kappas(tmp_path):
@@ -366,6 +360,70 @@ def test_stacked_uses_the_candidate_with_the_best_cv_auc(tmp_path, llm_signal, s
     v = load_verdicts(run)
     judged = v["verdict"].isin(["hard", "noisy"])
     assert ((v.loc[judged, "p_stacked"] >= 0.5) == (v.loc[judged, "verdict"] == "hard")).all()
+
+
+def _spy_folds(monkeypatch):
+    """Record every call of the fold function the verdict rules use."""
+    from llmhni_local.verdicts import rules
+
+    calls = []
+    real = rules.group_folds
+
+    def spy(groups, y, k, seed=0):
+        folds = real(groups, y, k, seed)
+        calls.append((np.asarray(groups).copy(), folds))
+        return folds
+
+    monkeypatch.setattr(rules, "group_folds", spy)
+    return calls
+
+
+def _one_fold_per_user(groups, folds):
+    return all(len(set(folds[groups == u].tolist())) == 1 for u in np.unique(groups))
+
+
+@pytest.mark.parametrize("rule", ["stacked", "threshold"])
+def test_cross_fitting_folds_keep_each_users_pairs_together(tmp_path, monkeypatch, rule):
+    run, cands, hard, train = _make_run(tmp_path)  # 6 candidates per user
+    audited = range(1, 200)
+    _audit(run, cands, lambda r: "High" if hard[r] else "Low", audited)
+    calls = _spy_folds(monkeypatch)
+    info = decide(run, VerdictSettings(rule=rule), train=train)["verdict_rule"]
+    assert len(calls) == 1  # the same folds for every candidate model
+    groups, folds = calls[0]
+    # the groups are the users of the usable audited pairs (a failed user view: not usable)
+    usable = [r for r in audited if r % 23]
+    assert sorted(groups.tolist()) == sorted(cands["user"][usable].tolist())
+    assert len(np.unique(groups)) < len(groups)  # users give several pairs: grouping matters
+    assert _one_fold_per_user(groups, folds)
+    assert len(np.unique(folds)) == 5
+    where = info if rule == "stacked" else info["cross_fitting"]
+    assert where["grouped_by"] == "user"
+
+
+def test_grouped_folds_do_not_learn_who_a_user_is():
+    # the label is a property of the user, the features only say who the user is (one column
+    # per user): out of fold on new users that is worth nothing, on a user's other pairs a lot
+    users = np.repeat(np.arange(40), 6)
+    y = np.repeat(np.random.default_rng(0).random(40) < 0.5, 6)
+    who = np.eye(40)[users]
+    grouped = logistic_cv({"who": who}, y, users, folds=5, l2=1.0)["who"]
+    by_pair = logistic_cv({"who": who}, y, np.arange(len(y)), folds=5, l2=1.0)["who"]
+    assert by_pair["auc"] > 0.95  # pairs as the unit: the leak the grouped folds close
+    # an unseen user's column is constant (0) in training, so it gets no weight: every pair
+    # of a held-out fold gets the same score, and the pooled AUC is chance (0.458 here)
+    assert abs(grouped["auc"] - 0.5) < 0.1 and grouped["n"] == len(y)
+
+
+def test_a_fold_whose_training_side_has_one_class_is_left_out():
+    # user 0 holds every positive: the fold that holds user 0 trains on negatives only
+    users = np.repeat(np.arange(10), 4)
+    y = users == 0
+    x = np.random.default_rng(1).normal(size=(40, 2))
+    cv = logistic_cv({"x": x}, y, users, folds=5, l2=1.0)["x"]
+    folds = group_folds(users, y, 5)
+    assert cv["n"] == len(y) - (folds == folds[0]).sum()  # user 0's whole fold is left out
+    assert np.isnan(cv["auc"])  # only negatives left to score
 
 
 def test_audit_report_shows_the_rule_and_the_llms_share(tmp_path):
@@ -491,13 +549,13 @@ def test_label_counts_skip_missing_labels():
 
 def test_rate_run_warns_in_one_line_when_the_rater_is_constant(tmp_path, monkeypatch):
     from llmhni_local.engine.settings import RaterSettings
-    from llmhni_local.rating import run as rate_module
-    from llmhni_local.rating.plan import RateReport, RateSettings
-    from llmhni_local.stages import constant_rating, rate_run
+    from llmhni_local.judgments.plan import RateReport, RateSettings
+    from llmhni_local.stages import rate as rate_module
+    from llmhni_local.stages.rate import constant_rating, rate_run
 
     run, *_ = _make_run(tmp_path)
     # the judgments are in the store already: no model is loaded, nothing is rated
-    monkeypatch.setattr(rate_module, "rater_model_id", lambda *a, **k: (MODEL, ADAPTER))
+    monkeypatch.setattr(rate_module, "checked_rater_id", lambda *a, **k: (MODEL, ADAPTER))
     monkeypatch.setattr(rate_module, "rate_candidates", lambda *a, **k: RateReport())
     logs = []
     rate_run(run, RaterSettings(), RateSettings(), progress=False, log=logs.append)
@@ -508,6 +566,6 @@ def test_rate_run_warns_in_one_line_when_the_rater_is_constant(tmp_path, monkeyp
     logs.clear()
     assert set(constant_rating(run, 0.95)) == {"user", "item"}
     # no label reaches the share: no warning
-    monkeypatch.setattr("llmhni_local.stages.constant_rating", lambda *a: {})
+    monkeypatch.setattr(rate_module, "constant_rating", lambda *a: {})
     rate_run(run, RaterSettings(), RateSettings(), progress=False, log=logs.append)
     assert logs == []

@@ -158,11 +158,11 @@ def _adapter(folder: Path, **cfg) -> Path:
     return folder
 
 
-def test_check_adapter_is_the_strict_serving_check(tmp_path: Path) -> None:
+def test_check_adapter_is_the_strict_serving_check(tmp_path: Path, tiny_llama: Path) -> None:
     """Rating with an adapter runs the same check as `adapters validate` (bias, DoRA, rank,
     weights), before any engine starts, not only the file check."""
     from llmhni_local.engine.settings import RaterSettings
-    from llmhni_local.rating.run import rater_model_id
+    from llmhni_local.judgments.run import checked_rater_id
 
     with pytest.raises(UserError, match="bias"):
         check_adapter(_adapter(tmp_path / "b", bias="all"))
@@ -171,7 +171,7 @@ def test_check_adapter_is_the_strict_serving_check(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="rank 1024"):
         check_adapter(_adapter(tmp_path / "r", r=1024))
     with pytest.raises(UserError, match="bias"):
-        rater_model_id(RaterSettings(adapter=str(tmp_path / "b")))
+        checked_rater_id(RaterSettings(model=str(tiny_llama), adapter=str(tmp_path / "b")))
 
 
 def test_check_adapter(tmp_path: Path) -> None:
