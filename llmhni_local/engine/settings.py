@@ -184,7 +184,7 @@ class EmbedSettings:
     Args:
         engine: ``inprocess`` (one embedding backend in this process) or ``ray`` (a Ray Data
             job, one backend per worker; the vectors come back to this process, which writes
-            them exactly as in process; ``text/ray_embed.py``, README "Rating on a cluster").
+            them exactly as in process; ``text/ray_embed.py``, docs/RAY.md).
             (default: ``"inprocess"``)
         ray_address: the Ray cluster for ``engine = "ray"`` (``host:port``,
             ``ray://host:port`` or ``auto``); ``None`` takes ``RAY_ADDRESS`` and, without it,

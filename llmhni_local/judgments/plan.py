@@ -69,7 +69,7 @@ class RateSettings:
             label"). (default: ``0.05``)
         engine: where the missing judgments are rated: ``inprocess`` (one backend in this
             process) or ``ray`` (a Ray Data job, one backend per worker, rows merged into the
-            same store exactly once; ``judgments/ray_job.py``, README "Rating on a cluster").
+            same store exactly once; ``judgments/ray_job.py``, docs/RAY.md).
             (default: ``"inprocess"``)
         ray_address: the Ray cluster for ``engine = "ray"`` (``host:port``,
             ``ray://host:port`` or ``auto``); ``None`` takes ``RAY_ADDRESS`` and, without it,
