@@ -1,0 +1,6 @@
+"""What the rater said about each candidate pair, and where it is kept: the rating plan (work
+items, prompts, order, failure rules, the one routine that turns a batch into store rows;
+``plan``), the in-process loop (``run``) and the Ray Data job (``ray_job``), the likelihood
+reader (``likelihood``), the judgment store (``store``), shards and repair.
+
+The room is not called ``rating``: in this toolkit a rating is what a MovieLens user gave."""
