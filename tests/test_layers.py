@@ -200,3 +200,23 @@ def test_the_lazy_import_scan_sees_what_it_should(tmp_path):
                  "    import numpy\n\ndef f():\n    import torch\n    from llmhni_local.core "
                  "import io\n    if True:\n        import re\n")
     assert lazy_light_imports(f) == ["8: from llmhni_local.core import io", "10: import re"]
+
+
+def test_rooms_files_and_functions_stay_readable():
+    """No room over 2,500 lines, no file over 500, no function over 80."""
+    rooms: dict[str, int] = {}
+    big_files, long_functions = [], []
+    for p in sorted(PACKAGE.rglob("*.py")):
+        text = p.read_text()
+        n = len(text.splitlines())
+        rel = p.relative_to(PACKAGE)
+        rooms[rel.parts[0] if len(rel.parts) > 1 else rel.stem] = (
+            rooms.get(rel.parts[0] if len(rel.parts) > 1 else rel.stem, 0) + n)
+        if n > 500:
+            big_files.append(f"{rel}: {n}")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+                    and node.end_lineno - node.lineno + 1 > 80:
+                long_functions.append(f"{rel}:{node.name}: {node.end_lineno - node.lineno + 1}")
+    assert {r: n for r, n in rooms.items() if n > 2500} == {}
+    assert big_files == [] and long_functions == []

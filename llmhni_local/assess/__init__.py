@@ -35,25 +35,3 @@ calibration); a judgment that carries a numeric ``score`` of its own (the likeli
 mode) is read as that, in the same orientation (higher: more relevant). The AUCs rank pairs
 by the **noise score**, minus the score, so 0.5 is chance and 1 a perfect reader of noise.
 """
-
-from __future__ import annotations
-
-from llmhni_local.assess.run import Assessment, assess_run, default_rate  # noqa: F401
-from llmhni_local.assess.sample import (  # noqa: F401
-                                        assessed_rater,
-                                        check_run,
-                                        draw_sample,
-                                        held_out_users,
-                                        run_overrides,
-                                        synthetic_pairs,
-                                        tuning_pairs,
-)
-from llmhni_local.assess.settings import (  # noqa: F401
-                                        ASSESS_DIR,
-                                        CONSTANT_SHARE,
-                                        CONSTANT_TEXT,
-                                        MIN_PER_CLASS,
-                                        PLOT_FILE,
-                                        REPORT_FILE,
-                                        AssessSettings,
-)

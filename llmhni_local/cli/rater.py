@@ -39,14 +39,9 @@ def assess(
     """Rate a sample of held-out users' pairs (resumable) and report, per view, label shares,
     AUC on natural and synthetic noise, kappas, the LLM's share and the time coverage costs
     -> RUN/assess/assess.json and assess.png."""
-    from llmhni_local.assess import (
-        AssessSettings,
-        assess_run,
-        assessed_rater,
-        check_run,
-        default_rate,
-        run_overrides,
-    )
+    from llmhni_local.assess.run import assess_run, default_rate
+    from llmhni_local.assess.sample import assessed_rater, check_run, run_overrides
+    from llmhni_local.assess.settings import AssessSettings
     from llmhni_local.stages.profiles import profiles_data
 
     check_run(run)  # before settings that may name a missing model

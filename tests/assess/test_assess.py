@@ -12,14 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmhni_local.assess import (
-    CONSTANT_TEXT,
-    MIN_PER_CLASS,
-    AssessSettings,
-    assess_run,
-    held_out_users,
-    tuning_pairs,
-)
 from llmhni_local.assess.figures import (
     add_times,
     constant_view,
@@ -28,6 +20,9 @@ from llmhni_local.assess.figures import (
     task_figures,
 )
 from llmhni_local.assess.plot import roc_points
+from llmhni_local.assess.run import assess_run
+from llmhni_local.assess.sample import held_out_users, tuning_pairs
+from llmhni_local.assess.settings import CONSTANT_TEXT, MIN_PER_CLASS, AssessSettings
 from llmhni_local.core.errors import ConfigError, UserError
 from llmhni_local.data.dataset import Interactions
 from llmhni_local.engine.api import LABELS, Judgment, Rater, unserved

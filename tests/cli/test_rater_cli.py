@@ -99,7 +99,7 @@ def test_assess_without_candidates_or_judgments(tmp_path):
 
 
 def test_the_runs_own_settings_stand_in_for_a_config_file(tmp_path):
-    from llmhni_local.assess import run_overrides
+    from llmhni_local.assess.sample import run_overrides
 
     (tmp_path / "manifest.json").write_text(json.dumps({"settings": {
         "rater": {"model": "qwen", "adapter": None}, "tune": {"kind": "probe"},
