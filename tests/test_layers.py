@@ -21,7 +21,8 @@ ROOMS: tuple[tuple[str, ...], ...] = (
     ("data", "graph", "eval"),  # the data object, the adjacency, metrics and statistics
     ("models",),
     ("train",),
-    ("llmhni",),  # the method: candidates, alignment, semantic negatives, G', its objective
+    ("llmhni", "baselines"),  # the method (candidates, alignment, negatives, G', its objective)
+    # and the baselines set beside it (their objectives and samplers)
     ("engine",),  # what a model is asked and how it answers: the contract, chat, labels, prompts
     ("weights",),  # where model files come from: registry, install, LoRA merge, adapters, probes
     ("backends",),  # vLLM, transformers, OpenAI-compatible, sentence-transformers, probe, Ray

@@ -7,16 +7,18 @@ from typing import Optional
 
 import typer
 
-from llmhni_local.cli.options import ConfigOption, DataOption, QuietOption, SetOption, load
+from llmhni_local.cli.options import ConfigOption, DataOption, QuietOption, SetOption
 
 
 def train(
     out: Path = typer.Option(..., "--out", help="Run folder to write (metrics.json, manifest.json, ...)."),
+    method: Optional[str] = typer.Option(None, "--method", help="The method to train, a row of the method table (llmhni methods lists them; default: bpr, or train.loss)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="Pipeline run folder whose verdicts or profile embeddings the method reads (llmhni, bpr-gprime, rlmrec-*); its settings and data are used."),
     data: DataOption = None,
     model: Optional[str] = typer.Option(None, "--model", help="lightgcn or ngcf."),
     config: ConfigOption = None,
     set_: SetOption = None,
-    loss: Optional[str] = typer.Option(None, "--loss", help="bpr, tce, rce or sgl."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="Shorthand of --method for the plain losses: bpr, tce, rce or sgl."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Training seed."),
     dim: Optional[int] = typer.Option(None, "--dim", help="Embedding size."),
     layers: Optional[int] = typer.Option(None, "--layers", help="Propagation layers."),
@@ -32,26 +34,56 @@ def train(
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (0: default)."),
     quiet: QuietOption = False,
 ) -> None:
-    """Train LightGCN or NGCF and print clean-test metrics (settings: --set > flags > --config
-    > defaults)."""
-    from llmhni_local.core.config import TrainConfig
+    """Train one method (a baseline, LLMHNI or the oracle) on LightGCN or NGCF and print
+    clean-test metrics (settings: --set > flags > --config > defaults; with --run, the run's
+    settings instead of --config)."""
+    from llmhni_local.core.errors import ConfigError
 
+    if method and loss and method != loss:
+        raise ConfigError(f"--method {method} and --loss {loss} disagree (--loss is a "
+                          "shorthand of --method; give one)")
+    data_flags = {"data.source": data, "data.synthetic_noise": synthetic_noise,
+                  "data.max_users": max_users}
     overrides = {
-        "data.source": data, "data.synthetic_noise": synthetic_noise, "data.max_users": max_users,
         "model.name": model, "model.dim": dim, "model.layers": layers,
         "train.loss": loss, "train.seed": seed, "train.epochs": epochs,
         "train.batch_size": batch_size, "train.lr": lr, "train.l2": l2,
         "train.eval_every": eval_every, "train.patience": patience,
         "train.min_epochs": min_epochs, "train.threads": threads,
     }
-    cfg = load(TrainConfig, config, set_, overrides)
+    from llmhni_local.stages.methods import METHOD_TABLE
+
+    name = method or loss
+    if name is not None and name not in METHOD_TABLE:
+        raise ConfigError(f"--method: unknown method {name!r} (known: {', '.join(METHOD_TABLE)})")
+    if run_dir is not None:
+        given = [k for k, v in data_flags.items() if v is not None]
+        if config is not None or given:
+            raise ConfigError(f"--run {run_dir} trains on that run's data and settings; "
+                              f"drop {'--config' if config is not None else given[0]}")
+        from llmhni_local.core.config import parse_sets
+        from llmhni_local.stages.settings import settings_of_run
+
+        cfg = settings_of_run(run_dir, {**overrides, **parse_sets(set_ or [])})
+    else:
+        from llmhni_local.cli.options import run_config
+
+        cfg = run_config(config, set_, {**data_flags, **overrides})
+    name = name or cfg.train.loss
+    spec = METHOD_TABLE[name]
+    if spec.needs_run and run_dir is None:
+        reads = "verdicts" if spec.reads_verdicts else "profile embeddings"
+        raise ConfigError(f"{name} reads a pipeline run's {reads}: give --run RUN (a folder "
+                          "`llmhni run` made)")
 
     from llmhni_local.core.runlock import run_lock
-    from llmhni_local.data import load_data
     from llmhni_local.report import print_metrics
-    from llmhni_local.train.run import train_run
+    from llmhni_local.stages.context import Run
+    from llmhni_local.stages.methods import check_methods, check_run_inputs, train_method
 
+    run = Run(cfg, progress=not quiet)
+    check_methods([name], run.data)
+    check_run_inputs(run, name)
     with run_lock(out, "train"):
-        dataset = load_data(cfg.data)
-        result = train_run(cfg, dataset, out, progress=not quiet)
-    print_metrics(f"{cfg.model.name} ({cfg.train.loss}) on {dataset.name}", result, out)
+        result = train_method(run, name, cfg.train.seed, out)
+    print_metrics(f"{cfg.model.name} ({name}) on {run.data.name}", result, out)

@@ -112,3 +112,27 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: 
     lo, hi = percentile_interval(means, level)
     return {"diff": float(d.mean()), "lo": lo, "hi": hi,
             "n_users": int(len(d)), "n_seeds": int(a.shape[0])}
+
+
+def drop_rate(noisy: np.ndarray, clean: np.ndarray) -> dict[str, float]:
+    """Drop Rate: the share of Recall@K a method loses when noise is added,
+    ``1 - R(noise r) / R(noise 0)``, paired by seed, as mean ± sample std over the seeds.
+
+    ``noisy`` and ``clean`` hold one figure per seed, the same seeds in the same order (a
+    method's test Recall@20 at noise ``r`` and on the data as given). A negative value is a
+    method that did better with the added noise.
+
+    Example:
+        >>> r = drop_rate(np.array([0.18, 0.19]), np.array([0.20, 0.20]))
+        >>> round(r["mean"], 4), round(r["std"], 4), r["n_seeds"]
+        (0.075, 0.0354, 2)
+    """
+    noisy = np.asarray(noisy, dtype=np.float64).ravel()
+    clean = np.asarray(clean, dtype=np.float64).ravel()
+    if noisy.shape != clean.shape or not len(clean):
+        raise ValueError(f"drop_rate: {noisy.shape} and {clean.shape} must be the same seeds")
+    if (clean <= 0).any():
+        raise ValueError("drop_rate: a clean figure is 0; the drop is undefined")
+    per_seed = 1.0 - noisy / clean
+    std = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0
+    return {"mean": float(per_seed.mean()), "std": std, "n_seeds": int(len(per_seed))}

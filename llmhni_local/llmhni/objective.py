@@ -102,6 +102,10 @@ class LLMHNIObjective:
         self.epoch = 0
         self.device = torch.device("cpu")
 
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """No weights of its own: the trainer's optimiser updates the model's alone."""
+        return []
+
     def to(self, device: torch.device | str) -> LLMHNIObjective:
         """Move G, G', the views and the similarity tensors to ``device``; later views follow."""
         self.device = dev = torch.device(device)

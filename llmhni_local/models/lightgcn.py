@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -33,14 +35,34 @@ class LightGCN(nn.Module):
     def out_dim(self) -> int:
         return self.embedding.embedding_dim
 
-    def forward(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final ``(user, item)`` embeddings after propagating over ``adj``."""
+    def forward(self, adj: torch.Tensor,
+                perturb: Callable[[torch.Tensor], torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final ``(user, item)`` embeddings after propagating over ``adj`` (``perturb``: see
+        :meth:`layer_embeddings`)."""
+        return self.combine(self.layer_embeddings(adj, perturb))
+
+    def layer_embeddings(self, adj: torch.Tensor,
+                         perturb: Callable[[torch.Tensor], torch.Tensor] | None = None
+                         ) -> list[torch.Tensor]:
+        """``[E^(0), ..., E^(L)]``, each ``(U+I, d)``, users first. ``perturb``, when given,
+        maps each propagated layer ``E^(l)`` (``l >= 1``) to the one the next layer
+        propagates and the mean reads (SimGCL's and XSimGCL's noise)."""
         x = self.embedding.weight
-        out = x
+        out = [x]
         for _ in range(self.layers):
             x = propagate(adj, x)
+            if perturb is not None:
+                x = perturb(x)
+            out.append(x)
+        return out
+
+    def combine(self, layers: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean of the layers, split into ``(user, item)``."""
+        out = layers[0]
+        for x in layers[1:]:  # summed in order, then divided: the figures of earlier runs
             out = out + x
-        out = out / (self.layers + 1)
+        out = out / len(layers)
         return out[: self.n_users], out[self.n_users:]
 
     def ego(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

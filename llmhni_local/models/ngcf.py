@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,15 +42,32 @@ class NGCF(nn.Module):
     def out_dim(self) -> int:
         return self.embedding.embedding_dim * (self.layers + 1)
 
-    def forward(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, adj: torch.Tensor,
+                perturb: Callable[[torch.Tensor], torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final ``(user, item)`` embeddings (``perturb``: see :meth:`layer_embeddings`)."""
+        return self.combine(self.layer_embeddings(adj, perturb))
+
+    def layer_embeddings(self, adj: torch.Tensor,
+                         perturb: Callable[[torch.Tensor], torch.Tensor] | None = None
+                         ) -> list[torch.Tensor]:
+        """``[E^(0), ..., E^(L)]``, each ``(U+I, dim)``: layer 0 as it is, the others row
+        normalised as the concatenation reads them. ``perturb``, when given, maps each layer's
+        output (after message dropout, before normalising) to the one the next layer reads."""
         x = self.embedding.weight
         outs = [x]
         for w1, w2 in zip(self.w1, self.w2):
             side = propagate(adj, x)
             x = F.leaky_relu(w1(side + x) + w2(side * x), negative_slope=0.2)
             x = F.dropout(x, p=self.dropout, training=self.training)
+            if perturb is not None:
+                x = perturb(x)
             outs.append(F.normalize(x, dim=1))
-        out = torch.cat(outs, dim=1)
+        return outs
+
+    def combine(self, layers: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layers concatenated, split into ``(user, item)``."""
+        out = torch.cat(layers, dim=1)
         return out[: self.n_users], out[self.n_users:]
 
     def ego(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

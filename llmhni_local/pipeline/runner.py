@@ -31,6 +31,7 @@ from llmhni_local.stages import (
     verdicts,
 )
 from llmhni_local.stages.context import Run
+from llmhni_local.stages.methods import check_methods
 from llmhni_local.stages.plan import STAGES, missing_outputs
 from llmhni_local.stages.settings import RunConfig
 from llmhni_local.weights.registry import resolve_checked
@@ -92,6 +93,7 @@ def check_inputs_early(run: Run) -> None:
     reader = ("likelihood",) if run.cfg.rate.mode == "likelihood" else ()
     load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values(), *reader))
     profiles.check_can_summarize(run.cfg.profiles, run.cfg.rater)
+    check_methods(run.cfg.pipeline.methods, run.data)
     needs_flags = [why for why, on in (
         ("pipeline.methods has 'oracle'", "oracle" in run.cfg.pipeline.methods),
         ("pipeline.rater = 'simulated'", run.cfg.pipeline.rater == "simulated")) if on]

@@ -71,7 +71,8 @@ PLAN: tuple[Stage, ...] = (
                    "pipeline.simulated_auc"),
           ("candidates", "profiles"), OUTPUTS["rate"]),
     Stage("verdicts", ("verdicts",), ("rate",), OUTPUTS["verdicts"]),
-    Stage("train", ("model", "train", "eval", "llmhni", "pipeline.methods", "pipeline.seeds"),
+    Stage("train", ("model", "train", "eval", "llmhni", "baselines", "pipeline.methods",
+                    "pipeline.seeds"),
           ("verdicts", "align", "rec_pre"), OUTPUTS["train"]),
     Stage("report", (), ("train",), OUTPUTS["report"]),
 )

@@ -7,10 +7,12 @@ frozen dataclass that checks its own fields, and the run as a whole checks what 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from llmhni_local.baselines.settings import BaselineSettings
 from llmhni_local.core.config import (
     ConfigError,
     DataSettings,
@@ -18,7 +20,9 @@ from llmhni_local.core.config import (
     ModelSettings,
     TrainConfig,
     TrainSettings,
+    build,
     load_config,
+    merge,
 )
 from llmhni_local.engine.settings import (
     EmbedderSettings,
@@ -104,6 +108,7 @@ class RunConfig:
     tune: TuneSettings = field(default_factory=TuneSettings)
     rate: RateSettings = field(default_factory=RateSettings)
     llmhni: LLMHNISettings = field(default_factory=LLMHNISettings)
+    baselines: BaselineSettings = field(default_factory=BaselineSettings)
     verdicts: VerdictSettings = field(default_factory=VerdictSettings)
 
     def __post_init__(self) -> None:
@@ -135,3 +140,21 @@ OTHER_TABLES: tuple[str, ...] = ("finetune", "probe")
 def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults < TOML file < overrides (:func:`llmhni_local.core.config.load_config`)."""
     return load_config(RunConfig, path, overrides, ignore=OTHER_TABLES)
+
+
+def settings_of_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The settings a finished pipeline run folder was made with (``RUN/manifest.json``), with
+    ``overrides`` (dotted) on top and ``pipeline.out`` set to ``run_dir``."""
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a pipeline run folder (no manifest.json; run "
+                          "`llmhni run` first)")
+    try:
+        values = json.loads(path.read_text())["settings"]
+    except (ValueError, KeyError):
+        raise ConfigError(f"{path}: no settings in this manifest") from None
+    values = merge(values, {**(overrides or {}), "pipeline.out": str(run_dir)})
+    try:
+        return build(RunConfig, values)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -24,13 +24,18 @@ if TYPE_CHECKING:
 def method_key(run: Run, method: str, seed: int) -> str:
     """What one (method, seed) training run depends on: a run whose folder records the same
     key is reused, so cells of a benchmark that share a data set and settings share their
-    baselines (only LLMHNI reads the verdicts and the alignment)."""
+    baselines (only the methods that read the verdicts or the profile embeddings add those
+    stages' keys)."""
     payload: dict[str, Any] = {"method": method, "seed": seed, "data": run.keys["data"],
                                "rec_pre": run.keys["rec_pre"],
                                "settings": {s: setting(run.cfg, s) for s in ("model", "train", "eval")}}
-    if METHOD_TABLE[method].reads_verdicts:
-        payload.update(llmhni=setting(run.cfg, "llmhni"), verdicts=run.keys["verdicts"],
-                       align=run.keys["align"])
+    spec = METHOD_TABLE[method]
+    if spec.settings:  # "llmhni" or "baselines" (a method's own table under it)
+        payload[spec.settings.split(".")[0]] = setting(run.cfg, spec.settings)
+    if spec.reads_verdicts:
+        payload["verdicts"] = run.keys["verdicts"]
+    if spec.reads_profiles:
+        payload["align"] = run.keys["align"]
     return sha256_text(json.dumps(payload, sort_keys=True, default=str))
 
 

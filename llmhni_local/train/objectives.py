@@ -50,6 +50,10 @@ class RecObjective:
     def positives(self) -> np.ndarray:
         return self.edges
 
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Weights of the objective's own that the trainer's optimiser updates: none here."""
+        return []
+
     def to(self, device: torch.device | str) -> RecObjective:
         """Move the graph (and this epoch's views) to ``device``; later views follow."""
         self.device = torch.device(device)
@@ -69,9 +73,17 @@ class RecObjective:
     def eval_adj(self) -> torch.Tensor:
         return self.adj
 
+    def choose_negatives(self, users: torch.Tensor, neg: torch.Tensor, user_emb: torch.Tensor,
+                         item_emb: torch.Tensor) -> torch.Tensor:
+        """The ``(B,)`` negatives the loss uses, given what the sampler drew: here the draw
+        itself; a sampler of pools leaves the choice to a subclass (DNS takes the pool's
+        highest-scoring item, :mod:`llmhni_local.baselines.dns`)."""
+        return neg
+
     def __call__(self, model, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> BatchLoss:
         s = self.settings
         u_emb, i_emb = model(self.adj)
+        neg = self.choose_negatives(users, neg, u_emb, i_emb)
         eu = u_emb[users]
         s_pos = (eu * i_emb[pos]).sum(-1)
         s_neg = (eu * i_emb[neg]).sum(-1)

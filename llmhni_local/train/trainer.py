@@ -55,8 +55,9 @@ def fit(model: torch.nn.Module, data: Interactions, objective, *, train: TrainSe
             NGCF, or any PyG model wrapped in :class:`llmhni_local.models.PyGBackbone`.
         data: the data set; its ``train`` pairs are masked at evaluation time.
         objective: callable ``(model, users, pos, neg) -> BatchLoss`` with ``positives``,
-            ``start_epoch(epoch, rng)``, ``eval_adj()`` and ``to(device)`` (see
-            :mod:`.objectives`).
+            ``start_epoch(epoch, rng)``, ``eval_adj()``, ``to(device)`` and ``parameters()``
+            (weights of its own that Adam trains with the model's, such as a projection
+            head; none for most; see :mod:`.objectives`).
         train: the ``[train]`` settings; ``train.device`` says where ``model`` and
             ``objective`` are moved (they stay there after the call).
         eval: the ``[eval]`` settings.
@@ -75,7 +76,7 @@ def fit(model: torch.nn.Module, data: Interactions, objective, *, train: TrainSe
     positives = objective.positives
     if sampler is None:
         sampler = UniformNegatives(np.concatenate([positives, data.train]), data.n_items)
-    opt = torch.optim.Adam(model.parameters(), lr=train.lr)
+    opt = torch.optim.Adam([*model.parameters(), *objective.parameters()], lr=train.lr)
     key = stop_metric(eval.ks)
     best_value, best_epoch, best_state, best_val = -1.0, 0, None, {}
     bad_evals, history, train_time, epochs_run = 0, [], 0.0, 0

@@ -1,0 +1,378 @@
+"""The paper's comparison: every baseline beside LLMHNI, on the data as given and with 5-20%
+added noise, with Drop Rate (docs/BASELINES.md).
+
+For each backbone and noise ratio r (``data.synthetic_noise``; 0 is MovieLens-100K as given,
+with its natural noise; r adds random unobserved pairs on top), one run folder
+``OUT/<backbone>-noise<r>`` holds two cells that share the data, profiles, embeddings,
+alignment and Rec_pre:
+
+1. the **simulated** cell: LLMHNI driven by the SIMULATED perfect rater on a candidate set
+   covering >= 80% of the flagged edges (row ``llmhni-sim``: a ceiling, not an LLM result);
+2. the **method** cell: every baseline (BPR, WBPR, DNS, T-CE, R-CE, BOD, SGL, SimGCL, XSimGCL,
+   RLMRec-Con, RLMRec-Gen), BPR on G', LLMHNI read by the base config's local reader (row
+   ``llmhni``) and the oracle. ``--no-llm`` drops the two rows that need the local reader and
+   runs the cell with the simulated rater's candidates (no rating at all).
+
+Before the cells, each baseline's own weights are chosen from its ``GRID`` on seed 0's best
+validation Recall@20 on the data as given with the first backbone (the test split is not read
+for it); the choice then holds for every noise ratio and backbone (``--no-grid``: defaults).
+LightGCN runs every ratio; NGCF the data as given (``--ngcf-noise`` adds ratios).
+
+Every figure is a clean-test metric, mean ± std over ``--seeds``; each method against LLMHNI
+(local reader) is a paired difference over the same seeds and test users with a 95% bootstrap
+interval (``llmhni_local.eval.gains.paired_bootstrap``); Drop Rate(m, r) = 1 - Recall@20(r) /
+Recall@20(0), paired by seed (``llmhni_local.eval.gains.drop_rate``). Each train run is kept by
+its key (``RUN/train_store``), so a killed bench picks up where it stopped: run it again with
+the same flags. Writes docs/BENCHMARKS.md (between markers), docs/comparison_recall.png and
+docs/comparison_drop_rate.png, and ends with one JSON line.
+
+    python bench/comparison.py --quick        # LightGCN, noise 0 and 0.2, 1 seed, defaults
+    python bench/comparison.py                # the whole comparison, 3 seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import REPO_ROOT, emit_json, fail, float_list, format_table, print_table
+
+BASELINES = ["bpr", "wbpr", "dns", "tce", "rce", "bod", "sgl", "simgcl", "xsimgcl",
+             "rlmrec-con", "rlmrec-gen"]
+LLM_ROWS = ["bpr-gprime", "llmhni"]  # read the local reader's verdicts
+SIM = "llmhni-sim"
+NOISE = "0,0.05,0.1,0.15,0.2"
+MARK_BEGIN, MARK_END = "<!-- bench/comparison.py:begin -->", "<!-- bench/comparison.py:end -->"
+
+#: Seconds one training takes on MovieLens-100K, LightGCN, on a 2-core AVX2 CPU (measured by
+#: this bench's first run, docs/BENCHMARKS.md); NGCF costs about NGCF_FACTOR times more. Only
+#: the wall-time estimate printed before the bench starts reads them.
+COST_S = {"bpr": 60, "wbpr": 60, "dns": 80, "tce": 45, "rce": 60, "bod": 150, "sgl": 120,
+          "simgcl": 150, "xsimgcl": 90, "rlmrec-con": 90, "rlmrec-gen": 120, "bpr-gprime": 60,
+          "llmhni": 150, SIM: 150, "oracle": 70}
+NGCF_FACTOR = 2.0
+LLM_STAGES_S = 480  # profiles, embeddings, alignment, Rec_pre and 1,000 readings per folder
+
+
+def grids() -> dict[str, dict[str, tuple]]:
+    """Per method, the settings chosen on validation: the baselines' own ``GRID`` and the
+    ``[train]`` knob of T-CE, R-CE and SGL."""
+    from llmhni_local.baselines import bod, dns, rlmrec, simgcl, wbpr, xsimgcl
+
+    own = {"wbpr": wbpr.GRID, "dns": dns.GRID, "bod": bod.GRID, "simgcl": simgcl.GRID,
+           "xsimgcl": xsimgcl.GRID, "rlmrec-con": rlmrec.GRID_CON, "rlmrec-gen": rlmrec.GRID_GEN}
+    out = {m: {f"baselines.{m.replace('-', '_')}.{k}": v for k, v in g.items()}
+           for m, g in own.items()}
+    # T-CE's final drop rate over docs/METHOD.md's 0.05-0.2; R-CE's alpha around its paper's
+    # best values; SGL's weight around the demo's 0.01 (chosen on validation) and SGL's 0.1.
+    out.update(tce={"train.tce_max_drop": (0.05, 0.1, 0.2)},
+               rce={"train.rce_alpha": (0.1, 0.25, 0.5)},
+               sgl={"train.ssl_weight": (0.01, 0.05, 0.1)})
+    return out
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="LightGCN, noise 0 and 0.2, 1 seed, default weights (no grid)")
+    p.add_argument("--seeds", type=int, default=None, help="training seeds (default 3; 1 quick)")
+    p.add_argument("--noise", default=None, help=f"noise ratios (default {NOISE}; 0,0.2 quick)")
+    p.add_argument("--backbones", default=None,
+                   help="lightgcn and/or ngcf (default both; lightgcn with --quick)")
+    p.add_argument("--ngcf-noise", default="0", help="noise ratios NGCF runs (default 0)")
+    p.add_argument("--methods", default=None, help="a subset of the rows (default all)")
+    p.add_argument("--no-grid", action="store_true", help="default weights, no validation grid")
+    p.add_argument("--no-llm", action="store_true", help="no local-reader rows (no rating)")
+    p.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.toml"))
+    p.add_argument("--epochs", type=int, default=150, help="train.epochs (early-stopped)")
+    p.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench-comparison"))
+    p.add_argument("--estimate", action="store_true", help="print the estimate and stop")
+    p.add_argument("--no-docs", action="store_true", help="do not write docs/")
+    a = p.parse_args(argv)
+    a.seeds = a.seeds or (1 if a.quick else 3)
+    a.noise = float_list("--noise", a.noise or ("0,0.2" if a.quick else NOISE), lo=0, hi=0.5)
+    if 0.0 not in a.noise:
+        fail("--noise must include 0 (Drop Rate is measured against the data as given)")
+    a.ngcf_noise = float_list("--ngcf-noise", a.ngcf_noise, lo=0, hi=0.5)
+    a.backbones = (a.backbones or ("lightgcn" if a.quick else "lightgcn,ngcf")).split(",")
+    if set(a.backbones) - {"lightgcn", "ngcf"}:
+        fail(f"--backbones: unknown {sorted(set(a.backbones) - {'lightgcn', 'ngcf'})}")
+    rows = BASELINES + ([] if a.no_llm else LLM_ROWS) + [SIM, "oracle"]
+    a.rows = rows if a.methods is None else a.methods.split(",")
+    if set(a.rows) - set(rows):
+        fail(f"--methods: unknown {sorted(set(a.rows) - set(rows))} (known: {', '.join(rows)})")
+    a.grid = not (a.no_grid or a.quick)
+    return a
+
+
+def cells(args) -> list[tuple[str, float]]:
+    return [(b, r) for b in args.backbones
+            for r in (args.noise if b == args.backbones[0] else args.ngcf_noise)]
+
+
+def estimate_s(args) -> float:
+    """The bench's wall time if nothing is reused (a resumed bench takes less)."""
+    total = 0.0
+    for b, _ in cells(args):
+        per = sum(COST_S.get(m, 90) for m in args.rows) * args.seeds
+        total += per * (NGCF_FACTOR if b == "ngcf" else 1.0) + LLM_STAGES_S
+    if args.grid:
+        total += sum(COST_S[m] * (len(list(itertools.product(*g.values()))) - 1)
+                     for m, g in grids().items() if m in args.rows)
+    return total
+
+
+def base_settings(args) -> dict:
+    from llmhni_local.core.config import read_toml
+
+    base = {f"{t}.{k}": v for t, tab in read_toml(args.config).items() for k, v in tab.items()}
+    base.pop("pipeline.out", None)
+    base.update({"train.epochs": args.epochs, "tune.kind": "none",
+                 "pipeline.seeds": list(range(args.seeds))})
+    return base
+
+
+def sim_settings(base: dict, noise: float) -> dict:
+    """The simulated perfect rater on candidates covering >= 80% of the flagged edges (shares
+    as bench/denoise.py measured them: 0.7 of each user's items natural, 0.4 synthetic)."""
+    return {**base, "pipeline.rater": "simulated", "pipeline.simulated_error": 0.0,
+            "candidates.k_pos_share": 0.7 if noise == 0 else 0.4, "candidates.k_pos": 0,
+            "candidates.k_neg": 0, "candidates.budget": 0}
+
+
+def cell(settings: dict, out: Path, methods: list[str]) -> dict:
+    """Run the pipeline for ``methods`` in ``out``; per method, per seed: test, val and cost."""
+    from llmhni_local.pipeline.runner import run_pipeline
+    from llmhni_local.stages.settings import load_run_config
+
+    cfg = load_run_config(None, {**settings, "pipeline.out": str(out),
+                                 "pipeline.methods": methods})
+    run = run_pipeline(cfg, progress=False, log=lambda m: print("   ", m, flush=True))
+    out_rows = {}
+    for m in methods:
+        seeds = []
+        for s in cfg.pipeline.seeds:
+            d = run.dir / "train" / m / f"seed{s}"
+            met = json.loads((d / "metrics.json").read_text())
+            seeds.append({"seed": s, "test": met["test"], "val": met["val"],
+                          "epoch_seconds": met["epoch_seconds"], "epochs": met["epochs_run"],
+                          "best_epoch": met["best_epoch"], "per_user": per_user(d)})
+        out_rows[m] = seeds
+    return out_rows
+
+
+def per_user(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    from llmhni_local.train.run import load_per_user_test
+
+    d = load_per_user_test(run_dir)
+    return d["users"], d["recall@20"]
+
+
+def choose(args, base: dict) -> dict[str, dict]:
+    """Each baseline's grid point with the best seed-0 validation Recall@20 (data as given,
+    first backbone)."""
+    chosen: dict[str, dict] = {}
+    folder = Path(args.out) / f"{args.backbones[0]}-noise0"
+    settings = {**sim_settings(base, 0.0), "model.name": args.backbones[0],
+                "data.synthetic_noise": 0.0, "pipeline.seeds": [0]}
+    for m, grid in grids().items():
+        if m not in args.rows:
+            continue
+        tried = []
+        for values in itertools.product(*grid.values()):
+            point = dict(zip(grid, values))
+            r = cell({**settings, **point}, folder, [m])[m][0]
+            tried.append((r["val"]["recall@20"], point))
+            print(f"  grid {m} {point}: val Recall@20 {r['val']['recall@20']:.4f}", flush=True)
+        best = max(tried, key=lambda t: t[0])
+        chosen[m] = {"point": best[1], "val": best[0],
+                     "tried": [[json.dumps(p), v] for v, p in tried]}
+    return chosen
+
+
+def run_all(args) -> dict:
+    from llmhni_local.core.progress import progress_bar
+
+    base = base_settings(args)
+    chosen = choose(args, base) if args.grid else {}
+    points = {k: v for c in chosen.values() for k, v in c["point"].items()}
+    rows = [m for m in args.rows if m != SIM]
+    results: dict = {}
+    with progress_bar("comparison", len(cells(args))) as bar:
+        for backbone, noise in cells(args):
+            folder = Path(args.out) / f"{backbone}-noise{noise:g}"
+            common = {**base, **points, "model.name": backbone, "data.synthetic_noise": noise}
+            cellres = {}
+            if SIM in args.rows:
+                print(f"== {backbone}, noise {noise:g}: {SIM}", flush=True)
+                cellres[SIM] = cell(sim_settings(common, noise), folder, ["llmhni"])["llmhni"]
+            print(f"== {backbone}, noise {noise:g}: {', '.join(rows)}", flush=True)
+            settings = sim_settings(common, noise) if args.no_llm else common
+            cellres.update(cell(settings, folder, rows))
+            results[(backbone, noise)] = cellres
+            bar.advance(1)
+    return {"results": results, "chosen": chosen}
+
+
+def label(m: str) -> str:
+    names = {"llmhni": "llmhni (local reader)", SIM: "llmhni-sim (simulated rater, ceiling)"}
+    return names.get(m, m)
+
+
+def mean_std(seeds: list[dict], key: str = "recall@20") -> tuple[float, float]:
+    v = np.array([s["test"][key] for s in seeds])
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def ms(seeds: list[dict], key: str = "recall@20") -> str:
+    m, s = mean_std(seeds, key)
+    return f"{m:.4f} ± {s:.4f}" if len(seeds) > 1 else f"{m:.4f}"
+
+
+def versus(cellres: dict, m: str, ref: str) -> dict | None:
+    """``m`` - ``ref`` over the same seeds and users, with its bootstrap interval."""
+    from llmhni_local.eval.gains import paired_bootstrap
+
+    if ref not in cellres or m == ref:
+        return None
+    a, b = cellres[m], cellres[ref]
+    if any(not np.array_equal(x["per_user"][0], y["per_user"][0]) for x, y in zip(a, b)):
+        raise RuntimeError(f"{m} and {ref} were tested on different users")
+    return paired_bootstrap(np.stack([x["per_user"][1] for x in a]),
+                            np.stack([y["per_user"][1] for y in b]), n_boot=2000, seed=0)
+
+
+def cell_table(cellres: dict, ref: str) -> list[list]:
+    rows = []
+    for m, seeds in cellres.items():
+        c = versus(cellres, m, ref)
+        ci = f"{c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]" if c else "-"
+        rows.append([label(m), ms(seeds), ms(seeds, "ndcg@20"), ci,
+                     f"{np.mean([s['epoch_seconds'] for s in seeds]):.2f}",
+                     f"{np.mean([s['epochs'] for s in seeds]):.0f}",
+                     f"{np.mean([s['best_epoch'] for s in seeds]):.0f}"])
+    return rows
+
+
+def sweep_tables(results: dict, backbone: str, ratios: list[float]) -> tuple[list, list, dict]:
+    """Recall@20 per ratio, Drop Rate per ratio > 0, and the curves for the plots."""
+    from llmhni_local.eval.gains import drop_rate
+
+    base = results[(backbone, 0.0)]
+    recall_rows, drop_rows, curves = [], [], {}
+    for m in base:
+        if not all(m in results[(backbone, r)] for r in ratios):
+            continue
+        clean = np.array([s["test"]["recall@20"] for s in base[m]])
+        recall_rows.append([label(m)] + [ms(results[(backbone, r)][m]) for r in ratios])
+        drops = [drop_rate([s["test"]["recall@20"] for s in results[(backbone, r)][m]], clean)
+                 for r in ratios if r > 0]
+        drop_rows.append([label(m)] + [f"{d['mean']:+.3f} ± {d['std']:.3f}" for d in drops])
+        curves[m] = {"recall": [mean_std(results[(backbone, r)][m])[0] for r in ratios],
+                     "drop": [0.0] + [d["mean"] for d in drops]}
+    return recall_rows, drop_rows, curves
+
+
+def plot(curves: dict, ratios: list[float], key: str, ylabel: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    x = [100 * r for r in ratios]
+    for m, c in curves.items():
+        bold = m in ("llmhni", SIM)
+        ax.plot(x, c[key], marker="o", lw=2.4 if bold else 1.1,
+                ls="--" if m in (SIM, "oracle") else "-", label=label(m))
+    ax.set_xlabel("added noise (% of training pairs)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(args: argparse.Namespace) -> dict:
+    est = estimate_s(args)
+    print(f"comparison: {len(cells(args))} folders, {len(args.rows)} rows, {args.seeds} seeds; "
+          f"estimated {est / 3600:.1f} h on a 2-core CPU if nothing is reused", flush=True)
+    if args.estimate:
+        return {"estimate_s": est}
+    t0 = time.perf_counter()
+    out = run_all(args)
+    seconds = time.perf_counter() - t0
+    results, tables, figures = out["results"], [], {"seconds": seconds, "estimate_s": est}
+    ref = "llmhni" if "llmhni" in args.rows else SIM
+    headers = ["method", "Recall@20", "NDCG@20", f"- {ref} [95% CI]", "s/epoch", "epochs",
+               "best epoch"]
+    for (backbone, noise), cellres in results.items():
+        data = "data as given (natural noise)" if noise == 0 else f"{noise:.0%} added noise"
+        title = f"{backbone}, {data}, {args.seeds} seed(s)"
+        rows = cell_table(cellres, ref)
+        print_table(headers, rows, title)
+        tables.append((title, format_table(headers, rows)))
+        for m, seeds in cellres.items():
+            figures[f"{backbone}/{noise:g}/{m}/recall@20_mean"] = mean_std(seeds)[0]
+            figures[f"{backbone}/{noise:g}/{m}/epoch_seconds"] = float(
+                np.mean([s["epoch_seconds"] for s in seeds]))
+    ratios = [r for r in args.noise]
+    if len(ratios) > 1:
+        rec, drop, curves = sweep_tables(results, args.backbones[0], ratios)
+        h = ["method"] + [f"{r:.0%}" for r in ratios]
+        print_table(h, rec, "Recall@20 against added noise")
+        print_table(["method"] + h[2:], drop, "Drop Rate = 1 - Recall@20(r) / Recall@20(0)")
+        tables += [("Recall@20 against added noise", format_table(h, rec)),
+                   ("Drop Rate (mean ± std over seeds)", format_table(["method"] + h[2:], drop))]
+        for m, c in curves.items():
+            for r, d in zip(ratios[1:], c["drop"][1:]):
+                figures[f"drop_rate/{r:g}/{m}"] = d
+        docs = REPO_ROOT / "docs" if not args.no_docs else Path(args.out)
+        docs.mkdir(parents=True, exist_ok=True)
+        plot(curves, ratios, "recall", "test Recall@20", docs / "comparison_recall.png")
+        plot(curves, ratios, "drop", "Drop Rate", docs / "comparison_drop_rate.png")
+    if out["chosen"]:
+        crow = [[m, json.dumps(c["point"]), f"{c['val']:.4f}"] for m, c in out["chosen"].items()]
+        print_table(["method", "chosen", "val Recall@20"], crow, "Chosen on validation")
+        tables.append(("Weights chosen on seed 0's validation Recall@20 (data as given)",
+                       format_table(["method", "chosen", "val Recall@20"], crow)))
+        figures["chosen"] = {m: c["point"] for m, c in out["chosen"].items()}
+    if not args.no_docs:
+        write_docs(tables, seconds, len(ratios) > 1)
+    result = {"bench": "comparison", "quick": args.quick, "seeds": args.seeds, **figures}
+    emit_json(result)
+    return result
+
+
+def write_docs(tables: list[tuple[str, str]], seconds: float, plots: bool) -> None:
+    path = REPO_ROOT / "docs" / "BENCHMARKS.md"
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    cmd = "python bench/comparison.py " + " ".join(sys.argv[1:])
+    body = "\n\n".join(f"{title}:\n\n{table}" for title, table in tables)
+    block = (f"{MARK_BEGIN}\n## The comparison (`{cmd}`)\n\nMeasured {time.strftime('%Y-%m-%d')}: "
+             f"{seconds / 60:.0f} minutes on {os.cpu_count()} CPU cores (runs whose keys match "
+             "earlier ones are reused; the minutes count what was computed). Clean-test metrics "
+             "(full ranking, training items masked, test read once at the best validation "
+             "epoch); s/epoch excludes validation.\n\n" + body
+             + ("\n\n![Recall@20 against noise](comparison_recall.png)\n\n"
+                "![Drop Rate against noise](comparison_drop_rate.png)\n" if plots else "\n")
+             + MARK_END)
+    if MARK_BEGIN in text:
+        text = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: block, text,
+                      flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main(parse_args())
