@@ -93,6 +93,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-llm", action="store_true", help="no local-reader rows (no rating)")
     p.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.toml"))
     p.add_argument("--epochs", type=int, default=150, help="train.epochs (early-stopped)")
+    p.add_argument("--max-users", type=int, default=0, help="data.max_users (smoke runs)")
     p.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench-comparison"))
     p.add_argument("--estimate", action="store_true", help="print the estimate and stop")
     p.add_argument("--no-docs", action="store_true", help="do not write docs/")
@@ -136,6 +137,7 @@ def base_settings(args) -> dict:
     base = {f"{t}.{k}": v for t, tab in read_toml(args.config).items() for k, v in tab.items()}
     base.pop("pipeline.out", None)
     base.update({"train.epochs": args.epochs, "tune.kind": "none",
+                 "data.max_users": args.max_users,
                  "pipeline.seeds": list(range(args.seeds))})
     return base
 
