@@ -10,9 +10,17 @@ import typer
 from llmhni_local.cli.options import ConfigOption, DataOption, QuietOption, SetOption
 
 
+#: Kept as text so ``--help`` imports no torch; tests/stages/test_methods.py checks it names
+#: every row of the method table.
+METHOD_HELP = ("A row of the method table (docs/BASELINES.md): bpr, wbpr, dns, tce, rce, bod, sgl, "
+               "simgcl, xsimgcl, rlmrec-con, rlmrec-gen, bpr-gprime, llmhni, llmhni-no-semneg, "
+               "llmhni-no-align, llmhni-no-denoise, llmhni-no-hal, oracle (default: train.loss, "
+               "bpr).")
+
+
 def train(
     out: Path = typer.Option(..., "--out", help="Run folder to write (metrics.json, manifest.json, ...)."),
-    method: Optional[str] = typer.Option(None, "--method", help="The method to train, a row of the method table (llmhni methods lists them; default: bpr, or train.loss)."),
+    method: Optional[str] = typer.Option(None, "--method", help=METHOD_HELP),
     run_dir: Optional[Path] = typer.Option(None, "--run", help="Pipeline run folder whose verdicts or profile embeddings the method reads (llmhni, bpr-gprime, rlmrec-*); its settings and data are used."),
     data: DataOption = None,
     model: Optional[str] = typer.Option(None, "--model", help="lightgcn or ngcf."),

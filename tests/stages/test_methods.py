@@ -56,6 +56,13 @@ def test_the_paper_baselines_are_rows():
         load_run_config(None, {"pipeline.methods": ["simgcl", "lightgcl"]})
 
 
+def test_train_help_names_every_row():
+    from llmhni_local.cli.train import METHOD_HELP
+
+    named = METHOD_HELP.split(": ", 1)[1].split(" (default")[0].split(", ")
+    assert named == list(METHOD_TABLE)
+
+
 def test_rlmrec_is_refused_on_data_without_text(synth_data):
     data = synth_data().replace(item_meta=None, item_text=None, name="bare")
     with pytest.raises(ConfigError, match="rlmrec-gen .*bare has no item text"):
