@@ -216,9 +216,10 @@ def run_all(args) -> dict:
             if SIM in args.rows:
                 print(f"== {backbone}, noise {noise:g}: {SIM}", flush=True)
                 cellres[SIM] = cell(sim_settings(common, noise), folder, ["llmhni"])["llmhni"]
-            print(f"== {backbone}, noise {noise:g}: {', '.join(rows)}", flush=True)
-            settings = sim_settings(common, noise) if args.no_llm else common
-            cellres.update(cell(settings, folder, rows))
+            if rows:
+                print(f"== {backbone}, noise {noise:g}: {', '.join(rows)}", flush=True)
+                settings = sim_settings(common, noise) if args.no_llm else common
+                cellres.update(cell(settings, folder, rows))
             results[(backbone, noise)] = cellres
             bar.advance(1)
     return {"results": results, "chosen": chosen}
@@ -275,12 +276,19 @@ def sweep_tables(results: dict, backbone: str, ratios: list[float]) -> tuple[lis
             continue
         clean = np.array([s["test"]["recall@20"] for s in base[m]])
         recall_rows.append([label(m)] + [ms(results[(backbone, r)][m]) for r in ratios])
+        if (clean <= 0).any():  # a smoke run's method that learnt nothing: no drop to speak of
+            continue
         drops = [drop_rate([s["test"]["recall@20"] for s in results[(backbone, r)][m]], clean)
                  for r in ratios if r > 0]
-        drop_rows.append([label(m)] + [f"{d['mean']:+.3f} ± {d['std']:.3f}" for d in drops])
+        drop_rows.append([label(m)] + [drop_cell(d) for d in drops])
         curves[m] = {"recall": [mean_std(results[(backbone, r)][m])[0] for r in ratios],
                      "drop": [0.0] + [d["mean"] for d in drops]}
     return recall_rows, drop_rows, curves
+
+
+def drop_cell(d: dict) -> str:
+    """Mean ± std over seeds; one seed has no spread to show."""
+    return f"{d['mean']:+.3f}" + (f" ± {d['std']:.3f}" if d["n_seeds"] > 1 else "")
 
 
 def plot(curves: dict, ratios: list[float], key: str, ylabel: str, path: Path) -> None:

@@ -29,8 +29,9 @@ batches of every epoch after the first, i.e. after each inner epoch as in the re
         \nabla_P \overline{w\, \lVert \hat e_u - \hat e_i \rVert^2}\,[:, c]\big)\Big)
 
 the released code's one-step gradient matching: the gradient the weighted BPR loss gives the
-recommender's 2-D weights (embedding table, NGCF's layer matrices), column by column, should point
-where the weighted alignment's gradient points; 1-D weights (biases) are skipped, as there.
+recommender's 2-D weights (the user and the item rows of the embedding table apart, as the
+released encoder keeps two tables; NGCF's layer matrices), column by column, should point where
+the weighted alignment's gradient points; 1-D weights (biases) are skipped, as there.
 :math:`\phi` gets the exact gradient of :math:`L_{out}` (second order through both gradients);
 :math:`\theta` is not changed by the outer step.
 
@@ -270,6 +271,16 @@ class BODObjective:
         return BatchLoss(total, parts)
 
     # ------------------------------------------------------------------ the outer step
+    def per_table(self, grads) -> list[torch.Tensor | None]:
+        """The gradient of the one ``(U+I, d)`` node table as a user and an item table, so
+        columns are matched per table as in the released code, whose encoder keeps two."""
+        nodes = self.n_users + self.n_items
+        out: list[torch.Tensor | None] = []
+        for g in grads:
+            split = g is not None and g.ndim == 2 and g.shape[0] == nodes
+            out += [g[: self.n_users], g[self.n_users:]] if split else [g]
+        return out
+
     def outer_step(self, model, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> float:
         """One Adam step of the generator on the gradient-matching loss of this batch; the
         recommender's weights and their ``.grad`` are left as they were. Returns the loss."""
@@ -282,7 +293,7 @@ class BODObjective:
         syn = (w * alignment(eu, ei)).mean()
         g_real = torch.autograd.grad(real, thetas, create_graph=True, allow_unused=True)
         g_syn = torch.autograd.grad(syn, thetas, create_graph=True, allow_unused=True)
-        loss = gradient_distance(list(g_real), list(g_syn))
+        loss = gradient_distance(self.per_table(g_real), self.per_table(g_syn))
         phis = list(self.generator.parameters())
         grads = torch.autograd.grad(loss, phis, allow_unused=True)
         self.generator_opt.zero_grad(set_to_none=True)

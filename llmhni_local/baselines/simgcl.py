@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from llmhni_local.core.config import TrainSettings
 from llmhni_local.core.errors import ConfigError
 from llmhni_local.graph.adjacency import bipartite_adjacency
+from llmhni_local.models.backbone import LayeredBackbone
 from llmhni_local.train import losses
 from llmhni_local.train.objectives import BatchLoss
 
@@ -134,7 +135,7 @@ def noise_perturbation(eps: float) -> Callable[[torch.Tensor], torch.Tensor] | N
 
 def check_backbone(model, method: str) -> None:
     """Noise goes between layers, so the backbone must expose them (LightGCN and NGCF do)."""
-    if not (hasattr(model, "layer_embeddings") and hasattr(model, "combine")):
+    if not isinstance(model, LayeredBackbone):
         raise ConfigError(f"baselines.{method} needs a backbone with layer_embeddings() and "
                           f"combine() (LightGCN, NGCF); {type(model).__name__} has not")
 

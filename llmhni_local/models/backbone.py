@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
@@ -28,3 +28,21 @@ class Backbone(Protocol):
     def __call__(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def ego(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@runtime_checkable
+class LayeredBackbone(Backbone, Protocol):
+    """A backbone whose layers can be read and perturbed one by one (SimGCL's and XSimGCL's
+    noise goes between layers): :class:`~llmhni_local.models.LightGCN` and
+    :class:`~llmhni_local.models.NGCF`.
+
+    ``layer_embeddings(adj, perturb=None)`` returns ``[E^(0), ..., E^(L)]`` (each ``(U+I, d)``,
+    ``perturb`` applied to each propagated layer before the next reads it) and
+    ``combine(layers)`` the final ``(user, item)`` embeddings the forward pass returns.
+    """
+
+    def layer_embeddings(self, adj: torch.Tensor,
+                         perturb: Callable[[torch.Tensor], torch.Tensor] | None = None
+                         ) -> list[torch.Tensor]: ...
+
+    def combine(self, layers: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]: ...

@@ -68,6 +68,8 @@ def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = T
         rec = run.record(stage)
         missing = missing_outputs(run.dir, stage, simulated=run.cfg.pipeline.rater == "simulated",
                                   tune=run.cfg.tune.kind)
+        if stage == "train" and not missing:  # its folders, one per (method, seed), by key
+            missing = train.stale(run)
         if not forced and rec is not None and rec.get("key") == key and not missing:
             run.ran[stage] = False
             log(f"[{stage}] unchanged, reused")

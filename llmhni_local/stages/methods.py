@@ -217,6 +217,7 @@ def check_run_inputs(run: Run, name: str) -> None:
     spec = METHOD_TABLE[name]
     needed = [("verdicts.parquet", "verdicts")] if spec.reads_verdicts else []
     needed += [("align/raw.npz", "align")] if spec.reads_profiles else []
+    needed += [("align/aligned.npz", "align")] if spec.settings == "llmhni" else []
     for rel, stage in needed:
         if not (run.dir / rel).is_file():
             raise ConfigError(f"{run.dir / rel}: {name} reads it and it is missing (run the "

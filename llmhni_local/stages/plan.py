@@ -9,9 +9,12 @@ runner (:mod:`llmhni_local.pipeline.runner`) walks the plan.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from llmhni_local.core.config import TrainSettings
 
 if TYPE_CHECKING:
     from llmhni_local.stages.settings import RunConfig
@@ -45,6 +48,14 @@ TUNE_OUTPUTS: dict[str, tuple[str, ...]] = {
                           f"{TUNE_PROBE_DIR}/probe.safetensors")}
 
 
+#: ``[train]`` fields that only a baseline's own loss reads; Rec_pre is BPR, so they stay out of
+#: its key (a grid over T-CE's or SGL's knob does not retrain it).
+LOSS_KNOBS = ("loss", "tce_max_drop", "tce_warmup", "rce_alpha", "ssl_weight", "ssl_temp",
+              "ssl_warmup", "edge_drop")
+REC_PRE_TRAIN: tuple[str, ...] = tuple(f"train.{f.name}" for f in dataclasses.fields(TrainSettings)
+                                       if f.name not in LOSS_KNOBS)
+
+
 @dataclass(frozen=True)
 class Stage:
     """One stage: ``settings`` are dotted paths into the run's settings, ``upstream`` the
@@ -62,7 +73,7 @@ PLAN: tuple[Stage, ...] = (
     # not [embed]: the engine settings leave the vectors unchanged
     Stage("embed", ("embedder",), ("profiles",), OUTPUTS["embed"]),
     Stage("align", ("llmhni.align", "train.seed"), ("embed",), OUTPUTS["align"]),
-    Stage("rec_pre", ("model", "train", "eval"), ("data",), OUTPUTS["rec_pre"]),
+    Stage("rec_pre", ("model", *REC_PRE_TRAIN, "eval"), ("data",), OUTPUTS["rec_pre"]),
     Stage("candidates", ("candidates",), ("rec_pre",), OUTPUTS["candidates"]),
     # with tune.kind = "none" it reads only [tune], and rate does not read it (reads())
     Stage("tune", ("tune", "rater.model", "rate.max_liked"), ("candidates", "profiles"),

@@ -142,6 +142,10 @@ def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = 
     return load_config(RunConfig, path, overrides, ignore=OTHER_TABLES)
 
 
+#: What may change when a method trains from a finished run folder (``train --run``).
+RUN_OVERRIDABLE = ("model.", "train.", "eval.", "llmhni.", "baselines.")
+
+
 def settings_of_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """The settings a finished pipeline run folder was made with (``RUN/manifest.json``), with
     ``overrides`` (dotted) on top and ``pipeline.out`` set to ``run_dir``."""
@@ -150,9 +154,22 @@ def settings_of_run(run_dir: str | Path, overrides: dict[str, Any] | None = None
         raise ConfigError(f"{path}: not a pipeline run folder (no manifest.json; run "
                           "`llmhni run` first)")
     try:
-        values = json.loads(path.read_text())["settings"]
-    except (ValueError, KeyError):
+        manifest = json.loads(path.read_text())
+        values, stages = manifest["settings"], manifest["stages"]
+    except (ValueError, KeyError, TypeError):
         raise ConfigError(f"{path}: no settings in this manifest") from None
+    for stage, rec in stages.items():
+        # a stage re-run after the manifest was written: a pipeline stopped part-way, whose
+        # files no longer match these settings
+        done = Path(run_dir) / "stages" / f"{stage}.json"
+        if done.is_file() and json.loads(done.read_text()).get("key") != rec.get("key"):
+            raise ConfigError(f"{run_dir}: stage {stage} was re-run after manifest.json was "
+                              "written (a run stopped part-way); finish it with `llmhni run`")
+    bad = [k for k in (overrides or {}) if not k.startswith(RUN_OVERRIDABLE)
+           or k.startswith("llmhni.align.")]
+    if bad:
+        raise ConfigError(f"{bad[0]}: a run folder's data, profiles, alignment and verdicts are "
+                          "fixed; only model, train, eval, llmhni and baselines settings change")
     values = merge(values, {**(overrides or {}), "pipeline.out": str(run_dir)})
     try:
         return build(RunConfig, values)

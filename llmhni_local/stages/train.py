@@ -64,6 +64,14 @@ def run_stage(run: Run) -> dict:
     return {m: {k: v for k, v in r.items() if k != "seeds"} for m, r in results.items()}
 
 
+def stale(run: Run) -> list[str]:
+    """The ``train/METHOD/seedN`` folders that do not hold the run the settings now ask for
+    (another cell of a shared folder trained there since, or a run stopped part-way): the
+    stage is not reused while any is listed."""
+    return [f"train/{m}/seed{s}" for m in run.cfg.pipeline.methods for s in run.cfg.pipeline.seeds
+            if not finished(run.dir / "train" / m / f"seed{s}", method_key(run, m, s))]
+
+
 def _model_name(model: str) -> str:
     """A rater model as a reader knows it: the registry's model name, else the folder's."""
     if model in KNOWN:

@@ -39,9 +39,13 @@ def runs(tmp_path_factory):
         ml100k_dir()
     except Exception as exc:
         pytest.skip(f"MovieLens-100K unavailable: {exc}")
+    import shutil
+
     out = {}
     for backbone in ("lightgcn", "ngcf"):
         folder = tmp_path_factory.mktemp(backbone) / "run"
+        if out:  # the profiles, embeddings and alignment do not depend on the backbone
+            shutil.copytree(out["lightgcn"], folder)
         cfg = load_run_config("configs/ml100k.toml", {**SMALL, "model.name": backbone,
                                                        "pipeline.out": str(folder),
                                                        "pipeline.methods": NEW})
@@ -124,3 +128,54 @@ def test_cli_run_refuses_other_data(runs, tmp_path):
     r = cli("train", "--out", str(tmp_path / "x"), "--method", "bpr-gprime", "--run",
             str(runs["lightgcn"]), "--data", "ml100k")
     assert r.returncode == 2 and "trains on that run's data and settings; drop data.source" in r.stderr
+
+
+def test_rec_pre_key_leaves_out_other_losses_knobs():
+    from llmhni_local.stages.plan import reads
+
+    a = load_run_config(None, {})
+    b = load_run_config(None, {"train.ssl_weight": 0.5, "train.tce_max_drop": 0.2,
+                               "train.loss": "sgl"})
+    c = load_run_config(None, {"train.lr": 0.01})
+    settings, _ = reads(a, "rec_pre")
+    assert "train.lr" in settings and "train.ssl_weight" not in settings
+    from llmhni_local.stages.context import setting
+
+    def values(cfg):
+        return {s: setting(cfg, s) for s in reads(cfg, "rec_pre")[0]}
+
+    assert values(a) == values(b) and values(a) != values(c)
+
+
+def test_a_folder_another_cell_trained_over_is_trained_again(runs):
+    """Two cells sharing a folder: a (method, seed) folder whose key is not the one the settings
+    ask for (another cell trained there, then stopped) makes the train stage run again."""
+    folder = runs["lightgcn"]
+    key_file = folder / "train" / "wbpr" / "seed0" / "method_key.txt"
+    key_file.write_text("another cell's run")
+    cfg = load_run_config("configs/ml100k.toml", {**SMALL, "pipeline.out": str(folder),
+                                                   "pipeline.methods": NEW})
+    logs = []
+    again = run_pipeline(cfg, progress=False, log=logs.append)
+    assert again.ran["train"]
+    redone = [line for line in logs if line.startswith("[train] ") and " seed 0" in line]
+    # the right run is in the train store, so it comes back from there; the others stay
+    assert [line for line in redone if "unchanged" not in line] == [
+        "[train] wbpr seed 0: reused from train_store/"]
+    assert key_file.read_text() != "another cell's run"
+
+
+def test_cli_run_refuses_a_folder_stopped_part_way_and_data_changes(runs, tmp_path):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(runs["lightgcn"], folder)
+    r = cli("train", "--out", str(tmp_path / "x"), "--method", "bpr-gprime", "--run",
+            str(folder), "--set", "data.max_users=10")
+    assert r.returncode == 2 and "data.max_users: a run folder's data" in r.stderr
+    record = folder / "stages" / "verdicts.json"
+    rec = json.loads(record.read_text())
+    record.write_text(json.dumps({**rec, "key": "a later, unfinished run"}))
+    r = cli("train", "--out", str(tmp_path / "x"), "--method", "bpr-gprime", "--run", str(folder))
+    assert r.returncode == 2 and "stage verdicts was re-run after manifest.json" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
