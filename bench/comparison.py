@@ -51,14 +51,15 @@ SIM = "llmhni-sim"
 NOISE = "0,0.05,0.1,0.15,0.2"
 MARK_BEGIN, MARK_END = "<!-- bench/comparison.py:begin -->", "<!-- bench/comparison.py:end -->"
 
-#: Seconds one training takes on MovieLens-100K, LightGCN, on a 2-core AVX2 CPU (measured by
-#: this bench's first run, docs/BENCHMARKS.md); NGCF costs about NGCF_FACTOR times more. Only
-#: the wall-time estimate printed before the bench starts reads them.
-COST_S = {"bpr": 60, "wbpr": 60, "dns": 80, "tce": 45, "rce": 60, "bod": 150, "sgl": 120,
-          "simgcl": 150, "xsimgcl": 90, "rlmrec-con": 90, "rlmrec-gen": 120, "bpr-gprime": 60,
-          "llmhni": 150, SIM: 150, "oracle": 70}
+#: Seconds one training takes on MovieLens-100K, LightGCN, demo schedule, on a 2-core AVX2 CPU
+#: (s/epoch x epochs to the early stop, measured by ``--quick`` on 2026-12-07,
+#: docs/BENCHMARKS.md, "The comparison"); NGCF is not measured yet and assumed NGCF_FACTOR times
+#: dearer. Only the wall-time estimate printed before the bench starts reads them.
+COST_S = {"bpr": 60, "wbpr": 35, "dns": 40, "tce": 60, "rce": 70, "bod": 175, "sgl": 105,
+          "simgcl": 80, "xsimgcl": 45, "rlmrec-con": 160, "rlmrec-gen": 110, "bpr-gprime": 65,
+          "llmhni": 90, SIM: 100, "oracle": 65}
 NGCF_FACTOR = 2.0
-LLM_STAGES_S = 480  # profiles, embeddings, alignment, Rec_pre and 1,000 readings per folder
+LLM_STAGES_S = 420  # embeddings, alignment, Rec_pre and 1,000 readings per folder (measured)
 
 
 def grids() -> dict[str, dict[str, tuple]]:
@@ -299,9 +300,10 @@ def plot(curves: dict, ratios: list[float], key: str, ylabel: str, path: Path) -
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     x = [100 * r for r in ratios]
-    for m, c in curves.items():
+    colours = plt.get_cmap("tab20")  # 15 rows: the default cycle of 10 would repeat
+    for k, (m, c) in enumerate(curves.items()):
         bold = m in ("llmhni", SIM)
-        ax.plot(x, c[key], marker="o", lw=2.4 if bold else 1.1,
+        ax.plot(x, c[key], marker="o", lw=2.6 if bold else 1.1, color=colours(k % 20),
                 ls="--" if m in (SIM, "oracle") else "-", label=label(m))
     ax.set_xlabel("added noise (% of training pairs)")
     ax.set_ylabel(ylabel)
