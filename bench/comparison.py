@@ -303,7 +303,8 @@ def plot(curves: dict, ratios: list[float], key: str, ylabel: str, path: Path) -
     colours = plt.get_cmap("tab20")  # 15 rows: the default cycle of 10 would repeat
     for k, (m, c) in enumerate(curves.items()):
         bold = m in ("llmhni", SIM)
-        ax.plot(x, c[key], marker="o", lw=2.6 if bold else 1.1, color=colours(k % 20),
+        ax.plot(x, c[key], marker="o", lw=2.6 if bold else 1.1,
+                color="black" if bold else colours(k % 20),
                 ls="--" if m in (SIM, "oracle") else "-", label=label(m))
     ax.set_xlabel("added noise (% of training pairs)")
     ax.set_ylabel(ylabel)
