@@ -14,6 +14,8 @@ def run(
     config: ConfigOption = None,
     out: Optional[str] = typer.Option(None, "--out", help="Run folder (overrides pipeline.out)."),
     start: Optional[str] = typer.Option(None, "--from", help="Re-run from this stage on."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", help="Trainings run at once, each in "
+                                       "its own process (pipeline.jobs; only the time changes)."),
     set_: SetOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -24,7 +26,7 @@ def run(
     from llmhni_local.pipeline.runner import run_pipeline
     from llmhni_local.report import print_run_summary
 
-    cfg = run_config(config, set_, {"pipeline.out": out})
+    cfg = run_config(config, set_, {"pipeline.out": out, "pipeline.jobs": jobs})
     with run_lock(cfg.pipeline.out, "run"):
         result = run_pipeline(cfg, start=start, progress=not quiet)
     print_run_summary(result.dir)

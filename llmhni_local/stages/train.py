@@ -3,13 +3,19 @@ run reused by its key, and the results table ``results.json``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from llmhni_local.core.io import write_json
+from llmhni_local.core.progress import progress_bar
 from llmhni_local.graph.adjacency import bipartite_adjacency
 from llmhni_local.stages.context import Run
 from llmhni_local.stages.methods import METHOD_TABLE, train_method
@@ -27,9 +33,8 @@ from llmhni_local.weights.registry import KNOWN, is_probe_folder
 
 
 def run_stage(run: Run) -> dict:
-    results: dict[str, Any] = {}
+    todo: list[tuple[str, int, Path, str]] = []
     for method in run.cfg.pipeline.methods:
-        per_seed = []
         for seed in run.cfg.pipeline.seeds:
             out = run.dir / "train" / method / f"seed{seed}"
             mkey = method_key(run, method, seed)
@@ -41,19 +46,28 @@ def run_stage(run: Run) -> dict:
                 # same folder; a run whose settings come back is copied, not retrained.
                 run.log(f"[train] {method} seed {seed}: reused from {TRAIN_STORE}/")
                 replace_tree(stored, out)
+            elif method == "bpr" and seed == run.cfg.train.seed:
+                # Rec_pre *is* this baseline (same backbone, BPR, same seed): copy, do not retrain.
+                replace_tree(run.dir / "rec_pre", out)
+                if not (out / PER_USER_FILE).is_file():  # a Rec_pre trained before they were kept
+                    _per_user_from_model(run, out)
+                _keep(run, out, mkey)
             else:
-                if method == "bpr" and seed == run.cfg.train.seed:
-                    # Rec_pre *is* this baseline (same backbone, BPR, same seed): copy, do not retrain.
-                    replace_tree(run.dir / "rec_pre", out)
-                    if not (out / PER_USER_FILE).is_file():  # a Rec_pre trained before they were kept
-                        _per_user_from_model(run, out)
-                else:
-                    run.log(f"[train] {method} seed {seed}")
-                    (out / METHOD_KEY_FILE).unlink(missing_ok=True)  # no stale key if it fails
-                    train_method(run, method, seed, out)
-                (out / METHOD_KEY_FILE).write_text(mkey)
-                replace_tree(out, stored)
-            metrics = json.loads((out / "metrics.json").read_text())
+                (out / METHOD_KEY_FILE).unlink(missing_ok=True)  # no stale key if it fails
+                todo.append((method, seed, out, mkey))
+    if run.cfg.pipeline.jobs > 1 and len(todo) > 1:
+        _train_in_parallel(run, todo)
+    else:
+        for method, seed, out, mkey in todo:
+            run.log(f"[train] {method} seed {seed}")
+            train_method(run, method, seed, out)
+            _keep(run, out, mkey)
+    results: dict[str, Any] = {}
+    for method in run.cfg.pipeline.methods:
+        per_seed = []
+        for seed in run.cfg.pipeline.seeds:
+            metrics = json.loads((run.dir / "train" / method / f"seed{seed}" / "metrics.json")
+                                 .read_text())
             per_seed.append({"seed": seed, "test": metrics["test"], "val": metrics["val"],
                              "best_epoch": metrics["best_epoch"],
                              "epoch_seconds": metrics["epoch_seconds"]})
@@ -62,6 +76,61 @@ def run_stage(run: Run) -> dict:
                                           "simulated_rater": run.cfg.pipeline.rater == "simulated",
                                           "rater": rater_info(run)})
     return {m: {k: v for k, v in r.items() if k != "seeds"} for m, r in results.items()}
+
+
+def _keep(run: Run, out: Path, mkey: str) -> None:
+    """Mark ``out`` finished under ``mkey`` (the key file last) and copy it to the store."""
+    (out / METHOD_KEY_FILE).write_text(mkey)
+    replace_tree(out, run.dir / TRAIN_STORE / mkey[:32])
+
+
+def worker_threads(train_threads: int, jobs: int, cores: int | None = None) -> int:
+    """Torch threads of one of ``jobs`` parallel trainings: ``train.threads`` when set, else
+    the cores shared out (at least one each)."""
+    return train_threads or max(1, (cores or os.cpu_count() or 1) // jobs)
+
+
+def _train_in_parallel(run: Run, todo: list[tuple[str, int, Path, str]]) -> None:
+    """Train the ``todo`` cells ``pipeline.jobs`` at a time, each in a fresh process (spawned:
+    a forked child of a process that has run OpenMP can hang). A cell that fails stops the
+    stage with its error once the running ones end; the cells that finished are kept."""
+    jobs = min(run.cfg.pipeline.jobs, len(todo))
+    threads = worker_threads(run.cfg.train.threads, jobs)
+    cfg = dataclasses.replace(run.cfg, pipeline=dataclasses.replace(
+        run.cfg.pipeline, out=str(run.dir.resolve())))
+    run.log(f"[train] {len(todo)} trainings, {jobs} at a time, {threads} thread(s) each")
+    ctx = multiprocessing.get_context("spawn")
+    errors: list[BaseException] = []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool, \
+            progress_bar("train", len(todo), enabled=run.progress) as bar:
+        futures = {pool.submit(_train_cell, cfg, m, s, str(out.resolve()), threads): (m, s, out, k)
+                   for m, s, out, k in todo}
+        for fut in as_completed(futures):
+            method, seed, out, mkey = futures[fut]
+            if fut.cancelled():
+                continue
+            try:
+                seconds = fut.result()
+            except Exception as exc:  # noqa: BLE001 - any error of a worker; the running ones are kept
+                errors.append(exc)
+                for other in futures:
+                    other.cancel()
+                continue
+            _keep(run, out, mkey)
+            run.log(f"[train] {method} seed {seed}: {seconds:.0f} s")
+            bar.advance(1)
+    if errors:
+        raise errors[0]
+
+
+def _train_cell(cfg, method: str, seed: int, out: str, threads: int) -> float:
+    """One training in a worker process; returns its wall seconds."""
+    import torch
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    train_method(Run(cfg, progress=False, log=lambda _: None), method, seed, Path(out))
+    return time.perf_counter() - t0
 
 
 def stale(run: Run) -> list[str]:
