@@ -45,6 +45,18 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def run_main(main: Callable[[], Any]) -> None:
+    """Run a bench's ``main``: bad data or settings (``UserError``) are one line and exit
+    status 2, as the CLI's are; an int it returns is the exit status."""
+    from llmhni_local.core.errors import UserError
+
+    try:
+        code = main()
+    except UserError as exc:
+        fail(str(exc))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 def float_list(flag: str, text: str, lo: float | None = None, hi: float | None = None) -> list[float]:
     """A non-empty comma-separated list of numbers given to ``flag``, each in ``[lo, hi]``;
     otherwise :func:`fail` with one line naming the flag."""

@@ -83,7 +83,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common, however this is run
-from _common import emit_json, fail, mean_std, median, print_table, require_dir, shared_path
+from _common import (
+    emit_json,
+    fail,
+    mean_std,
+    median,
+    print_table,
+    require_dir,
+    run_main,
+    shared_path,
+)
 
 #: RLMRec (WWW 2024), Table 2, Amazon-book, mean of 5 seeds; ``bpr`` is LightGCN with BPR.
 PUBLISHED = {
@@ -351,9 +360,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from llmhni_local.core.errors import UserError
-
-    try:
-        sys.exit(main(parse_args()))
-    except UserError as exc:  # bad data or settings: one line, exit status 2, as the CLI does
-        fail(str(exc))
+    run_main(lambda: main(parse_args()))

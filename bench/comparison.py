@@ -42,7 +42,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import REPO_ROOT, emit_json, fail, float_list, format_table, print_table
+from _common import (
+    REPO_ROOT,
+    emit_json,
+    fail,
+    float_list,
+    format_table,
+    print_table,
+    run_main,
+)
 
 BASELINES = ["bpr", "wbpr", "dns", "tce", "rce", "bod", "sgl", "simgcl", "xsimgcl",
              "rlmrec-con", "rlmrec-gen"]
@@ -400,4 +408,4 @@ def write_docs(tables: list[tuple[str, str]], seconds: float, plots: bool) -> No
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_main(lambda: main(parse_args()))

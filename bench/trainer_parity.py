@@ -45,7 +45,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common, however this is run
-from _common import emit_json, fail, mean_std, median, print_table, require_dir, shared_path
+from _common import (
+    emit_json,
+    fail,
+    mean_std,
+    median,
+    print_table,
+    require_dir,
+    run_main,
+    shared_path,
+)
 
 # RLMRec (Ren et al., WWW 2024), Table 2, LightGCN on its Amazon-book split: mean of 5 seeds,
 # all-item ranking, dim 32 (bench/README.md, "trainer_parity.py").
@@ -454,9 +463,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from llmhni_local.core.errors import UserError
-
-    try:
-        sys.exit(main(parse_args()))
-    except UserError as exc:  # bad data or settings: one line, exit status 2, as the CLI does
-        fail(str(exc))
+    run_main(lambda: main(parse_args()))

@@ -57,10 +57,9 @@ import torch.nn.functional as F
 
 from llmhni_local.core.config import TrainSettings
 from llmhni_local.core.errors import ConfigError
-from llmhni_local.graph.adjacency import bipartite_adjacency
 from llmhni_local.models.backbone import LayeredBackbone
 from llmhni_local.train import losses
-from llmhni_local.train.objectives import BatchLoss
+from llmhni_local.train.objectives import BatchLoss, RecObjective
 
 #: Lambda, chosen on validation Recall@20. First tried: RLMRec's
 #: Amazon-book value (0.1), XSimGCL's released value (0.2, SELFRec conf/XSimGCL.yaml) and half
@@ -156,15 +155,17 @@ def bpr_with_l2(model, u_emb: torch.Tensor, i_emb: torch.Tensor, users: torch.Te
     return rec, l2 * losses.l2_penalty(e_u, e_i, e_j)
 
 
-class SimGCLObjective:
-    """SimGCL's loss on one graph, in the trainer's objective interface.
+class SimGCLObjective(RecObjective):
+    """SimGCL's loss on one graph, in the trainer's objective interface (the graph, positives,
+    device moves and evaluation graph are :class:`RecObjective`'s).
 
     Args:
         edges: ``(E, 2)`` training (user, item) pairs: the graph and the positives.
         n_users: number of users.
         n_items: number of items.
         train_settings: the ``[train]`` settings; only ``l2`` is read (the rec loss is BPR).
-        settings: the ``[baselines.simgcl]`` settings.
+        settings: the ``[baselines.simgcl]`` settings (``self.settings``; the ``[train]``
+            settings are ``self.train_settings``).
 
     With ``weight = 0`` the views are not propagated and ``parts`` has no ``"cl"``.
     """
@@ -173,34 +174,13 @@ class SimGCLObjective:
 
     def __init__(self, edges: np.ndarray, n_users: int, n_items: int,
                  train_settings: TrainSettings, settings: SimGCLSettings) -> None:
-        self.edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
-        self.n_users, self.n_items = n_users, n_items
-        self.train_settings, self.settings = train_settings, settings
-        self.adj = bipartite_adjacency(self.edges, n_users, n_items)
-        self.epoch = 1
-        self.device = torch.device("cpu")
-
-    @property
-    def positives(self) -> np.ndarray:
-        return self.edges
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        """No weights of its own."""
-        return []
-
-    def to(self, device: torch.device | str) -> SimGCLObjective:
-        """Move the graph to ``device`` (the noise is drawn where the embeddings are)."""
-        self.device = torch.device(device)
-        self.adj = self.adj.to(self.device)
-        return self
+        super().__init__(np.asarray(edges, dtype=np.int64).reshape(-1, 2), n_users, n_items,
+                         train_settings)
+        self.train_settings, self.settings = train_settings, settings  # type: ignore[assignment]
 
     def start_epoch(self, epoch: int, rng: np.random.Generator) -> None:
         """Nothing is redrawn per epoch (the noise is per batch); ``rng`` is left untouched."""
         self.epoch = epoch
-
-    def eval_adj(self) -> torch.Tensor:
-        """Evaluation propagates the clean model over G."""
-        return self.adj
 
     def __call__(self, model, users: torch.Tensor, pos: torch.Tensor,
                  neg: torch.Tensor) -> BatchLoss:

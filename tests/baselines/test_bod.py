@@ -29,14 +29,6 @@ TS = TrainSettings(l2=1e-2, device="cpu")
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads (see tests/llmhni/test_objective.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _clustered(seed=0, groups=4, users_per=8, items_per=10, per_user=6, held_out=0):
     """Users in ``groups``, each interacting with ``per_user`` of its group's items only: the

@@ -11,13 +11,6 @@ from llmhni_local.train.objectives import RecObjective
 from llmhni_local.train.trainer import fit
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_hardest_is_the_row_maximum():
     g = torch.Generator().manual_seed(0)

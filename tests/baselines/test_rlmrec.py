@@ -30,14 +30,6 @@ N_USERS, N_ITEMS, D_S, DIM, LAYERS = 16, 24, 12, 8, 2
 TS = TrainSettings(l2=1e-2, seed=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads; the test machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture
 def data(synth_data) -> Interactions:

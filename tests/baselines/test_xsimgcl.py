@@ -6,13 +6,11 @@ import torch
 
 from llmhni_local.baselines.simgcl import noise_perturbation
 from llmhni_local.baselines.xsimgcl import GRID, XSimGCLObjective, XSimGCLSettings
-from llmhni_local.core.config import EvalSettings, TrainSettings, build
+from llmhni_local.core.config import TrainSettings, build
 from llmhni_local.core.errors import ConfigError
-from llmhni_local.data.dataset import Interactions
 from llmhni_local.models import NGCF, LightGCN
 from llmhni_local.train import losses
 from llmhni_local.train.objectives import RecObjective
-from llmhni_local.train.trainer import evaluate_model, fit
 
 N_USERS, N_ITEMS = 6, 9
 EDGES = np.array([[0, 0], [0, 1], [0, 2], [1, 1], [1, 3], [2, 2], [2, 4], [2, 5], [3, 0], [3, 6],
@@ -22,14 +20,6 @@ INFO_NCE = losses.info_nce  # the real one, before any test's spy replaces it
 BATCH = (torch.tensor([0, 1, 2, 2, 4]), torch.tensor([1, 3, 4, 5, 7]), torch.tensor([8, 0, 1, 7, 2]))
 USERS, POS = torch.unique(BATCH[0]), torch.unique(BATCH[1])
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads (and the machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _model(cls, layers=2, seed=0):
@@ -151,34 +141,14 @@ def test_the_contrastive_weight_warms_up_linearly():
                                                           rel=1e-5)
 
 
-def _toy_data(seed=0, n_users=30, n_items=40):
-    rng = np.random.default_rng(seed)
-    pairs = np.unique(np.stack([rng.integers(0, n_users, 700), rng.integers(0, n_items, 700)], 1),
-                      axis=0)
-    pairs = pairs[rng.permutation(len(pairs))]
-    n = len(pairs)
-    return Interactions("toy", n_users, n_items, pairs[: int(0.8 * n)],
-                        pairs[int(0.8 * n): int(0.9 * n)], pairs[int(0.9 * n):])
-
-
 @pytest.mark.parametrize("cls", [LightGCN, NGCF])
-def test_fit_trains_with_a_finite_falling_loss_and_evaluates_unperturbed(cls):
-    data = _toy_data()
-    ts = TrainSettings(epochs=12, batch_size=128, lr=0.05, eval_every=6, patience=5,
-                       min_epochs=1, device="cpu")
-    obj = XSimGCLObjective(data.train, data.n_users, data.n_items, ts, XSimGCLSettings(warmup=0))
-    torch.manual_seed(0)
-    model = cls(data.n_users, data.n_items, dim=16, layers=2)
-    res = fit(model, data, obj, train=ts, eval=EvalSettings(ks=(5,)), progress=False)
-    rows = res.history
-    assert len(rows) == 12 and all(math.isfinite(r["loss"]) for r in rows)
-    assert {"rec", "l2", "cl"} <= set(rows[0])
-    assert np.mean([r["loss"] for r in rows[-3:]]) < 0.8 * np.mean([r["loss"] for r in rows[:3]])
-    assert rows[-1]["rec"] < rows[0]["rec"]
-    # Evaluation reads the clean model: two evaluations agree, and with the test's.
-    first = evaluate_model(model, obj.eval_adj(), data, "test", EvalSettings(ks=(5,)))
-    second = evaluate_model(model, obj.eval_adj(), data, "test", EvalSettings(ks=(5,)))
-    assert first == second == res.test
+def test_fit_trains_with_a_finite_falling_loss_and_evaluates_unperturbed(
+        cls, fits_and_evaluates_clean):
+    def make(data, ts):
+        return XSimGCLObjective(data.train, data.n_users, data.n_items, ts,
+                                XSimGCLSettings(warmup=0))
+
+    fits_and_evaluates_clean(make, cls, 0.8)
 
 
 def test_settings_defaults_grid_and_checks():
