@@ -1,5 +1,5 @@
-"""LLM stages on a run folder: ``profiles``, ``embed``, ``candidates``, ``rate``, ``verdicts``,
-and ``judgments stats|export|repair``.
+"""LLM stages on a run folder: ``profiles``, ``embed``, ``candidates``, ``rate``,
+``verdicts decide|import`` and ``judgments stats|export|repair``.
 
 Each command reads and writes ``RUN`` (the run folder) through the stage functions of
 :mod:`llmhni_local.stages`, which ``llmhni run`` calls too; a command only gathers settings and
@@ -135,18 +135,25 @@ def rate(
 
 
 # ---------------------------------------------------------------------------- verdicts
-def verdicts(
+verdicts_app = typer.Typer(no_args_is_help=True,
+                           help="Hard or noisy per pair: decided from the run's judgments, or "
+                                "imported from a file made elsewhere.")
+
+
+@verdicts_app.command("decide")
+def verdicts_decide(
     run: Path = typer.Argument(..., help=RUN_HELP),
     config: ConfigOption = None,
     set_: SetOption = None,
     rule: Optional[str] = typer.Option(None, "--rule", help="argmax, threshold or stacked (the rest of the [verdicts] table via --config/--set)."),
 ) -> None:
-    """Hard or noisy per candidate pair under the [verdicts] rule -> RUN/verdicts.parquet and .json."""
+    """Hard or noisy per candidate pair under the verdict rule (verdicts.rule and the rest of its
+    table) -> RUN/verdicts.parquet and .json."""
     from llmhni_local.audit.records import load_audits
     from llmhni_local.verdicts.decide import write_verdicts
 
     cfg = run_config(config, set_, {"verdicts.rule": rule})
-    with run_lock(run, "verdicts"):
+    with run_lock(run, "verdicts decide"):
         train = None
         if cfg.verdicts.rule == "stacked":  # item popularity and user activity of the run's data
             from llmhni_local.stages.profiles import profiles_data
@@ -165,6 +172,42 @@ def verdicts(
         print("rule stacked, cross-validated AUC: " + ", ".join(
             f"{k} {cv[k]['auc']:.3f}" for k in ("llm", "non_llm", "stacked"))
             + f"; uses {info['model']}")
+
+
+@verdicts_app.command("import")
+def verdicts_import(
+    run: Path = typer.Argument(..., help=RUN_HELP),
+    file: Path = typer.Argument(..., help="CSV, TSV, Parquet or JSON Lines file of user, item, verdict (hard/noisy) in the data's raw ids (docs/IMPORTING.md)."),
+    source: str = typer.Option(..., "--source", help="Where the verdicts were made (a rater, a lab); recorded and named in the report."),
+    skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop rows whose user or item id is not in the data (counted) instead of refusing the file."),
+    keep_held_out: bool = typer.Option(False, "--keep-held-out", help="Add hard pairs that are validation or test pairs too (by default counted and not added)."),
+) -> None:
+    """Verdicts made elsewhere, from a file, checked row by row -> RUN/verdicts.parquet and .json
+    (nothing is written unless every row passes)."""
+    from llmhni_local.stages.verdicts import import_into
+
+    with run_lock(run, "verdicts import"):
+        c = import_into(run, file, source=source, skip_unknown=skip_unknown,
+                        keep_held_out=keep_held_out)
+    a, held, kept = c["actions"], c["held_out"], c["users_kept"]
+    print(f"verdicts import: {c['pairs']} pairs from {c['rows']} rows of {file} (source "
+          f"{c['source']}; {c['duplicates_collapsed']} identical repeats collapsed)")
+    print(f"verdicts: observed keep {a['keep']}, remove {a['remove']}; unobserved add {a['add']}, "
+          f"nothing {a['nothing']}")
+    if skip_unknown:
+        d = c["dropped_unknown"]
+        print(f"dropped: {d['unknown_user']} rows of unknown users, {d['unknown_item']} of "
+              "unknown items")
+    n_held = held["validation"] + held["test"]
+    if n_held and held["kept_as_adds"]:
+        print(f"warning: {n_held} added pairs are held-out answers ({held['validation']} "
+              f"validation, {held['test']} test), kept as adds (--keep-held-out)")
+    elif n_held:
+        print(f"held out: {n_held} hard pairs are validation ({held['validation']}) or test "
+              f"({held['test']}) pairs; not added (--keep-held-out adds them)")
+    if kept["users"]:
+        print(f"users kept: {kept['users']} users would have lost every training edge; their "
+              f"{kept['edges']} removals are kept as edges")
 
 
 # ---------------------------------------------------------------------------- judgments
@@ -243,6 +286,7 @@ def judgments_repair(run: Path = typer.Argument(..., help=RUN_HELP)) -> None:
 def mount(app: typer.Typer) -> None:
     """Mount every command of this module on ``app``."""
     for name, fn in (("profiles", profiles), ("embed", embed), ("candidates", candidates),
-                     ("rate", rate), ("verdicts", verdicts)):
+                     ("rate", rate)):
         app.command(name, help=fn.__doc__)(fn)
+    app.add_typer(verdicts_app, name="verdicts")
     app.add_typer(judgments_app, name="judgments")

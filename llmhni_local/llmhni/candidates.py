@@ -32,14 +32,18 @@ The output is sorted by user, then kind, then rank.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from llmhni_local.core.errors import ConfigError, DataError, UserError
 from llmhni_local.core.io import atomic_path
+
+if TYPE_CHECKING:
+    from llmhni_local.data.dataset import Interactions
 
 #: Where a run folder keeps its candidate pairs (:func:`save_candidates`).
 CANDIDATES_FILE = "candidates.parquet"
@@ -263,3 +267,60 @@ def coverage(c, train_edges: np.ndarray, train_noise: np.ndarray | None) -> dict
     covered = int(np.isin(flagged, users * big + items).sum())
     share = covered / len(flagged) if len(flagged) else float("nan")
     return {"flagged": int(len(flagged)), "covered": covered, "coverage": float(share)}
+
+
+# ---------------------------------------------------------------------------- coverage cost
+# What a coverage of the noise costs in pairs and LLM time: ``rater assess`` and the run report
+# (docs/DESIGN.md, "The alignment picture and the LLM's cost") both read these two.
+def coverage_costs(score_fn: Callable[[np.ndarray], np.ndarray], data: Interactions,
+                   targets: tuple[float, ...]) -> dict[str, Any]:
+    """Observed candidate pairs that a coverage of ``targets`` of the flagged (truly noisy)
+    training pairs needs under Rec_pre's ranking, the cheaper of the candidate machinery's two
+    ways: the same count per user (``candidates.k_pos``) or a share of each user's training
+    items (``candidates.k_pos_share``, ``k_pos = 0``); see the module's docstring.
+
+    A flagged pair of rank ``r`` (0: the user's lowest-scored training item) among the
+    ``n_u`` training items of its user is a candidate from ``k_pos = r + 1`` or from
+    ``k_pos_share = (r + 1) / n_u`` on, so the least setting for coverage ``c`` is the
+    ``ceil(c F)``-th smallest of these over the ``F`` flagged pairs."""
+    if data.train_noise is None:
+        return {"available": False, "why": f"{data.name} has no ground-truth noise flags"}
+    ranked = select_candidates(score_fn, data.user_item_lists("train"), data.n_items, k_neg=0,
+                               k_pos=0, k_pos_share=1.0)  # every training pair, ranked
+    n_u = np.bincount(ranked["user"], minlength=data.n_users)
+    flag = {(int(u), int(i)) for (u, i), f in zip(data.train, data.train_noise) if f}
+    is_flag = np.array([(int(u), int(i)) in flag for u, i in zip(ranked["user"],
+                                                                 ranked["item"])], dtype=bool)
+    ranks, owners = ranked["rank"][is_flag].astype(np.int64), ranked["user"][is_flag]
+    if not len(ranks):
+        return {"available": False, "why": "no training pair is flagged noisy"}
+    need_k = np.sort(ranks + 1)
+    need_share = np.sort((ranks + 1) / n_u[owners])
+    rows = []
+    for c in targets:
+        m = max(1, math.ceil(c * len(ranks) - 1e-9))
+        k, share = int(need_k[m - 1]), float(need_share[m - 1])
+        by_k = int(sum(n_observed(int(n), k, 0.0) for n in n_u))
+        by_share = int(sum(n_observed(int(n), 0, share) for n in n_u))
+        way = ({"candidates.k_pos": k, "candidates.k_pos_share": 0.0} if by_k <= by_share
+               else {"candidates.k_pos": 0, "candidates.k_pos_share": share})
+        per_user = np.array([n_observed(int(n), way["candidates.k_pos"],
+                                        way["candidates.k_pos_share"]) for n in n_u])
+        keep_rank = ranked["rank"] < per_user[ranked["user"]]
+        got = coverage(ranked[keep_rank], data.train, data.train_noise)["coverage"]
+        rows.append({"coverage": c, "observed_pairs": min(by_k, by_share),
+                     "pairs_by_k_pos": by_k, "pairs_by_share": by_share, "settings": way,
+                     "coverage_reached": got})
+    return {"available": True, "flagged": len(ranks), "targets": rows}
+
+
+def add_times(costs: dict[str, Any], speed: float | None, start_s: float | None,
+              unobserved: int) -> None:
+    """Add judgments and seconds to each coverage row: 2 judgments per pair (two views),
+    observed pairs alone and with the run's unobserved candidates, at ``speed``."""
+    for row in costs.get("targets", []):
+        for name, pairs in (("observed", row["observed_pairs"]),
+                            ("with_unobserved", row["observed_pairs"] + unobserved)):
+            j = 2 * pairs
+            row[f"judgments_{name}"] = j
+            row[f"seconds_{name}"] = (j / speed + (start_s or 0.0)) if speed else None

@@ -19,7 +19,11 @@ def run_manifest(run: Run, build_manifest: Callable[..., dict]) -> dict:
     templates = load_templates(("user_profile", "item_profile", *VIEW_TEMPLATES.values(),
                                 *reader))
     models = {"embedder": {"name": run.cfg.embedder.model, "id": run.content.get("embed")}}
-    if run.cfg.pipeline.rater == "llm":
+    if run.cfg.verdicts.file is not None:  # verdicts made elsewhere: no rater ran here
+        models["rater"] = {"imported": True, "file": run.cfg.verdicts.file,
+                           "source": run.cfg.verdicts.source,
+                           "sha256": run.content.get("verdicts", "").removeprefix("imported:")}
+    elif run.cfg.pipeline.rater == "llm":
         models["rater"] = {"name": run.cfg.rater.model, "adapter": run.rater.adapter,
                            "id": run.content.get("rate")}
         if run.cfg.tune.kind == "probe":

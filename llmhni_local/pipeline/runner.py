@@ -34,6 +34,8 @@ from llmhni_local.stages.context import Run
 from llmhni_local.stages.methods import check_methods
 from llmhni_local.stages.plan import STAGES, missing_outputs
 from llmhni_local.stages.settings import RunConfig
+from llmhni_local.verdicts.decide import COUNTS_FILE, VERDICTS_FILE
+from llmhni_local.verdicts.imported import check_rows, imported_record, read_rows
 from llmhni_local.weights.registry import resolve_checked
 
 #: The body of each stage of the plan.
@@ -67,9 +69,12 @@ def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = T
         run.keys[stage] = key
         rec = run.record(stage)
         missing = missing_outputs(run.dir, stage, simulated=run.cfg.pipeline.rater == "simulated",
-                                  tune=run.cfg.tune.kind)
+                                  tune=run.cfg.tune.kind,
+                                  imported=run.cfg.verdicts.file is not None)
         if stage == "train" and not missing:  # its folders, one per (method, seed), by key
             missing = train.stale(run)
+        if stage == "verdicts" and not missing:  # replaced since by `verdicts import|decide`
+            missing = verdicts.stale(run)
         if not forced and rec is not None and rec.get("key") == key and not missing:
             run.ran[stage] = False
             log(f"[{stage}] unchanged, reused")
@@ -106,8 +111,34 @@ def check_inputs_early(run: Run) -> None:
         raise ConfigError(f"tune.kind = {run.cfg.tune.kind!r} fits on simulated audit labels "
                           f"read off explicit ratings; {run.data.name} has none (set tune.kind "
                           "= 'none')")
+    check_imported(run)
+    rates = run.cfg.pipeline.rater == "llm" and run.cfg.verdicts.file is None
     resolve_checked(run.cfg.embedder.model, ("weights", "config", "tokenizer"))
-    if run.cfg.pipeline.rater == "llm" or run.cfg.profiles.summarize:
+    if rates or run.cfg.profiles.summarize:
         spec = resolve_checked(run.cfg.rater.model, ("weights", "config", "tokenizer"))
-        if run.cfg.pipeline.rater == "llm" and run.cfg.rate.mode == "judge":
+        if rates and run.cfg.rate.mode == "judge":
             check_judge(spec.path, run.cfg.rater.model)  # before Rec_pre trains, not after
+
+
+def check_imported(run: Run) -> None:
+    """``verdicts.file``: no other source of verdicts is set, and every row of the file passes
+    (before Rec_pre trains, not after). Without it: verdicts a ``verdicts import`` wrote into
+    the folder are not decided over in silence."""
+    s = run.cfg.verdicts
+    if s.file is None:
+        record = imported_record(run.dir)
+        if record is not None:
+            raise ConfigError(f"{run.dir / COUNTS_FILE}: its verdicts were imported from "
+                              f"{record.get('file')} (source {record.get('source')!r}); set "
+                              "verdicts.file and verdicts.source to keep them, or delete "
+                              f"{VERDICTS_FILE} and {COUNTS_FILE} to decide them again")
+        return
+    if run.cfg.pipeline.rater == "simulated":
+        raise ConfigError(f"verdicts.file ({s.file}) and pipeline.rater = 'simulated' are two "
+                          "sources of verdicts; set one")
+    if run.cfg.tune.kind != "none":
+        raise ConfigError(f"tune.kind = {run.cfg.tune.kind!r} tunes the LLM rater; "
+                          f"verdicts.file ({s.file}) brings the verdicts (set tune.kind = "
+                          "'none')")
+    check_rows(s.file, read_rows(s.file), run.data.user_ids, run.data.item_ids,
+               skip_unknown=s.skip_unknown)

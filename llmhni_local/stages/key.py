@@ -5,7 +5,8 @@ settings, :data:`llmhni_local.stages.plan.PLAN`), the keys of the stages it read
 the content it reads that settings do not name: the data files' hashes, a model's weights
 (its id holds their sha256), the prompt templates (:func:`content_hash`). A setting left
 unset (``None``) does not enter the key, so adding an optional setting leaves finished run
-folders valid.
+folders valid; likewise a field added to a table later (:data:`ADDED_FIELDS`) stays out of
+the key while it holds its default.
 """
 
 from __future__ import annotations
@@ -13,12 +14,29 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from llmhni_local.core.io import sha256_text
+from llmhni_local.core.errors import ConfigError
+from llmhni_local.core.io import sha256_file, sha256_text
 from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
 from llmhni_local.engine.settings import RaterSettings
 from llmhni_local.judgments.run import checked_rater_id
 from llmhni_local.stages.settings import RunConfig
 from llmhni_local.text.embed import embedder_model_id
+from llmhni_local.text.profiles import ProfileSettings
+from llmhni_local.verdicts.rules import VerdictSettings
+
+#: Fields added to a table after run folders were keyed, with their defaults: at its default
+#: a field stays out of its table's value in the key, so those folders' stages stay reused.
+ADDED_FIELDS: dict[str, dict[str, Any]] = {
+    "verdicts": {f: getattr(VerdictSettings(), f)
+                 for f in ("file", "source", "keep_held_out", "skip_unknown")},
+    "profiles": {f: getattr(ProfileSettings(), f) for f in ("shuffle_share", "shuffle_seed")}}
+
+
+def _keyed(path: str, value: Any) -> Any:
+    added = ADDED_FIELDS.get(path)
+    if not added or not isinstance(value, Mapping):
+        return value
+    return {k: v for k, v in value.items() if k not in added or v != added[k]}
 
 
 def stage_key(stage: str, settings: Mapping[str, Any], upstream: Mapping[str, str],
@@ -39,7 +57,7 @@ def stage_key(stage: str, settings: Mapping[str, Any], upstream: Mapping[str, st
     False
     """
     payload = {"stage": stage,
-               "settings": {k: v for k, v in settings.items() if v is not None},
+               "settings": {k: _keyed(k, v) for k, v in settings.items() if v is not None},
                "upstream": dict(upstream), "content": content}
     return sha256_text(json.dumps(payload, sort_keys=True, default=str))
 
@@ -64,6 +82,12 @@ def content_hash(cfg: RunConfig, stage: str, *, data_sources: Any, rater: RaterS
         # the probe reads the base model's states on the rating prompts
         hashes = [t.hash for t in load_templates(tuple(VIEW_TEMPLATES.values())).values()]
         return ":".join([checked_rater_id(cfg.rater, mode=cfg.rate.mode)[0], *hashes])
-    if stage == "rate" and (cfg.pipeline.rater == "llm" or cfg.tune.kind != "none"):
+    if stage == "verdicts" and cfg.verdicts.file is not None:  # a new file is new verdicts
+        try:
+            return "imported:" + sha256_file(cfg.verdicts.file)
+        except OSError as exc:
+            raise ConfigError(f"verdicts.file: {cfg.verdicts.file}: {exc.strerror}") from None
+    if stage == "rate" and cfg.verdicts.file is None and (cfg.pipeline.rater == "llm"
+                                                          or cfg.tune.kind != "none"):
         return ":".join(checked_rater_id(rater, mode=cfg.rate.mode))
     return ""

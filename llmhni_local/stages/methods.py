@@ -26,7 +26,7 @@ from llmhni_local.llmhni.denoise import denoised_edges, oracle_edges
 from llmhni_local.llmhni.objective import LLMHNIObjective
 from llmhni_local.train.objectives import RecObjective
 from llmhni_local.train.run import train_run
-from llmhni_local.verdicts.decide import load_verdicts
+from llmhni_local.verdicts.decide import ACTIONS, load_verdicts
 
 # ``run`` below is a :class:`llmhni_local.stages.context.Run`; it is not imported, since
 # the run's settings check method names against this table.
@@ -44,9 +44,15 @@ def load_z(run: Run, aligned: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def verdict_table(run: Run):
-    """Pairs with a verdict; those with a failed or unrated view change nothing in G'."""
+    """Pairs with a verdict; those with a failed or unrated view change nothing in G', nor
+    do those whose action is not their verdict's (an imported verdict held back:
+    ``verdicts/imported.py``)."""
     v = load_verdicts(run.dir)
-    return v[v["verdict"].isin(["hard", "noisy"])]
+    v = v[v["verdict"].isin(["hard", "noisy"])]
+    if "action" in v.columns:
+        own = np.array([ACTIONS.get((k, d)) for k, d in zip(v["kind"], v["verdict"])], object)
+        v = v[v["action"].to_numpy(object) == own]
+    return v
 
 
 @dataclass(frozen=True)

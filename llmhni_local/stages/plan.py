@@ -35,7 +35,8 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "report": ("report.md",),
 }
 
-#: With the simulated rater (``pipeline.rater = "simulated"``) the rate stage stores nothing.
+#: With the simulated rater (``pipeline.rater = "simulated"``) or imported verdicts
+#: (``verdicts.file``) the rate stage stores nothing.
 SIMULATED_OUTPUTS: dict[str, tuple[str, ...]] = {"rate": ()}
 
 #: Where ``tune.kind = "probe"`` puts the probe folder and its summary, relative to the run.
@@ -91,11 +92,23 @@ STAGES: tuple[str, ...] = tuple(s.name for s in PLAN)
 _BY_NAME = {s.name: s for s in PLAN}
 
 
+#: What the rate and verdicts stages read when ``verdicts.file`` imports the verdicts: the
+#: rate stage does nothing, and the verdicts depend on the file (its sha256 is the key's
+#: content) and on the data that gives each pair its kind, not on candidates or ratings.
+IMPORTED_READS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "rate": (("verdicts.file",), ()),
+    "verdicts": (("verdicts.source", "verdicts.keep_held_out", "verdicts.skip_unknown"),
+                 ("data",)),
+}
+
+
 def reads(cfg: "RunConfig", stage: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(settings, upstream)`` of ``stage`` under ``cfg``: an untuned run's keys are those of
     a run without a tune stage, and a tuned run's rate key holds the tune key (a new probe
-    re-rates)."""
+    re-rates); with ``verdicts.file``, :data:`IMPORTED_READS`."""
     s = _BY_NAME[stage]
+    if cfg.verdicts.file is not None and stage in IMPORTED_READS:
+        return IMPORTED_READS[stage]
     if stage == "tune" and cfg.tune.kind == "none":
         return ("tune",), ()
     if stage == "rate" and cfg.tune.kind != "none":
@@ -104,10 +117,11 @@ def reads(cfg: "RunConfig", stage: str) -> tuple[tuple[str, ...], tuple[str, ...
 
 
 def missing_outputs(run_dir: str | Path, stage: str, *, simulated: bool = False,
-                    tune: str = "none") -> list[str]:
+                    tune: str = "none", imported: bool = False) -> list[str]:
     """The declared outputs of ``stage`` that ``run_dir`` lacks (empty: all there); ``tune``
-    is ``tune.kind``."""
-    declared = SIMULATED_OUTPUTS.get(stage, OUTPUTS[stage]) if simulated else OUTPUTS[stage]
+    is ``tune.kind``, ``imported`` whether ``verdicts.file`` is set."""
+    declared = (SIMULATED_OUTPUTS.get(stage, OUTPUTS[stage]) if simulated or imported
+                else OUTPUTS[stage])
     if stage == "tune":
         declared = TUNE_OUTPUTS[tune]
     return [o for o in declared if not (Path(run_dir) / o).exists()]

@@ -21,6 +21,7 @@ from llmhni_local.text.profiles import (
     load_profiles,
     make_profiles,
     save_profiles,
+    shuffle_profiles,
     summarize_users,
 )
 
@@ -55,6 +56,8 @@ def build_profiles(run_dir: str | Path, data: "Interactions", *, data_settings: 
                                    model_id=backend.model_id)
         finally:
             backend.close()
+    if settings.shuffle_share > 0:
+        prof = shuffle_profiles(prof, settings.shuffle_share, settings.shuffle_seed)
     save_profiles(run_dir, prof)
     return prof
 

@@ -67,6 +67,8 @@ def constant_rating(run_dir: str | Path, share: float) -> dict[str, dict[str, An
 def run_stage(run: Run) -> dict:
     if run.cfg.pipeline.rater == "simulated":
         return {"simulated": True, "skipped": "the simulated rater reads noise flags, no LLM"}
+    if run.cfg.verdicts.file is not None:
+        return {"imported": True, "skipped": "the verdicts come from verdicts.file, no LLM"}
 
     report, rid, adapter = rate_run(run.dir, run.rater, run.cfg.rate, progress=run.progress,
                                     constant_share=run.cfg.verdicts.constant_share, log=run.log)

@@ -8,4 +8,4 @@ from llmhni_local.stages.context import Run
 
 
 def run_stage(run: Run) -> dict:
-    return write_report(run.dir, run.data)
+    return write_report(run.dir, run.data, ran=run.ran)  # ran: which stages were reused

@@ -155,6 +155,13 @@ def rater_info(run: Run) -> dict[str, Any]:
     for a zero-shot or a human-audited rater."""
     methods = [m for m in run.cfg.pipeline.methods if METHOD_TABLE[m].reads_verdicts]
     pipe = run.cfg.pipeline
+    counts = _read_json(run.dir / COUNTS_FILE)
+    if counts.get("imported") is True:  # made elsewhere (verdicts/imported.py): name where
+        return {"kind": "imported", "methods": methods, "source": counts.get("source"),
+                "file": counts.get("file"), "sha256": counts.get("sha256"),
+                "description": f"verdicts imported from {counts.get('source')} "
+                               f"({Path(str(counts.get('file'))).name}, sha256 "
+                               f"{str(counts.get('sha256'))[:12]})"}
     if pipe.rater == "simulated" and pipe.simulated_auc is not None:
         v, summary = run.cfg.verdicts, _read_json(run.dir / COUNTS_FILE)
         rule = (f"threshold at share {v.target_share:g} kept" if v.tau_source == "share"
@@ -185,7 +192,6 @@ def rater_info(run: Run) -> dict[str, Any]:
         info["description"] = f"{name} + {kind} {Path(adapter).name} (see its card for its labels)"
     else:
         info["description"] = f"{name} (zero-shot)"
-    counts = _read_json(run.dir / COUNTS_FILE)
     if counts.get("rater_constant"):
         # a rater that says one thing is named wherever its rows are, not only in the log
         info["constant"] = counts.get("constant", {})

@@ -1,14 +1,26 @@
 """Stage ``verdicts`` (method stage 6): hard or noisy for each candidate pair, from the
-judgments (and the run's audited labels) or from the simulated rater.
+judgments (and the run's audited labels), from the simulated rater, or imported from a file
+made elsewhere (``verdicts.file``; docs/IMPORTING.md).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from llmhni_local.audit.records import load_audits
+from llmhni_local.core.config import DataSettings
 from llmhni_local.core.errors import UserError
+from llmhni_local.core.io import sha256_file
+from llmhni_local.data import load_data
+from llmhni_local.data.dataset import Interactions
 from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
 from llmhni_local.stages.context import Run
-from llmhni_local.verdicts.decide import write_verdicts
+from llmhni_local.stages.plan import OUTPUTS
+from llmhni_local.stages.profiles import profiles_data
+from llmhni_local.stages.settings import settings_of_run
+from llmhni_local.verdicts.decide import VERDICTS_FILE, write_verdicts
+from llmhni_local.verdicts.imported import import_verdicts, imported_record
 from llmhni_local.verdicts.simulated import (
     simulate_auc_verdicts,
     simulate_verdicts,
@@ -17,9 +29,45 @@ from llmhni_local.verdicts.simulated import (
 )
 
 
+def run_data(run_dir: str | Path) -> Interactions:
+    """The data a run folder holds, for commands given only the folder: the data its profiles
+    were built from (checked by fingerprint), else the data of its pipeline settings."""
+    run_dir = Path(run_dir)
+    if (run_dir / OUTPUTS["profiles"][0]).is_file():
+        return profiles_data(run_dir, DataSettings())
+    if (run_dir / "manifest.json").is_file():
+        return load_data(settings_of_run(run_dir).data)
+    raise UserError(f"{run_dir}: no {OUTPUTS['profiles'][0]} or manifest.json to say which data "
+                    "the run holds (build its profiles, or run the pipeline, first)")
+
+
+def import_into(run_dir: str | Path, path: str | Path, *, source: str,
+                skip_unknown: bool = False, keep_held_out: bool = False) -> dict[str, Any]:
+    """``verdicts import``: the file's verdicts on the run's data (:func:`run_data`) into
+    ``RUN/verdicts.parquet`` and ``verdicts.json``
+    (:func:`llmhni_local.verdicts.imported.import_verdicts`); returns the counts."""
+    return import_verdicts(run_dir, path, source=source, data=run_data(run_dir),
+                           skip_unknown=skip_unknown, keep_held_out=keep_held_out)
+
+
+def stale(run: Run) -> list[str]:
+    """With ``verdicts.file``: ``[verdicts.parquet]`` when the folder's verdicts are not that
+    file's (a ``verdicts import`` or ``verdicts decide`` replaced them since), so the stage is
+    not reused; else ``[]``."""
+    if run.cfg.verdicts.file is None:
+        return []
+    record = imported_record(run.dir)
+    same = record is not None and record.get("sha256") == sha256_file(run.cfg.verdicts.file)
+    return [] if same else [VERDICTS_FILE]
+
+
 def run_stage(run: Run) -> dict:
-    """Verdicts from the judgments by the ``[verdicts]`` rule, or drawn by the simulated rater
-    (``pipeline.rater = "simulated"``)."""
+    """Verdicts from the judgments by the ``[verdicts]`` rule, drawn by the simulated rater
+    (``pipeline.rater = "simulated"``), or imported from ``verdicts.file``."""
+    s = run.cfg.verdicts
+    if s.file is not None:
+        return import_verdicts(run.dir, s.file, source=s.source or "", data=run.data,
+                               skip_unknown=s.skip_unknown, keep_held_out=s.keep_held_out)
     if run.cfg.pipeline.rater == "simulated":
         data, sim_auc = run.data, run.cfg.pipeline.simulated_auc
         if data.train_noise is None:

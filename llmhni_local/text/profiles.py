@@ -57,6 +57,13 @@ class ProfileSettings:
         summarize: rewrite each user profile with the rater LLM, RLMRec style. (default:
             ``False``)
         summary_tokens: most tokens of one summary. (default: ``96``)
+        shuffle_share: a study of profile quality, not a setting to use in earnest: this
+            share of the user profiles, and the same share of the item profiles, are each
+            replaced by another random entity's profile after they are built (and
+            summarised), so the text stays fluent and its link to the entity is broken
+            (:func:`shuffle_profiles`; docs/DESIGN.md, "Profile quality"). In [0, 1].
+            (default: ``0.0``)
+        shuffle_seed: which profiles are replaced, and by whose. (default: ``0``)
     """
 
     like_min_rating: float = 4.0
@@ -65,8 +72,12 @@ class ProfileSettings:
     name_chars: int = 120
     summarize: bool = False
     summary_tokens: int = 96
+    shuffle_share: float = 0.0
+    shuffle_seed: int = 0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.shuffle_share <= 1.0:
+            raise ConfigError(f"profiles.shuffle_share must be in [0, 1], got {self.shuffle_share}")
         if self.profile_titles < 0 or self.top_genres < 0:
             raise ConfigError("profiles.profile_titles and profiles.top_genres must be >= 0")
         if self.name_chars < 10:
@@ -265,6 +276,32 @@ def summarize_users(profiles: Profiles, generate, settings: ProfileSettings,
                 templates={**profiles.info["templates"],
                            "summarize_user": {"version": tpl.version, "hash": tpl.hash}})
     return _with_hash(texts, profiles.items, profiles.item_names, profiles.liked, info)
+
+
+def shuffle_profiles(profiles: Profiles, share: float, seed: int) -> Profiles:
+    """Replace ``round(share * n)`` user profiles, and as many item profiles in proportion,
+    each by the profile of another entity of its kind drawn at random (never itself; a donor
+    may give to several). Item names and liked lists stay: only the texts that are embedded
+    and read by the rater lose their link. ``info["shuffled"]`` records what was replaced."""
+    rng = np.random.default_rng(seed)
+    users, n_users = _give_away(profiles.users, share, rng)
+    items, n_items = _give_away(profiles.items, share, rng)
+    info = dict(profiles.info, shuffled={"share": share, "seed": seed, "users": n_users,
+                                         "items": n_items})
+    return _with_hash(users, items, profiles.item_names, profiles.liked, info)
+
+
+def _give_away(texts: list[str], share: float, rng: np.random.Generator) -> tuple[list[str], int]:
+    n = len(texts)
+    if n < 2:
+        return list(texts), 0
+    chosen = rng.choice(n, size=int(round(share * n)), replace=False)
+    donors = rng.integers(0, n - 1, size=len(chosen))
+    donors += donors >= chosen  # skip the entity itself
+    out = list(texts)
+    for idx, donor in zip(chosen, donors):
+        out[idx] = texts[donor]
+    return out, len(chosen)
 
 
 def data_fingerprint(data: "Interactions") -> dict[str, Any]:

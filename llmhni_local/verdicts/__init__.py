@@ -3,6 +3,7 @@
 
 ``rules`` holds the rule settings and the pure rules (argmax, threshold at a share or from
 audits, stacked, batch calibration); ``decide`` applies them to a run's judgments and writes
-``verdicts.parquet`` and ``verdicts.json``. Audited labels come in as data
+``verdicts.parquet`` and ``verdicts.json``; ``imported`` checks and writes verdicts made elsewhere,
+brought in as a file (docs/IMPORTING.md). Audited labels come in as data
 (:class:`~llmhni_local.verdicts.decide.Audits`), so this room never reads the audit store.
 """

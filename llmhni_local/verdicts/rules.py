@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -81,6 +82,17 @@ class VerdictSettings:
             judgments is named constant (the rate stage warns, ``verdicts.json`` records it,
             the report and results table mark the rater: :func:`constant_views`). In (0.5, 1].
             (default: ``0.95``)
+        file: a verdicts file made elsewhere (CSV, TSV, Parquet or JSON Lines of ``user``,
+            ``item``, ``verdict`` in the data's raw ids; docs/IMPORTING.md). When set, the
+            verdicts stage imports it instead of deciding, the rating stages do nothing, and
+            the settings above are not read. (default: ``None``)
+        source: where the file's verdicts were made (a rater, a lab), named in verdicts.json
+            and the report; required with ``file``. (default: ``None``)
+        keep_held_out: with ``file``, add the hard pairs that are validation or test pairs
+            too (they are counted either way); by default they are not added, since they
+            would put held-out answers into training. (default: ``False``)
+        skip_unknown: with ``file``, drop rows whose user or item id is not in the data
+            (counted by reason) instead of refusing the file. (default: ``False``)
     """
 
     rule: Literal["argmax", "threshold", "stacked"] = "argmax"
@@ -92,8 +104,18 @@ class VerdictSettings:
     l2: float = 1.0
     seed: int = 0
     constant_share: float = 0.95
+    file: str | None = None
+    source: str | None = None
+    keep_held_out: bool = False
+    skip_unknown: bool = False
 
     def __post_init__(self) -> None:
+        if self.file is not None:
+            if not Path(self.file).is_file():
+                raise ConfigError(f"verdicts.file: {self.file}: no such file")
+            if not (self.source or "").strip():
+                raise ConfigError(f"verdicts.source must say where the verdicts of "
+                                  f"verdicts.file ({self.file}) were made (a rater, a lab)")
         if not 0.0 < self.target_share <= 1.0:
             raise ConfigError(f"verdicts.target_share must be in (0, 1], got {self.target_share}")
         if self.min_audits < 2:

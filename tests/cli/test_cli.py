@@ -63,8 +63,8 @@ def test_train_writes_run_folder(tmp_path):
     assert "recall@20" in r.stdout
 
 
-SET_COMMANDS = ("run", "train", "profiles", "embed", "candidates", "rate", "finetune-rater",
-                "data info")
+SET_COMMANDS = ("run", "train", "profiles", "embed", "candidates", "rate", "verdicts decide",
+                "finetune-rater", "data info")
 
 
 @pytest.mark.parametrize("command", SET_COMMANDS)

@@ -140,7 +140,8 @@ def test_a_folder_made_only_for_the_lock_is_removed_again(tmp_path):
 
 @pytest.mark.parametrize("args", [
     ("rate", "{run}"),
-    ("verdicts", "{run}"),
+    ("verdicts", "decide", "{run}"),
+    ("verdicts", "import", "{run}", "{run}/v.csv", "--source", "x"),
     ("run", "--out", "{run}"),
     ("train", "--out", "{run}"),
     ("audit", "import", "{run}", "{run}/labels.csv"),

@@ -99,7 +99,7 @@ def test_opening_a_damaged_store_is_one_line_naming_it_and_the_way_out(rated, tm
     assert "\n" not in msg
     assert msg.startswith(f"{run / 'judgments.sqlite'}: the judgment store is damaged (")
     assert f"`llmhni judgments repair {run}`" in msg
-    for args in (("judgments", "stats", run), ("verdicts", run)):  # as a user meets it
+    for args in (("judgments", "stats", run), ("verdicts", "decide", run)):  # as a user meets it
         r = cli(*args)
         lines = [l for l in r.stderr.splitlines() if l.strip()]
         assert r.returncode == 2 and len(lines) == 1, r.stderr

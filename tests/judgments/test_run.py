@@ -458,7 +458,7 @@ def test_cli_stages_end_to_end_with_tiny_llama(tmp_path, tiny_llama, monkeypatch
                                                         "--config", cfg)
     assert "32 answers stored" in call("rate", run, "--config", cfg, "--quiet")
     assert "0 answers stored" in call("rate", run, "--config", cfg, "--quiet")  # resumable
-    call("verdicts", run)
+    call("verdicts", "decide", run)
     counts = json.loads((run / "verdicts.json").read_text())
     assert counts["observed"]["total"] == counts["unobserved"]["total"] == 8
     stats = json.loads(call("judgments", "stats", run, "--json"))

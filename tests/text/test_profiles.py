@@ -17,6 +17,7 @@ from llmhni_local.text.profiles import (
     load_profiles,
     make_profiles,
     save_profiles,
+    shuffle_profiles,
     summarize_users,
 )
 
@@ -161,3 +162,22 @@ def test_summarize_through_the_cli_with_tiny_llama(tmp_path, tiny_llama, monkeyp
     assert summed.info["summarized"] and summed.info["summary_model"]
     assert summed.items == plain.items and summed.users != plain.users
     assert all(u.strip() for u in summed.users)
+
+
+def test_shuffled_profiles_break_the_link_and_keep_the_texts():
+    prof = make_profiles(tiny())
+    half = shuffle_profiles(prof, 0.6, seed=3)
+    # round(0.6 * 3) = 2 users and round(0.6 * 5) = 3 items get another entity's text
+    moved_u = [u for u in range(3) if half.users[u] != prof.users[u]]
+    moved_i = [i for i in range(5) if half.items[i] != prof.items[i]]
+    assert len(moved_u) == 2 and len(moved_i) == 3
+    assert set(half.users) <= set(prof.users) and set(half.items) <= set(prof.items)
+    assert half.item_names == prof.item_names and half.hash != prof.hash
+    assert half.info["shuffled"] == {"share": 0.6, "seed": 3, "users": 2, "items": 3}
+    again = shuffle_profiles(prof, 0.6, seed=3)
+    assert again.users == half.users and again.items == half.items
+    full = shuffle_profiles(prof, 1.0, seed=0)
+    assert all(full.items[i] != prof.items[i] for i in range(5))  # never its own text
+    assert shuffle_profiles(prof, 0.0, seed=0).users == prof.users
+    with pytest.raises(UserError, match="profiles.shuffle_share must be in"):
+        ProfileSettings(shuffle_share=1.5)

@@ -457,14 +457,14 @@ def test_cli_verdicts_takes_the_rule(tmp_path):
     app = typer.Typer()
     llm.mount(app)
     run, *_ = _make_run(tmp_path)
-    res = CliRunner().invoke(app, ["verdicts", str(run), "--rule", "threshold",
+    res = CliRunner().invoke(app, ["verdicts", "decide", str(run), "--rule", "threshold",
                                    "--set", "verdicts.tau_source=share",
                                    "--set", "verdicts.target_share=0.5"])
     assert res.exit_code == 0, (res.output, res.exception)
     assert "rule threshold: tau user" in res.output and "from share" in res.output
     info = json.loads((run / "verdicts.json").read_text())["verdict_rule"]
     assert info["target_share"] == 0.5
-    res = CliRunner().invoke(app, ["verdicts", str(run), "--rule", "magic"])
+    res = CliRunner().invoke(app, ["verdicts", "decide", str(run), "--rule", "magic"])
     assert res.exit_code != 0 and "magic" in str(res.output) + str(res.exception)
 
 

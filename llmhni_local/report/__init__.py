@@ -1,8 +1,11 @@
 """Tables and plots of a run: printed tables, ``report.md`` and PNG figures.
 
 ``write_report(RUN)`` reads only what the pipeline wrote (``results.json``, the train runs'
-``history.json``, ``verdicts.parquet``, ``rec_pre/model.pt``) plus the data, so it can be rerun
-alone (``python cli.py report RUN``).
+``history.json``, ``verdicts.parquet``, ``rec_pre/model.pt``, ``align/*.npz``,
+``stages/*.json``, ``rating.json``) plus the data, so it can be rerun alone
+(``python cli.py report RUN``). Two sections have their own modules: ``alignment.py`` (do the
+aligned vectors mix users and items?) and ``cost.py`` (what the LLM costs beside the training);
+docs/DESIGN.md, "The alignment picture and the LLM's cost".
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from llmhni_local.eval.metrics import precision_recall_f1
 from llmhni_local.eval.stats import auc
 from llmhni_local.graph.adjacency import bipartite_adjacency
 from llmhni_local.llmhni.candidates import coverage
+from llmhni_local.report.alignment import alignment_section
+from llmhni_local.report.cost import cost_section
 from llmhni_local.train.run import load_trained
 
 # The statistics live with the metrics; their names stay importable from here.
@@ -201,14 +206,22 @@ def plot_identification(verdicts, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- report.md
-def _rec_pre_scores(run_dir: Path, data) -> np.ndarray:
+def _rec_pre_vectors(run_dir: Path, data) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rec_pre's final user and item embeddings (a score is their dot product); None without
+    noise flags (nothing to read them against) or without ``rec_pre/model.pt``."""
+    if data.train_noise is None or not (run_dir / "rec_pre" / "model.pt").is_file():
+        return None
     import torch
 
     model = load_trained(run_dir / "rec_pre", data)
     with torch.no_grad():
         u, i = model(bipartite_adjacency(data.train, data.n_users, data.n_items))
-        e = torch.from_numpy(data.train)
-        return (u[e[:, 0]] * i[e[:, 1]]).sum(1).numpy()
+    return u.numpy(), i.numpy()
+
+
+def _scorer(vectors: tuple[np.ndarray, np.ndarray] | None):
+    """``score_fn(users)``: the users' score rows over every item (None without vectors)."""
+    return None if vectors is None else (lambda users: vectors[0][users] @ vectors[1].T)
 
 
 def results_gap(results: dict) -> dict[str, Any] | None:
@@ -265,6 +278,8 @@ def rater_line(results: dict) -> str:
     if not rater.get("description") or rater.get("kind") == "simulated":
         return ""  # the simulated rater has its own banner
     marked = ", ".join(rater.get("methods", ())) or "LLMHNI"
+    if rater.get("kind") == "imported":  # no rater ran here: say where the verdicts came from
+        return f"Verdicts of {marked}: {rater['description']}."
     constant = ""
     if rater.get("constant_note"):
         views = ", ".join(f"{v} view {c['label']} {c['share']:.1%}"
@@ -273,8 +288,12 @@ def rater_line(results: dict) -> str:
     return f"Rater of {marked}: {rater['description']}.{constant}"
 
 
-def write_report(run_dir: str | Path, data) -> dict:
-    """Write ``RUN/report.md`` and ``RUN/plots/*.png``; returns the figures it shows."""
+def write_report(run_dir: str | Path, data, ran: dict[str, bool] | None = None) -> dict:
+    """Write ``RUN/report.md`` and ``RUN/plots/*.png``; returns the figures it shows.
+
+    ``ran`` (stage -> whether it ran, the pipeline's) marks reused stages in the cost table;
+    without it the run's ``manifest.json`` does (:func:`~llmhni_local.report.cost.stage_times`).
+    """
     run_dir = Path(run_dir)
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
@@ -299,8 +318,13 @@ def write_report(run_dir: str | Path, data) -> dict:
     plot_curves(run_dir, list(results["methods"]), plots / "training_curves.png")
     lines += ["", "![training curves](plots/training_curves.png)", ""]
 
-    if data.train_noise is not None and (run_dir / "rec_pre" / "model.pt").is_file():
-        scores = _rec_pre_scores(run_dir, data)
+    vectors = _rec_pre_vectors(run_dir, data)
+    cost_lines, out["cost"] = cost_section(run_dir, data, _scorer(vectors), ran)  # beside training
+    align_lines, out["alignment"] = alignment_section(run_dir, plots)
+    lines += cost_lines + align_lines
+    if vectors is not None:
+        e = data.train
+        scores = (vectors[0][e[:, 0]] * vectors[1][e[:, 1]]).sum(1)
         dist = plot_score_distribution(scores, data.train_noise.astype(bool),
                                        plots / "score_distribution.png")
         out["score_distribution"] = dist
