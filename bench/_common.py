@@ -140,3 +140,20 @@ def emit_json(result: dict[str, Any]) -> None:
     """Print ``result`` as one JSON object on one line: the last line of every bench script."""
     sys.stdout.flush()
     print(json.dumps(_jsonable(result), sort_keys=False), flush=True)
+
+
+def write_docs_block(bench: str, block: str, path: Path | None = None) -> None:
+    """Put ``block`` between ``<!-- bench/BENCH:begin -->`` and ``:end -->`` in
+    docs/BENCHMARKS.md (``path``), replacing what was there, or append it with its markers."""
+    import re
+
+    path = path or REPO_ROOT / "docs" / "BENCHMARKS.md"
+    begin, end = f"<!-- bench/{bench}:begin -->", f"<!-- bench/{bench}:end -->"
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    body = f"{begin}\n{block.strip()}\n{end}"
+    if begin in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: body, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + body + "\n"
+    path.write_text(text)
+

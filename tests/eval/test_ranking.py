@@ -86,3 +86,24 @@ def test_cuda_embeddings_give_the_cpu_metrics():
                          per_user=gpu)
     assert b == pytest.approx(a, abs=1e-9)
     assert np.array_equal(cpu["users"], gpu["users"])
+
+
+def test_score_percentiles_match_a_direct_count_whatever_the_chunk():
+    from llmhni_local.eval.ranking import score_percentiles
+
+    g = torch.Generator().manual_seed(0)
+    users, items = torch.randn(7, 4, generator=g), torch.randn(11, 4, generator=g)
+    items[3] = items[5]  # a tie
+    rng = np.random.default_rng(0)
+    pairs = np.stack([rng.integers(0, 7, 40), rng.integers(0, 11, 40)], 1)
+    scores = (users @ items.T).numpy()
+    want = [((scores[u] < scores[u, i]).sum() + 0.5 * ((scores[u] == scores[u, i]).sum() - 1)) / 10
+            for u, i in pairs]
+    for batch in (1, 3, 1024):
+        got = score_percentiles(users, items, pairs, batch_users=batch)
+        np.testing.assert_allclose(got, want)
+    # a random item averages one half; the user's own best item is at 1
+    allp = np.array([[u, i] for u in range(7) for i in range(11)])
+    assert score_percentiles(users, items, allp).mean() == pytest.approx(0.5)
+    best = np.stack([np.arange(7), scores.argmax(1)], 1)
+    assert (score_percentiles(users, items, best) == 1.0).all()
