@@ -14,8 +14,8 @@ from llmhni_local.cli.options import ConfigOption, DataOption, QuietOption, SetO
 #: every row of the method table.
 METHOD_HELP = ("A row of the method table (docs/BASELINES.md): bpr, wbpr, dns, tce, rce, bod, sgl, "
                "simgcl, xsimgcl, rlmrec-con, rlmrec-gen, bpr-gprime, llmhni, llmhni-no-semneg, "
-               "llmhni-no-align, llmhni-no-denoise, llmhni-no-hal, oracle (default: train.loss, "
-               "bpr).")
+               "llmhni-no-align, llmhni-no-denoise, llmhni-no-hal, llmhni-dns, oracle (default: "
+               "train.loss, bpr).")
 
 
 def train(

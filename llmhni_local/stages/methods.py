@@ -37,6 +37,12 @@ Run = Any
 ABLATIONS = {"llmhni-no-semneg": "semantic_negatives", "llmhni-no-align": "alignment",
               "llmhni-no-denoise": "denoise", "llmhni-no-hal": "hal"}
 
+#: LLMHNI under other ``[llmhni]`` values, with a name of their own. ``llmhni-dns``: the pool's
+#: highest-scoring candidate with no similarity test (the ``combined`` rule at ``beta = 0``),
+#: i.e. dynamic negative sampling inside LLMHNI; beside ``llmhni`` it measures what the text
+#: adds to the negatives (docs/BASELINES.md).
+VARIANTS: dict[str, dict[str, Any]] = {"llmhni-dns": {"similarity_rule": "combined", "beta": 0.0}}
+
 
 def load_z(run: Run, aligned: bool) -> tuple[np.ndarray, np.ndarray]:
     z = np.load(run.dir / "align" / ("aligned.npz" if aligned else "raw.npz"))
@@ -99,6 +105,7 @@ def _llmhni_run(run: "Run", name: str, cfg: TrainConfig) -> dict:
     data, s = run.data, run.cfg.llmhni
     if name in ABLATIONS:
         s = dataclasses.replace(s, **{ABLATIONS[name]: False})
+    s = dataclasses.replace(s, **VARIANTS.get(name, {}))
     edges_gp, report = denoised_edges(data.train, verdict_table(run))
     zu, zi = load_z(run, aligned=s.alignment)
     objective = LLMHNIObjective(data.train, edges_gp, data.n_users, data.n_items, cfg.train, s,
@@ -198,6 +205,9 @@ METHOD_TABLE: dict[str, Method] = {
     **{name: Method(build=_llmhni_run, reads_verdicts=True, reads_profiles=True,
                     settings="llmhni", help=f"LLMHNI without {switch}")
        for name, switch in ABLATIONS.items()},
+    "llmhni-dns": Method(build=_llmhni_run, reads_verdicts=True, reads_profiles=True,
+                         settings="llmhni",
+                         help="LLMHNI with DNS negatives (no similarity test)"),
     "oracle": Method(build=_oracle_run, help="BPR on G without the flagged edges (ceiling)"),
 }
 

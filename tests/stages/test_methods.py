@@ -100,13 +100,17 @@ def test_cli_trains_a_baseline_without_a_run(tmp_path):
 
 
 def test_cli_trains_run_methods_from_the_run(runs, tmp_path):
-    for m in ("bpr-gprime", "rlmrec-con"):
+    for m in ("bpr-gprime", "rlmrec-con", "llmhni-dns"):
         out = tmp_path / m
         r = cli("train", "--out", str(out), "--method", m, "--run", str(runs["lightgcn"]),
                 "--epochs", "1", "--quiet")
         assert r.returncode == 0, r.stderr
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["method"] == m and manifest["settings"]["data"]["max_users"] == 60
+    # LLMHNI with DNS negatives: the pool's best score, the similarity weighed at nothing
+    used = json.loads((tmp_path / "llmhni-dns" / "manifest.json").read_text())["llmhni"]
+    assert (used["similarity_rule"], used["beta"], used["semantic_negatives"]) == ("combined", 0.0,
+                                                                                   True)
 
 
 @pytest.mark.parametrize("args,needle", [
