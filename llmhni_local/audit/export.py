@@ -14,8 +14,10 @@ Allocation of ``n`` over the strata:
   accuracy over such a sample over-weights the small strata.
 
 Each row carries what an annotator needs (the user's profile, the user's liked items as the
-item-centric prompt lists them, the item's profile) and blank ``label``, ``annotator``,
-``labelled_at`` and ``note`` columns. The model's labels are left out unless
+item-centric prompt lists them, the item's profile), the pair's raw ids (``user_id``,
+``item_id``: the ids of the data's own files, when the profiles say which data they were built
+from; ``user`` and ``item`` stay the indices ``audit import`` reads) and blank ``label``,
+``annotator``, ``labelled_at`` and ``note`` columns. The model's labels are left out unless
 ``show_model_labels`` (pre-filled labels anchor annotators); for the same reason the rows are
 shuffled rather than grouped by stratum, and the verdict is not shown either.
 """
@@ -29,12 +31,14 @@ import numpy as np
 
 from llmhni_local.audit.importer import file_format
 from llmhni_local.audit.records import AUDIT_DB, AuditStore, audit_dir
+from llmhni_local.core.config import DataSettings, build
 from llmhni_local.core.errors import UserError
 from llmhni_local.core.io import atomic_path
+from llmhni_local.data import load_data
 from llmhni_local.judgments.plan import RateSettings, last_rating, liked_text
 from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
-from llmhni_local.text.profiles import load_profiles
-from llmhni_local.verdicts.decide import compute_verdicts
+from llmhni_local.text.profiles import data_fingerprint, load_profiles
+from llmhni_local.verdicts.decide import compute_verdicts, source_candidates
 
 FILL_COLUMNS = ("label", "annotator", "labelled_at", "note")
 MODEL_COLUMNS = ("model_label_user", "model_label_item", "p_high_user", "p_high_item",
@@ -78,10 +82,16 @@ def allocate(sizes: dict[str, int], n: int,
 
 
 def rated_pairs(run_dir: str | Path):
-    """The candidates of ``RUN`` with the last rating run's labels and verdict per pair."""
+    """The candidates of ``RUN`` with the last rating run's labels and verdict per pair; when
+    that rating was imported from a file (``rate.file``), the pairs the file judged
+    (``verdicts/decide.py: source_candidates``)."""
     run_dir = Path(run_dir)
     judgments, manifest = last_rating(run_dir)
-    table = compute_verdicts(load_candidates(run_dir / CANDIDATES_FILE), judgments)
+    if manifest.get("imported") is True:
+        candidates, _ = source_candidates(run_dir, judgments)
+    else:
+        candidates = load_candidates(run_dir / CANDIDATES_FILE)
+    table = compute_verdicts(candidates, judgments)
     table["model_id"] = manifest["model_id"]
     return table, manifest
 
@@ -125,6 +135,10 @@ def export_sample(run_dir: str | Path, n: int, *, seed: int = 0, show_model_labe
     rows = table.iloc[np.concatenate(picked)]
     rows = rows.iloc[rng.permutation(len(rows))].reset_index(drop=True)
     out = audit_sheet(rows, profiles, max_liked)
+    ids = raw_ids(run_dir, profiles)
+    if ids is not None:  # beside the indices, so a sheet can be matched with outside files
+        out.insert(3, "user_id", [ids[0][u] for u in out["user"]])
+        out.insert(4, "item_id", [ids[1][i] for i in out["item"]])
     if show_model_labels:
         out["model_label_user"] = rows["label_user"].fillna("(failed)").to_numpy()
         out["model_label_item"] = rows["label_item"].fillna("(failed)").to_numpy()
@@ -136,6 +150,22 @@ def export_sample(run_dir: str | Path, n: int, *, seed: int = 0, show_model_labe
             "model_id": manifest["model_id"], "adapter": manifest["adapter"],
             "show_model_labels": show_model_labels}
     return out, info
+
+
+def raw_ids(run_dir: str | Path, profiles) -> tuple[list[str], list[str]] | None:
+    """The data's raw user and item ids (``Interactions.user_ids``, ``item_ids``) of the data
+    ``profiles`` were built from, or ``None`` when they do not record it (or the data has no
+    raw ids)."""
+    saved = profiles.info.get("data_settings")
+    if not saved:
+        return None
+    data = load_data(build(DataSettings, saved, "data"))
+    if data_fingerprint(data) != profiles.info.get("data"):
+        raise UserError(f"{run_dir}: the data does not match the one the profiles were built "
+                        "from; run `profiles` again")
+    if not data.user_ids or not data.item_ids:
+        return None
+    return list(data.user_ids), list(data.item_ids)
 
 
 def audit_sheet(rows, profiles, max_liked: int):

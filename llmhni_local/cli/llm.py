@@ -1,5 +1,5 @@
 """LLM stages on a run folder: ``profiles``, ``embed``, ``candidates``, ``rate``,
-``verdicts decide|import`` and ``judgments stats|export|repair``.
+``verdicts decide|import`` and ``judgments stats|export|import|repair``.
 
 Each command reads and writes ``RUN`` (the run folder) through the stage functions of
 :mod:`llmhni_local.stages`, which ``llmhni run`` calls too; a command only gathers settings and
@@ -146,6 +146,7 @@ def verdicts_decide(
     config: ConfigOption = None,
     set_: SetOption = None,
     rule: Optional[str] = typer.Option(None, "--rule", help="argmax, threshold or stacked (the rest of the [verdicts] table via --config/--set)."),
+    source: Optional[str] = typer.Option(None, "--source", help="Decide from the judgments imported under this name (judgments import), over the pairs they name; default: the last rating run."),
 ) -> None:
     """Hard or noisy per candidate pair under the verdict rule (verdicts.rule and the rest of its
     table) -> RUN/verdicts.parquet and .json."""
@@ -159,10 +160,16 @@ def verdicts_decide(
             from llmhni_local.stages.profiles import profiles_data
 
             train = profiles_data(run, cfg.data).train
-        counts = write_verdicts(run, cfg.verdicts, audits=load_audits(run), train=train)
+        counts = write_verdicts(run, cfg.verdicts, audits=load_audits(run), train=train,
+                                source=source)
     a = counts["actions"]
     print(f"verdicts: observed keep {a['keep']}, remove {a['remove']}; unobserved add {a['add']}, "
           f"nothing {a['nothing']}; no verdict (failed or unrated view) {counts['no_verdict']}")
+    if "judgments" in counts:
+        j = counts["judgments"]
+        print(f"from source {j['source']} ({j['pairs']} pairs; {j['user_view_only']} judged in "
+              f"the user view only, {j['item_view_only']} in the item view only: no verdict; "
+              f"{j['not_candidates_of_run']} are not candidates of this run)")
     info = counts["verdict_rule"]
     if "tau" in info:
         print(f"rule threshold: tau user {info['tau']['user']:.4g}, item {info['tau']['item']:.4g} "
@@ -212,7 +219,8 @@ def verdicts_import(
 
 # ---------------------------------------------------------------------------- judgments
 judgments_app = typer.Typer(no_args_is_help=True,
-                            help="Inspect the judgment store of a run, or salvage a damaged one.")
+                            help="Inspect the judgment store of a run, export it, import "
+                                 "judgments made elsewhere, or salvage a damaged store.")
 
 
 @judgments_app.command("stats")
@@ -248,18 +256,67 @@ def judgments_export(
     run: Path = typer.Argument(..., help=RUN_HELP),
     fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
     out: Optional[Path] = typer.Option(None, "--out", help="File to write (default RUN/judgments.FORMAT)."),
+    raw_ids: bool = typer.Option(False, "--raw-ids", help="user and item as the data's raw ids (indices in user_index, item_index): a file `judgments import` reads as it is."),
+    last: bool = typer.Option(False, "--last", help="Only the last rating run's judgments (rating.json's model and prompts)."),
+    source: Optional[str] = typer.Option(None, "--source", help="Only the judgments imported under this name."),
 ) -> None:
     """Write every stored judgment (raw answers included) as csv or parquet."""
     # No run lock: it only reads the store (SQLite lets it read while `rate` writes) and
     # writes one file of its own, atomically.
-    from llmhni_local.judgments.store import JudgmentStore
+    from llmhni_local.judgments.store import VIEWS, JudgmentStore, Key
 
     if fmt not in ("csv", "parquet"):
         raise UserError(f"judgments export: --format must be csv or parquet, got {fmt!r}")
+    if last and source is not None:
+        raise UserError("judgments export: give --last or --source NAME, not both")
+    views = None
+    if last or source is not None:
+        from llmhni_local.judgments.imported import read_source
+        from llmhni_local.judgments.plan import read_rating_manifest
+
+        m = read_source(run, source) if source is not None else read_rating_manifest(run)
+        views = {v: Key(m["model_id"], m["adapter"], m["views"][v]["prompt_hash"]) for v in VIEWS}
+    ids = None
+    if raw_ids:
+        from llmhni_local.stages.verdicts import run_data
+
+        data = run_data(run)
+        ids = (data.user_ids, data.item_ids)
+        if not data.user_ids or not data.item_ids:
+            raise UserError(f"{data.name}: the data has no raw ids (export without --raw-ids)")
     out = out or Path(run) / f"judgments.{fmt}"
     with JudgmentStore(run, create=False) as store:
-        n = store.export(out, fmt)
-    print(f"judgments: {n} rows -> {out}")
+        n = store.export(out, fmt, views=views, raw_ids=ids)
+    print(f"judgments: {n} rows -> {out}" + (" (raw ids)" if raw_ids else ""))
+
+
+@judgments_app.command("import")
+def judgments_import(
+    run: Path = typer.Argument(..., help=RUN_HELP),
+    file: Path = typer.Argument(..., help="CSV, TSV, Parquet or JSON Lines file of user, item, view (user/item) and label (High/Medium/Low) and/or score, in the data's raw ids (docs/IMPORTING.md)."),
+    source: str = typer.Option(..., "--source", help="Where the judgments were made (a rater, a lab): the name they are stored under; letters, digits, '.', '-', '_'."),
+    skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop rows whose user or item id is not in the data (counted) instead of refusing the file."),
+) -> None:
+    """Judgments made elsewhere, from a file, checked row by row -> the judgment store under
+    the source's own key and RUN/ratings/SOURCE.json (nothing is written unless every row
+    passes); then `verdicts decide RUN --source SOURCE`."""
+    from llmhni_local.stages.rate import import_judgments_into
+
+    with run_lock(run, "judgments import"):
+        m = import_judgments_into(run, file, source=source, skip_unknown=skip_unknown)
+    reads = " and ".join(w for w, on in (("labels", m["labels"]), ("scores", m["scores"])) if on)
+    print(f"judgments import: {m['judgments']} judgments of {m['pairs']} pairs from {m['rows']} "
+          f"rows of {file} (source {m['source']}; {reads or 'failures only'}; "
+          f"{m['duplicates_collapsed']} identical repeats collapsed; {m['failures']} failed; "
+          f"{m['replaced']} earlier rows of the source replaced)")
+    print(f"pairs: {m['both_views']} judged in both views, {m['user_view_only']} in the user "
+          f"view only, {m['item_view_only']} in the item view only (no verdict); "
+          f"{m['kinds']['observed']} observed, {m['kinds']['unobserved']} unobserved")
+    if skip_unknown:
+        d = m["dropped_unknown"]
+        print(f"dropped: {d['unknown_user']} rows of unknown users, {d['unknown_item']} of "
+              "unknown items")
+    print(f"decide verdicts from them: verdicts decide {run} --source {m['source']}")
 
 
 @judgments_app.command("repair")

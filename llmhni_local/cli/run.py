@@ -14,6 +14,9 @@ def run(
     config: ConfigOption = None,
     out: Optional[str] = typer.Option(None, "--out", help="Run folder (overrides pipeline.out)."),
     start: Optional[str] = typer.Option(None, "--from", help="Re-run from this stage on."),
+    until: Optional[str] = typer.Option(None, "--until", help="Stop after this stage: a run "
+                                        "folder prepared for `verdicts import` (data, ..., "
+                                        "candidates); the later stages do not run."),
     jobs: Optional[int] = typer.Option(None, "--jobs", help="Trainings run at once, each in "
                                        "its own process (pipeline.jobs; only the time changes)."),
     set_: SetOption = None,
@@ -21,15 +24,18 @@ def run(
 ) -> None:
     """Run every stage: data, profiles, embeddings, alignment, Rec_pre, candidates, tuning the
     rater (only with tune.kind), rating, verdicts, training, evaluation, report. Unchanged
-    stages are reused."""
+    stages are reused; on data without item text the text stages are skipped (one line says
+    so)."""
     from llmhni_local.core.runlock import run_lock
     from llmhni_local.pipeline.runner import run_pipeline
     from llmhni_local.report import print_run_summary
+    from llmhni_local.stages.plan import STAGES
 
     cfg = run_config(config, set_, {"pipeline.out": out, "pipeline.jobs": jobs})
     with run_lock(cfg.pipeline.out, "run"):
-        result = run_pipeline(cfg, start=start, progress=not quiet)
-    print_run_summary(result.dir)
+        result = run_pipeline(cfg, start=start, until=until, progress=not quiet)
+    if until is None or until == STAGES[-1]:  # else the run said where it stopped
+        print_run_summary(result.dir)
 
 
 def report(run_dir: Path = typer.Argument(..., help="A pipeline run folder.")) -> None:

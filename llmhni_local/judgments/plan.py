@@ -23,7 +23,7 @@ from llmhni_local.core.errors import ConfigError, UserError
 from llmhni_local.core.io import sha256_text, write_json
 from llmhni_local.engine.api import JudgeRequest, Judgment
 from llmhni_local.engine.prompts import VIEW_TEMPLATES, Template
-from llmhni_local.judgments.store import VIEWS, JudgmentStore, Key, make_rows
+from llmhni_local.judgments.store import VIEWS, JudgmentStore, Key, make_rows, source_problem
 
 RATING_MANIFEST = "rating.json"
 
@@ -80,6 +80,17 @@ class RateSettings:
             context)`` of ``prompts/likelihood.toml`` is stored, and the verdict rule must be
             a threshold; :mod:`llmhni_local.judgments.likelihood`, docs/DESIGN.md, "The likelihood
             reader"). (default: ``"judge"``)
+        file: judgments made elsewhere (CSV, TSV, Parquet or JSON Lines of ``user``,
+            ``item``, ``view`` and ``label`` and/or ``score``, in the data's raw ids;
+            docs/IMPORTING.md, "Judgments from elsewhere"). When set, the rate stage imports
+            the file into the judgment store under ``source`` instead of rating (no rater
+            model is needed), and the verdicts stage decides from those judgments, over the
+            pairs the file names. (default: ``None``)
+        source: where the file's judgments were made (a rater, a lab): the name they are
+            stored and recorded under; letters, digits, ``.``, ``-``, ``_``; required with
+            ``file``. (default: ``None``)
+        skip_unknown: with ``file``, drop rows whose user or item id is not in the data
+            (counted by reason) instead of refusing the file. (default: ``False``)
     """
 
     batch_size: int = 256
@@ -90,8 +101,21 @@ class RateSettings:
     engine: Literal["inprocess", "ray"] = "inprocess"
     ray_address: str | None = None
     mode: Literal["judge", "likelihood"] = "judge"
+    file: str | None = None
+    source: str | None = None
+    skip_unknown: bool = False
 
     def __post_init__(self) -> None:
+        if self.file is not None:
+            if not Path(self.file).is_file():
+                raise ConfigError(f"rate.file: {self.file}: no such file")
+            problem = source_problem(self.source)
+            if problem is not None:
+                raise ConfigError(f"rate.source (where the judgments of rate.file {self.file} "
+                                  f"were made): {problem}")
+        elif self.source is not None:
+            raise ConfigError(f"rate.source ({self.source!r}) names where the judgments of "
+                              "rate.file were made; set rate.file too")
         if self.batch_size <= 0:
             raise ConfigError(f"rate.batch_size must be > 0, got {self.batch_size}")
         if self.max_liked < 0:

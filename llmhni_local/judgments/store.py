@@ -18,6 +18,7 @@ batch before it stays stored, and rating again resumes after them.
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -83,6 +84,29 @@ class Key:
     prompt_hash: str
 
 
+#: Judgments made elsewhere are stored under ``Key("import:NAME", "", "imported")``
+#: (``judgments/imported.py``): a model's id is a registry name with content hashes
+#: (``backends/common.py: rater_id``) and never starts with this prefix, so the two cannot meet.
+IMPORT_PREFIX, IMPORT_PROMPT = "import:", "imported"
+#: What a source's name may hold: it names a file (``RUN/ratings/NAME.json``) too.
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def source_problem(name: str | None) -> str | None:
+    """Why ``name`` cannot name a source of imported judgments (``None``: it can)."""
+    if not (name or "").strip():
+        return "the source name is empty (say where the judgments were made, e.g. lab-llama70b)"
+    if not SOURCE_NAME.fullmatch(name):
+        return (f"source name {name!r}: use letters, digits, '.', '-' and '_' (at most 100, "
+                "starting with a letter or digit)")
+    return None
+
+
+def imported_key(source: str) -> Key:
+    """The key the judgments of source ``source`` are stored under (both views)."""
+    return Key(IMPORT_PREFIX + source, "", IMPORT_PROMPT)
+
+
 class JudgmentStore:
     """The SQLite judgment store of one run folder.
 
@@ -143,6 +167,18 @@ class JudgmentStore:
             self.conn.executemany(
                 f"INSERT OR REPLACE INTO judgments ({', '.join(COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+
+    def replace_rows(self, key: Key, rows: Iterable[tuple]) -> int:
+        """Every row of ``key`` replaced by ``rows`` (laid out as :data:`COLUMNS`) in one
+        transaction, so a source imported again holds its new file's rows and none of the old
+        file's; returns the number of rows removed."""
+        where, args = _where(key)
+        with self.conn:
+            removed = self.conn.execute(f"DELETE FROM judgments{where}", args).rowcount
+            self.conn.executemany(
+                f"INSERT INTO judgments ({', '.join(COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+        return int(removed)
 
     @contextlib.contextmanager
     def reading(self):
@@ -221,11 +257,21 @@ class JudgmentStore:
             out["runs"].append(g)
         return out
 
-    def export(self, path: str | Path, fmt: str = "csv", key: Key | None = None) -> int:
-        """Write every row (or one key's) as csv or parquet, atomically; returns the row count."""
+    def export(self, path: str | Path, fmt: str = "csv", key: Key | None = None, *,
+               views: dict[str, Key] | None = None,
+               raw_ids: tuple[Sequence[str], Sequence[str]] | None = None) -> int:
+        """Write every row (or one key's, or ``views``' as :meth:`frame`) as csv or parquet,
+        atomically; returns the row count.
+
+        With ``raw_ids`` (the data's ``user_ids`` and ``item_ids``), ``user`` and ``item`` hold
+        the raw ids and the indices move to ``user_index`` and ``item_index``: the file is
+        then one ``judgments import`` reads as it is (docs/IMPORTING.md).
+        """
         if fmt not in ("csv", "parquet"):
             raise UserError(f"export format must be csv or parquet, got {fmt!r}")
-        df = self.frame(key)
+        df = self.frame(key, views=views)
+        if raw_ids is not None:
+            df = with_raw_ids(df, *raw_ids, where=self.path)
         with atomic_path(path) as tmp:
             if fmt == "csv":
                 df.to_csv(tmp, index=False)
@@ -241,6 +287,23 @@ class JudgmentStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def with_raw_ids(frame, user_ids: Sequence[str], item_ids: Sequence[str], *,
+                 where: str | Path = ""):
+    """``frame`` (store rows) with ``user`` and ``item`` as raw ids and the indices as
+    ``user_index`` and ``item_index`` beside them (the rest in place)."""
+    out = frame.copy()
+    for col, ids in (("user", user_ids), ("item", item_ids)):
+        idx = out[col].to_numpy(np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(ids)):
+            raise UserError(f"{where}: a stored {col} index ({int(idx.max())}) is beyond the "
+                            f"data's {len(ids)} {col} ids (the store was made from other data)")
+        lookup = np.asarray(list(ids), dtype=object)
+        at = out.columns.get_loc(col)
+        out[col] = lookup[idx] if len(idx) else np.array([], dtype=object)
+        out.insert(at + 1, f"{col}_index", idx)
+    return out
 
 
 class _Connection(sqlite3.Connection):

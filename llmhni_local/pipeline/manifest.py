@@ -23,6 +23,10 @@ def run_manifest(run: Run, build_manifest: Callable[..., dict]) -> dict:
         models["rater"] = {"imported": True, "file": run.cfg.verdicts.file,
                            "source": run.cfg.verdicts.source,
                            "sha256": run.content.get("verdicts", "").removeprefix("imported:")}
+    elif run.cfg.rate.file is not None:  # judgments made elsewhere: no rater ran here either
+        models["rater"] = {"imported_judgments": True, "file": run.cfg.rate.file,
+                           "source": run.cfg.rate.source,
+                           "sha256": run.content.get("rate", "").removeprefix("imported:")}
     elif run.cfg.pipeline.rater == "llm":
         models["rater"] = {"name": run.cfg.rater.model, "adapter": run.rater.adapter,
                            "id": run.content.get("rate")}

@@ -7,6 +7,7 @@ commands call.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable
 
@@ -15,7 +16,9 @@ from llmhni_local.core.device import resolve_device
 from llmhni_local.core.io import write_json
 from llmhni_local.core.manifest import build_manifest
 from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
+from llmhni_local.judgments.imported import check_judgment_rows
 from llmhni_local.judgments.run import check_judge
+from llmhni_local.llmhni.text_free import has_item_text, without_text, without_text_notes
 from llmhni_local.pipeline.manifest import run_manifest
 from llmhni_local.stages import (
     align,
@@ -31,10 +34,10 @@ from llmhni_local.stages import (
     verdicts,
 )
 from llmhni_local.stages.context import Run
-from llmhni_local.stages.methods import check_methods
-from llmhni_local.stages.plan import STAGES, missing_outputs
+from llmhni_local.stages.methods import METHOD_TABLE, check_methods
+from llmhni_local.stages.plan import NO_TEXT_CONTENT, STAGES, missing_outputs, text_free_skips
 from llmhni_local.stages.settings import RunConfig
-from llmhni_local.verdicts.decide import COUNTS_FILE, VERDICTS_FILE
+from llmhni_local.verdicts.decide import COUNTS_FILE, VERDICTS_FILE, check_imported_rule
 from llmhni_local.verdicts.imported import check_rows, imported_record, read_rows
 from llmhni_local.weights.registry import resolve_checked
 
@@ -47,51 +50,99 @@ BODIES: dict[str, Callable[[Run], dict]] = {
 }
 
 
-def run_pipeline(cfg: RunConfig, *, start: str | None = None, progress: bool = True,
-                 log: Callable[[str], None] = print) -> Run:
+def run_pipeline(cfg: RunConfig, *, start: str | None = None, until: str | None = None,
+                 progress: bool = True, log: Callable[[str], None] = print) -> Run:
     """Run every stage in order, reusing those whose key and outputs are unchanged.
 
     Args:
         cfg: the run's settings.
         start: run this stage and every later one even if unchanged (``--from``).
+        until: stop after this stage (``--until``): a folder prepared for ``verdicts import``
+            or another command. The later stages do not run, and ``manifest.json`` names only
+            the stages that did, with ``until`` saying where the run stopped.
         progress: progress bars.
         log: where one-line stage messages go.
     """
-    if start is not None and start not in STAGES:
-        raise ConfigError(f"--from: unknown stage {start!r} (stages: {', '.join(STAGES)})")
+    for flag, stage in (("--from", start), ("--until", until)):
+        if stage is not None and stage not in STAGES:
+            raise ConfigError(f"{flag}: unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+    if start is not None and until is not None and STAGES.index(start) > STAGES.index(until):
+        raise ConfigError(f"--from {start} comes after --until {until}: no stage would run")
+    stages = STAGES[:STAGES.index(until) + 1] if until is not None else STAGES
     run = Run(cfg, progress=progress, log=log)
     run.dir.mkdir(parents=True, exist_ok=True)
     check_inputs_early(run)
+    skipped = text_free_stages(run, stages)
     forced = False
-    for stage in STAGES:
+    for stage in stages:
         forced = forced or stage == start
-        key = run.key(stage)  # keyed only now: a tuned rater's id holds the tune stage's probe
+        # keyed only now: a tuned rater's id holds the tune stage's probe; a stage skipped for
+        # want of text is keyed apart, so a run on data with text never takes its record
+        key = run.key(stage, NO_TEXT_CONTENT if stage in skipped else None)
         run.keys[stage] = key
         rec = run.record(stage)
-        missing = missing_outputs(run.dir, stage, simulated=run.cfg.pipeline.rater == "simulated",
-                                  tune=run.cfg.tune.kind,
-                                  imported=run.cfg.verdicts.file is not None)
+        missing = [] if stage in skipped else missing_outputs(
+            run.dir, stage, simulated=run.cfg.pipeline.rater == "simulated",
+            tune=run.cfg.tune.kind, imported=run.cfg.verdicts.file is not None)
         if stage == "train" and not missing:  # its folders, one per (method, seed), by key
             missing = train.stale(run)
         if stage == "verdicts" and not missing:  # replaced since by `verdicts import|decide`
             missing = verdicts.stale(run)
         if not forced and rec is not None and rec.get("key") == key and not missing:
             run.ran[stage] = False
-            log(f"[{stage}] unchanged, reused")
+            log(f"[{stage}] " + ("skipped (no item text)" if stage in skipped
+                                 else "unchanged, reused"))
             continue
         # Outputs lost since the last run: what later stages read from them may differ too.
         forced = forced or (rec is not None and bool(missing))
         t0 = time.perf_counter()
-        log(f"[{stage}] running" + (f" ({', '.join(missing)} missing)"
-                                     if rec is not None and missing else ""))
-        summary = BODIES[stage](run)
+        if stage in skipped:
+            log(f"[{stage}] skipped (no item text)")
+            summary = {"skipped": "no item text"}
+        else:
+            log(f"[{stage}] running" + (f" ({', '.join(missing)} missing)"
+                                         if rec is not None and missing else ""))
+            summary = BODIES[stage](run)
         seconds = time.perf_counter() - t0
         run.ran[stage] = True
         write_json(run.record_path(stage), {"stage": stage, "key": key, "seconds": seconds,
                                             "summary": summary})
-        log(f"[{stage}] done in {seconds:.1f} s")
-    write_json(run.dir / "manifest.json", run_manifest(run, build_manifest))
+        if stage not in skipped:
+            log(f"[{stage}] done in {seconds:.1f} s")
+    manifest = run_manifest(run, build_manifest)
+    stopped = len(stages) < len(STAGES)
+    if stopped:  # only the stages that ran are named: nothing claims the others did
+        manifest["stages"] = {s: m for s, m in manifest["stages"].items() if s in stages}
+        manifest["until"] = until
+    write_json(run.dir / "manifest.json", manifest)
+    if stopped:
+        log(f"[run] stopped after {until} (--until); not run: {', '.join(STAGES[len(stages):])}")
     return run
+
+
+def text_free_stages(run: Run, stages: tuple[str, ...]) -> tuple[str, ...]:
+    """On data without item text (docs/DESIGN.md, "Data without text"): the stages of
+    ``stages`` that are skipped (:func:`~llmhni_local.stages.plan.text_free_skips`); the run's
+    ``[llmhni]`` without its text switches (so keys and manifest say what trains); one line
+    through ``run.log`` saying so. Refused in one line when a stage still to run needs what
+    only text gives. ``()`` on data with item text."""
+    if has_item_text(run.data):
+        return ()
+    cfg, name = run.cfg, run.data.name
+    skipped = tuple(s for s in text_free_skips(cfg) if s in stages)
+    reading = [m for m in cfg.pipeline.methods if METHOD_TABLE[m].reads_verdicts]
+    if "verdicts" in skipped and "train" in stages and reading:
+        raise ConfigError(f"pipeline.methods has {reading[0]!r}, which reads verdicts, and "
+                          f"{name} has no item text for the LLM rater to read: set "
+                          "verdicts.file to verdicts made elsewhere (docs/IMPORTING.md), or "
+                          "pipeline.rater = 'simulated' with data.synthetic_noise")
+    if cfg.tune.kind != "none" and "tune" in stages:
+        raise ConfigError(f"tune.kind = {cfg.tune.kind!r} tunes the rater on its prompts; "
+                          f"{name} has no item text to write them from (set tune.kind = 'none')")
+    run.cfg = dataclasses.replace(cfg, llmhni=without_text(cfg.llmhni))
+    run.log(f"[run] {'. '.join(without_text_notes(run.data))}."
+            + (f" Skipped stages: {', '.join(skipped)}" if skipped else ""))
+    return skipped
 
 
 def check_inputs_early(run: Run) -> None:
@@ -112,7 +163,8 @@ def check_inputs_early(run: Run) -> None:
                           f"read off explicit ratings; {run.data.name} has none (set tune.kind "
                           "= 'none')")
     check_imported(run)
-    rates = run.cfg.pipeline.rater == "llm" and run.cfg.verdicts.file is None
+    rates = (run.cfg.pipeline.rater == "llm" and run.cfg.verdicts.file is None
+             and run.cfg.rate.file is None)  # imported judgments need no rater model
     resolve_checked(run.cfg.embedder.model, ("weights", "config", "tokenizer"))
     if rates or run.cfg.profiles.summarize:
         spec = resolve_checked(run.cfg.rater.model, ("weights", "config", "tokenizer"))
@@ -123,7 +175,25 @@ def check_inputs_early(run: Run) -> None:
 def check_imported(run: Run) -> None:
     """``verdicts.file``: no other source of verdicts is set, and every row of the file passes
     (before Rec_pre trains, not after). Without it: verdicts a ``verdicts import`` wrote into
-    the folder are not decided over in silence."""
+    the folder are not decided over in silence. ``rate.file`` (judgments made elsewhere)
+    likewise: no other source of verdicts or judgments, every row checked, and a verdict rule
+    that reads what the file gives (labels or scores)."""
+    r = run.cfg.rate
+    if r.file is not None:
+        for clash, on in ((f"verdicts.file ({run.cfg.verdicts.file}) brings verdicts",
+                           run.cfg.verdicts.file is not None),
+                          ("pipeline.rater = 'simulated' draws verdicts",
+                           run.cfg.pipeline.rater == "simulated"),
+                          (f"tune.kind = {run.cfg.tune.kind!r} tunes the LLM rater",
+                           run.cfg.tune.kind != "none")):
+            if on:
+                raise ConfigError(f"rate.file ({r.file}) brings the judgments and {clash}; "
+                                  "set one")
+        checked = check_judgment_rows(r.file, read_rows(r.file), run.data.user_ids,
+                                      run.data.item_ids, skip_unknown=r.skip_unknown)
+        check_imported_rule(run.cfg.verdicts, {"imported": True, "source": r.source,
+                                               "labels": checked["labels"],
+                                               "scores": checked["scores"]}, r.file)
     s = run.cfg.verdicts
     if s.file is None:
         record = imported_record(run.dir)

@@ -25,6 +25,7 @@ from llmhni_local.eval.metrics import precision_recall_f1
 from llmhni_local.eval.stats import auc
 from llmhni_local.graph.adjacency import bipartite_adjacency
 from llmhni_local.llmhni.candidates import coverage
+from llmhni_local.llmhni.text_free import without_text_notes
 from llmhni_local.report.alignment import alignment_section
 from llmhni_local.report.cost import cost_section
 from llmhni_local.train.run import load_trained
@@ -278,7 +279,8 @@ def rater_line(results: dict) -> str:
     if not rater.get("description") or rater.get("kind") == "simulated":
         return ""  # the simulated rater has its own banner
     marked = ", ".join(rater.get("methods", ())) or "LLMHNI"
-    if rater.get("kind") == "imported":  # no rater ran here: say where the verdicts came from
+    # no rater ran here: say where the verdicts, or the judgments they were decided from, came
+    if rater.get("kind") in ("imported", "imported_judgments"):
         return f"Verdicts of {marked}: {rater['description']}."
     constant = ""
     if rater.get("constant_note"):
@@ -300,7 +302,7 @@ def write_report(run_dir: str | Path, data, ran: dict[str, bool] | None = None) 
     results = json.loads((run_dir / "results.json").read_text())
     simulated = bool(results.get("simulated_rater"))
     out: dict[str, Any] = {}
-    lines = [f"# LLMHNI run: {data.name}", ""]
+    lines = [f"# LLMHNI run: {data.name}", "", *(f"**{n}.**\n" for n in without_text_notes(data))]
     if simulated:
         how = (results.get("rater") or {}).get("description") or (
             "SIMULATED rater (reads the ground-truth noise flags and errs at a set rate)")

@@ -18,6 +18,7 @@ from llmhni_local.core.errors import ConfigError
 from llmhni_local.core.io import sha256_file, sha256_text
 from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
 from llmhni_local.engine.settings import RaterSettings
+from llmhni_local.judgments.plan import RateSettings
 from llmhni_local.judgments.run import checked_rater_id
 from llmhni_local.stages.settings import RunConfig
 from llmhni_local.text.embed import embedder_model_id
@@ -29,6 +30,7 @@ from llmhni_local.verdicts.rules import VerdictSettings
 ADDED_FIELDS: dict[str, dict[str, Any]] = {
     "verdicts": {f: getattr(VerdictSettings(), f)
                  for f in ("file", "source", "keep_held_out", "skip_unknown")},
+    "rate": {f: getattr(RateSettings(), f) for f in ("file", "source", "skip_unknown")},
     "profiles": {f: getattr(ProfileSettings(), f) for f in ("shuffle_share", "shuffle_seed")}}
 
 
@@ -87,6 +89,11 @@ def content_hash(cfg: RunConfig, stage: str, *, data_sources: Any, rater: RaterS
             return "imported:" + sha256_file(cfg.verdicts.file)
         except OSError as exc:
             raise ConfigError(f"verdicts.file: {cfg.verdicts.file}: {exc.strerror}") from None
+    if stage == "rate" and cfg.rate.file is not None:  # a new file is new judgments
+        try:
+            return "imported:" + sha256_file(cfg.rate.file)
+        except OSError as exc:
+            raise ConfigError(f"rate.file: {cfg.rate.file}: {exc.strerror}") from None
     if stage == "rate" and cfg.verdicts.file is None and (cfg.pipeline.rater == "llm"
                                                           or cfg.tune.kind != "none"):
         return ":".join(checked_rater_id(rater, mode=cfg.rate.mode))

@@ -24,6 +24,7 @@ from llmhni_local.core.config import TrainConfig, TrainSettings, to_dict
 from llmhni_local.core.errors import ConfigError
 from llmhni_local.llmhni.denoise import denoised_edges, oracle_edges
 from llmhni_local.llmhni.objective import LLMHNIObjective
+from llmhni_local.llmhni.text_free import TEXT_FIELDS, has_item_text
 from llmhni_local.train.objectives import RecObjective
 from llmhni_local.train.run import train_run
 from llmhni_local.verdicts.decide import ACTIONS, load_verdicts
@@ -107,7 +108,8 @@ def _llmhni_run(run: "Run", name: str, cfg: TrainConfig) -> dict:
         s = dataclasses.replace(s, **{ABLATIONS[name]: False})
     s = dataclasses.replace(s, **VARIANTS.get(name, {}))
     edges_gp, report = denoised_edges(data.train, verdict_table(run))
-    zu, zi = load_z(run, aligned=s.alignment)
+    # without semantic negatives nothing reads the vectors (data without text has none)
+    zu, zi = load_z(run, aligned=s.alignment) if s.semantic_negatives else (None, None)
     objective = LLMHNIObjective(data.train, edges_gp, data.n_users, data.n_items, cfg.train, s,
                                 z_user=zu, z_item=zi)
     return {"objective": objective, "sampler": objective.make_sampler(),
@@ -220,11 +222,18 @@ def check_methods(methods: tuple[str, ...] | list[str], data) -> None:
     unknown = [m for m in methods if m not in METHOD_TABLE]
     if unknown:
         raise ConfigError(f"unknown method {unknown[0]!r} (known: {', '.join(METHOD_TABLE)})")
-    has_text = data.item_text is not None or data.item_meta is not None
+    if has_item_text(data):
+        return
     for m in methods:
-        if METHOD_TABLE[m].needs_text and not has_text:
+        if METHOD_TABLE[m].needs_text:
             raise ConfigError(f"{m} aligns the recommender with profile embeddings; {data.name} "
                               "has no item text to write profiles from (item_text or item_meta)")
+        # an LLMHNI row that changes only what data without text has off trains llmhni itself
+        changed = {ABLATIONS[m]} if m in ABLATIONS else set(VARIANTS.get(m, {}))
+        if changed and changed <= TEXT_FIELDS:
+            raise ConfigError(f"{m} changes llmhni.{', llmhni.'.join(sorted(changed))}, which "
+                              f"{data.name} (no item text or metadata) has off already: it would "
+                              "train what llmhni trains")
 
 
 def check_run_inputs(run: Run, name: str) -> None:

@@ -102,13 +102,42 @@ IMPORTED_READS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+#: Stages a run on data without item text skips (docs/DESIGN.md, "Data without text"): they
+#: make or read text. A skipped stage stores nothing, and its key is made with
+#: :data:`NO_TEXT_CONTENT` as its content, so a run on data with text never reuses its record.
+TEXT_STAGES: tuple[str, ...] = ("profiles", "embed", "align")
+NO_TEXT_CONTENT = "skipped: no item text"
+
+
+def text_free_skips(cfg: "RunConfig") -> tuple[str, ...]:
+    """The stages a run on data without item text skips: :data:`TEXT_STAGES`, and the rate and
+    verdicts stages where an LLM would rate here (its prompts are text, and without judgments
+    there is nothing to decide), not where the verdicts or judgments were made elsewhere
+    (``verdicts.file``, ``rate.file``) or the simulated rater draws them."""
+    rates_here = (cfg.pipeline.rater == "llm" and cfg.verdicts.file is None
+                  and cfg.rate.file is None)
+    return TEXT_STAGES + (("rate", "verdicts") if rates_here else ())
+
+
+#: What the rate stage reads when ``rate.file`` imports the judgments: the file (its sha256
+#: is the key's content), the source it is stored under and the data that turns raw ids into
+#: indices and gives each pair its kind; not candidates or profiles (no prompt is built). The
+#: verdicts stage reads as it always does, from the rate stage.
+IMPORTED_JUDGMENTS_READS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "rate": (("rate.source", "rate.skip_unknown"), ("data",)),
+}
+
+
 def reads(cfg: "RunConfig", stage: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(settings, upstream)`` of ``stage`` under ``cfg``: an untuned run's keys are those of
     a run without a tune stage, and a tuned run's rate key holds the tune key (a new probe
-    re-rates); with ``verdicts.file``, :data:`IMPORTED_READS`."""
+    re-rates); with ``verdicts.file``, :data:`IMPORTED_READS`; with ``rate.file``,
+    :data:`IMPORTED_JUDGMENTS_READS`."""
     s = _BY_NAME[stage]
     if cfg.verdicts.file is not None and stage in IMPORTED_READS:
         return IMPORTED_READS[stage]
+    if cfg.rate.file is not None and stage in IMPORTED_JUDGMENTS_READS:
+        return IMPORTED_JUDGMENTS_READS[stage]
     if stage == "tune" and cfg.tune.kind == "none":
         return ("tune",), ()
     if stage == "rate" and cfg.tune.kind != "none":

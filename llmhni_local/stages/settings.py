@@ -120,8 +120,8 @@ class RunConfig:
     verdicts: VerdictSettings = field(default_factory=VerdictSettings)
 
     def __post_init__(self) -> None:
-        if self.pipeline.rater == "llm":
-            check_reader(self.verdicts, self.rate.mode)
+        if self.pipeline.rater == "llm" and self.rate.file is None:  # else the file says
+            check_reader(self.verdicts, self.rate.mode)  # (pipeline/runner.py: check_imported)
         if self.tune.kind != "none" and self.rate.mode == "likelihood":
             raise ConfigError("tune.kind = 'probe' fits a head on the judge's answer states; "
                               "rate.mode = 'likelihood' reads no answer (set tune.kind = "

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from llmhni_local.core.io import write_json
+from llmhni_local.core.processes import die_with_parent
 from llmhni_local.core.progress import progress_bar
 from llmhni_local.graph.adjacency import bipartite_adjacency
 from llmhni_local.stages.context import Run
@@ -101,7 +102,9 @@ def _train_in_parallel(run: Run, todo: list[tuple[str, int, Path, str]]) -> None
     run.log(f"[train] {len(todo)} trainings, {jobs} at a time, {threads} thread(s) each")
     ctx = multiprocessing.get_context("spawn")
     errors: list[BaseException] = []
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool, \
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx,
+                             initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool, \
             progress_bar("train", len(todo), enabled=run.progress) as bar:
         futures = {pool.submit(_train_cell, cfg, m, s, str(out.resolve()), threads): (m, s, out, k)
                    for m, s, out, k in todo}
@@ -162,6 +165,15 @@ def rater_info(run: Run) -> dict[str, Any]:
                 "description": f"verdicts imported from {counts.get('source')} "
                                f"({Path(str(counts.get('file'))).name}, sha256 "
                                f"{str(counts.get('sha256'))[:12]})"}
+    judged = counts.get("judgments") or {}
+    if judged.get("imported") is True:  # judgments made elsewhere, decided here: name both
+        rule = (counts.get("verdict_rule") or {}).get("rule", "argmax")
+        return {"kind": "imported_judgments", "methods": methods, "source": judged.get("source"),
+                "file": judged.get("file"), "sha256": judged.get("sha256"), "rule": rule,
+                "description": f"judgments imported from {judged.get('source')} "
+                               f"({Path(str(judged.get('file'))).name}, sha256 "
+                               f"{str(judged.get('sha256'))[:12]}), decided here by the {rule} "
+                               "rule"}
     if pipe.rater == "simulated" and pipe.simulated_auc is not None:
         v, summary = run.cfg.verdicts, _read_json(run.dir / COUNTS_FILE)
         rule = (f"threshold at share {v.target_share:g} kept" if v.tau_source == "share"

@@ -1,10 +1,12 @@
 """Stage ``verdicts`` (method stage 6): hard or noisy for each candidate pair, from the
 judgments (and the run's audited labels), from the simulated rater, or imported from a file
-made elsewhere (``verdicts.file``; docs/IMPORTING.md).
+made elsewhere (``verdicts.file``; docs/IMPORTING.md). With judgments imported by the rate
+stage (``rate.file``) they are decided from that source, over the pairs it names.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,13 @@ from llmhni_local.core.errors import UserError
 from llmhni_local.core.io import sha256_file
 from llmhni_local.data import load_data
 from llmhni_local.data.dataset import Interactions
+from llmhni_local.judgments.imported import import_judgments, read_source
 from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
 from llmhni_local.stages.context import Run
 from llmhni_local.stages.plan import OUTPUTS
 from llmhni_local.stages.profiles import profiles_data
 from llmhni_local.stages.settings import settings_of_run
-from llmhni_local.verdicts.decide import VERDICTS_FILE, write_verdicts
+from llmhni_local.verdicts.decide import COUNTS_FILE, VERDICTS_FILE, write_verdicts
 from llmhni_local.verdicts.imported import import_verdicts, imported_record
 from llmhni_local.verdicts.simulated import (
     simulate_auc_verdicts,
@@ -50,10 +53,27 @@ def import_into(run_dir: str | Path, path: str | Path, *, source: str,
                            skip_unknown=skip_unknown, keep_held_out=keep_held_out)
 
 
+def judgments_current(run: Run) -> bool:
+    """With ``rate.file``: whether the store's judgments of ``rate.source`` are that file's
+    (a ``judgments import`` under the same name may have replaced them since)."""
+    s = run.cfg.rate
+    try:
+        record = read_source(run.dir, s.source or "")
+    except (UserError, ValueError):
+        return False
+    return record.get("sha256") == sha256_file(s.file)
+
+
 def stale(run: Run) -> list[str]:
     """With ``verdicts.file``: ``[verdicts.parquet]`` when the folder's verdicts are not that
     file's (a ``verdicts import`` or ``verdicts decide`` replaced them since), so the stage is
-    not reused; else ``[]``."""
+    not reused; with ``rate.file``, when they were not decided from that file's judgments
+    (another source, or the source imported again from another file); else ``[]``."""
+    if run.cfg.rate.file is not None:
+        decided = (_read_counts(run.dir).get("judgments") or {})
+        same = (decided.get("source") == run.cfg.rate.source and judgments_current(run)
+                and decided.get("sha256") == sha256_file(run.cfg.rate.file))
+        return [] if same else [VERDICTS_FILE]
     if run.cfg.verdicts.file is None:
         return []
     record = imported_record(run.dir)
@@ -85,5 +105,21 @@ def run_stage(run: Run) -> dict:
                                                                         load_audits(run.dir)))
         write_simulated_verdicts(run.dir / "verdicts.parquet", v, summary)
         return summary
+    source = None
+    if run.cfg.rate.file is not None:  # decided from the judgments the rate stage imported
+        if not judgments_current(run):  # replaced by hand since: the rate stage's work again
+            import_judgments(run.dir, run.cfg.rate.file, source=run.cfg.rate.source or "",
+                             data=run.data, skip_unknown=run.cfg.rate.skip_unknown,
+                             as_last_rating=True)
+        source = run.cfg.rate.source
     return write_verdicts(run.dir, run.cfg.verdicts, audits=load_audits(run.dir),
-                          train=run.data.train)
+                          train=run.data.train, source=source)
+
+
+def _read_counts(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / COUNTS_FILE
+    try:
+        counts = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return counts if isinstance(counts, dict) else {}

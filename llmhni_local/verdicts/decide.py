@@ -25,6 +25,10 @@ pairs that have a verdict under the argmax rule, so failed and unrated pairs nev
 their pure parts live in :mod:`llmhni_local.verdicts.rules`. Whatever is fitted (taus,
 calibration means, the stacked model) leaves out the audited pairs that trained an adapter.
 
+Judgments imported from a file under a source name (``judgments/imported.py``) are decided
+over the pairs they name rather than over ``candidates.parquet`` (:func:`source_candidates`;
+docs/IMPORTING.md, "Judgments from elsewhere").
+
 Writes ``RUN/verdicts.parquet`` (one row per candidate; ``score_user``/``score_item`` under the
 threshold rule, ``p_stacked`` under the stacked one: P(hard) of the model that rule chose) and
 ``RUN/verdicts.json`` (counts, and in ``verdict_rule`` what the rule used: taus and their
@@ -46,9 +50,9 @@ from llmhni_local.core.errors import UserError
 from llmhni_local.core.io import atomic_path, jsonable, write_json
 from llmhni_local.engine.api import LABELS
 from llmhni_local.eval.stats import binary_kappa
-from llmhni_local.judgments.plan import last_rating
+from llmhni_local.judgments.imported import source_rating, view_counts
 from llmhni_local.judgments.store import VIEWS
-from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
+from llmhni_local.llmhni.candidates import CANDIDATE_DTYPE, CANDIDATES_FILE, load_candidates
 from llmhni_local.verdicts.rules import (
     VerdictSettings,
     audit_verdict,
@@ -160,9 +164,64 @@ def constant_rater(constant: dict[str, dict[str, Any]], settings: VerdictSetting
     return set(constant) >= set(VIEWS) or any(c["label"] != "High" for c in constant.values())
 
 
+def check_imported_rule(settings: VerdictSettings, manifest: dict[str, Any],
+                        where: str | Path = "") -> None:
+    """Judgments imported from a file (``judgments/imported.py``) carry labels and/or scores
+    but no label probabilities: the argmax rule reads their labels, the threshold rule their
+    scores; calibration and the stacked rule (which read probabilities) do not apply."""
+    if manifest.get("imported") is not True:
+        return
+    what = (f"{where or 'verdicts'}: the judgments of source {manifest.get('source')!r} "
+            "(imported) have no label probabilities")
+    if settings.calibration != "none":
+        raise UserError(f"{what}; verdicts.calibration = {settings.calibration!r} has nothing "
+                        "to calibrate (use calibration 'none')")
+    if settings.rule == "stacked":
+        raise UserError(f"{what}; verdicts.rule = 'stacked' reads them (use 'argmax' on "
+                        "labels or 'threshold' on scores)")
+    if settings.rule == "threshold" and not manifest.get("scores"):
+        raise UserError(f"{what} and no scores; verdicts.rule = 'threshold' has nothing to "
+                        "read (use 'argmax', or import a score column)")
+    if settings.rule == "argmax" and not manifest.get("labels"):
+        raise UserError(f"{where or 'verdicts'}: the judgments of source "
+                        f"{manifest.get('source')!r} are scores without labels; verdicts.rule "
+                        "= 'argmax' has nothing to read (use verdicts.rule = 'threshold')")
+
+
+def source_candidates(run_dir: str | Path, judgments) -> tuple[np.ndarray, dict[str, int]]:
+    """The pairs an imported source judged, as candidates: each with the kind stored with its
+    judgments and, where it is a candidate of the run too (``candidates.parquet``), that
+    candidate's rank and recommender score (else rank -1, score NaN). Returns them and how
+    many are, and are not, candidates of the run."""
+    pairs = (judgments[["user", "item", "kind"]].drop_duplicates(["user", "item"])
+             .sort_values(["user", "item"], kind="stable"))
+    out = np.zeros(len(pairs), dtype=CANDIDATE_DTYPE)
+    out["user"], out["item"] = pairs["user"].to_numpy(np.int64), pairs["item"].to_numpy(np.int64)
+    out["kind"] = pairs["kind"].fillna("unobserved").astype(str).to_numpy()
+    out["rank"], out["score"] = -1, np.nan
+    found = 0
+    path = Path(run_dir) / CANDIDATES_FILE
+    if path.is_file() and len(out):
+        cands = load_candidates(path)
+        where = {(int(u), int(i)): k for k, (u, i) in enumerate(zip(cands["user"], cands["item"]))}
+        at = np.array([where.get((int(u), int(i)), -1) for u, i in zip(out["user"], out["item"])])
+        hit = at >= 0
+        out["rank"][hit], out["score"][hit] = cands["rank"][at[hit]], cands["score"][at[hit]]
+        found = int(hit.sum())
+    return out, {"candidates_of_run": found, "not_candidates_of_run": len(out) - found}
+
+
 def write_verdicts(run_dir: str | Path, settings: VerdictSettings | None = None, *,
-                   audits: "Audits", train: np.ndarray | None = None) -> dict[str, Any]:
-    """Compute the verdicts of ``RUN``'s last rating run and write them; returns the counts.
+                   audits: "Audits", train: np.ndarray | None = None,
+                   source: str | None = None) -> dict[str, Any]:
+    """Compute the verdicts of ``RUN``'s last rating run (or of imported source ``source``)
+    and write them; returns the counts.
+
+    Judgments imported from a file (``judgments/imported.py``) are decided over the pairs
+    they name (:func:`source_candidates`), not over ``candidates.parquet``: a pair the file
+    judged is a candidate in its own right, and none is dropped. ``verdicts.json`` then names
+    the source (``judgments``: source, file, sha256, pairs judged in one view only, pairs that
+    are and are not candidates of the run).
 
     Args:
         run_dir: the run folder.
@@ -172,13 +231,20 @@ def write_verdicts(run_dir: str | Path, settings: VerdictSettings | None = None,
             come in as data, so the verdict room never reads the audit store.
         train: the training edges ``(n, 2)`` (user, item); only the stacked rule reads them
             (item popularity and user activity).
+        source: an imported source's name (``RUN/ratings/NAME.json``); ``None``: the last
+            rating run (``RUN/rating.json``).
     """
     settings = settings or VerdictSettings()
     run_dir = Path(run_dir)
-    judgments, manifest = last_rating(run_dir)
-    candidates = load_candidates(run_dir / CANDIDATES_FILE)
-    verdicts = compute_verdicts(candidates, judgments)
+    judgments, manifest = source_rating(run_dir, source)
+    imported = manifest.get("imported") is True
+    check_imported_rule(settings, manifest, run_dir)  # before check_reader: says why better
     check_reader(settings, manifest.get("mode", "judge"), run_dir)
+    if imported:
+        candidates, of_run = source_candidates(run_dir, judgments)
+    else:
+        candidates = load_candidates(run_dir / CANDIDATES_FILE)
+    verdicts = compute_verdicts(candidates, judgments)
     info: dict[str, Any] = {"rule": "argmax", "calibration": "none"}
     if settings.rule != "argmax" or settings.calibration != "none":
         verdicts, info = apply_rule(verdicts, candidates, settings, audits, train=train)
@@ -189,6 +255,13 @@ def write_verdicts(run_dir: str | Path, settings: VerdictSettings | None = None,
     counts.update(model_id=manifest["model_id"], adapter=manifest["adapter"],
                   prompt_hashes={v: manifest["views"][v]["prompt_hash"] for v in VIEWS},
                   rule=RULE_TEXT[settings.rule], verdict_rule=jsonable(info))
+    if imported:  # where the judgments came from, and what of them gave no verdict
+        views = view_counts(judgments["user"].to_numpy(), judgments["item"].to_numpy(),
+                            judgments["view"].to_numpy(), int(candidates["item"].max()) + 1)
+        counts["judgments"] = {
+            "imported": True, "source": manifest.get("source"), "file": manifest.get("file"),
+            "sha256": manifest.get("sha256"), "format": manifest.get("format"),
+            "mode": manifest.get("mode"), **views, **of_run}
     with atomic_path(run_dir / VERDICTS_FILE) as tmp:
         verdicts.to_parquet(tmp, index=False, engine="pyarrow")
     write_json(run_dir / COUNTS_FILE, counts)

@@ -4,7 +4,8 @@ A rater run on another machine gives a file of ``user``, ``item``, ``verdict`` r
 data's raw ids (``Interactions.user_ids`` / ``item_ids``, read as text, so ``007`` and ``7``
 are two ids). Every row is checked before anything is written; the first bad row is refused
 in one line naming the file, the row, the column and the value, and the run folder is left
-as it was.
+as it was. The reading and the checks every such file shares live in
+``judgments/table_file.py`` (the judgments import reads its files the same way).
 
 Each imported pair's kind comes from the data (observed: a training pair; else unobserved)
 and its action from :data:`~llmhni_local.verdicts.decide.ACTIONS`, with two guards the file
@@ -24,9 +25,7 @@ not its verdict's changes nothing in G' (``stages/methods.py: verdict_table``).
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +34,9 @@ import numpy as np
 from llmhni_local.core.errors import UserError
 from llmhni_local.core.io import atomic_path, sha256_file, write_json
 from llmhni_local.data.dataset import Interactions
+from llmhni_local.judgments.table_file import FORMATS, check_table, read_rows
 from llmhni_local.verdicts.decide import ACTIONS, COUNTS_FILE, VERDICTS_FILE, verdict_counts
 
-#: File suffixes read, and the name of their format.
-FORMATS = {".csv": "CSV", ".tsv": "TSV", ".parquet": "Parquet", ".jsonl": "JSON Lines",
-           ".ndjson": "JSON Lines"}
 #: Columns a verdicts file must have (others are ignored).
 COLUMNS: tuple[str, ...] = ("user", "item", "verdict")
 #: Verdicts a file may give (compared without case and surrounding spaces).
@@ -48,100 +45,10 @@ FILE_VERDICTS: tuple[str, ...] = ("hard", "noisy")
 HELD_OUT, LAST_EDGES = "held_out", "last_edges_of_user"
 
 
-def read_rows(path: str | Path) -> dict[str, list[str]]:
-    """Every column of a verdicts file as text, one entry per data row (``""`` for a missing
-    or null value); values are stripped of surrounding spaces.
-
-    Numbers in Parquet and JSON Lines become their decimal text (``7`` -> ``"7"``); CSV and
-    TSV are read as text throughout, so ``007`` stays ``"007"``. Blank lines are not rows.
-    """
-    path = Path(path)
-    kind = path.suffix.lower()
-    if kind not in FORMATS:
-        raise UserError(f"{path}: unknown file type {path.suffix!r} (use "
-                        f"{', '.join(FORMATS)})")
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    if kind in (".csv", ".tsv"):
-        rows = _read_csv(path, "\t" if kind == ".tsv" else ",")
-    elif kind == ".parquet":
-        rows = _read_parquet(path)
-    else:
-        rows = _read_jsonl(path)
-    if not rows or not any(len(v) for v in rows.values()):
-        raise UserError(f"{path}: no data rows")
-    return rows
-
-
-def _text(value: Any) -> str:
-    """A cell as text: ``""`` for null, ints as decimals, floats as Python writes them."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    return str(value).strip()
-
-
-def _read_csv(path: Path, sep: str) -> dict[str, list[str]]:
-    """A CSV or TSV file with a header line, every field as text; a record with more or fewer
-    fields than the header is refused (a reader that shifted its fields would misname them)."""
-    what = FORMATS[path.suffix.lower()]
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            records = [r for r in csv.reader(f, delimiter=sep)
-                       if r and not (len(r) == 1 and not r[0].strip())]  # blank lines
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"{path}: cannot be read as {what} ({exc})") from None
-    if not records:
-        raise UserError(f"{path}: empty file")
-    header = [c.strip() for c in records[0]]
-    twice = next((c for c in header if header.count(c) > 1), None)
-    if twice is not None:
-        raise UserError(f"{path} header: column {twice!r} appears twice")
-    for n, r in enumerate(records[1:], start=1):
-        if len(r) != len(header):
-            raise UserError(f"{path} row {n}: {len(r)} fields where the header has "
-                            f"{len(header)} ({sep.join(r)!r})")
-    return {c: [_text(r[k]) for r in records[1:]] for k, c in enumerate(header)}
-
-
-def _read_parquet(path: Path) -> dict[str, list[str]]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: cannot be read as Parquet ({first})") from None
-    return {name: [_text(v) for v in table.column(name).to_pylist()]
-            for name in table.column_names}
-
-
-def _read_jsonl(path: Path) -> dict[str, list[str]]:
-    records: list[dict] = []
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            lines = [line for line in f if line.strip()]
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: cannot be read as JSON Lines ({exc.reason})") from None
-    for n, line in enumerate(lines, start=1):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path} row {n}: not valid JSON ({exc.msg} at column "
-                            f"{exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise UserError(f"{path} row {n}: not a JSON object")
-        records.append(obj)
-    names: dict[str, None] = {}
-    for r in records:
-        names.update(dict.fromkeys(r))
-    return {c: [_text(r.get(c)) for r in records] for c in names}
-
-
 def check_rows(path: str | Path, rows: dict[str, list[str]], user_ids: list[str],
                item_ids: list[str], *, skip_unknown: bool = False) -> dict[str, Any]:
-    """Check every row of a verdicts file against the data's raw ids.
+    """Check every row of a verdicts file against the data's raw ids
+    (:func:`llmhni_local.judgments.table_file.check_table`, with the verdict's own check).
 
     Args:
         path: the file (named in messages).
@@ -162,70 +69,21 @@ def check_rows(path: str | Path, rows: dict[str, list[str]], user_ids: list[str]
             unknown verdict, user or item id (without ``skip_unknown``), or a pair given
             two verdicts; the number of other bad rows follows it.
     """
-    found = list(rows)
-    for col in COLUMNS:
-        if col not in rows:
-            raise UserError(f"{path}: missing column {col!r} (found: "
-                            f"{', '.join(found) or 'none'})")
-    users = {u: k for k, u in enumerate(user_ids)}
-    items = {i: k for k, i in enumerate(item_ids)}
-    n = len(rows["user"])
-    problems: list[str] = []
-    dropped = {"unknown_user": 0, "unknown_item": 0}
-    first: dict[tuple[int, int], tuple[int, str]] = {}  # pair -> (row, verdict)
-    out_u, out_i, out_v, out_r = [], [], [], []
-    duplicates = 0
-    for r in range(n):
-        row = r + 1
-        u, i, v = rows["user"][r], rows["item"][r], rows["verdict"][r]
-        problem, unknown = _row_problem(f"{path} row {row}", u, i, v, users, items)
-        if unknown is not None and skip_unknown:
-            dropped[unknown] += 1
-            continue
-        if problem is not None:
-            problems.append(problem)
-            continue
-        pair, verdict = (users[u], items[i]), v.lower()
-        if pair in first:
-            prev_row, prev = first[pair]
-            if prev != verdict:
-                problems.append(f"{path} row {row}, column verdict: {v!r} conflicts with "
-                                f"row {prev_row}'s {prev!r} for user {u!r}, item {i!r}")
-            else:
-                duplicates += 1
-            continue
-        first[pair] = (row, verdict)
-        out_u.append(pair[0])
-        out_i.append(pair[1])
-        out_v.append(verdict)
-        out_r.append(row)
-    if problems:
-        more = f" ({len(problems) - 1} more bad rows)" if len(problems) > 1 else ""
-        raise UserError(problems[0] + more)
-    if not out_u:
-        raise UserError(f"{path}: every one of its {n} rows was dropped as unknown "
-                        f"({dropped['unknown_user']} unknown user, {dropped['unknown_item']} "
-                        "unknown item); nothing to import")
-    return {"user": np.array(out_u, dtype=np.int64), "item": np.array(out_i, dtype=np.int64),
-            "verdict": np.array(out_v, dtype=object), "row": np.array(out_r, dtype=np.int64),
-            "dropped": dropped, "duplicates": duplicates, "rows": n}
+    verdicts = rows.get("verdict", [])
 
+    def read_row(where: str, r: int):
+        v = verdicts[r]
+        if v.lower() not in FILE_VERDICTS:
+            return (f"{where}, column verdict: unknown verdict {v!r} (hard or noisy, any "
+                    "case)", (), {})
+        return None, (), {"verdict": (v.lower(), v)}
 
-def _row_problem(where: str, u: str, i: str, v: str, users: dict[str, int],
-                 items: dict[str, int]) -> tuple[str | None, str | None]:
-    """``(message, unknown)`` of one row: the message of its first problem (empty value,
-    verdict, user, item; ``None``: none) and, for an unknown id, ``unknown_user`` or
-    ``unknown_item`` (what ``skip_unknown`` drops it as)."""
-    empty = next((c for c, x in zip(COLUMNS, (u, i, v)) if x == ""), None)
-    if empty is not None:
-        return f"{where}, column {empty}: empty value ''", None
-    if v.lower() not in FILE_VERDICTS:
-        return f"{where}, column verdict: unknown verdict {v!r} (hard or noisy, any case)", None
-    for col, raw, ids in (("user", u, users), ("item", i, items)):
-        if raw not in ids:
-            return (f"{where}, column {col}: unknown {col} id {raw!r} (not among the data's "
-                    f"{len(ids)} {col} ids)", f"unknown_{col}")
-    return None, None
+    t = check_table(path, rows, user_ids, item_ids, required=COLUMNS, read_row=read_row,
+                    skip_unknown=skip_unknown)
+    return {"user": np.array(t.user, dtype=np.int64), "item": np.array(t.item, dtype=np.int64),
+            "verdict": np.array([v["verdict"] for v in t.values], dtype=object),
+            "row": np.array(t.row, dtype=np.int64), "dropped": t.dropped,
+            "duplicates": t.duplicates, "rows": t.rows}
 
 
 def _keys(pairs: np.ndarray, n_items: int) -> np.ndarray:

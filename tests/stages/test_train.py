@@ -79,3 +79,53 @@ def test_jobs_must_be_positive():
 
     with pytest.raises(ConfigError, match="pipeline.jobs must be >= 1"):
         load_run_config(None, {"pipeline.jobs": 0})
+
+
+def test_workers_end_when_the_stage_is_killed(tmp_path):
+    """A bench killed mid-stage leaves no trainings running that no one would keep."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "stage.py"
+    script.write_text(f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from llmhni_local.stages.context import Run
+from llmhni_local.stages.settings import load_run_config
+from llmhni_local.stages.train import run_stage
+cfg = load_run_config("configs/ml100k.toml", {{"data.max_users": 0, "train.epochs": 500,
+      "train.patience": 500, "train.eval_every": 50, "train.threads": 1,
+      "pipeline.methods": ["dns"], "pipeline.seeds": [0, 1], "pipeline.jobs": 2,
+      "pipeline.out": {str(tmp_path / "run")!r}}})
+if __name__ == "__main__":  # spawned workers import this file again
+    run = Run(cfg, progress=False, log=print)
+    run.keys = {{"data": "d", "rec_pre": "r"}}
+    run_stage(run)
+""")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=root)
+
+    def workers():
+        out = subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "multiprocessing.spawn"],
+                             capture_output=True, text=True).stdout.split()
+        return [int(p) for p in out]
+
+    try:
+        deadline = time.time() + 120
+        while len(workers()) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        pids = workers()
+        assert len(pids) == 2, "the stage did not start two workers"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 10  # a training of every user takes minutes
+    while any(os.path.exists(f"/proc/{p}") for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    alive = [p for p in pids if os.path.exists(f"/proc/{p}")
+             and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
+    assert not alive
