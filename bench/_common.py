@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -156,4 +157,42 @@ def write_docs_block(bench: str, block: str, path: Path | None = None) -> None:
     else:
         text = text.rstrip() + "\n\n" + body + "\n"
     path.write_text(text)
+
+
+def add_pipeline_args(p, out: str, epochs: int = 150) -> None:
+    """The flags of a bench that runs the pipeline: ``--config``, ``--epochs``, ``--max-users``,
+    ``--jobs``, ``--out``, ``--estimate`` and ``--no-docs``."""
+    p.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.toml"))
+    p.add_argument("--epochs", type=int, default=epochs, help="train.epochs (early-stopped)")
+    p.add_argument("--max-users", type=int, default=0, help="data.max_users (smoke runs)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="trainings at once (pipeline.jobs; default min(2, cores))")
+    p.add_argument("--out", default=str(REPO_ROOT / "runs" / out))
+    p.add_argument("--estimate", action="store_true", help="print the estimate and stop")
+    p.add_argument("--no-docs", action="store_true", help="do not write docs/")
+
+
+def check_jobs(jobs: int) -> None:
+    if jobs < 1:
+        fail(f"--jobs must be >= 1, got {jobs}")
+
+
+def pipeline_settings(args, **changes: Any) -> dict:
+    """The ``--config`` file as dotted settings, without ``pipeline.out``, with the flags of
+    :func:`add_pipeline_args` (untuned rater) and ``changes`` on top."""
+    from llmhni_local.core.config import read_toml
+
+    base = {f"{t}.{k}": v for t, tab in read_toml(args.config).items() for k, v in tab.items()}
+    base.pop("pipeline.out", None)
+    base.update({"train.epochs": args.epochs, "tune.kind": "none",
+                 "data.max_users": args.max_users, "pipeline.jobs": args.jobs, **changes})
+    return base
+
+
+def mean_pm(values: Sequence[float]) -> str:
+    """``mean ± std`` over seeds (the mean alone for one seed; ``-`` where a value is missing)."""
+    if not values or any(not math.isfinite(v) for v in values):
+        return "-"
+    mean, std = mean_std(list(values))
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if len(values) > 1 else "")
 

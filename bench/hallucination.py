@@ -41,10 +41,13 @@ from pathlib import Path
 import numpy as np
 from _common import (
     REPO_ROOT,
+    add_pipeline_args,
+    check_jobs,
     emit_json,
-    fail,
     float_list,
     format_table,
+    mean_pm,
+    pipeline_settings,
     print_table,
     run_main,
     write_docs_block,
@@ -64,19 +67,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="rates 0 and 0.05, 1 seed")
     p.add_argument("--rates", default=None, help=f"false-edit rates (default {RATES})")
     p.add_argument("--seeds", type=int, default=None, help="training seeds (default 3; 1 quick)")
-    p.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.toml"))
-    p.add_argument("--epochs", type=int, default=150, help="train.epochs (early-stopped)")
-    p.add_argument("--max-users", type=int, default=0, help="data.max_users (smoke runs)")
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                   help="trainings at once (pipeline.jobs; default min(2, cores))")
-    p.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench-hallucination"))
-    p.add_argument("--estimate", action="store_true", help="print the estimate and stop")
-    p.add_argument("--no-docs", action="store_true", help="do not write docs/")
+    add_pipeline_args(p, "bench-hallucination")
     a = p.parse_args(argv)
     a.seeds = a.seeds or (1 if a.quick else 3)
     a.rates = float_list("--rates", a.rates or ("0,0.05" if a.quick else RATES), lo=0, hi=0.5)
-    if a.jobs < 1:
-        fail(f"--jobs must be >= 1, got {a.jobs}")
+    check_jobs(a.jobs)
     return a
 
 
@@ -85,14 +80,6 @@ def estimate_s(args) -> float:
         args.jobs, os.cpu_count() or 1)
 
 
-def settings(args) -> dict:
-    from llmhni_local.core.config import read_toml
-
-    base = {f"{t}.{k}": v for t, tab in read_toml(args.config).items() for k, v in tab.items()}
-    base.pop("pipeline.out", None)
-    base.update({"train.epochs": args.epochs, "tune.kind": "none", "data.max_users": args.max_users,
-                 "data.synthetic_noise": 0.0, "pipeline.jobs": args.jobs})
-    return base
 
 
 def base_run(args, base: dict):
@@ -174,7 +161,7 @@ def run_all(args) -> dict:
     from llmhni_local.stages.settings import load_run_config
     from llmhni_local.verdicts.hallucinated import false_edits
 
-    base = settings(args)
+    base = pipeline_settings(args, **{"data.synthetic_noise": 0.0})
     print("== base: the simulated perfect rater's verdicts", flush=True)
     b = base_run(args, base)
     judged = verdict_table(b)
@@ -212,15 +199,9 @@ FIELDS = ("recall@20", "false_adds", "false_removals", "real", "random", "suppre
 def table(results: dict) -> list[list]:
     rows = []
     for (rate, method), seeds in results.items():
-        rows.append([f"{rate:.0%}", method] + [_ms([s[f] for s in seeds]) for f in FIELDS])
+        rows.append([f"{rate:.0%}", method] + [mean_pm([s[f] for s in seeds])
+                                                  for f in FIELDS])
     return rows
-
-
-def _ms(values: list[float]) -> str:
-    v = np.array(values, dtype=float)
-    if not np.isfinite(v).all():
-        return "-"
-    return f"{v.mean():.4f}" + (f" ± {v.std(ddof=1):.4f}" if len(v) > 1 else "")
 
 
 def plot(results: dict, rates: list[float], path: Path) -> None:

@@ -35,10 +35,13 @@ from pathlib import Path
 import numpy as np
 from _common import (
     REPO_ROOT,
+    add_pipeline_args,
+    check_jobs,
     emit_json,
-    fail,
     float_list,
     format_table,
+    mean_pm,
+    pipeline_settings,
     print_table,
     run_main,
     write_docs_block,
@@ -58,19 +61,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="shares 0 and 1, 1 seed")
     p.add_argument("--shares", default=None, help=f"shares of profiles replaced (default {SHARES})")
     p.add_argument("--seeds", type=int, default=None, help="training seeds (default 3; 1 quick)")
-    p.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.toml"))
-    p.add_argument("--epochs", type=int, default=150, help="train.epochs (early-stopped)")
-    p.add_argument("--max-users", type=int, default=0, help="data.max_users (smoke runs)")
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                   help="trainings at once (pipeline.jobs; default min(2, cores))")
-    p.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench-profile-quality"))
-    p.add_argument("--estimate", action="store_true", help="print the estimate and stop")
-    p.add_argument("--no-docs", action="store_true", help="do not write docs/")
+    add_pipeline_args(p, "bench-profile-quality")
     a = p.parse_args(argv)
     a.seeds = a.seeds or (1 if a.quick else 3)
     a.shares = float_list("--shares", a.shares or ("0,1" if a.quick else SHARES), lo=0, hi=1)
-    if a.jobs < 1:
-        fail(f"--jobs must be >= 1, got {a.jobs}")
+    check_jobs(a.jobs)
     return a
 
 
@@ -80,14 +75,6 @@ def estimate_s(args) -> float:
                                                                            os.cpu_count() or 1)
 
 
-def settings(args) -> dict:
-    from llmhni_local.core.config import read_toml
-
-    base = {f"{t}.{k}": v for t, tab in read_toml(args.config).items() for k, v in tab.items()}
-    base.pop("pipeline.out", None)
-    base.update({"train.epochs": args.epochs, "tune.kind": "none", "data.max_users": args.max_users,
-                 "pipeline.jobs": args.jobs})
-    return base
 
 
 def base_verdicts(args, base: dict) -> Path:
@@ -155,7 +142,7 @@ def run_all(args) -> dict:
     from llmhni_local.pipeline.runner import run_pipeline
     from llmhni_local.stages.settings import load_run_config
 
-    base = settings(args)
+    base = pipeline_settings(args)
     print("== base: verdicts from the clean profiles", flush=True)
     path = base_verdicts(args, base)
     results: dict = {}
@@ -184,15 +171,9 @@ def run_all(args) -> dict:
 FIELDS = ("recall@20", "false_negatives_used", "skipped_held_out", "skipped_per_pair")
 
 
-def _ms(values: list[float]) -> str:
-    v = np.array(values, dtype=float)
-    if not len(v) or not np.isfinite(v).all():
-        return "-"
-    return f"{v.mean():.4f}" + (f" ± {v.std(ddof=1):.4f}" if len(v) > 1 else "")
-
-
 def table(results: dict) -> list[list]:
-    return [[f"{share:.0%}", method] + [_ms([s.get(f, np.nan) for s in seeds]) for f in FIELDS]
+    return [[f"{share:.0%}", method] + [mean_pm([s.get(f, np.nan) for s in seeds])
+                                          for f in FIELDS]
             for (share, method), seeds in results.items()]
 
 
