@@ -241,8 +241,10 @@ def check_run_inputs(run: Run, name: str) -> None:
     says which stage to run."""
     spec = METHOD_TABLE[name]
     needed = [("verdicts.parquet", "verdicts")] if spec.reads_verdicts else []
-    needed += [("align/raw.npz", "align")] if spec.reads_profiles else []
-    needed += [("align/aligned.npz", "align")] if spec.settings == "llmhni" else []
+    # without item text LLMHNI reads no profile embeddings (llmhni/text_free.py)
+    text = not (spec.settings == "llmhni" and not has_item_text(run.data))
+    needed += [("align/raw.npz", "align")] if spec.reads_profiles and text else []
+    needed += [("align/aligned.npz", "align")] if spec.settings == "llmhni" and text else []
     for rel, stage in needed:
         if not (run.dir / rel).is_file():
             raise ConfigError(f"{run.dir / rel}: {name} reads it and it is missing (run the "

@@ -88,6 +88,10 @@ def test_text_free_run_with_imported_verdicts_finishes(bare, tmp_path):
     assert not any((out / d).exists() for d in ("profiles", "embeddings", "align"))
     skipped = json.loads((out / "stages" / "profiles.json").read_text())
     assert skipped["summary"] == {"skipped": "no item text"}
+    # one LLMHNI run retrained from the folder: it asks for no alignment files it never reads
+    r = cli("train", "--out", str(tmp_path / "again"), "--method", "llmhni", "--run", str(out),
+            "--epochs", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
 
     # the skipped stage's record is keyed apart: a run whose data had text would not take it
     cfg = load_run_config(None, {"data.source": f"rlmrec:{folder}", "pipeline.out": str(out)})
