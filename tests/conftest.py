@@ -15,6 +15,10 @@ _spec = importlib.util.spec_from_file_location("llmhni_tests_tiny",
                                                Path(__file__).parent / "helpers" / "tiny.py")
 tiny = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny)
+_spec = importlib.util.spec_from_file_location("llmhni_tests_files_run",
+                                               Path(__file__).parent / "helpers" / "files_run.py")
+files_run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(files_run)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,3 +54,16 @@ rated_run = run_fixtures.rated_run
 synth_data = run_fixtures.synth_data
 write_labels = run_fixtures.write_labels
 fake_rater = run_fixtures.fake_rater
+
+
+@pytest.fixture
+def files_data():
+    """``files_data(folder) -> "files:FOLDER"``: a small rated data set with item texts."""
+    return files_run.files_data
+
+
+@pytest.fixture
+def profiled_run(tmp_path: Path):
+    """``(RUN, data)``: a run folder in ``tmp_path`` holding the profiles of ``files_data``."""
+    return files_run.profiled_run(tmp_path)
+

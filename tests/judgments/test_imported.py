@@ -225,35 +225,10 @@ def test_the_setting_is_checked_and_keeps_finished_run_keys(tmp_path):
 
 
 # ---------------------------------------------------------------------------- the commands
-def files_data(folder: Path, users: int = 12, items: int = 20) -> str:
-    """A small rated data set as files (items with text, so profiles can be built)."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True)
-    rows = [f"u{u},m{i},{rng.integers(1, 6)}" for u in range(users)
-            for i in rng.choice(items, 10, replace=False)]
-    (folder / "interactions.csv").write_text("user,item,rating\n" + "\n".join(rows) + "\n")
-    (folder / "items.csv").write_text("id,text\n" + "".join(f"m{i},Film number {i}\n"
-                                                            for i in range(items)))
-    return f"files:{folder}"
-
-
-def profiled_run(tmp_path) -> tuple[Path, Interactions]:
-    from llmhni_local.data import load_data
-    from llmhni_local.engine.settings import RaterSettings
-    from llmhni_local.stages.profiles import build_profiles
-    from llmhni_local.text.profiles import ProfileSettings
-
-    ds = DataSettings(source=files_data(tmp_path / "data"))
-    d = load_data(ds)
-    run = tmp_path / "run"
-    build_profiles(run, d, data_settings=ds, settings=ProfileSettings(), rater=RaterSettings())
-    return run, d
-
-
-def test_audit_export_names_raw_ids_and_samples_an_imported_rating(tmp_path):
+def test_audit_export_names_raw_ids_and_samples_an_imported_rating(tmp_path, profiled_run):
     from llmhni_local.audit.export import export_sample
 
-    run, d = profiled_run(tmp_path)
+    run, d = profiled_run
     rows = [(d.user_ids[u], d.item_ids[i], v, "High") for u, i in d.train[:5] for v in VIEWS]
     import_judgments(run, write(tmp_path / "j.csv", rows), source="lab", data=d,
                      as_last_rating=True)  # as the pipeline's rate stage does
@@ -263,12 +238,13 @@ def test_audit_export_names_raw_ids_and_samples_an_imported_rating(tmp_path):
     assert frame["item_id"].tolist() == [d.item_ids[i] for i in frame["item"]]
 
 
-def test_cli_imports_decides_exports_and_refuses_a_bad_file_in_one_line(tmp_path):
+def test_cli_imports_decides_exports_and_refuses_a_bad_file_in_one_line(tmp_path,
+                                                                        profiled_run):
     from typer.testing import CliRunner
 
     from llmhni_local.cli import app
 
-    run, d = profiled_run(tmp_path)
+    run, d = profiled_run
     (u0, i0), (u1, i1) = d.train[0], d.train[1]
     good = write(tmp_path / "j.csv", [(d.user_ids[u0], d.item_ids[i0], v, lab) for v, lab in
                                       (("user", "High"), ("item", "Low"))]
@@ -299,7 +275,7 @@ def test_cli_imports_decides_exports_and_refuses_a_bad_file_in_one_line(tmp_path
     assert sha(store) == before
 
 
-def test_pipeline_imports_the_judgments_and_decides_from_them(tmp_path):
+def test_pipeline_imports_the_judgments_and_decides_from_them(tmp_path, files_data):
     pytest.importorskip("sentence_transformers")
     from llmhni_local.data import load_data
     from llmhni_local.pipeline.runner import run_pipeline

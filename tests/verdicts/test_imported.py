@@ -185,33 +185,8 @@ def test_the_setting_is_checked_and_keeps_finished_run_keys(tmp_path):
 
 
 # ---------------------------------------------------------------------------- the commands
-def files_data(folder: Path, users: int = 12, items: int = 20) -> str:
-    """A small rated data set as files (items with text, so profiles can be built)."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True)
-    rows = [f"u{u},m{i},{rng.integers(1, 6)}" for u in range(users)
-            for i in rng.choice(items, 10, replace=False)]
-    (folder / "interactions.csv").write_text("user,item,rating\n" + "\n".join(rows) + "\n")
-    (folder / "items.csv").write_text("id,text\n" + "".join(f"m{i},Film number {i}\n"
-                                                            for i in range(items)))
-    return f"files:{folder}"
-
-
-def profiled_run(tmp_path) -> tuple[Path, Interactions]:
-    from llmhni_local.data import load_data
-    from llmhni_local.engine.settings import RaterSettings
-    from llmhni_local.stages.profiles import build_profiles
-    from llmhni_local.text.profiles import ProfileSettings
-
-    ds = DataSettings(source=files_data(tmp_path / "data"))
-    d = load_data(ds)
-    run = tmp_path / "run"
-    build_profiles(run, d, data_settings=ds, settings=ProfileSettings(), rater=RaterSettings())
-    return run, d
-
-
-def test_cli_import_exits_2_with_one_line_on_a_bad_file(tmp_path):
-    run, d = profiled_run(tmp_path)
+def test_cli_import_exits_2_with_one_line_on_a_bad_file(tmp_path, profiled_run):
+    run, d = profiled_run
     bad = write(tmp_path / "bad.csv", [(d.user_ids[0], d.item_ids[0], "noisy"),
                                        (d.user_ids[1], "nope", "hard")])
     before = folder_hashes(run)
@@ -237,7 +212,7 @@ def test_cli_decide_still_decides(rated_run):
     assert "imported" not in counts and counts["observed"]["total"] > 0
 
 
-def test_pipeline_imports_the_file_and_trains_on_it(tmp_path):
+def test_pipeline_imports_the_file_and_trains_on_it(tmp_path, files_data):
     pytest.importorskip("sentence_transformers")
     from typer.testing import CliRunner
 
