@@ -155,13 +155,15 @@ def verdicts_decide(
 
     cfg = run_config(config, set_, {"verdicts.rule": rule})
     with run_lock(run, "verdicts decide"):
-        train = None
-        if cfg.verdicts.rule == "stacked":  # item popularity and user activity of the run's data
+        data = None
+        if cfg.verdicts.rule == "stacked" or source is not None:
+            # stacked: item popularity and user activity; a source: the held-out guard
             from llmhni_local.stages.profiles import profiles_data
 
-            train = profiles_data(run, cfg.data).train
-        counts = write_verdicts(run, cfg.verdicts, audits=load_audits(run), train=train,
-                                source=source)
+            data = profiles_data(run, cfg.data)
+        counts = write_verdicts(run, cfg.verdicts, audits=load_audits(run),
+                                train=None if data is None else data.train, source=source,
+                                data=data)
     a = counts["actions"]
     print(f"verdicts: observed keep {a['keep']}, remove {a['remove']}; unobserved add {a['add']}, "
           f"nothing {a['nothing']}; no verdict (failed or unrated view) {counts['no_verdict']}")
@@ -170,6 +172,10 @@ def verdicts_decide(
         print(f"from source {j['source']} ({j['pairs']} pairs; {j['user_view_only']} judged in "
               f"the user view only, {j['item_view_only']} in the item view only: no verdict; "
               f"{j['not_candidates_of_run']} are not candidates of this run)")
+        h, kept = counts["held_out"], counts["users_kept"]
+        print(f"held-out pairs judged hard: validation {h['validation']}, test {h['test']} "
+              f"({'added anyway: verdicts.keep_held_out' if h['kept_as_adds'] else 'not added'}); "
+              f"users kept their last edges: {kept['users']} ({kept['edges']} removals undone)")
     info = counts["verdict_rule"]
     if "tau" in info:
         print(f"rule threshold: tau user {info['tau']['user']:.4g}, item {info['tau']['item']:.4g} "

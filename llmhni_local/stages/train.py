@@ -151,6 +151,19 @@ def _model_name(model: str) -> str:
     return Path(model).name or model
 
 
+def _guard_note(counts: dict[str, Any]) -> str:
+    """What the import guards did, for the rater line ('' when they did nothing)."""
+    held, kept = counts.get("held_out") or {}, counts.get("users_kept") or {}
+    notes = []
+    n_held = int(held.get("validation", 0)) + int(held.get("test", 0))
+    if n_held:
+        notes.append(f"{n_held} validation or test pairs judged hard "
+                     f"{'added anyway (verdicts.keep_held_out)' if held.get('kept_as_adds') else 'not added'}")
+    if kept.get("users"):
+        notes.append(f"{kept['users']} users kept the edges the file would have removed")
+    return "; " + "; ".join(notes) if notes else ""
+
+
 def rater_info(run: Run) -> dict[str, Any]:
     """How results.json, report.md and the closing table name the rater whose verdicts the
     methods in ``methods`` read: ``description`` always, ``tag`` (a mark on those methods'
@@ -164,7 +177,7 @@ def rater_info(run: Run) -> dict[str, Any]:
                 "file": counts.get("file"), "sha256": counts.get("sha256"),
                 "description": f"verdicts imported from {counts.get('source')} "
                                f"({Path(str(counts.get('file'))).name}, sha256 "
-                               f"{str(counts.get('sha256'))[:12]})"}
+                               f"{str(counts.get('sha256'))[:12]}{_guard_note(counts)})"}
     judged = counts.get("judgments") or {}
     if judged.get("imported") is True:  # judgments made elsewhere, decided here: name both
         rule = (counts.get("verdict_rule") or {}).get("rule", "argmax")
@@ -172,8 +185,8 @@ def rater_info(run: Run) -> dict[str, Any]:
                 "file": judged.get("file"), "sha256": judged.get("sha256"), "rule": rule,
                 "description": f"judgments imported from {judged.get('source')} "
                                f"({Path(str(judged.get('file'))).name}, sha256 "
-                               f"{str(judged.get('sha256'))[:12]}), decided here by the {rule} "
-                               "rule"}
+                               f"{str(judged.get('sha256'))[:12]}{_guard_note(counts)}), "
+                               f"decided here by the {rule} rule"}
     if pipe.rater == "simulated" and pipe.simulated_auc is not None:
         v, summary = run.cfg.verdicts, _read_json(run.dir / COUNTS_FILE)
         rule = (f"threshold at share {v.target_share:g} kept" if v.tau_source == "share"

@@ -113,7 +113,7 @@ def run_stage(run: Run) -> dict:
                              as_last_rating=True)
         source = run.cfg.rate.source
     return write_verdicts(run.dir, run.cfg.verdicts, audits=load_audits(run.dir),
-                          train=run.data.train, source=source)
+                          train=run.data.train, source=source, data=run.data)
 
 
 def _read_counts(run_dir: Path) -> dict[str, Any]:

@@ -9,7 +9,8 @@ as it was. The reading and the checks every such file shares live in
 
 Each imported pair's kind comes from the data (observed: a training pair; else unobserved)
 and its action from :data:`~llmhni_local.verdicts.decide.ACTIONS`, with two guards the file
-cannot switch off by accident:
+cannot switch off by accident (:func:`~llmhni_local.verdicts.decide.guard_imported`, shared
+with judgments imported from a file):
 
 * a ``hard`` pair that is a validation or test pair would put a held-out answer into training:
   it is counted and, unless ``keep_held_out``, not added (action ``none``, reason
@@ -35,14 +36,18 @@ from llmhni_local.core.errors import UserError
 from llmhni_local.core.io import atomic_path, sha256_file, write_json
 from llmhni_local.data.dataset import Interactions
 from llmhni_local.judgments.table_file import FORMATS, check_table, read_rows
-from llmhni_local.verdicts.decide import ACTIONS, COUNTS_FILE, VERDICTS_FILE, verdict_counts
+from llmhni_local.verdicts.decide import (
+    ACTIONS,
+    COUNTS_FILE,
+    VERDICTS_FILE,
+    guard_imported,
+    verdict_counts,
+)
 
 #: Columns a verdicts file must have (others are ignored).
 COLUMNS: tuple[str, ...] = ("user", "item", "verdict")
 #: Verdicts a file may give (compared without case and surrounding spaces).
 FILE_VERDICTS: tuple[str, ...] = ("hard", "noisy")
-#: Why a row's action is not its verdict's (column ``reason``; ``""``: it is).
-HELD_OUT, LAST_EDGES = "held_out", "last_edges_of_user"
 
 
 def check_rows(path: str | Path, rows: dict[str, list[str]], user_ids: list[str],
@@ -86,58 +91,27 @@ def check_rows(path: str | Path, rows: dict[str, list[str]], user_ids: list[str]
             "duplicates": t.duplicates, "rows": t.rows}
 
 
-def _keys(pairs: np.ndarray, n_items: int) -> np.ndarray:
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    return pairs[:, 0] * n_items + pairs[:, 1]
-
-
 def imported_table(checked: dict[str, Any], data: Interactions, *,
                    keep_held_out: bool = False):
     """The verdict table of checked rows (:func:`check_rows`) on ``data``, with the two
-    guards applied (module docstring); returns ``(table, guards)``, ``guards`` the counts:
-    ``held_out`` (hard unobserved pairs in validation and in test, and whether they stay
-    adds) and ``users_kept`` (users left with no training edge by the removals, and the
-    removals kept for them)."""
+    guards applied (:func:`~llmhni_local.verdicts.decide.guard_imported`); returns
+    ``(table, guards)``."""
     import pandas as pd
 
     users, items = checked["user"], checked["item"]
     keys = users * data.n_items + items
-    observed = np.isin(keys, _keys(data.train, data.n_items))
+    observed = np.isin(keys, data.train[:, 0].astype(np.int64) * data.n_items + data.train[:, 1])
     kind = np.where(observed, "observed", "unobserved")
     verdict = checked["verdict"].astype(str)
-    action = np.array([ACTIONS[(k, v)] for k, v in zip(kind, verdict)], dtype=object)
-    reason = np.full(len(keys), "", dtype=object)
-
-    # hard pairs that are held-out answers: validation first where a pair is in both
-    in_val = np.isin(keys, _keys(data.val, data.n_items))
-    in_test = np.isin(keys, _keys(data.test, data.n_items)) & ~in_val
-    held_out = np.where(in_val, "validation", np.where(in_test, "test", "")).astype(object)
-    leak = (action == "add") & (held_out != "")
-    if not keep_held_out:
-        action[leak] = "none"
-        reason[leak] = HELD_OUT
-
-    # users the removals would leave with no training edge keep theirs
-    edges = np.unique(_keys(data.train, data.n_items))
-    degree = np.bincount(edges // data.n_items, minlength=data.n_users)
-    removing = action == "remove"
-    removed_per_user = np.bincount(users[removing], minlength=data.n_users)
-    emptied = np.flatnonzero((degree > 0) & (removed_per_user >= degree))
-    spare = removing & np.isin(users, emptied)
-    action[spare] = "keep"
-    reason[spare] = LAST_EDGES
-
     table = pd.DataFrame({
         "user": users, "item": items, "kind": kind, "verdict": verdict,
-        "action": action.astype(str), "reason": reason.astype(str),
-        "held_out": held_out.astype(str), "p_hard": np.full(len(keys), np.nan),
-        "simulated": np.zeros(len(keys), dtype=bool),
+        "action": [ACTIONS[(k, v)] for k, v in zip(kind, verdict)],
+        "p_hard": np.full(len(keys), np.nan), "simulated": np.zeros(len(keys), dtype=bool),
         "user_id": [data.user_ids[u] for u in users],
         "item_id": [data.item_ids[i] for i in items], "row": checked["row"]})
-    guards = {"held_out": {"validation": int((leak & in_val).sum()),
-                           "test": int((leak & in_test).sum()),
-                           "kept_as_adds": bool(keep_held_out)},
-              "users_kept": {"users": int(len(emptied)), "edges": int(spare.sum())}}
+    guards = guard_imported(table, train=data.train, val=data.val, test=data.test,
+                            n_users=data.n_users, n_items=data.n_items,
+                            keep_held_out=keep_held_out)
     return table, guards
 
 

@@ -88,9 +88,10 @@ class VerdictSettings:
             the settings above are not read. (default: ``None``)
         source: where the file's verdicts were made (a rater, a lab), named in verdicts.json
             and the report; required with ``file``. (default: ``None``)
-        keep_held_out: with ``file``, add the hard pairs that are validation or test pairs
-            too (they are counted either way); by default they are not added, since they
-            would put held-out answers into training. (default: ``False``)
+        keep_held_out: with ``file``, or with judgments imported from a file (``rate.file``,
+            ``verdicts decide --source``), add the hard pairs that are validation or test
+            pairs too (they are counted either way); by default they are not added, since
+            they would put held-out answers into training. (default: ``False``)
         skip_unknown: with ``file``, drop rows whose user or item id is not in the data
             (counted by reason) instead of refusing the file. (default: ``False``)
     """

@@ -86,8 +86,9 @@ def test_a_good_file_is_stored_under_its_source_and_decides_gprime(tmp_path, suf
     assert rows.loc[(rows["user"] == 0) & (rows["item"] == 4), "kind"].tolist() == \
         ["unobserved"] * 2
 
-    counts = write_verdicts(run, audits=Audits.empty(), source="lab")
+    counts = write_verdicts(run, audits=Audits.empty(), source="lab", data=d)
     assert counts["actions"] == {"keep": 1, "remove": 1, "add": 1, "nothing": 1}
+    assert counts["held_out"] == {"validation": 0, "test": 0, "kept_as_adds": False}
     assert counts["unobserved"]["unrated"] == 1 and counts["no_verdict"] == 1
     j = counts["judgments"]
     assert j["source"] == "lab" and j["sha256"] == sha(path) and j["user_view_only"] == 1
@@ -159,9 +160,9 @@ def test_scores_feed_the_threshold_rule_and_a_rule_without_input_is_refused(tmp_
     import_judgments(run, write(tmp_path / "s.parquet", rows, ("user", "item", "view", "score")),
                      source="reader", data=d)
     with pytest.raises(UserError, match="scores without labels; verdicts.rule = 'argmax'"):
-        write_verdicts(run, audits=Audits.empty(), source="reader")
+        write_verdicts(run, audits=Audits.empty(), source="reader", data=d)
     rule = VerdictSettings(rule="threshold", tau_source="share", target_share=0.5)
-    counts = write_verdicts(run, rule, audits=Audits.empty(), source="reader")
+    counts = write_verdicts(run, rule, audits=Audits.empty(), source="reader", data=d)
     # half of each view says High: user scores 3 and 4, item scores 2 and 5; both only (007, i4)
     table = pd.read_parquet(run / "verdicts.parquet").set_index(["user", "item"])
     assert table["verdict"].to_dict() == {(0, 0): "noisy", (0, 4): "hard", (1, 1): "noisy",
@@ -170,9 +171,29 @@ def test_scores_feed_the_threshold_rule_and_a_rule_without_input_is_refused(tmp_
     import_judgments(run, write(tmp_path / "l.csv", GOOD), source="lab", data=d)
     with pytest.raises(UserError, match="no label probabilities; verdicts.rule = 'stacked'"):
         write_verdicts(run, VerdictSettings(rule="stacked"), audits=Audits.empty(),
-                       source="lab")
+                       source="lab", data=d)
     with pytest.raises(UserError, match="no judgments imported under source 'other'"):
-        write_verdicts(run, audits=Audits.empty(), source="other")
+        write_verdicts(run, audits=Audits.empty(), source="other", data=d)
+
+
+def test_held_out_pairs_judged_hard_are_not_added_unless_asked(tmp_path):
+    """A file from elsewhere that judges a validation or a test pair hard would put a
+    held-out answer into G': counted and held back, as for an imported verdicts file."""
+    d, run = data(), tmp_path / "run"
+    rows = GOOD + [("007", "i3", "user", "High"), ("007", "i3", "item", "High"),  # validation
+                   ("7", "i0", "user", "High"), ("7", "i0", "item", "High")]  # test
+    import_judgments(run, write(tmp_path / "j.csv", rows), source="lab", data=d)
+    counts = write_verdicts(run, audits=Audits.empty(), source="lab", data=d)
+    assert counts["held_out"] == {"validation": 1, "test": 1, "kept_as_adds": False}
+    assert counts["actions"]["add"] == 1
+    table = pd.read_parquet(run / "verdicts.parquet").set_index(["user", "item"])
+    assert table.loc[(0, 3), "reason"] == "held_out" and table.loc[(1, 0), "held_out"] == "test"
+    g = gprime(run, d)
+    assert (0, 3) not in g and (1, 0) not in g and (0, 4) in g
+    kept = write_verdicts(run, VerdictSettings(keep_held_out=True), audits=Audits.empty(),
+                          source="lab", data=d)
+    assert kept["held_out"] == {"validation": 1, "test": 1, "kept_as_adds": True}
+    assert kept["actions"]["add"] == 3 and {(0, 3), (1, 0)} <= gprime(run, d)
 
 
 # ---------------------------------------------------------------------------- round trip
@@ -197,7 +218,9 @@ def test_export_with_raw_ids_then_import_decides_the_same_verdicts(rated_run, sy
 
     got = import_judgments(rated_run, out, source="again", data=d)
     assert got["judgments"] == n and got["failures"] == int((frame["ok"].astype(int) == 0).sum())
-    counts = write_verdicts(rated_run, audits=Audits.empty(), source="again")
+    # held-out adds kept, so the import is the same rating read back
+    counts = write_verdicts(rated_run, VerdictSettings(keep_held_out=True),
+                            audits=Audits.empty(), source="again", data=d)
     after = pd.read_parquet(rated_run / "verdicts.parquet")
     cols = ["user", "item", "kind", "verdict", "action"]
     key = ["user", "item"]
