@@ -61,6 +61,13 @@ def test_a_constant_rater_is_marked_in_rows_and_line():
     assert both[2][0] == "llmhni (tuned; constant rater)"
 
 
+def test_no_rater_is_named_when_no_method_read_verdicts():
+    rater = {"kind": "llm", "methods": [], "description": "SmolLM2 (zero-shot)"}
+    assert rater_line(_results([0.2], [0.3], [0.25], rater)) == ""
+    assert rater_line(_results([0.2], [0.3], [0.25], {**rater, "methods": ["llmhni"]})) == (
+        "Rater of llmhni: SmolLM2 (zero-shot).")
+
+
 def test_rater_info_reads_the_constant_flag(tmp_path):
     from llmhni_local.stages.settings import load_run_config
     from llmhni_local.stages.train import rater_info

@@ -165,7 +165,8 @@ def check_inputs_early(run: Run) -> None:
     check_imported(run)
     rates = (run.cfg.pipeline.rater == "llm" and run.cfg.verdicts.file is None
              and run.cfg.rate.file is None)  # imported judgments need no rater model
-    resolve_checked(run.cfg.embedder.model, ("weights", "config", "tokenizer"))
+    if has_item_text(run.data):  # without item text nothing is embedded (text_free.py)
+        resolve_checked(run.cfg.embedder.model, ("weights", "config", "tokenizer"))
     if rates or run.cfg.profiles.summarize:
         spec = resolve_checked(run.cfg.rater.model, ("weights", "config", "tokenizer"))
         if rates and run.cfg.rate.mode == "judge":

@@ -278,6 +278,8 @@ def rater_line(results: dict) -> str:
     rater = results.get("rater") or {}
     if not rater.get("description") or rater.get("kind") == "simulated":
         return ""  # the simulated rater has its own banner
+    if "methods" in rater and not rater["methods"]:
+        return ""  # no method of the run read the verdicts: no rater to name
     marked = ", ".join(rater.get("methods", ())) or "LLMHNI"
     # no rater ran here: say where the verdicts, or the judgments they were decided from, came
     if rater.get("kind") in ("imported", "imported_judgments"):

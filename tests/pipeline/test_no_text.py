@@ -65,9 +65,11 @@ def bare(tmp_path_factory):
 def test_text_free_run_with_imported_verdicts_finishes(bare, tmp_path):
     folder, verdicts = bare
     out = tmp_path / "run"
+    # nothing is embedded without item text: an embedder that is not there is not asked for
     r = cli("run", "--out", str(out), "--quiet", *sets({
         "data.source": f"rlmrec:{folder}", "verdicts.file": verdicts,
-        "verdicts.source": "lab", "pipeline.methods": METHODS, **SMALL}))
+        "verdicts.source": "lab", "pipeline.methods": METHODS, **SMALL,
+        "embedder.model": str(tmp_path / "no-such-embedder")}))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     # one line, first, names the data and what is off
