@@ -182,10 +182,12 @@ class OpenAIEmbedder(Embedder):
         self.client = _Client(settings.base_url, settings.timeout_s)
         self.served_model = settings.served_model or self.client.only_model()
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], prompt: str | None = None) -> np.ndarray:
+        """See :meth:`Embedder.embed`. The prompt is put before each text as plain text
+        (``/v1/embeddings`` has no prompt field), so its tokens always enter the pooling."""
         chunks = []
         for start in range(0, len(texts), self.settings.batch_size):
-            chunk = list(texts[start:start + self.settings.batch_size])
+            chunk = [(prompt or "") + t for t in texts[start:start + self.settings.batch_size]]
             data = self.client.request("POST", "/embeddings", {
                 "model": self.served_model, "input": chunk, "encoding_format": "float",
                 "use_activation": self.settings.normalize,  # vLLM: L2-normalise or not

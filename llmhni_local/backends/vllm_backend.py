@@ -18,6 +18,7 @@ import numpy as np
 
 from llmhni_local.backends import vllm_compat as compat
 from llmhni_local.backends.common import RaterCore, prompts_of
+from llmhni_local.core.errors import ConfigError
 from llmhni_local.engine.api import Embedder, JudgeRequest, Judgment
 from llmhni_local.engine.chat import Messages
 from llmhni_local.engine.settings import EmbedderSettings, RaterSettings
@@ -85,7 +86,11 @@ class VllmRater(RaterCore):
 
 
 class VllmEmbedder(Embedder):
-    """Embeds texts with vLLM's pooling runner (explicit pooling and normalisation)."""
+    """Embeds texts with vLLM's pooling runner (explicit pooling and normalisation).
+
+    vLLM applies a folder's sentence-transformers Dense modules itself (its pooler reads
+    ``modules.json``). An architecture this vLLM has no model for (MPNet) is refused before
+    the engine starts, naming the backend that serves it."""
 
     def __init__(self, settings: EmbedderSettings) -> None:
         self.llm: Any = None  # until the engine is up (close() may come first)
@@ -94,14 +99,23 @@ class VllmEmbedder(Embedder):
         self.spec = resolve_checked(settings.model, EMBEDDER_NEEDS)
         self.model_id = model_id(self.spec)
         self.max_len = text_limit(self.spec.path, settings.max_model_len)
+        arch = compat.unembeddable_architecture(self.spec.path)
+        if arch is not None:
+            raise ConfigError(f"embedder.backend = \"vllm\": this vLLM has no model for "
+                              f"{arch} ({settings.model}); embedder.backend = "
+                              '"sentence-transformers" serves it')
         self.llm: Any = compat.make_embedder(
             self.spec.path, pooling=settings.pooling, normalize=settings.normalize,
             dtype=settings.dtype, max_model_len=self.max_len, seed=settings.seed)
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], prompt: str | None = None) -> np.ndarray:
+        """See :meth:`Embedder.embed`. The prompt is put before each text as plain text (vLLM
+        has no prompt argument), so its tokens always enter the pooling, and count towards
+        the text limit as in sentence-transformers."""
         if not len(texts):
             return np.zeros((0, 0), dtype=np.float32)
-        return compat.embed(self.llm, list(texts), self.settings.normalize, self.max_len)
+        texts = [(prompt or "") + t for t in texts]
+        return compat.embed(self.llm, texts, self.settings.normalize, self.max_len)
 
     @property
     def dtype_choice(self) -> dict[str, str]:

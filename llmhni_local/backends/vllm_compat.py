@@ -259,6 +259,46 @@ def make_embedder(path: str | os.PathLike, *, pooling: str, normalize: bool, dty
     )
 
 
+def unembeddable_architecture(path: str | os.PathLike) -> str | None:
+    """The folder's architecture when this vLLM has no model for it, else ``None``.
+
+    Mirrors how 0.32 resolves an architecture for ``runner="pooling", convert="embed"``
+    (``vllm/model_executor/models/registry.py``, ``inspect_model_cls``): its own table
+    (``ModelRegistry.get_supported_archs()``, a generative model included, which
+    ``convert="embed"`` turns into an embedder), also under a name with another of its
+    suffixes (``_normalize_arch``), else the transformers class of that name when vLLM's
+    Transformers backend can run it (``_try_resolve_transformers``). MPNet
+    (all-mpnet-base-v2's ``MPNetForMaskedLM``) is in neither. ``None`` also when the folder
+    names no architecture or the check itself fails (a moved API): the engine decides then.
+    """
+    try:
+        archs = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not archs:
+        return None
+    try:
+        import transformers
+        from vllm.config.model import iter_architecture_defaults, try_match_architecture_defaults
+        from vllm.model_executor.models.registry import ModelRegistry
+
+        known = ModelRegistry.get_supported_archs()
+        for arch in archs:
+            match = try_match_architecture_defaults(arch, runner_type="pooling",
+                                                    convert_type="embed")
+            names = [arch] + ([arch.replace(match[0], suffix)
+                               for suffix, _ in iter_architecture_defaults()] if match else [])
+            if any(name in known for name in names):
+                return None
+        cls = getattr(transformers, archs[0], None)  # the fallback reads the first only
+        if cls is not None and (cls.is_backend_compatible()
+                                or cls._can_set_attn_implementation()):
+            return None
+    except Exception:  # noqa: BLE001 - a check that cannot run refuses nothing
+        return None
+    return archs[0]
+
+
 def embed(llm: Any, texts: Sequence[str], normalize: bool, max_len: int | None = None) -> np.ndarray:
     """One vector per text; texts longer than ``max_len`` tokens keep their first tokens."""
     from vllm import PoolingParams

@@ -19,7 +19,8 @@ reads no likelihoods). Free generation (:meth:`Rater.generate`, profile summarie
 optional extra: a backend that offers it overrides it, and :meth:`Rater.serves` tells
 before any engine starts.
 
-An *embedder* (:class:`Embedder`) turns texts into vectors.
+An *embedder* (:class:`Embedder`) turns texts into vectors, optionally each after a prompt
+(one of the model's named prompts, e.g. EmbeddingGemma's ``query``).
 
 Both hold an engine, a model or a connection: ``close()`` releases it (``with backend:``
 does at the end), and every backend built is tracked until then so that a stopped process
@@ -230,8 +231,21 @@ class Embedder(_Held):
     holds something)."""
 
     @abc.abstractmethod
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """``(len(texts), dim)`` float32 vectors (pooling / normalisation per settings)."""
+    def embed(self, texts: Sequence[str], prompt: str | None = None) -> np.ndarray:
+        """``(len(texts), dim)`` float32 vectors (pooling / normalisation per settings).
+
+        Args:
+            texts: the texts to embed.
+            prompt: text put before every text (one of the model's prompts, resolved from its
+                name by the caller); how it enters is the backend's to say. (default: ``None``)
+        """
+
+
+def embed_with_prompt(backend: Embedder, texts: Sequence[str],
+                      prompt: str | None) -> np.ndarray:
+    """``backend.embed(texts, prompt=prompt)``; without a prompt the plain ``embed(texts)``,
+    the call an embedder written before prompts existed still takes."""
+    return backend.embed(texts) if prompt is None else backend.embed(texts, prompt=prompt)
 
 
 def check_vectors(vecs: object, n: int, what: str, start: int) -> np.ndarray:

@@ -154,6 +154,18 @@ class EmbedderSettings:
             model the server lists. (default: ``None``)
         seed: engine seed. (default: ``0``)
         timeout_s: seconds an HTTP request may take (``openai`` only). (default: ``600.0``)
+        modules: what makes the ``sentence-transformers`` backend's model: ``model`` loads a
+            folder's ``modules.json`` stack whole (Dense layers included), and ``pooling`` /
+            ``normalize`` must agree with its Pooling module and whether it ends in
+            Normalize; a folder without ``modules.json`` is assembled from the settings.
+            ``settings``: always Transformer -> Pooling -> optional Normalize from the
+            settings. (vLLM applies a folder's Dense modules itself either way.)
+            (default: ``"model"``)
+        user_prompt: name of one of the model's prompts (``config_sentence_transformers.json``
+            ``prompts``, e.g. EmbeddingGemma's ``query``) put before every user profile
+            (sentence-transformers: ``encode(prompt=...)``; vllm, openai: prepended to the
+            text); ``None``: none. (default: ``None``)
+        item_prompt: the same for item profiles (e.g. ``document``). (default: ``None``)
     """
 
     backend: Literal["vllm", "sentence-transformers", "openai"] = "vllm"
@@ -167,12 +179,24 @@ class EmbedderSettings:
     served_model: str | None = None
     seed: int = 0
     timeout_s: float = 600.0
+    modules: Literal["model", "settings"] = "model"
+    user_prompt: str | None = None
+    item_prompt: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"embedder.batch_size must be >= 1, got {self.batch_size}")
         if self.max_model_len is not None and self.max_model_len < 8:
             raise ConfigError(f"embedder.max_model_len must be >= 8, got {self.max_model_len}")
+        if self.modules not in ("model", "settings"):
+            raise ConfigError(f"embedder.modules must be model or settings, got {self.modules!r}")
+
+
+#: Fields added to ``[embedder]`` after run folders were keyed, with their defaults: at its
+#: default a field stays out of the embed stage's key and of ``embed_key``, so vectors saved
+#: before it existed stay reused (``stages/key.py``, ``text/embed.py``).
+EMBEDDER_ADDED: dict[str, object] = {f: getattr(EmbedderSettings(), f)
+                                     for f in ("modules", "user_prompt", "item_prompt")}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from llmhni_local.core.errors import ConfigError
 from llmhni_local.core.io import sha256_file, sha256_text
 from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
-from llmhni_local.engine.settings import RaterSettings
+from llmhni_local.engine.settings import EMBEDDER_ADDED, RaterSettings
 from llmhni_local.judgments.plan import RateSettings
 from llmhni_local.judgments.run import checked_rater_id
 from llmhni_local.stages.settings import RunConfig
@@ -31,7 +31,8 @@ ADDED_FIELDS: dict[str, dict[str, Any]] = {
     "verdicts": {f: getattr(VerdictSettings(), f)
                  for f in ("file", "source", "keep_held_out", "skip_unknown")},
     "rate": {f: getattr(RateSettings(), f) for f in ("file", "source", "skip_unknown")},
-    "profiles": {f: getattr(ProfileSettings(), f) for f in ("shuffle_share", "shuffle_seed")}}
+    "profiles": {f: getattr(ProfileSettings(), f) for f in ("shuffle_share", "shuffle_seed")},
+    "embedder": EMBEDDER_ADDED}  # also left out of text/embed.py's embed_key
 
 
 def _keyed(path: str, value: Any) -> Any:

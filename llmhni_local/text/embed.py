@@ -1,10 +1,14 @@
 """Semantic encoding of every profile (stage 2 of docs/METHOD.md).
 
-Every user and item profile goes through the embedding backend once. The vectors are saved in
-``RUN/embeddings/`` (``users.npy``, ``items.npy``) with a sidecar ``meta.json`` holding the
-model id, the embedder settings (pooling and normalisation included) and the profiles' sha256.
-A later call with the same model, settings and profiles reuses them without starting an
-engine; a change in any of them embeds again.
+Every user and item profile goes through the embedding backend once, users after
+``embedder.user_prompt`` and items after ``embedder.item_prompt`` (names of the model's prompts,
+resolved to their text by :func:`profile_prompts` before any engine starts). The vectors are
+saved in ``RUN/embeddings/`` (``users.npy``, ``items.npy``) with a sidecar ``meta.json`` holding
+the model id, the embedder settings (pooling, normalisation and prompts included) and the
+profiles' sha256. A later call with the same model, settings and profiles reuses them without
+starting an engine; a change in any of them embeds again. Fields added to the embedder settings
+later (``EMBEDDER_ADDED``) stay out of that key while at their defaults, so vectors saved
+before them stay reused.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ import numpy as np
 
 from llmhni_local.backends import make_embedding_backend
 from llmhni_local.core.config import to_dict
-from llmhni_local.core.errors import DataError, UserError
+from llmhni_local.core.errors import ConfigError, DataError, UserError
 from llmhni_local.core.io import atomic_path, sha256_file, sha256_text, write_json
 from llmhni_local.core.progress import progress_bar
-from llmhni_local.engine.api import Embedder, check_vectors
+from llmhni_local.engine.api import Embedder, check_vectors, embed_with_prompt
+from llmhni_local.engine.settings import EMBEDDER_ADDED
 from llmhni_local.text.profiles import load_profiles
 from llmhni_local.text.ray_embed import embed_on_ray
-from llmhni_local.weights.registry import EMBEDDER_NEEDS, model_id, resolve_checked
+from llmhni_local.weights.registry import EMBEDDER_NEEDS, model_id, resolve_checked, resolve_model
 
 EMBED_DIR = "embeddings"
 
@@ -49,10 +54,47 @@ class Embeddings:
 
 
 def embed_key(settings: Any, profiles_hash: str, model_id: str = "") -> str:
-    """What decides the vectors: the embedder settings, the model's id and the profiles."""
+    """What decides the vectors: the embedder settings, the model's id and the profiles.
+
+    A field of :data:`~llmhni_local.engine.settings.EMBEDDER_ADDED` at its default is left
+    out, so the key of vectors saved before the field existed is unchanged."""
     values = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else settings
+    values = {k: v for k, v in values.items()
+              if k not in EMBEDDER_ADDED or v != EMBEDDER_ADDED[k]}
     return sha256_text(json.dumps({"settings": values, "model_id": model_id,
                                    "profiles": profiles_hash}, sort_keys=True, default=str))
+
+
+def model_prompts(folder: str | Path) -> dict[str, str]:
+    """A sentence-transformers folder's named prompts (``config_sentence_transformers.json``
+    ``prompts``); ``{}`` when it has none."""
+    try:
+        config = json.loads((Path(folder) / "config_sentence_transformers.json").read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{folder}/config_sentence_transformers.json: unreadable ({exc})") from None
+    prompts = config.get("prompts") if isinstance(config, dict) else None
+    return {str(k): str(v) for k, v in prompts.items()} if isinstance(prompts, dict) else {}
+
+
+def profile_prompts(settings: Any) -> dict[str, str | None]:
+    """The text put before user and before item profiles: ``{"users": ..., "items": ...}``
+    from ``embedder.user_prompt`` / ``item_prompt`` (``None`` where unset). An unknown name
+    is a one-line ConfigError listing the model's prompt names."""
+    names = {"users": ("user_prompt", settings.user_prompt),
+             "items": ("item_prompt", settings.item_prompt)}
+    if all(name is None for _, name in names.values()):
+        return {"users": None, "items": None}  # no model folder read
+    prompts = model_prompts(resolve_model(settings.model).path)
+    for field, name in names.values():
+        if name is not None and name not in prompts:
+            has = (f"its prompts are {', '.join(map(repr, prompts))}" if prompts
+                   else "it has none (no prompts in config_sentence_transformers.json)")
+            raise ConfigError(f"embedder.{field} = {name!r} is not a prompt of "
+                              f"{settings.model}: {has}")
+    return {what: None if name is None else prompts[name]
+            for what, (_, name) in names.items()}
 
 
 def embedder_model_id(settings: Any) -> str:
@@ -92,18 +134,22 @@ def embed_profiles(run_dir: str | Path, settings: Any,
         cached = _load_if(folder, key)
         if cached is not None:
             return cached
+    prompts = profile_prompts(settings)  # an unknown prompt name: before any engine starts
     if make_backend is None:  # by reference, so Ray workers import it rather than unpickle it
         make_backend = functools.partial(_default_backend, settings)
     if embed is not None and embed.engine == "ray":
         vecs, backend_id = embed_on_ray({"users": profiles.users, "items": profiles.items},
                                         make_backend, batch_size=batch_size,
-                                        address=embed.ray_address, progress=progress)
+                                        address=embed.ray_address, progress=progress,
+                                        prompts=prompts)
         users, items = vecs["users"], vecs["items"]
     else:
         backend = make_backend()
         try:
-            users = _embed_all(backend, profiles.users, batch_size, "users", progress)
-            items = _embed_all(backend, profiles.items, batch_size, "items", progress)
+            users = _embed_all(backend, profiles.users, batch_size, "users", progress,
+                               prompts["users"])
+            items = _embed_all(backend, profiles.items, batch_size, "items", progress,
+                               prompts["items"])
             backend_id = backend.model_id
         finally:
             backend.close()
@@ -120,12 +166,13 @@ def embed_profiles(run_dir: str | Path, settings: Any,
 
 
 def _embed_all(backend: Embedder, texts: list[str], batch_size: int, what: str,
-               progress: bool) -> np.ndarray:
+               progress: bool, prompt: str | None = None) -> np.ndarray:
     parts = []
     with progress_bar(f"embedding {what}", len(texts), enabled=progress) as bar:
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]
-            parts.append(check_vectors(backend.embed(chunk), len(chunk), what, start))
+            out = embed_with_prompt(backend, chunk, prompt)
+            parts.append(check_vectors(out, len(chunk), what, start))
             bar.advance(len(chunk))
     if not parts:
         raise DataError(f"no {what} profiles to embed")

@@ -8,11 +8,13 @@ helpers of ``backends/ray_cluster.py``:
   exactly where the in-process path cuts its backend calls, one Ray Data block each. Every
   backend call so sees the texts it sees in process (padding included).
 * **Workers**: ``map_batches`` with an actor pool; each actor holds ONE embedding backend made
-  by the same factory as in process (``make_embedding_backend(settings)`` by default). One
-  actor per GPU (``num_gpus=1``) on a cluster with GPUs, else one per node with that node's
-  CPUs (``ray_cluster.worker_layout``). Every actor builds its backend and embeds one warm-up text
-  before any block is sent; a failure there (no model folder on that worker, a dtype it cannot
-  run) is a one-line :class:`~llmhni_local.core.errors.UserError` naming the worker.
+  by the same factory as in process (``make_embedding_backend(settings)`` by default) and the
+  prompt texts of users and items (resolved by the driver), and embeds each block after its
+  part's prompt, as in process. One actor per GPU (``num_gpus=1``) on a cluster with GPUs,
+  else one per node with that node's CPUs (``ray_cluster.worker_layout``). Every actor builds
+  its backend and embeds one warm-up text before any block is sent; a failure there (no model
+  folder on that worker, a dtype it cannot run) is a one-line
+  :class:`~llmhni_local.core.errors.UserError` naming the worker.
 * **Results** come back to this process (workers write nothing, so the run folder need not be
   shared; the model folder must be at the same path on every worker): each text's vector
   with its position and the worker's model id. The driver puts them in input order and needs
@@ -36,16 +38,24 @@ from llmhni_local.backends.ray_cluster import ray_errors as _ray_errors
 from llmhni_local.backends.ray_cluster import where as _where
 from llmhni_local.core.errors import DataError, UserError
 from llmhni_local.core.progress import progress_bar
-from llmhni_local.engine.api import Embedder, check_vectors
+from llmhni_local.engine.api import Embedder, check_vectors, embed_with_prompt
 
 _WARM_UP = ["Warm-up: one short text to embed."]
 
 
 class RayEmbedder:
-    """One Ray Data actor: one embedding backend, blocks of texts in, vectors out."""
+    """One Ray Data actor: one embedding backend, blocks of texts in, vectors out.
 
-    def __init__(self, make_backend: Callable[[], Embedder]) -> None:
+    Args:
+        make_backend: builds the embedding backend.
+        prompts: the text put before each text of a part (``{"users": ..., "items": ...}``);
+            a part missing or ``None``: no prompt. (default: ``None``)
+    """
+
+    def __init__(self, make_backend: Callable[[], Embedder],
+                 prompts: dict[str, str | None] | None = None) -> None:
         self.where = _where()
+        self.prompts = dict(prompts or {})
         try:
             self.backend = make_backend()
         except UserError as exc:
@@ -71,7 +81,7 @@ class RayEmbedder:
             raise UserError(f"{self.where}: a block mixed user and item texts")
         span = f"{parts[0]} {idx[0]}..{idx[-1]}"
         try:
-            out = self.backend.embed(texts)
+            out = embed_with_prompt(self.backend, texts, self.prompts.get(parts[0]))
         except Exception as exc:  # noqa: BLE001 - one line naming the worker and the texts
             raise UserError(f"{self.where}: the embedder failed on {span} "
                             f"({type(exc).__name__}: "
@@ -86,10 +96,12 @@ class RayEmbedder:
 
 
 def embed_on_ray(texts: dict[str, list[str]], make_backend: Callable[[], Any], *,
-                 batch_size: int, address: str | None,
-                 progress: bool = False) -> tuple[dict[str, np.ndarray], str]:
-    """Embed ``texts`` (``{"users": [...], "items": [...]}``) on Ray; returns the float32
-    vectors in input order and the model id every worker's backend reported.
+                 batch_size: int, address: str | None, progress: bool = False,
+                 prompts: dict[str, str | None] | None = None
+                 ) -> tuple[dict[str, np.ndarray], str]:
+    """Embed ``texts`` (``{"users": [...], "items": [...]}``) on Ray, each part after its
+    prompt in ``prompts`` (same keys; ``None``: none); returns the float32 vectors in input
+    order and the model id every worker's backend reported.
 
     Called by ``embed_profiles`` when ``embed.engine == "ray"``; the address (``address``,
     else ``RAY_ADDRESS``) is checked before anything is sent.
@@ -99,7 +111,7 @@ def embed_on_ray(texts: dict[str, list[str]], make_backend: Callable[[], Any], *
             raise DataError(f"no {what} profiles to embed")
     started = connect(address, setting="embed.ray_address")
     try:
-        ds = _job_dataset(texts, make_backend, batch_size)
+        ds = _job_dataset(texts, make_backend, batch_size, prompts)
         out = _Gather(texts)
         total = sum(len(t) for t in texts.values())
         with progress_bar("embedding", total, enabled=progress) as bar, _ray_errors(), \
@@ -158,7 +170,7 @@ class _Gather:
 
 
 def _job_dataset(texts: dict[str, list[str]], make_backend: Callable[[], Any],
-                 batch_size: int):
+                 batch_size: int, prompts: dict[str, str | None] | None = None):
     """The lazy Ray Data pipeline: blocks of texts -> actors -> vectors."""
     import pyarrow as pa
     import ray.data
@@ -177,6 +189,6 @@ def _job_dataset(texts: dict[str, list[str]], make_backend: Callable[[], Any],
         return ds.map_batches(
             RayEmbedder, batch_size=None, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=min(actors, len(tables))),
-            fn_constructor_kwargs={"make_backend": make_backend},
+            fn_constructor_kwargs={"make_backend": make_backend, "prompts": prompts},
             # a lost worker is restarted and its block embedded again, a few times at most
             max_restarts=3, max_task_retries=3, **resources)

@@ -303,7 +303,9 @@ def minilm_available() -> None:
 def st_vectors(minilm_available):
     with make_embedding_backend(EmbedderSettings(backend="sentence-transformers")) as st:
         normed = st.embed(TEXTS)
-    raw_settings = EmbedderSettings(backend="sentence-transformers", normalize=False)
+    # MiniLM's own stack ends in Normalize: unnormalised vectors are assembled from the settings
+    raw_settings = EmbedderSettings(backend="sentence-transformers", normalize=False,
+                                    modules="settings")
     with make_embedding_backend(raw_settings) as st:
         raw = st.embed(TEXTS)
     return normed, raw

@@ -152,7 +152,8 @@ def test_worker_errors_are_one_line_and_leave_earlier_files(ref, tmp_path, clust
     run = fresh(ref, tmp_path)
     shutil.copytree(want_dir(ref), run / "embeddings")  # vectors of other settings
     before = {p.name: p.read_bytes() for p in (run / "embeddings").iterdir()}
-    other = EmbedderSettings(backend="sentence-transformers", normalize=False)
+    other = EmbedderSettings(backend="sentence-transformers", normalize=False,
+                             modules="settings")  # MiniLM's own stack ends in Normalize
     gone = EmbedderSettings(backend="sentence-transformers",
                             model=str(tmp_path / "not-on-this-worker"))
     with pytest.raises(UserError) as err:  # the driver never builds it; the worker cannot
