@@ -35,10 +35,11 @@ from llmhni_local.core.config import DataSettings, build
 from llmhni_local.core.errors import UserError
 from llmhni_local.core.io import atomic_path
 from llmhni_local.data import load_data
+from llmhni_local.judgments.imported import source_candidates
 from llmhni_local.judgments.plan import RateSettings, last_rating, liked_text
 from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
 from llmhni_local.text.profiles import data_fingerprint, load_profiles
-from llmhni_local.verdicts.decide import compute_verdicts, source_candidates
+from llmhni_local.verdicts.decide import compute_verdicts
 
 FILL_COLUMNS = ("label", "annotator", "labelled_at", "note")
 MODEL_COLUMNS = ("model_label_user", "model_label_item", "p_high_user", "p_high_item",
@@ -84,7 +85,7 @@ def allocate(sizes: dict[str, int], n: int,
 def rated_pairs(run_dir: str | Path):
     """The candidates of ``RUN`` with the last rating run's labels and verdict per pair; when
     that rating was imported from a file (``rate.file``), the pairs the file judged
-    (``verdicts/decide.py: source_candidates``)."""
+    (``judgments/imported.py: source_candidates``)."""
     run_dir = Path(run_dir)
     judgments, manifest = last_rating(run_dir)
     if manifest.get("imported") is True:

@@ -49,6 +49,7 @@ from llmhni_local.judgments.table_file import (
     missing_column,
     read_rows,
 )
+from llmhni_local.llmhni.candidates import CANDIDATE_DTYPE, CANDIDATES_FILE, load_candidates
 
 #: Columns every judgments file has; ``label`` and/or ``score`` come beside them, and
 #: optionally ``ok`` (0: a failed judgment) and ``text`` (the raw answer, kept as is).
@@ -265,3 +266,26 @@ def source_rating(run_dir: str | Path, source: str | None = None) -> tuple[Any, 
             for v in VIEWS}
     with JudgmentStore(run_dir, create=False) as store:
         return store.frame(views=keys), manifest
+
+
+def source_candidates(run_dir: str | Path, judgments) -> tuple[np.ndarray, dict[str, int]]:
+    """The pairs an imported source judged, as candidates: each with the kind stored with its
+    judgments and, where it is a candidate of the run too (``candidates.parquet``), that
+    candidate's rank and recommender score (else rank -1, score NaN). Returns them and how
+    many are, and are not, candidates of the run."""
+    pairs = (judgments[["user", "item", "kind"]].drop_duplicates(["user", "item"])
+             .sort_values(["user", "item"], kind="stable"))
+    out = np.zeros(len(pairs), dtype=CANDIDATE_DTYPE)
+    out["user"], out["item"] = pairs["user"].to_numpy(np.int64), pairs["item"].to_numpy(np.int64)
+    out["kind"] = pairs["kind"].fillna("unobserved").astype(str).to_numpy()
+    out["rank"], out["score"] = -1, np.nan
+    found = 0
+    path = Path(run_dir) / CANDIDATES_FILE
+    if path.is_file() and len(out):
+        cands = load_candidates(path)
+        where = {(int(u), int(i)): k for k, (u, i) in enumerate(zip(cands["user"], cands["item"]))}
+        at = np.array([where.get((int(u), int(i)), -1) for u, i in zip(out["user"], out["item"])])
+        hit = at >= 0
+        out["rank"][hit], out["score"][hit] = cands["rank"][at[hit]], cands["score"][at[hit]]
+        found = int(hit.sum())
+    return out, {"candidates_of_run": found, "not_candidates_of_run": len(out) - found}

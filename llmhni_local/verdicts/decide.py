@@ -26,7 +26,7 @@ their pure parts live in :mod:`llmhni_local.verdicts.rules`. Whatever is fitted 
 calibration means, the stacked model) leaves out the audited pairs that trained an adapter.
 
 Judgments imported from a file under a source name (``judgments/imported.py``) are decided
-over the pairs they name rather than over ``candidates.parquet`` (:func:`source_candidates`;
+over the pairs they name rather than over ``candidates.parquet`` (:func:`~llmhni_local.judgments.imported.source_candidates`;
 docs/IMPORTING.md, "Judgments from elsewhere").
 
 Writes ``RUN/verdicts.parquet`` (one row per candidate; ``score_user``/``score_item`` under the
@@ -50,9 +50,10 @@ from llmhni_local.core.errors import UserError
 from llmhni_local.core.io import atomic_path, jsonable, write_json
 from llmhni_local.engine.api import LABELS
 from llmhni_local.eval.stats import binary_kappa
-from llmhni_local.judgments.imported import source_rating, view_counts
+from llmhni_local.judgments.imported import source_candidates, source_rating, view_counts
 from llmhni_local.judgments.store import VIEWS
-from llmhni_local.llmhni.candidates import CANDIDATE_DTYPE, CANDIDATES_FILE, load_candidates
+from llmhni_local.llmhni.candidates import CANDIDATES_FILE, load_candidates
+from llmhni_local.verdicts.guards import guard_imported
 from llmhni_local.verdicts.rules import (
     VerdictSettings,
     audit_verdict,
@@ -188,81 +189,6 @@ def check_imported_rule(settings: VerdictSettings, manifest: dict[str, Any],
                         "= 'argmax' has nothing to read (use verdicts.rule = 'threshold')")
 
 
-def source_candidates(run_dir: str | Path, judgments) -> tuple[np.ndarray, dict[str, int]]:
-    """The pairs an imported source judged, as candidates: each with the kind stored with its
-    judgments and, where it is a candidate of the run too (``candidates.parquet``), that
-    candidate's rank and recommender score (else rank -1, score NaN). Returns them and how
-    many are, and are not, candidates of the run."""
-    pairs = (judgments[["user", "item", "kind"]].drop_duplicates(["user", "item"])
-             .sort_values(["user", "item"], kind="stable"))
-    out = np.zeros(len(pairs), dtype=CANDIDATE_DTYPE)
-    out["user"], out["item"] = pairs["user"].to_numpy(np.int64), pairs["item"].to_numpy(np.int64)
-    out["kind"] = pairs["kind"].fillna("unobserved").astype(str).to_numpy()
-    out["rank"], out["score"] = -1, np.nan
-    found = 0
-    path = Path(run_dir) / CANDIDATES_FILE
-    if path.is_file() and len(out):
-        cands = load_candidates(path)
-        where = {(int(u), int(i)): k for k, (u, i) in enumerate(zip(cands["user"], cands["item"]))}
-        at = np.array([where.get((int(u), int(i)), -1) for u, i in zip(out["user"], out["item"])])
-        hit = at >= 0
-        out["rank"][hit], out["score"][hit] = cands["rank"][at[hit]], cands["score"][at[hit]]
-        found = int(hit.sum())
-    return out, {"candidates_of_run": found, "not_candidates_of_run": len(out) - found}
-
-
-#: Why a row's action is not its verdict's (column ``reason``; ``""``: it is).
-HELD_OUT, LAST_EDGES = "held_out", "last_edges_of_user"
-
-
-def _pair_keys(pairs: np.ndarray, n_items: int) -> np.ndarray:
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    return pairs[:, 0] * n_items + pairs[:, 1]
-
-
-def guard_imported(table: Any, *, train: np.ndarray, val: np.ndarray, test: np.ndarray,
-                   n_users: int, n_items: int, keep_held_out: bool = False) -> dict[str, Any]:
-    """The two guards on verdicts that come from a file made elsewhere (verdicts or
-    judgments), applied to ``table`` in place; returns their counts.
-
-    * an ``add`` on a validation or test pair would put a held-out answer into training
-      unless the outside rater truly predicted it: counted and, unless ``keep_held_out``,
-      made ``none`` (reason ``held_out``; validation first where a pair is in both);
-    * a user every training edge of whom the removals take keeps them (``keep``, reason
-      ``last_edges_of_user``).
-
-    ``table`` needs ``user``, ``item`` (indices) and ``action``; ``reason`` and ``held_out``
-    columns are added. Returns ``{"held_out": {"validation", "test", "kept_as_adds"},
-    "users_kept": {"users", "edges"}}``.
-    """
-    users = table["user"].to_numpy(np.int64)
-    keys = users * n_items + table["item"].to_numpy(np.int64)
-    action = table["action"].to_numpy(object).copy()
-    reason = np.full(len(keys), "", dtype=object)
-    in_val = np.isin(keys, _pair_keys(val, n_items))
-    in_test = np.isin(keys, _pair_keys(test, n_items)) & ~in_val
-    held_out = np.where(in_val, "validation", np.where(in_test, "test", "")).astype(object)
-    leak = (action == "add") & (held_out != "")
-    if not keep_held_out:
-        action[leak] = "none"
-        reason[leak] = HELD_OUT
-    edges = np.unique(_pair_keys(train, n_items))
-    degree = np.bincount(edges // n_items, minlength=n_users)
-    removing = action == "remove"
-    removed_per_user = np.bincount(users[removing], minlength=n_users)
-    emptied = np.flatnonzero((degree > 0) & (removed_per_user >= degree))
-    spare = removing & np.isin(users, emptied)
-    action[spare] = "keep"
-    reason[spare] = LAST_EDGES
-    table["action"] = action.astype(str)
-    table["reason"] = reason.astype(str)
-    table["held_out"] = held_out.astype(str)
-    return {"held_out": {"validation": int((leak & in_val).sum()),
-                         "test": int((leak & in_test).sum()),
-                         "kept_as_adds": bool(keep_held_out)},
-            "users_kept": {"users": int(len(emptied)), "edges": int(spare.sum())}}
-
-
 def write_verdicts(run_dir: str | Path, settings: VerdictSettings | None = None, *,
                    audits: "Audits", train: np.ndarray | None = None,
                    source: str | None = None, data: Any = None) -> dict[str, Any]:
@@ -270,7 +196,7 @@ def write_verdicts(run_dir: str | Path, settings: VerdictSettings | None = None,
     and write them; returns the counts.
 
     Judgments imported from a file (``judgments/imported.py``) are decided over the pairs
-    they name (:func:`source_candidates`), not over ``candidates.parquet``: a pair the file
+    they name (:func:`~llmhni_local.judgments.imported.source_candidates`), not over ``candidates.parquet``: a pair the file
     judged is a candidate in its own right, and none is dropped. ``verdicts.json`` then names
     the source (``judgments``: source, file, sha256, pairs judged in one view only, pairs that
     are and are not candidates of the run).

@@ -9,7 +9,7 @@ as it was. The reading and the checks every such file shares live in
 
 Each imported pair's kind comes from the data (observed: a training pair; else unobserved)
 and its action from :data:`~llmhni_local.verdicts.decide.ACTIONS`, with two guards the file
-cannot switch off by accident (:func:`~llmhni_local.verdicts.decide.guard_imported`, shared
+cannot switch off by accident (:func:`~llmhni_local.verdicts.guards.guard_imported`, shared
 with judgments imported from a file):
 
 * a ``hard`` pair that is a validation or test pair would put a held-out answer into training:
@@ -36,13 +36,8 @@ from llmhni_local.core.errors import UserError
 from llmhni_local.core.io import atomic_path, sha256_file, write_json
 from llmhni_local.data.dataset import Interactions
 from llmhni_local.judgments.table_file import FORMATS, check_table, read_rows
-from llmhni_local.verdicts.decide import (
-    ACTIONS,
-    COUNTS_FILE,
-    VERDICTS_FILE,
-    guard_imported,
-    verdict_counts,
-)
+from llmhni_local.verdicts.decide import ACTIONS, COUNTS_FILE, VERDICTS_FILE, verdict_counts
+from llmhni_local.verdicts.guards import guard_imported
 
 #: Columns a verdicts file must have (others are ignored).
 COLUMNS: tuple[str, ...] = ("user", "item", "verdict")
@@ -94,7 +89,7 @@ def check_rows(path: str | Path, rows: dict[str, list[str]], user_ids: list[str]
 def imported_table(checked: dict[str, Any], data: Interactions, *,
                    keep_held_out: bool = False):
     """The verdict table of checked rows (:func:`check_rows`) on ``data``, with the two
-    guards applied (:func:`~llmhni_local.verdicts.decide.guard_imported`); returns
+    guards applied (:func:`~llmhni_local.verdicts.guards.guard_imported`); returns
     ``(table, guards)``."""
     import pandas as pd
 

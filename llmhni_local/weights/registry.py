@@ -49,6 +49,7 @@ from llmhni_local.weights.install import (
     installed_folder,
     installed_gguf,
 )
+from llmhni_local.weights.unpack import replace_folder
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -441,14 +442,7 @@ def prepare_gguf(gguf: str | os.PathLike, dest: str | os.PathLike, *, force: boo
         })
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model folder is plain data
         os.chmod(tmp / SOURCE_FILE, 0o644)
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        replace_folder(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
