@@ -196,3 +196,32 @@ def mean_pm(values: Sequence[float]) -> str:
     mean, std = mean_std(list(values))
     return f"{mean:.4f}" + (f" ± {std:.4f}" if len(values) > 1 else "")
 
+
+
+def per_user(run_dir: Path) -> tuple[Any, Any]:
+    """``(users, Recall@20 per user)`` of one training's clean test."""
+    from llmhni_local.train.run import load_per_user_test
+
+    d = load_per_user_test(run_dir)
+    return d["users"], d["recall@20"]
+
+
+def paired(a: Sequence[dict], b: Sequence[dict], what: str) -> dict[str, float]:
+    """``a`` - ``b`` (seed lists of ``{"per_user": (users, values)}``, the same seeds) over
+    the same users, with a 95% bootstrap interval over users
+    (:func:`llmhni_local.eval.gains.paired_bootstrap`); ``what`` names the pair in the error
+    raised when the users differ."""
+    import numpy as np
+
+    from llmhni_local.eval.gains import paired_bootstrap
+
+    if len(a) != len(b) or any(not np.array_equal(x["per_user"][0], y["per_user"][0])
+                               for x, y in zip(a, b)):
+        raise RuntimeError(f"{what}: not tested on the same seeds and users")
+    return paired_bootstrap(np.stack([x["per_user"][1] for x in a]),
+                            np.stack([y["per_user"][1] for y in b]), n_boot=2000, seed=0)
+
+
+def ci_cell(c: dict[str, float] | None) -> str:
+    """``+0.0012 [-0.0008, +0.0031]`` (``-`` for none)."""
+    return f"{c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]" if c else "-"

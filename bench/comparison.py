@@ -44,10 +44,13 @@ from pathlib import Path
 import numpy as np
 from _common import (
     REPO_ROOT,
+    ci_cell,
     emit_json,
     fail,
     float_list,
     format_table,
+    paired,
+    per_user,
     print_table,
     run_main,
 )
@@ -192,13 +195,6 @@ def cell(settings: dict, out: Path, methods: list[str]) -> dict:
     return out_rows
 
 
-def per_user(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    from llmhni_local.train.run import load_per_user_test
-
-    d = load_per_user_test(run_dir)
-    return d["users"], d["recall@20"]
-
-
 def choose(args, base: dict) -> dict[str, dict]:
     """Each baseline's grid point with the best seed-0 validation Recall@20 (data as given,
     first backbone)."""
@@ -263,22 +259,15 @@ def ms(seeds: list[dict], key: str = "recall@20") -> str:
 
 def versus(cellres: dict, m: str, ref: str) -> dict | None:
     """``m`` - ``ref`` over the same seeds and users, with its bootstrap interval."""
-    from llmhni_local.eval.gains import paired_bootstrap
-
     if ref not in cellres or m == ref:
         return None
-    a, b = cellres[m], cellres[ref]
-    if any(not np.array_equal(x["per_user"][0], y["per_user"][0]) for x, y in zip(a, b)):
-        raise RuntimeError(f"{m} and {ref} were tested on different users")
-    return paired_bootstrap(np.stack([x["per_user"][1] for x in a]),
-                            np.stack([y["per_user"][1] for y in b]), n_boot=2000, seed=0)
+    return paired(cellres[m], cellres[ref], f"{m} and {ref}")
 
 
 def cell_table(cellres: dict, ref: str) -> list[list]:
     rows = []
     for m, seeds in cellres.items():
-        c = versus(cellres, m, ref)
-        ci = f"{c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]" if c else "-"
+        ci = ci_cell(versus(cellres, m, ref))
         rows.append([label(m), ms(seeds), ms(seeds, "ndcg@20"), ci,
                      f"{np.mean([s['epoch_seconds'] for s in seeds]):.2f}",
                      f"{np.mean([s['epochs'] for s in seeds]):.0f}",

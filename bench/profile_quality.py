@@ -9,6 +9,11 @@ given another entity's text, with the verdicts held fixed (docs/DESIGN.md, "Prof
    verdicts brought in through ``verdicts.file``, so G' is the same at every share and the
    curve isolates the semantic half (negatives and alignment). One folder ``OUT/cells``; every
    training is kept by key, so a killed bench picks up where it stopped.
+3. At share 0 (the clean profiles) two more rows train on the same verdicts, for **the text's
+   share**: ``llmhni-no-semneg`` (uniform negatives) and ``dns`` (BPR with DNS negatives, no
+   verdicts). LLMHNI minus ``llmhni-dns`` is what the similarity test adds over hard-negative
+   mining; each row against ``llmhni`` is a paired difference over the same seeds and test
+   users with a 95% bootstrap interval.
 
 Reported per share and method (mean ± std over seeds): clean-test Recall@20, and a check of the
 semantic negatives' false negatives. Under the trained model, for a sample of 20,000 training
@@ -37,10 +42,13 @@ from _common import (
     REPO_ROOT,
     add_pipeline_args,
     check_jobs,
+    ci_cell,
     emit_json,
     float_list,
     format_table,
     mean_pm,
+    paired,
+    per_user,
     pipeline_settings,
     print_table,
     run_main,
@@ -49,6 +57,9 @@ from _common import (
 
 SHARES = "0,0.25,0.5,0.75,1"
 METHODS = ("llmhni", "llmhni-dns")
+#: The text's share, on the clean profiles (share 0) with the same verdicts: LLMHNI, its DNS
+#: negatives (no similarity test), its uniform negatives, and BPR with DNS (no LLMHNI at all).
+TEXT_SHARE = ("llmhni", "llmhni-dns", "llmhni-no-semneg", "dns")
 AUDIT_PAIRS = 20000
 #: Seconds of one LLMHNI training (comparison bench, 2 cores), of a share's profiles, embed and
 #: align stages, and of the base run (1,000 readings and Rec_pre).
@@ -70,7 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def estimate_s(args) -> float:
-    trainings = len(args.shares) * len(METHODS) * args.seeds
+    trainings = (len(args.shares) * len(METHODS)
+                 + (len(TEXT_SHARE) - len(METHODS)) * (0.0 in args.shares)) * args.seeds
     return BASE_S + len(args.shares) * SHARE_S + trainings * TRAIN_S / min(args.jobs,
                                                                            os.cpu_count() or 1)
 
@@ -149,21 +161,23 @@ def run_all(args) -> dict:
     with progress_bar("profile quality", len(args.shares)) as bar:
         for share in args.shares:
             print(f"== share {share:g} of the profiles replaced", flush=True)
+            methods = TEXT_SHARE if share == 0 else METHODS
             cfg = load_run_config(None, {**base, "pipeline.out": str(Path(args.out) / "cells"),
-                                         "pipeline.methods": list(METHODS),
+                                         "pipeline.methods": list(methods),
                                          "pipeline.seeds": list(range(args.seeds)),
                                          "profiles.shuffle_share": share,
                                          "verdicts.file": str(path),
                                          "verdicts.source": "the config's reader on clean "
                                                             "profiles"})
             run = run_pipeline(cfg, progress=False, log=lambda m: print("   ", m, flush=True))
-            for method in METHODS:
+            for method in methods:
                 for seed in range(args.seeds):
-                    met = json.loads((run.dir / "train" / method / f"seed{seed}" /
-                                      "metrics.json").read_text())
+                    folder = run.dir / "train" / method / f"seed{seed}"
+                    met = json.loads((folder / "metrics.json").read_text())
+                    audit = false_negatives(run, method, seed) if method in METHODS else {}
                     results.setdefault((share, method), []).append(
                         {"seed": seed, "recall@20": met["test"]["recall@20"],
-                         **false_negatives(run, method, seed)})
+                         "per_user": per_user(folder), **audit})
             bar.advance(1)
     return results
 
@@ -174,7 +188,16 @@ FIELDS = ("recall@20", "false_negatives_used", "skipped_held_out", "skipped_per_
 def table(results: dict) -> list[list]:
     return [[f"{share:.0%}", method] + [mean_pm([s.get(f, np.nan) for s in seeds])
                                           for f in FIELDS]
-            for (share, method), seeds in results.items()]
+            for (share, method), seeds in results.items() if method in METHODS]
+
+
+def share_table(results: dict) -> list[list]:
+    """The text's share: each row of :data:`TEXT_SHARE` at share 0 against ``llmhni``."""
+    ref = results[(0.0, "llmhni")]
+    return [[method, mean_pm([s["recall@20"] for s in results[(0.0, method)]]),
+             "-" if method == "llmhni" else ci_cell(paired(results[(0.0, method)], ref,
+                                                           f"{method} and llmhni"))]
+            for method in TEXT_SHARE if (0.0, method) in results]
 
 
 def plot(results: dict, shares: list[float], path: Path) -> None:
@@ -221,9 +244,15 @@ def main(args) -> dict:
     rows = table(results)
     title = "Profiles given another entity's text, verdicts held fixed"
     print_table(headers, rows, title)
+    share_headers = ["method (clean profiles, same verdicts)", "Recall@20",
+                     "vs llmhni: diff [95% CI]"]
+    shares = share_table(results) if (0.0, "llmhni") in results else []
+    if shares:
+        print_table(share_headers, shares, "The text's share")
     figures = {f"{s:g}/{m}/{f}": float(np.nanmean([r.get(f, np.nan) for r in seeds]))
                for (s, m), seeds in results.items() for f in FIELDS
                if any(f in r for r in seeds)}
+    figures.update({f"text_share/{row[0]}": row[2] for row in shares})
     if not args.no_docs:
         docs = REPO_ROOT / "docs"
         plot(results, args.shares, docs / "profile_quality.png")
@@ -234,7 +263,13 @@ def main(args) -> dict:
             f"LightGCN, {args.seeds} seed(s); verdicts of the config's reader on the clean "
             "profiles at every share. " + title + "; the held-out shares count, after "
             f"training, {AUDIT_PAIRS:,} training pairs' pools under the trained model.\n\n"
-            + format_table(headers, rows) + "\n\n![profile quality](profile_quality.png)\n"))
+            + format_table(headers, rows) + "\n\n![profile quality](profile_quality.png)\n"
+            + ("\n### The text's share\n\nOn the clean profiles with the same verdicts: "
+               "`llmhni-dns` takes the pool's highest-scoring candidate (no similarity test), "
+               "`llmhni-no-semneg` a uniform one, `dns` is BPR with DNS negatives. LLMHNI minus "
+               "`llmhni-dns` is what the text's similarity test adds over hard-negative mining "
+               "(paired over seeds and test users, 95% bootstrap interval).\n\n"
+               + format_table(share_headers, shares) + "\n" if shares else "")))
     result = {"bench": "profile_quality", "seeds": args.seeds, "seconds": seconds, **figures}
     emit_json(result)
     return result
