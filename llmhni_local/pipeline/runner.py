@@ -37,6 +37,7 @@ from llmhni_local.stages.context import Run
 from llmhni_local.stages.methods import METHOD_TABLE, check_methods
 from llmhni_local.stages.plan import NO_TEXT_CONTENT, STAGES, missing_outputs, text_free_skips
 from llmhni_local.stages.settings import RunConfig
+from llmhni_local.text.embed import profile_prompts
 from llmhni_local.verdicts.decide import COUNTS_FILE, VERDICTS_FILE, check_imported_rule
 from llmhni_local.verdicts.imported import check_rows, imported_record, read_rows
 from llmhni_local.weights.registry import resolve_checked
@@ -166,7 +167,9 @@ def check_inputs_early(run: Run) -> None:
     rates = (run.cfg.pipeline.rater == "llm" and run.cfg.verdicts.file is None
              and run.cfg.rate.file is None)  # imported judgments need no rater model
     if has_item_text(run.data):  # without item text nothing is embedded (text_free.py)
-        resolve_checked(run.cfg.embedder.model, ("weights", "config", "tokenizer"))
+        if run.cfg.embedder.backend != "openai":  # a server's model is the server's to check
+            resolve_checked(run.cfg.embedder.model, ("weights", "config", "tokenizer"))
+        profile_prompts(run.cfg.embedder)  # an unknown prompt name: before a summary is written
     if rates or run.cfg.profiles.summarize:
         spec = resolve_checked(run.cfg.rater.model, ("weights", "config", "tokenizer"))
         if rates and run.cfg.rate.mode == "judge":

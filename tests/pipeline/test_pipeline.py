@@ -312,3 +312,14 @@ def test_a_seeded_run_repeats_its_recall_under_load(tmp_path):
     assert round(first[0], 4) == round(second[0], 4)
     assert first[0] > 0  # a trained model, not an empty result
 
+
+
+def test_unknown_embedder_prompt_fails_before_any_stage(tmp_path):
+    """A prompt name the embedder does not have is refused before profiles are written (and
+    summarised), not after."""
+    from llmhni_local.core.errors import ConfigError
+
+    cfg = _cfg(tmp_path, **{"embedder.user_prompt": "query"})  # MiniLM has no prompts
+    with pytest.raises(ConfigError, match="embedder.user_prompt = 'query' is not a prompt"):
+        run_pipeline(cfg, progress=False, log=lambda _: None)
+    assert not (tmp_path / "run" / "stages").exists()
