@@ -13,8 +13,25 @@ log-probabilities at each generated position keyed ``token_id:N``
 tokens; a label missing from them leaves ``probs=None`` (never a guess). The response's
 ``usage`` gives the prompt tokens, and ``prompt_tokens_details.cached_tokens`` the prefix-cache
 hits where the server reports them (``vllm serve --enable-prompt-tokens-details``).
-Embeddings use
-``/v1/embeddings``; the server's pooling must match the settings (``vllm serve --pooler-config``).
+
+The likelihood reader (``loglikelihood``) also uses ``/v1/completions``: each request's
+``context + continuation`` goes as token ids (those ``common.py`` made: nothing re-tokenised,
+no BOS added), ``batch_size`` prompts a request, with vLLM's ``prompt_logprobs: 0`` and
+``max_tokens: 1``, the engine call ``vllm_compat.prompt_loglikelihoods`` makes in process.
+Each choice's ``prompt_logprobs`` holds, per prompt position, ``null`` (position 0) or
+``{"<token id>": {"logprob": ...}}``, keyed by the token id itself (no
+``return_tokens_as_token_ids`` needed); the continuation's tokens are looked up there and
+summed. A position without its token's log-probability gives NaN (never a guess); the
+``-9999.0`` vLLM sends for ``-inf`` is read back as ``-inf``. (OpenAI's ``echo: true`` with
+``logprobs: 0`` gives the same numbers by position, but makes the server detokenise the prompt
+to echo it.) A server without ``prompt_logprobs`` (another OpenAI-compatible server, an older
+vLLM) is a UserError. Embeddings use ``/v1/embeddings``; the server's pooling must match the
+settings (``vllm serve --pooler-config``).
+
+Checked against vLLM 0.32's server (``vllm/entrypoints/openai/completion/``); the fields it
+relies on: ``logprob_token_ids``, ``return_tokens_as_token_ids``, ``add_special_tokens`` and
+``prompt_logprobs`` on completions, ``use_activation`` on embeddings. This module is where
+every vLLM-specific request body lives.
 
 Only ``base_url`` is contacted: no proxies from the environment, no redirects. An API key, when
 the server wants one, comes from ``OPENAI_API_KEY``.
@@ -31,12 +48,13 @@ import numpy as np
 from llmhni_local.backends.common import RaterCore
 from llmhni_local.core.errors import UserError
 from llmhni_local.core.offline import check_base_url
-from llmhni_local.engine.api import Embedder, unserved
+from llmhni_local.engine.api import Embedder
 from llmhni_local.engine.chat import Messages
 from llmhni_local.engine.settings import EmbedderSettings, RaterSettings
 from llmhni_local.weights.registry import model_id, resolve_checked
 
 _TOKEN_ID = "token_id:"
+_CLAMPED_INF = -9999.0  # vLLM's stand-in for a logprob of -inf
 
 
 class _Client:
@@ -89,13 +107,13 @@ def _token_logprobs(top: dict[str, float] | None) -> dict[int, float]:
 
 
 class OpenAIRater(RaterCore):
-    """Rates chat prompts through ``/v1/completions`` of an OpenAI-compatible server."""
+    """Rates chat prompts, and reads log-likelihoods, through ``/v1/completions`` of an
+    OpenAI-compatible server."""
 
-    # The local folder supplies tokenizer and chat template; the weights live on the server.
-    needs = ("config", "tokenizer", "chat_template")
-    # /v1/completions gives no prompt log-probabilities of chosen tokens
-    loglikelihood = unserved("loglikelihood", "use rater.backend = 'transformers' or "
-                                              "'vllm' for the likelihood reader")
+    # The local folder supplies the tokenizer (and a judge's chat template, checked before
+    # rating and when a prompt is rendered); the weights live on the server. A likelihood
+    # reader needs no chat template, as with the in-process backends.
+    needs = ("config", "tokenizer")
 
     def __init__(self, settings: RaterSettings) -> None:
         self.client: _Client | None = None
@@ -136,14 +154,61 @@ class OpenAIRater(RaterCore):
                  _token_logprobs(((c.get("logprobs") or {}).get("top_logprobs") or [None])[0]))
                 for c in choices]
 
-    def _count_usage(self, usage: Any, ids: Sequence[Sequence[int]]) -> None:
+    def _count_usage(self, usage: Any, ids: Sequence[Sequence[int]], as_prompts: bool = True
+                     ) -> None:
         """Prompt tokens (ours: the server's count includes no template of its own) and the
-        prefix-cache hits the server reports."""
+        prefix-cache hits the server reports; ``as_prompts``: count the rows as prompts too (a
+        log-likelihood request is not one: ``rate_sequences`` counts its prompts itself)."""
         details = (usage or {}).get("prompt_tokens_details") or {}
         cached = details.get("cached_tokens")
         if cached is not None:
             self.cached_known = True
-        self.count_tokens(sum(len(r) for r in ids), int(cached or 0), len(ids))
+        self.count_tokens(sum(len(r) for r in ids), int(cached or 0),
+                          len(ids) if as_prompts else 0)
+
+    def loglikelihood_ids(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """Summed log-probability of each continuation after its context, from the server's
+        prompt log-probabilities of ``context + continuation`` (module docstring), asked
+        ``batch_size`` requests at a time. vLLM reads no prefix cache for requests that want
+        prompt log-probabilities, so every token is computed (and counted, none cached)."""
+        out: list[float] = []
+        size = self.settings.batch_size
+        for start in range(0, len(requests), size):
+            chunk = requests[start:start + size]
+            rows = [[*ctx, *cont] for ctx, cont in chunk]
+            data = self.client.request("POST", "/completions", {
+                "model": self.served_model,
+                "prompt": rows,  # token ids: not re-tokenised, no BOS added
+                "max_tokens": 1,  # the engine step that computes them; 0 only with echo
+                "temperature": 0.0,
+                "prompt_logprobs": 0,  # vLLM: each prompt token's own logprob, keyed by id
+            })
+            choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
+            if len(choices) != len(chunk):
+                raise UserError(f"model server returned {len(choices)} answers for "
+                                f"{len(chunk)} prompts")
+            self._count_usage(data.get("usage"), rows, as_prompts=False)
+            out += [self._continuation_logprob(c.get("prompt_logprobs"), ids, len(ctx))
+                    for c, ids, (ctx, _) in zip(choices, rows, chunk)]
+        return out
+
+    def _continuation_logprob(self, positions: Any, ids: Sequence[int], start: int) -> float:
+        """The summed logprobs of ``ids[start:]``, each read at its own position of one
+        choice's ``prompt_logprobs``; NaN where one is missing."""
+        if not isinstance(positions, list):
+            raise UserError(f"model server {self.client.base_url} returned no prompt "
+                            "log-probabilities: the likelihood reader needs vLLM's "
+                            "`prompt_logprobs` field on /v1/completions (vllm serve)")
+        total = 0.0
+        for pos in range(start, len(ids)):
+            step = positions[pos] if pos < len(positions) else None
+            entry = step.get(str(ids[pos])) if isinstance(step, dict) else None
+            value = entry.get("logprob") if isinstance(entry, dict) else entry
+            if not isinstance(value, (int, float)):  # no logprob of this token: not guessed
+                return float("nan")
+            # vLLM sends -inf as -9999.0 (JSON has no infinity); no real logprob gets there
+            total += float("-inf") if value <= _CLAMPED_INF else float(value)
+        return total
 
     def generate(self, prompts: Sequence[Messages], max_tokens: int) -> list[str]:
         """Free greedy generation (e.g. profile summaries), same prompt rendering."""

