@@ -14,9 +14,9 @@ A *rater* (:class:`Rater`) is read with two kinds of request, one method each:
 
 Requests carry their view and pair, so a backend never has to guess them from the prompt.
 A backend that cannot serve a request type says so with :meth:`Rater.unserved`, one line
-naming the backend and the type (a probe reads no likelihoods). Free generation (:meth:`Rater.generate`, profile summaries) is an
-optional extra: a backend that offers it overrides it, and :meth:`Rater.serves` tells
-before any engine starts.
+naming the backend and the type (a probe reads no likelihoods). Free generation
+(:meth:`Rater.generate`, profile summaries) is an optional extra: a backend that offers it
+overrides it, and :meth:`Rater.serves` tells before any engine starts.
 
 An *embedder* (:class:`Embedder`) turns texts into vectors, optionally each after a prompt
 (one of the model's named prompts, e.g. EmbeddingGemma's ``query``).
