@@ -54,6 +54,7 @@ from _common import (
     print_table,
     run_main,
 )
+from _records import Records, record_key
 
 BASELINES = ["bpr", "wbpr", "dns", "tce", "rce", "bod", "sgl", "simgcl", "xsimgcl",
              "rlmrec-con", "rlmrec-gen"]
@@ -70,6 +71,7 @@ COST_S = {"bpr": 60, "wbpr": 35, "dns": 40, "tce": 60, "rce": 70, "bod": 175, "s
           "simgcl": 80, "xsimgcl": 45, "rlmrec-con": 160, "rlmrec-gen": 110, "bpr-gprime": 65,
           "llmhni": 90, SIM: 100, "oracle": 65}
 NGCF_FACTOR = 2.0
+RECORDS = REPO_ROOT / "bench" / "records" / "comparison.jsonl"
 LLM_STAGES_S = 420  # embeddings, alignment, Rec_pre and 1,000 readings per folder (measured)
 
 
@@ -102,6 +104,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ngcf-noise", default="0", help="noise ratios NGCF runs (default 0)")
     p.add_argument("--methods", default=None, help="a subset of the rows (default all)")
     p.add_argument("--no-grid", action="store_true", help="default weights, no validation grid")
+    p.add_argument("--weights", default=None,
+                   help="the baselines' weights as a JSON object of dotted settings (or a file "
+                        "holding one), instead of the validation grid; e.g. the choices a grid "
+                        "run printed")
+    p.add_argument("--records", default=None,
+                   help="finished trainings, one JSON line each (default: the repository's "
+                        f"{RECORDS.relative_to(REPO_ROOT)}, so a stopped comparison resumes on "
+                        "any machine; OUT/records.jsonl for --quick and --max-users runs)")
     p.add_argument("--no-llm", action="store_true", help="no local-reader rows (no rating)")
     p.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.toml"))
     p.add_argument("--epochs", type=int, default=150, help="train.epochs (early-stopped)")
@@ -126,10 +136,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.rows = rows if a.methods is None else a.methods.split(",")
     if set(a.rows) - set(rows):
         fail(f"--methods: unknown {sorted(set(a.rows) - set(rows))} (known: {', '.join(rows)})")
-    a.grid = not (a.no_grid or a.quick)
+    a.weights = read_weights(a.weights)
+    if a.records is None:
+        a.records = Path(a.out) / "records.jsonl" if a.quick or a.max_users else RECORDS
+    a.grid = not (a.no_grid or a.quick or a.weights)
     if a.jobs < 1:
         fail(f"--jobs must be >= 1, got {a.jobs}")
     return a
+
+
+def read_weights(text: str | None) -> dict:
+    if not text:
+        return {}
+    src = Path(text).read_text() if Path(text).is_file() else text
+    try:
+        w = json.loads(src)
+    except json.JSONDecodeError as exc:
+        fail(f"--weights: not a JSON object or a file holding one ({exc})")
+    if not isinstance(w, dict) or not all(isinstance(k, str) and "." in k for k in w):
+        fail("--weights: expected an object of dotted settings, e.g. "
+             '{"baselines.dns.pool": 5}')
+    return w
 
 
 def cells(args) -> list[tuple[str, float]]:
@@ -174,28 +201,43 @@ def sim_settings(base: dict, noise: float) -> dict:
             "candidates.k_neg": 0, "candidates.budget": 0}
 
 
-def cell(settings: dict, out: Path, methods: list[str]) -> dict:
-    """Run the pipeline for ``methods`` in ``out``; per method, per seed: test, val and cost."""
+def cell(settings: dict, out: Path, methods: list[str], records: Records,
+         what: dict | None = None) -> dict:
+    """Per method, per seed of ``settings``: test, val, cost and per-user Recall@20. Trainings
+    found in ``records`` are read from it; the rest run in ``out`` (the pipeline, a chunk of
+    ``pipeline.jobs`` methods at a time) and are recorded as each chunk ends."""
+    seeds = list(settings["pipeline.seeds"])
+    keys = {(m, s): record_key(settings, m, s) for m in methods for s in seeds}
+    missing = [m for m in methods if any(records.get(keys[m, s]) is None for s in seeds)]
+    jobs = max(1, int(settings.get("pipeline.jobs", 1)))
+    for i in range(0, len(missing), jobs):
+        chunk = missing[i:i + jobs]
+        run_dir = train_chunk(settings, out, chunk)
+        for m in chunk:
+            for s in seeds:
+                records.add(keys[m, s], {**(what or {}), "method": m, "seed": s},
+                            read_training(run_dir / "train" / m / f"seed{s}", s))
+    return {m: [records.get(keys[m, s]) for s in seeds] for m in methods}
+
+
+def train_chunk(settings: dict, out: Path, methods: list[str]) -> Path:
+    """Run the pipeline for ``methods`` in ``out`` (stages already there are reused)."""
     from llmhni_local.pipeline.runner import run_pipeline
     from llmhni_local.stages.settings import load_run_config
 
     cfg = load_run_config(None, {**settings, "pipeline.out": str(out),
                                  "pipeline.methods": methods})
-    run = run_pipeline(cfg, progress=False, log=lambda m: print("   ", m, flush=True))
-    out_rows = {}
-    for m in methods:
-        seeds = []
-        for s in cfg.pipeline.seeds:
-            d = run.dir / "train" / m / f"seed{s}"
-            met = json.loads((d / "metrics.json").read_text())
-            seeds.append({"seed": s, "test": met["test"], "val": met["val"],
-                          "epoch_seconds": met["epoch_seconds"], "epochs": met["epochs_run"],
-                          "best_epoch": met["best_epoch"], "per_user": per_user(d)})
-        out_rows[m] = seeds
-    return out_rows
+    return run_pipeline(cfg, progress=False, log=lambda m: print("   ", m, flush=True)).dir
 
 
-def choose(args, base: dict) -> dict[str, dict]:
+def read_training(d: Path, seed: int) -> dict:
+    met = json.loads((d / "metrics.json").read_text())
+    return {"seed": seed, "test": met["test"], "val": met["val"],
+            "epoch_seconds": met["epoch_seconds"], "epochs": met["epochs_run"],
+            "best_epoch": met["best_epoch"], "per_user": per_user(d)}
+
+
+def choose(args, base: dict, records: Records) -> dict[str, dict]:
     """Each baseline's grid point with the best seed-0 validation Recall@20 (data as given,
     first backbone)."""
     chosen: dict[str, dict] = {}
@@ -208,7 +250,8 @@ def choose(args, base: dict) -> dict[str, dict]:
         tried = []
         for values in itertools.product(*grid.values()):
             point = dict(zip(grid, values))
-            r = cell({**settings, **point}, folder, [m])[m][0]
+            r = cell({**settings, **point}, folder, [m], records,
+                     {"grid": True, "backbone": args.backbones[0], "noise": 0.0})[m][0]
             tried.append((r["val"]["recall@20"], point))
             print(f"  grid {m} {point}: val Recall@20 {r['val']['recall@20']:.4f}", flush=True)
         best = max(tried, key=lambda t: t[0])
@@ -221,8 +264,11 @@ def run_all(args) -> dict:
     from llmhni_local.core.progress import progress_bar
 
     base = base_settings(args)
-    chosen = choose(args, base) if args.grid else {}
+    records = Records(args.records)
+    print(f"comparison: {len(records)} trainings already in {args.records}", flush=True)
+    chosen = choose(args, base, records) if args.grid else {}
     points = {k: v for c in chosen.values() for k, v in c["point"].items()}
+    points.update(args.weights)
     rows = [m for m in args.rows if m != SIM]
     results: dict = {}
     with progress_bar("comparison", len(cells(args))) as bar:
@@ -230,13 +276,15 @@ def run_all(args) -> dict:
             folder = Path(args.out) / f"{backbone}-noise{noise:g}"
             common = {**base, **points, "model.name": backbone, "data.synthetic_noise": noise}
             cellres = {}
+            what = {"backbone": backbone, "noise": noise}
             if SIM in args.rows:
                 print(f"== {backbone}, noise {noise:g}: {SIM}", flush=True)
-                cellres[SIM] = cell(sim_settings(common, noise), folder, ["llmhni"])["llmhni"]
+                cellres[SIM] = cell(sim_settings(common, noise), folder, ["llmhni"], records,
+                                    {**what, "row": SIM})["llmhni"]
             if rows:
                 print(f"== {backbone}, noise {noise:g}: {', '.join(rows)}", flush=True)
                 settings = sim_settings(common, noise) if args.no_llm else common
-                cellres.update(cell(settings, folder, rows))
+                cellres.update(cell(settings, folder, rows, records, what))
             results[(backbone, noise)] = cellres
             bar.advance(1)
     return {"results": results, "chosen": chosen}

@@ -1,0 +1,87 @@
+"""What a long bench has already measured, kept in the repository so that it adds up across
+machines: a run folder under ``runs/`` is lost with the machine it was on, a committed records
+file is not.
+
+A records file is JSON Lines, one finished training per line: its key (a hash of every
+setting the training read, the method and the seed), the git commit it ran at, its clean-test
+and validation metrics, its cost, and Recall@20 per test user (rounded to 6 decimals, enough
+for the paired intervals' 4). A bench asks :meth:`Records.get` before it trains and
+:meth:`Records.add` after; a line is appended and flushed at once, so a killed bench loses at
+most the trainings in flight. Records whose key no setting produces any more are never read:
+change a setting and those trainings run again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from _common import REPO_ROOT
+
+from llmhni_local.core.io import sha256_text
+
+#: Settings that say where or how fast a training runs, not what it computes.
+NOT_KEYED = ("pipeline.out", "pipeline.jobs", "pipeline.seeds", "pipeline.methods")
+
+
+def record_key(settings: dict[str, Any], method: str, seed: int) -> str:
+    """What one training depends on, as far as the bench's settings say."""
+    kept = {k: v for k, v in settings.items() if k not in NOT_KEYED}
+    return sha256_text(json.dumps({"settings": kept, "method": method, "seed": seed},
+                                  sort_keys=True, default=str))
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Records:
+    """The records file at ``path`` (created on the first :meth:`add`)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._by_key: dict[str, dict] = {}
+        if self.path.is_file():
+            for n, line in enumerate(self.path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    self._by_key[rec["key"]] = rec
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise ValueError(f"{self.path}: line {n} is not a record ({exc})") from exc
+        self.commit = git_commit()
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def get(self, key: str) -> dict | None:
+        """A finished training's result (``per_user`` as ``(users, values)`` arrays)."""
+        import numpy as np
+
+        rec = self._by_key.get(key)
+        if rec is None:
+            return None
+        res = dict(rec["result"])
+        res["per_user"] = (np.asarray(rec["users"]), np.asarray(rec["recall@20"]))
+        return res
+
+    def add(self, key: str, what: dict[str, Any], result: dict[str, Any]) -> None:
+        """Append one finished training; ``what`` names it for a reader of the file."""
+        users, values = result["per_user"]
+        rec = {"key": key, **what, "commit": self.commit,
+               "result": {k: v for k, v in result.items() if k != "per_user"},
+               "users": [int(u) for u in users],
+               "recall@20": [round(float(v), 6) for v in values]}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+            f.flush()
+        self._by_key[key] = rec
