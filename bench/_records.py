@@ -20,6 +20,7 @@ from typing import Any
 
 from _common import REPO_ROOT
 
+from llmhni_local.core.errors import UserError
 from llmhni_local.core.io import sha256_text
 
 #: Settings that say where or how fast a training runs, not what it computes.
@@ -56,7 +57,7 @@ class Records:
                     rec = json.loads(line)
                     self._by_key[rec["key"]] = rec
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ValueError(f"{self.path}: line {n} is not a record ({exc})") from exc
+                    raise UserError(f"{self.path}: line {n} is not a record ({exc})") from exc
         self.commit = git_commit()
 
     def __len__(self) -> int:

@@ -62,7 +62,14 @@ trainer_parity section of bench/README.md measures the LightGCN part of it):
 
 Each (method, seed) trains into ``--out/METHOD-seedN`` (METHOD as in the method table:
 ``sgl``, ``simgcl``, ``bpr``); a folder with ``metrics.json`` is reused (a killed run resumes),
-after checking that it was trained with the same settings.
+after checking that it was trained with the same settings. Every finished (method, seed) is
+also appended as one JSON line to ``bench/records/baseline_parity.jsonl`` (``--records``;
+``bench/_records.py``): its key (a hash of :func:`overrides` without where or how fast it runs,
+the split files' sha256 in place of the data folder's path, the method and the seed), the
+commit, its figures and Recall@20 per test user. The file is part of the repository, so the
+bench resumes on another machine, where ``--out`` is gone: a training whose key is recorded
+runs nothing, and the table is rebuilt from the records alone. A ``--quick`` run keeps its
+records in ``OUT/records.jsonl`` instead.
 
 Usage::
 
@@ -84,15 +91,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common, however this is run
 from _common import (
+    REPO_ROOT,
     emit_json,
     fail,
     mean_std,
     median,
+    per_user,
     print_table,
     require_dir,
     run_main,
     shared_path,
 )
+from _records import Records, record_key
 
 #: RLMRec (WWW 2024), Table 2, Amazon-book, mean of 5 seeds; ``bpr`` is LightGCN with BPR.
 PUBLISHED = {
@@ -110,6 +120,7 @@ SGL_RLMREC = {"train.ssl_weight": 0.1, "train.ssl_temp": 0.2, "train.edge_drop":
 #: Settings whose change does not make a finished run another run (where and how fast).
 NOT_KEYED = ("threads", "device")
 BENCH_FILE = "baseline_parity.json"  # per run folder: RLMRec-masked test metrics, wall time
+RECORDS = REPO_ROOT / "bench" / "records" / "baseline_parity.jsonl"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -142,6 +153,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default runs/bench-parity)")
     p.add_argument("--data", type=Path, default=None,
                    help="RLMRec-format folder (default ../shared/data/rlmrec-amazon)")
+    p.add_argument("--records", type=Path, default=None,
+                   help="finished trainings, one JSON line each (default: the repository's "
+                        f"{RECORDS.relative_to(REPO_ROOT)}, so a stopped run resumes on any "
+                        "machine; OUT/records.jsonl for --quick runs)")
     p.add_argument("--quick", action="store_true", help="2 epochs, 1 seed: shows that it runs")
     p.add_argument("--quiet", action="store_true", help="no training progress lines")
     args = p.parse_args(argv)
@@ -149,6 +164,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.epochs = args.epochs if args.epochs is not None else (2 if args.quick else 600)
     args.data = (args.data if args.data is not None
                  else shared_path("data", "rlmrec-amazon")).expanduser().resolve()
+    if args.records is None:  # a smoke run never writes the repository's file
+        args.records = args.out / "records.jsonl" if args.quick else RECORDS
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in ("sgl", "simgcl")]
     if bad or not methods:
@@ -185,6 +202,26 @@ def overrides(args: argparse.Namespace) -> dict:
     }
     if args.init is not None:
         out["model.init"] = args.init
+    return out
+
+
+def data_identity(folder: Path) -> str:
+    """The split's identity for the records' key: a hash of the three split files' sha256
+    (about 3 MB on Amazon-book, well under a second; honest where sizes and names would not be,
+    and the same on every machine, which the folder's path is not)."""
+    from llmhni_local.core.io import sha256_file, sha256_text
+
+    return sha256_text(json.dumps({f: sha256_file(folder / f) for f in SPLIT_FILES},
+                                  sort_keys=True))
+
+
+def keyed_settings(args: argparse.Namespace, data_id: str) -> dict:
+    """What a training computes, for :func:`_records.record_key`: :func:`overrides` with the
+    data folder's path replaced by ``data_id`` (:func:`data_identity`) and without
+    ``train.threads`` (how fast, not what, as :data:`NOT_KEYED` has it for a folder);
+    ``record_key`` itself leaves out ``pipeline.out``."""
+    out = {k: v for k, v in overrides(args).items() if k != "train.threads"}
+    out["data.source"] = f"rlmrec:sha256:{data_id}"
     return out
 
 
@@ -244,35 +281,47 @@ def train_mask_only(folder: Path, data, ks) -> dict:
     return evaluate_ranking(u, i, data.test, [data.train], ks=tuple(ks))
 
 
-def run_one(run, method: str, seed: int) -> dict:
-    """Train ``(method, seed)`` into its folder, or reuse a finished one; its figures."""
+def run_one(run, method: str, seed: int, records: Records, settings: dict) -> dict:
+    """``(method, seed)``'s figures: read from ``records`` if its key is there (nothing runs);
+    otherwise trained into its folder, or a finished folder reused, and recorded at once."""
     from llmhni_local.core.io import write_json
     from llmhni_local.stages.methods import train_method
 
+    key = record_key(settings, method, seed)
+    recorded = records.get(key)
     folder = Path(run.cfg.pipeline.out) / f"{method}-seed{seed}"
-    reused = (folder / "metrics.json").is_file()
-    wall = None
-    if reused:
-        check_reusable(folder, run, method, seed)
-        print(f"{method} seed {seed}: reusing {folder}", flush=True)
+    if recorded is not None:
+        print(f"{method} seed {seed}: read from {records.path}", flush=True)
+        result, reused = recorded, True
     else:
-        print(f"{method} seed {seed}: training into {folder}", flush=True)
-        t0 = time.perf_counter()
-        train_method(run, method, seed, folder)
-        wall = time.perf_counter() - t0
-    metrics = json.loads((folder / "metrics.json").read_text())
-    bench_path = folder / BENCH_FILE
-    extra = json.loads(bench_path.read_text()) if bench_path.is_file() else {}
-    if "test_train_mask_only" not in extra:
-        extra["test_train_mask_only"] = train_mask_only(folder, run.data, run.cfg.eval.ks)
-        extra["wall_seconds"] = wall
-        write_json(bench_path, extra)
-    row = {"method": method, "seed": seed, "folder": str(folder), "reused": reused,
-           "test": metrics["test"], "val": metrics["val"],
-           "test_train_mask_only": extra["test_train_mask_only"],
-           "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"],
-           "epoch_seconds": metrics["epoch_seconds"], "device": metrics.get("device"),
-           "wall_seconds": extra.get("wall_seconds")}
+        reused = (folder / "metrics.json").is_file()
+        wall = None
+        if reused:
+            check_reusable(folder, run, method, seed)
+            print(f"{method} seed {seed}: reusing {folder}", flush=True)
+        else:
+            print(f"{method} seed {seed}: training into {folder}", flush=True)
+            t0 = time.perf_counter()
+            train_method(run, method, seed, folder)
+            wall = time.perf_counter() - t0
+        metrics = json.loads((folder / "metrics.json").read_text())
+        bench_path = folder / BENCH_FILE
+        extra = json.loads(bench_path.read_text()) if bench_path.is_file() else {}
+        if "test_train_mask_only" not in extra:
+            extra["test_train_mask_only"] = train_mask_only(folder, run.data, run.cfg.eval.ks)
+            extra["wall_seconds"] = wall
+            write_json(bench_path, extra)
+        result = {"test": metrics["test"], "val": metrics["val"],
+                  "test_train_mask_only": extra["test_train_mask_only"],
+                  "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"],
+                  "epoch_seconds": metrics["epoch_seconds"], "device": metrics.get("device"),
+                  "wall_seconds": extra.get("wall_seconds"), "per_user": per_user(folder)}
+        records.add(key, {"method": method, "seed": seed, "max_epochs": settings["train.epochs"]},
+                    result)
+    row = {"method": method, "seed": seed,
+           "folder": None if recorded is not None else str(folder),
+           "recorded": recorded is not None, "reused": reused,
+           **{k: v for k, v in result.items() if k != "per_user"}}
     print(f"{method} seed {seed}: best epoch {row['best_epoch']} of {row['epochs_run']}; test "
           f"recall@20 {row['test']['recall@20']:.4f} ndcg@20 {row['test']['ndcg@20']:.4f} "
           f"(training items masked only: recall@20 "
@@ -330,14 +379,23 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = load_run_config(None, overrides(args))
     run = Run(cfg, progress=not args.quiet)
-    info = run.data.info()
-    print(f"data: {args.data} ({info['users']} users, {info['items']} items; {info['train']} / "
-          f"{info['val']} / {info['test']} train / val / test); LightGCN dim 32, 3 layers, "
+    records = Records(args.records)  # a broken line is a UserError: one line, exit 2
+    settings = keyed_settings(args, data_identity(args.data))
+    runs = [(m, seed) for m in args.method_list for seed in range(args.seeds)]
+    recorded = sum(records.get(record_key(settings, m, seed)) is not None for m, seed in runs)
+    print(f"records: {recorded} of the {len(runs)} trainings are in {args.records}", flush=True)
+    data = str(args.data)
+    if recorded < len(runs):  # the data is read only when something trains or is reused
+        info = run.data.info()
+        data += (f" ({info['users']} users, {info['items']} items; {info['train']} / "
+                 f"{info['val']} / {info['test']} train / val / test)")
+    print(f"data: {data}; LightGCN dim 32, 3 layers, "
           f"{cfg.model.init} init, batch 4096, lr {args.lr:g}, l2 {args.l2:g}, up to "
           f"{args.epochs} epochs, validation every {args.eval_every}, patience "
           f"{args.patience}; torch threads {torch.get_num_threads()}", flush=True)
     t0 = time.perf_counter()
-    summary = {m: summarise(m, [run_one(run, m, seed) for seed in range(args.seeds)])
+    summary = {m: summarise(m, [run_one(run, m, seed, records, settings)
+                                for seed in range(args.seeds)])
                for m in args.method_list}
     table(summary)
     result: dict = {}
@@ -351,6 +409,8 @@ def main(args: argparse.Namespace) -> int:
         "published_rlmrec": {m: PUBLISHED[m] for m in args.method_list},
         "settings": {k: (str(v) if isinstance(v, Path) else v)
                      for k, v in overrides(args).items()},
+        "records": str(args.records),
+        "recorded_before": recorded,
         "torch_threads": torch.get_num_threads(),
         "wall_seconds": time.perf_counter() - t0,
         "methods": summary,

@@ -16,6 +16,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _records import Records, record_key  # noqa: E402
 
+from llmhni_local.core.errors import UserError  # noqa: E402
+
 
 def result(seed: int) -> dict:
     return {"seed": seed, "test": {"recall@20": 0.2}, "val": {"recall@20": 0.25},
@@ -50,7 +52,7 @@ def test_a_broken_line_names_the_file_and_line(tmp_path):
     Records(path).add("k", {}, result(0))
     with path.open("a") as f:
         f.write('{"no key": 1}\n')
-    with pytest.raises(ValueError, match=r"records.jsonl: line 2 is not a record"):
+    with pytest.raises(UserError, match=r"records.jsonl: line 2 is not a record"):
         Records(path)
 
 
