@@ -8,7 +8,9 @@ given another entity's text, with the verdicts held fixed (docs/DESIGN.md, "Prof
    and ``llmhni`` and ``llmhni-dns`` (DNS negatives: no similarity test) train with the base
    verdicts brought in through ``verdicts.file``, so G' is the same at every share and the
    curve isolates the semantic half (negatives and alignment). One folder ``OUT/cells``; every
-   training is kept by key, so a killed bench picks up where it stopped.
+   finished training (with its false-negative count) is a line of
+   ``bench/records/profile_quality.jsonl`` (``--records``; bench/_records.py), in the
+   repository, so a killed bench picks up where it stopped, on any machine.
 3. At share 0 (the clean profiles) two more rows train on the same verdicts, for **the text's
    share**: ``llmhni-no-semneg`` (uniform negatives) and ``dns`` (BPR with DNS negatives, no
    verdicts). LLMHNI minus ``llmhni-dns`` is what the similarity test adds over hard-negative
@@ -44,6 +46,7 @@ from _common import (
     check_jobs,
     ci_cell,
     emit_json,
+    fail,
     float_list,
     format_table,
     mean_pm,
@@ -54,6 +57,7 @@ from _common import (
     run_main,
     write_docs_block,
 )
+from _records import Records, record_key
 
 SHARES = "0,0.25,0.5,0.75,1"
 METHODS = ("llmhni", "llmhni-dns")
@@ -61,6 +65,7 @@ METHODS = ("llmhni", "llmhni-dns")
 #: negatives (no similarity test), its uniform negatives, and BPR with DNS (no LLMHNI at all).
 TEXT_SHARE = ("llmhni", "llmhni-dns", "llmhni-no-semneg", "dns")
 AUDIT_PAIRS = 20000
+RECORDS = REPO_ROOT / "bench" / "records" / "profile_quality.jsonl"
 #: Seconds of one LLMHNI training (comparison bench, 2 cores), of a share's profiles, embed and
 #: align stages, and of the base run (1,000 readings and Rec_pre).
 TRAIN_S, SHARE_S, BASE_S = 110, 90, 420
@@ -72,9 +77,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="shares 0 and 1, 1 seed")
     p.add_argument("--shares", default=None, help=f"shares of profiles replaced (default {SHARES})")
     p.add_argument("--seeds", type=int, default=None, help="training seeds (default 3; 1 quick)")
+    p.add_argument("--records", default=None,
+                   help="finished trainings, one JSON line each (default: the repository's "
+                        f"{RECORDS.relative_to(REPO_ROOT)}, so a stopped bench resumes on any "
+                        "machine; OUT/records.jsonl for --quick and --max-users runs)")
     add_pipeline_args(p, "bench-profile-quality")
     a = p.parse_args(argv)
-    a.seeds = a.seeds or (1 if a.quick else 3)
+    if a.records is None:
+        a.records = Path(a.out) / "records.jsonl" if a.quick or a.max_users else RECORDS
+    a.seeds = a.seeds if a.seeds is not None else (1 if a.quick else 3)
+    if a.seeds < 1:
+        fail(f"--seeds must be >= 1, got {a.seeds}")
     a.shares = float_list("--shares", a.shares or ("0,1" if a.quick else SHARES), lo=0, hi=1)
     check_jobs(a.jobs)
     return a
@@ -150,11 +163,12 @@ def false_negatives(run, method: str, seed: int, n_pairs: int = AUDIT_PAIRS) -> 
 
 
 def run_all(args) -> dict:
+    from llmhni_local.core.io import sha256_file
     from llmhni_local.core.progress import progress_bar
-    from llmhni_local.pipeline.runner import run_pipeline
-    from llmhni_local.stages.settings import load_run_config
 
     base = pipeline_settings(args)
+    records = Records(args.records)
+    print(f"profile quality: {len(records)} trainings already in {args.records}", flush=True)
     print("== base: verdicts from the clean profiles", flush=True)
     path = base_verdicts(args, base)
     results: dict = {}
@@ -162,24 +176,39 @@ def run_all(args) -> dict:
         for share in args.shares:
             print(f"== share {share:g} of the profiles replaced", flush=True)
             methods = TEXT_SHARE if share == 0 else METHODS
-            cfg = load_run_config(None, {**base, "pipeline.out": str(Path(args.out) / "cells"),
-                                         "pipeline.methods": list(methods),
-                                         "pipeline.seeds": list(range(args.seeds)),
-                                         "profiles.shuffle_share": share,
-                                         "verdicts.file": str(path),
-                                         "verdicts.source": "the config's reader on clean "
-                                                            "profiles"})
-            run = run_pipeline(cfg, progress=False, log=lambda m: print("   ", m, flush=True))
+            settings = {**base, "profiles.shuffle_share": share,
+                        "verdicts.source": "the config's reader on clean profiles"}
+            # keyed by the verdicts' bytes, not by where the file lies
+            keyed = {**settings, "verdicts.file": "sha256:" + sha256_file(path)}
+            keys = {(m, s): record_key(keyed, m, s) for m in methods for s in range(args.seeds)}
+            missing = [m for m in methods
+                       if any(records.get(keys[m, s]) is None for s in range(args.seeds))]
+            if missing:
+                run = run_share(args, {**settings, "verdicts.file": str(path)}, missing)
+                for method in missing:
+                    for seed in range(args.seeds):
+                        folder = run.dir / "train" / method / f"seed{seed}"
+                        met = json.loads((folder / "metrics.json").read_text())
+                        audit = false_negatives(run, method, seed) if method in METHODS else {}
+                        records.add(keys[method, seed],
+                                    {"share": share, "method": method, "seed": seed},
+                                    {"seed": seed, "recall@20": met["test"]["recall@20"],
+                                     "per_user": per_user(folder), **audit})
             for method in methods:
-                for seed in range(args.seeds):
-                    folder = run.dir / "train" / method / f"seed{seed}"
-                    met = json.loads((folder / "metrics.json").read_text())
-                    audit = false_negatives(run, method, seed) if method in METHODS else {}
-                    results.setdefault((share, method), []).append(
-                        {"seed": seed, "recall@20": met["test"]["recall@20"],
-                         "per_user": per_user(folder), **audit})
+                results[(share, method)] = [records.get(keys[method, s])
+                                            for s in range(args.seeds)]
             bar.advance(1)
     return results
+
+
+def run_share(args, settings: dict, methods: list[str]):
+    from llmhni_local.pipeline.runner import run_pipeline
+    from llmhni_local.stages.settings import load_run_config
+
+    cfg = load_run_config(None, {**settings, "pipeline.out": str(Path(args.out) / "cells"),
+                                 "pipeline.methods": list(methods),
+                                 "pipeline.seeds": list(range(args.seeds))})
+    return run_pipeline(cfg, progress=False, log=lambda m: print("   ", m, flush=True))
 
 
 FIELDS = ("recall@20", "false_negatives_used", "skipped_held_out", "skipped_per_pair")
