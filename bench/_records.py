@@ -14,6 +14,7 @@ change a setting and those trainings run again.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,35 @@ def record_key(settings: dict[str, Any], method: str, seed: int) -> str:
     kept = {k: v for k, v in settings.items() if k not in NOT_KEYED}
     return sha256_text(json.dumps({"settings": kept, "method": method, "seed": seed},
                                   sort_keys=True, default=str))
+
+
+def pin_rater_dtype(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with ``rater.dtype = "auto"`` replaced by what it resolves to here, so the
+    key tells a bfloat16 reading (a CPU with AVX-512 BF16) from a float32 one (AVX2 only): the
+    two give different verdicts, and a record made on one machine must not stand in for the
+    other's."""
+    from llmhni_local.core.precision import resolve_dtype
+
+    requested = settings.get("rater.dtype", "auto")
+    if requested != "auto":
+        return settings
+    return {**settings, "rater.dtype": resolve_dtype("auto")[0]}
+
+
+def machine() -> dict[str, Any]:
+    """The CPU a record was made on (timings compare only within one)."""
+    from llmhni_local.core.precision import _cpu_capability, cpu_flags
+
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "capability": _cpu_capability(),
+            "avx512_bf16": "avx512_bf16" in cpu_flags(), "cores": os.cpu_count()}
 
 
 def git_commit() -> str:
@@ -59,6 +89,7 @@ class Records:
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
                     raise UserError(f"{self.path}: line {n} is not a record ({exc})") from exc
         self.commit = git_commit()
+        self.machine = machine()
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -77,7 +108,7 @@ class Records:
     def add(self, key: str, what: dict[str, Any], result: dict[str, Any]) -> None:
         """Append one finished training; ``what`` names it for a reader of the file."""
         users, values = result["per_user"]
-        rec = {"key": key, **what, "commit": self.commit,
+        rec = {"key": key, **what, "commit": self.commit, "machine": self.machine,
                "result": {k: v for k, v in result.items() if k != "per_user"},
                "users": [int(u) for u in users],
                "recall@20": [round(float(v), 6) for v in values]}

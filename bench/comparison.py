@@ -54,7 +54,7 @@ from _common import (
     print_table,
     run_main,
 )
-from _records import Records, record_key
+from _records import Records, pin_rater_dtype, record_key
 
 BASELINES = ["bpr", "wbpr", "dns", "tce", "rce", "bod", "sgl", "simgcl", "xsimgcl",
              "rlmrec-con", "rlmrec-gen"]
@@ -190,7 +190,7 @@ def base_settings(args) -> dict:
     base.update({"train.epochs": args.epochs, "tune.kind": "none",
                  "data.max_users": args.max_users,
                  "pipeline.seeds": list(range(args.seeds)), "pipeline.jobs": args.jobs})
-    return base
+    return pin_rater_dtype(base)
 
 
 def sim_settings(base: dict, noise: float) -> dict:

@@ -66,7 +66,7 @@ from _common import (
     run_main,
     write_docs_block,
 )
-from _records import Records, record_key
+from _records import Records, pin_rater_dtype, record_key
 from profile_quality import base_verdicts
 
 EMBEDDERS = "minilm,all-mpnet-base-v2,embeddinggemma-300m"
@@ -342,7 +342,7 @@ def run_all(args) -> dict:
     from llmhni_local.core.io import sha256_file
     from llmhni_local.core.progress import progress_bar
 
-    base = pipeline_settings(args, **{"embedder.backend": BACKEND})
+    base = pin_rater_dtype(pipeline_settings(args, **{"embedder.backend": BACKEND}))
     records = Records(args.records)
     print(f"embedders: {len(records)} trainings already in {args.records}", flush=True)
     print("== base: verdicts of the config's reader, template profiles, MiniLM", flush=True)

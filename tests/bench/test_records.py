@@ -76,3 +76,21 @@ def test_the_committed_weights_are_points_of_the_grids():
     grid = {k: v for g in grids().values() for k, v in g.items()}
     assert set(chosen) == set(grid)
     assert all(chosen[k] in grid[k] for k in chosen)
+
+
+def test_auto_reader_precision_enters_the_key_as_what_it_resolves_to():
+    from _records import pin_rater_dtype
+
+    pinned = pin_rater_dtype({"rater.dtype": "auto"})
+    assert pinned["rater.dtype"] in ("bfloat16", "float32")
+    assert pin_rater_dtype({})["rater.dtype"] == pinned["rater.dtype"]
+    assert pin_rater_dtype({"rater.dtype": "float32"}) == {"rater.dtype": "float32"}
+    assert record_key({"rater.dtype": "bfloat16"}, "llmhni", 0) != record_key(
+        {"rater.dtype": "float32"}, "llmhni", 0)
+
+
+def test_a_record_names_the_machine_it_was_made_on(tmp_path):
+    recs = Records(tmp_path / "r.jsonl")
+    recs.add("k", {}, result(0))
+    machine = json.loads((tmp_path / "r.jsonl").read_text())["machine"]
+    assert set(machine) == {"cpu", "capability", "avx512_bf16", "cores"}
