@@ -64,6 +64,24 @@ def machine() -> dict[str, Any]:
             "avx512_bf16": "avx512_bf16" in cpu_flags(), "cores": os.cpu_count()}
 
 
+def add_records_arg(parser, default: Path) -> None:
+    """``--records PATH``; :func:`records_path` fills in its default after parsing."""
+    parser.add_argument("--records", default=None,
+                        help="finished trainings, one JSON line each (default: the "
+                             f"repository's {default.relative_to(REPO_ROOT)}, so a stopped bench "
+                             "resumes on any machine; OUT/records.jsonl for --quick and "
+                             "--max-users runs, which never write the repository's file)")
+
+
+def records_path(args, default: Path) -> Path:
+    """``--records``, or its default: ``default`` for a full run, ``OUT/records.jsonl`` for a
+    smoke run (``--quick`` or ``--max-users``)."""
+    if args.records is not None:
+        return Path(args.records)
+    smoke = getattr(args, "quick", False) or getattr(args, "max_users", 0)
+    return Path(args.out) / "records.jsonl" if smoke else default
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,

@@ -54,7 +54,7 @@ from _common import (
     print_table,
     run_main,
 )
-from _records import Records, pin_rater_dtype, record_key
+from _records import Records, add_records_arg, pin_rater_dtype, record_key, records_path
 
 BASELINES = ["bpr", "wbpr", "dns", "tce", "rce", "bod", "sgl", "simgcl", "xsimgcl",
              "rlmrec-con", "rlmrec-gen"]
@@ -108,10 +108,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the baselines' weights as a JSON object of dotted settings (or a file "
                         "holding one), instead of the validation grid; e.g. the choices a grid "
                         "run printed")
-    p.add_argument("--records", default=None,
-                   help="finished trainings, one JSON line each (default: the repository's "
-                        f"{RECORDS.relative_to(REPO_ROOT)}, so a stopped comparison resumes on "
-                        "any machine; OUT/records.jsonl for --quick and --max-users runs)")
+    add_records_arg(p, RECORDS)
     p.add_argument("--no-llm", action="store_true", help="no local-reader rows (no rating)")
     p.add_argument("--config", default=str(REPO_ROOT / "configs" / "ml100k.toml"))
     p.add_argument("--epochs", type=int, default=150, help="train.epochs (early-stopped)")
@@ -137,8 +134,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if set(a.rows) - set(rows):
         fail(f"--methods: unknown {sorted(set(a.rows) - set(rows))} (known: {', '.join(rows)})")
     a.weights = read_weights(a.weights)
-    if a.records is None:
-        a.records = Path(a.out) / "records.jsonl" if a.quick or a.max_users else RECORDS
+    a.records = records_path(a, RECORDS)
     a.grid = not (a.no_grid or a.quick or a.weights)
     if a.jobs < 1:
         fail(f"--jobs must be >= 1, got {a.jobs}")

@@ -66,7 +66,7 @@ from _common import (
     run_main,
     write_docs_block,
 )
-from _records import Records, pin_rater_dtype, record_key
+from _records import Records, add_records_arg, pin_rater_dtype, record_key, records_path
 from profile_quality import base_verdicts
 
 EMBEDDERS = "minilm,all-mpnet-base-v2,embeddinggemma-300m"
@@ -151,14 +151,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--choose-prompts", action=argparse.BooleanOptionalAction, default=None,
                    help="choose EmbeddingGemma's prompts on validation (default: on unless "
                         "--gemma-prompts)")
-    p.add_argument("--records", default=None,
-                   help="finished trainings, one JSON line each (default "
-                        f"{RECORDS.relative_to(REPO_ROOT)}; OUT/records.jsonl with --quick or "
-                        "--max-users)")
+    add_records_arg(p, RECORDS)
     add_pipeline_args(p, "bench-embedders")
     a = p.parse_args(argv)
-    if a.records is None:
-        a.records = Path(a.out) / "records.jsonl" if a.quick or a.max_users else RECORDS
+    a.records = records_path(a, RECORDS)
     a.seeds = a.seeds if a.seeds is not None else (1 if a.quick else 3)
     if a.seeds < 1:
         fail(f"--seeds must be >= 1, got {a.seeds}")

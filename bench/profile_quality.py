@@ -57,7 +57,7 @@ from _common import (
     run_main,
     write_docs_block,
 )
-from _records import Records, record_key
+from _records import Records, add_records_arg, record_key, records_path
 
 SHARES = "0,0.25,0.5,0.75,1"
 METHODS = ("llmhni", "llmhni-dns")
@@ -77,14 +77,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="shares 0 and 1, 1 seed")
     p.add_argument("--shares", default=None, help=f"shares of profiles replaced (default {SHARES})")
     p.add_argument("--seeds", type=int, default=None, help="training seeds (default 3; 1 quick)")
-    p.add_argument("--records", default=None,
-                   help="finished trainings, one JSON line each (default: the repository's "
-                        f"{RECORDS.relative_to(REPO_ROOT)}, so a stopped bench resumes on any "
-                        "machine; OUT/records.jsonl for --quick and --max-users runs)")
+    add_records_arg(p, RECORDS)
     add_pipeline_args(p, "bench-profile-quality")
     a = p.parse_args(argv)
-    if a.records is None:
-        a.records = Path(a.out) / "records.jsonl" if a.quick or a.max_users else RECORDS
+    a.records = records_path(a, RECORDS)
     a.seeds = a.seeds if a.seeds is not None else (1 if a.quick else 3)
     if a.seeds < 1:
         fail(f"--seeds must be >= 1, got {a.seeds}")

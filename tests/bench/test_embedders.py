@@ -57,7 +57,7 @@ def test_records_go_to_the_repository_unless_quick_or_smoke(tmp_path):
     for flags in (["--quick"], ["--max-users", "40"]):
         assert embedders.parse_args(["--out", out, *flags]).records == Path(out) / "records.jsonl"
     mine = str(tmp_path / "mine.jsonl")
-    assert embedders.parse_args(["--out", out, "--quick", "--records", mine]).records == mine
+    assert embedders.parse_args(["--out", out, "--quick", "--records", mine]).records == Path(mine)
 
 
 def args_ctx(tmp_path) -> tuple[SimpleNamespace, dict]:
