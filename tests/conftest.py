@@ -33,6 +33,12 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def base_llama(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama without a chat template: a base model (built once)."""
+    return tiny.without_chat_template(tiny_llama, tmp_path_factory.mktemp("base_llama") / "base")
+
+
+@pytest.fixture(scope="session")
 def tiny_gguf(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Llama as an F32 GGUF file with tokenizer and chat template."""
     return tiny.build_tiny_gguf(tmp_path_factory.mktemp("tiny_gguf") / "tiny.gguf", tiny_llama)

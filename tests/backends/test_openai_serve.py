@@ -13,7 +13,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -237,14 +236,8 @@ def test_openai_likelihood_without_prompt_logprobs_is_one_user_error(fake_server
     assert "\n" not in str(err.value)
 
 
-def test_openai_reads_a_base_model_without_chat_template(fake_server, tiny_llama,
-                                                         tmp_path: Path) -> None:
-    base = tmp_path / "base"
-    shutil.copytree(tiny_llama, base)
-    cfg = json.loads((base / "tokenizer_config.json").read_text())
-    cfg.pop("chat_template", None)
-    (base / "tokenizer_config.json").write_text(json.dumps(cfg))
-    (base / "chat_template.jinja").unlink(missing_ok=True)
+def test_openai_reads_a_base_model_without_chat_template(fake_server, base_llama: Path) -> None:
+    base = base_llama
     settings = RaterSettings(backend="openai", model=str(base), base_url=fake_server)
     with make_rating_backend(settings) as rater:  # a reader, not a judge: no template needed
         got = rater.loglikelihood([LoglikelihoodRequest("a context", " a name")])

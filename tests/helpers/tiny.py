@@ -161,3 +161,18 @@ def build_tiny_gguf(path: str | Path, folder: str | Path) -> Path:
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def without_chat_template(folder: str | Path, dst: str | Path) -> Path:
+    """A copy of the model ``folder`` at ``dst`` with no chat template: a base model, which a
+    likelihood reader can read and a judge must refuse."""
+    import json
+    import shutil
+
+    dst = Path(dst)
+    shutil.copytree(folder, dst)
+    cfg = json.loads((dst / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (dst / "tokenizer_config.json").write_text(json.dumps(cfg))
+    (dst / "chat_template.jinja").unlink(missing_ok=True)
+    return dst

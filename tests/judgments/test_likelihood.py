@@ -278,18 +278,10 @@ def test_likelihood_mode_settings_are_checked_before_any_engine():
                                "tune.kind": "probe"})
 
 
-def test_a_model_without_a_chat_template_is_refused_as_a_judge_not_as_a_reader(tiny_llama,
-                                                                             tmp_path):
-    import json
-
+def test_a_model_without_a_chat_template_is_refused_as_a_judge_not_as_a_reader(base_llama):
     from llmhni_local.judgments.run import checked_rater_id
 
-    base = tmp_path / "base"
-    shutil.copytree(tiny_llama, base)
-    cfg = json.loads((base / "tokenizer_config.json").read_text())
-    cfg.pop("chat_template", None)
-    (base / "tokenizer_config.json").write_text(json.dumps(cfg))
-    (base / "chat_template.jinja").unlink(missing_ok=True)
+    base = base_llama
     with pytest.raises(UserError, match="no chat template"):
         checked_rater_id(_settings(base), mode="judge")
     mid, _ = checked_rater_id(_settings(base), mode="likelihood")
