@@ -108,6 +108,8 @@ class Records:
                     raise UserError(f"{self.path}: line {n} is not a record ({exc})") from exc
         self.commit = git_commit()
         self.machine = machine()
+        self.read: set[str] = set()    # keys this process took from the file
+        self.added: set[str] = set()   # keys this process trained and appended
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -119,6 +121,8 @@ class Records:
         rec = self._by_key.get(key)
         if rec is None:
             return None
+        if key not in self.added:
+            self.read.add(key)
         res = dict(rec["result"])
         res["per_user"] = (np.asarray(rec["users"]), np.asarray(rec["recall@20"]))
         return res
@@ -135,3 +139,22 @@ class Records:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
             f.flush()
         self._by_key[key] = rec
+        self.added.add(key)
+
+    def provenance(self) -> str:
+        """One sentence for a docs table built from this process's trainings: how many were
+        read from the file and how many computed, on which CPUs and at which commits."""
+        used = [self._by_key[k] for k in sorted(self.read | self.added)]
+        cpus = sorted({cpu_name(r.get("machine")) for r in used})
+        commits = sorted({r.get("commit", "unknown") for r in used})
+        return (f"{len(used)} trainings, {len(self.read)} read from `{self.path.name}` and "
+                f"{len(self.added)} computed now; made on {', '.join(cpus) or 'no machine'} at "
+                f"commit(s) {', '.join(commits) or 'none'}")
+
+
+def cpu_name(m: dict | None) -> str:
+    """A record's machine in words: the CPU and whether it reads in bfloat16."""
+    if not m:
+        return "an unrecorded CPU"
+    bf16 = "AVX-512 BF16" if m.get("avx512_bf16") else "no AVX-512 BF16"
+    return f"{m.get('cpu', 'unknown CPU')} ({bf16}, {m.get('cores', '?')} cores)"

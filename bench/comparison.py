@@ -283,7 +283,7 @@ def run_all(args) -> dict:
                 cellres.update(cell(settings, folder, rows, records, what))
             results[(backbone, noise)] = cellres
             bar.advance(1)
-    return {"results": results, "chosen": chosen}
+    return {"results": results, "chosen": chosen, "provenance": records.provenance()}
 
 
 def label(m: str) -> str:
@@ -413,20 +413,22 @@ def main(args: argparse.Namespace) -> dict:
                        format_table(["method", "chosen", "val Recall@20"], crow)))
         figures["chosen"] = {m: c["point"] for m, c in out["chosen"].items()}
     if not args.no_docs:
-        write_docs(tables, seconds, len(ratios) > 1)
+        write_docs(tables, seconds, len(ratios) > 1, out["provenance"])
     result = {"bench": "comparison", "quick": args.quick, "seeds": args.seeds, **figures}
     emit_json(result)
     return result
 
 
-def write_docs(tables: list[tuple[str, str]], seconds: float, plots: bool) -> None:
+def write_docs(tables: list[tuple[str, str]], seconds: float, plots: bool,
+               provenance: str) -> None:
     path = REPO_ROOT / "docs" / "BENCHMARKS.md"
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
     cmd = "python bench/comparison.py " + " ".join(sys.argv[1:])
     body = "\n\n".join(f"{title}:\n\n{table}" for title, table in tables)
-    block = (f"{MARK_BEGIN}\n## The comparison (`{cmd}`)\n\nMeasured {time.strftime('%Y-%m-%d')}: "
-             f"{seconds / 60:.0f} minutes on {os.cpu_count()} CPU cores (runs whose keys match "
-             "earlier ones are reused; the minutes count what was computed). Clean-test metrics "
+    block = (f"{MARK_BEGIN}\n## The comparison (`{cmd}`)\n\n"
+             f"Tables written {time.strftime('%Y-%m-%d')} from {provenance}; this invocation "
+             f"took {seconds / 60:.0f} minutes on {os.cpu_count()} CPU cores (the minutes count "
+             "what it computed). Clean-test metrics "
              "(full ranking, training items masked, test read once at the best validation "
              "epoch); s/epoch excludes validation.\n\n" + body
              + ("\n\n![Recall@20 against noise](comparison_recall.png)\n\n"

@@ -94,3 +94,14 @@ def test_a_record_names_the_machine_it_was_made_on(tmp_path):
     recs.add("k", {}, result(0))
     machine = json.loads((tmp_path / "r.jsonl").read_text())["machine"]
     assert set(machine) == {"cpu", "capability", "avx512_bf16", "cores"}
+
+
+def test_provenance_counts_what_was_read_and_what_was_computed(tmp_path):
+    path = tmp_path / "r.jsonl"
+    Records(path).add("old", {}, result(0))
+    recs = Records(path)
+    assert recs.get("old") is not None and recs.get("absent") is None
+    recs.add("new", {}, result(1))
+    text = recs.provenance()
+    assert text.startswith("2 trainings, 1 read from `r.jsonl` and 1 computed now")
+    assert recs.machine["cpu"] in text
