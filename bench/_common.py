@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -141,6 +142,28 @@ def emit_json(result: dict[str, Any]) -> None:
     """Print ``result`` as one JSON object on one line: the last line of every bench script."""
     sys.stdout.flush()
     print(json.dumps(_jsonable(result), sort_keys=False), flush=True)
+
+
+#: Flags that say where or how fast a bench runs, not what it measures: left out of the command
+#: a docs block shows, so the block names no machine's paths.
+PLACE_FLAGS = ("--out", "--records", "--jobs", "--no-docs")
+
+
+def docs_command(script: str, argv: Sequence[str] | None = None) -> str:
+    """The command a docs block names: ``python bench/SCRIPT`` with ``argv`` (default: this
+    process's) less :data:`PLACE_FLAGS` and their values (``--out X`` or ``--out=X``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in PLACE_FLAGS:
+            skip = "=" not in arg and name != "--no-docs"
+            continue
+        kept.append(arg)
+    return shlex.join(["python", f"bench/{script}", *kept])
 
 
 def write_docs_block(bench: str, block: str, path: Path | None = None) -> None:

@@ -37,7 +37,6 @@ import itertools
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -45,6 +44,7 @@ import numpy as np
 from _common import (
     REPO_ROOT,
     ci_cell,
+    docs_command,
     emit_json,
     fail,
     float_list,
@@ -425,7 +425,7 @@ def write_docs(tables: list[tuple[str, str]], seconds: float, plots: bool,
                provenance: str) -> None:
     path = REPO_ROOT / "docs" / "BENCHMARKS.md"
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    cmd = "python bench/comparison.py " + " ".join(sys.argv[1:])
+    cmd = docs_command("comparison.py")
     body = "\n\n".join(f"{title}:\n\n{table}" for title, table in tables)
     block = (f"{MARK_BEGIN}\n## The comparison (`{cmd}`)\n\n"
              f"Tables written {time.strftime('%Y-%m-%d')} from {provenance}; this invocation "

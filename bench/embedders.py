@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -55,6 +54,7 @@ from _common import (
     add_pipeline_args,
     check_jobs,
     ci_cell,
+    docs_command,
     emit_json,
     fail,
     format_table,
@@ -359,6 +359,7 @@ def run_all(args) -> dict:
             out["cells"][(e, kind)] = {"cell": cell, "pseudo": first["pseudo"],
                                        "seconds": first["seconds"], "methods": methods}
             bar.advance(1)
+    out["provenance"] = records.provenance()
     return out
 
 
@@ -467,15 +468,16 @@ def main(args) -> dict:
     if not args.no_docs:
         docs = REPO_ROOT / "docs"
         plot(cells, args.embedders, docs / "embedders.png")
-        cmd = shlex.join(["python", "bench/embedders.py", *sys.argv[1:]])
+        cmd = docs_command("embedders.py")
         grid = ("\n### EmbeddingGemma's prompts\n\nChosen on validation Recall@20 of `llmhni` "
                 "(seed 0, template profiles); the chosen pair is used in every EmbeddingGemma "
                 "cell.\n\n" + format_table(GRID_HEADERS, out["grid"]) + "\n"
                 if out["grid"] else "")
         write_docs_block("embedders.py", (
-            f"## What the embedder buys (`{cmd}`)\n\nMeasured {time.strftime('%Y-%m-%d')} in "
-            f"{seconds / 60:.0f} minutes on {os.cpu_count()} CPU cores: MovieLens-100K as "
-            f"given, LightGCN, {args.seeds} seed(s); verdicts of {VERDICTS_SOURCE}, brought "
+            f"## What the embedder buys (`{cmd}`)\n\nTables written "
+            f"{time.strftime('%Y-%m-%d')} from {out['provenance']}; this invocation took "
+            f"{seconds / 60:.0f} minutes on {os.cpu_count()} CPU cores (the minutes count what "
+            f"it computed). MovieLens-100K as given, LightGCN, {args.seeds} seed(s); verdicts of {VERDICTS_SOURCE}, brought "
             f"into every cell through `verdicts.file` (the same G'). {notes} `llmhni-dns` "
             "reads no text (a control). Differences are paired over the same seeds and test "
             "users, 95% bootstrap interval.\n" + grid + f"\n### {title}\n\n"

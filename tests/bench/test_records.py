@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _common import docs_command  # noqa: E402
 from _records import Records, record_key  # noqa: E402
 
 from llmhni_local.core.errors import UserError  # noqa: E402
@@ -105,3 +106,12 @@ def test_provenance_counts_what_was_read_and_what_was_computed(tmp_path):
     text = recs.provenance()
     assert text.startswith("2 trainings, 1 read from `r.jsonl` and 1 computed now")
     assert recs.machine["cpu"] in text
+
+
+def test_a_docs_block_names_the_command_without_where_or_how_fast_it_ran():
+    argv = ["--embedders", "minilm", "--out", "/home/me/runs/x", "--jobs=2", "--no-docs",
+            "--records", "/tmp/r.jsonl", "--seeds", "3"]
+    assert docs_command("embedders.py", argv) == (
+        "python bench/embedders.py --embedders minilm --seeds 3")
+    assert docs_command("comparison.py", ["--weights", "w.json"]) == (
+        "python bench/comparison.py --weights w.json")
