@@ -144,26 +144,30 @@ def emit_json(result: dict[str, Any]) -> None:
     print(json.dumps(_jsonable(result), sort_keys=False), flush=True)
 
 
-#: Flags that say where or how fast a bench runs, not what it measures: left out of the command
-#: a docs block shows, so the block names no machine's paths.
-PLACE_FLAGS = ("--out", "--records", "--jobs", "--no-docs")
+#: Flags that say where or how fast a bench runs, not what it measures, and whether each takes a
+#: value: left out of the command a docs block shows, so the block names no machine's paths.
+PLACE_FLAGS = {"--out": True, "--records": True, "--jobs": True, "--no-docs": False}
 
 
 def docs_command(script: str, argv: Sequence[str] | None = None) -> str:
     """The command a docs block names: ``python bench/SCRIPT`` with ``argv`` (default: this
     process's) less :data:`PLACE_FLAGS` and their values (``--out X`` or ``--out=X``)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in PLACE_FLAGS:
-            skip = "=" not in arg and name != "--no-docs"
-            continue
-        kept.append(arg)
+    kept, rest = [], iter(sys.argv[1:] if argv is None else argv)
+    for arg in rest:
+        name, eq, _ = arg.partition("=")
+        if name not in PLACE_FLAGS:
+            kept.append(arg)
+        elif PLACE_FLAGS[name] and not eq:
+            next(rest, None)  # its value
     return shlex.join(["python", f"bench/{script}", *kept])
+
+
+def written_from(provenance: str, seconds: float) -> str:
+    """The sentence that opens a docs block built from records: where its trainings came from
+    (:meth:`_records.Records.provenance`) and what this invocation computed."""
+    return (f"Tables written {time.strftime('%Y-%m-%d')} from {provenance}; this invocation took "
+            f"{seconds / 60:.0f} minutes on {os.cpu_count()} CPU cores (the minutes count what "
+            "it computed).")
 
 
 def write_docs_block(bench: str, block: str, path: Path | None = None) -> None:

@@ -53,6 +53,7 @@ from _common import (
     per_user,
     print_table,
     run_main,
+    written_from,
 )
 from _records import Records, add_records_arg, pin_rater_dtype, record_key, records_path
 
@@ -428,9 +429,7 @@ def write_docs(tables: list[tuple[str, str]], seconds: float, plots: bool,
     cmd = docs_command("comparison.py")
     body = "\n\n".join(f"{title}:\n\n{table}" for title, table in tables)
     block = (f"{MARK_BEGIN}\n## The comparison (`{cmd}`)\n\n"
-             f"Tables written {time.strftime('%Y-%m-%d')} from {provenance}; this invocation "
-             f"took {seconds / 60:.0f} minutes on {os.cpu_count()} CPU cores (the minutes count "
-             "what it computed). Clean-test metrics "
+             f"{written_from(provenance, seconds)} Clean-test metrics "
              "(full ranking, training items masked, test read once at the best validation "
              "epoch); s/epoch excludes validation.\n\n" + body
              + ("\n\n![Recall@20 against noise](comparison_recall.png)\n\n"

@@ -54,7 +54,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import REPO_ROOT, emit_json, fail, float_list, format_table, print_table
+from _common import REPO_ROOT, docs_command, emit_json, fail, float_list, format_table, print_table
 
 BASELINES = ["bpr", "tce", "rce", "sgl"]
 ABLATIONS = ["llmhni-no-semneg", "llmhni-no-align", "llmhni-no-denoise", "llmhni-no-hal"]
@@ -652,9 +652,7 @@ def _shown(path: str) -> str:
 def _write_docs(args, tables: list[tuple[str, str]], seconds: float, auc_plot: bool) -> None:
     path = REPO_ROOT / "docs" / "BENCHMARKS.md"
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    import sys
-
-    cmd = "python bench/denoise.py " + " ".join(sys.argv[1:])
+    cmd = docs_command("denoise.py")
     body = "\n\n".join(f"{title}:\n\n{table}" for title, table in tables)
     block = (f"{MARK_BEGIN}\n## Denoising (`{cmd}`)\n\n"
              f"Measured {time.strftime('%Y-%m-%d')}: {seconds / 60:.0f} minutes on "

@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +64,7 @@ from _common import (
     print_table,
     run_main,
     write_docs_block,
+    written_from,
 )
 from _records import Records, add_records_arg, pin_rater_dtype, record_key, records_path
 from profile_quality import base_verdicts
@@ -474,10 +474,9 @@ def main(args) -> dict:
                 "cell.\n\n" + format_table(GRID_HEADERS, out["grid"]) + "\n"
                 if out["grid"] else "")
         write_docs_block("embedders.py", (
-            f"## What the embedder buys (`{cmd}`)\n\nTables written "
-            f"{time.strftime('%Y-%m-%d')} from {out['provenance']}; this invocation took "
-            f"{seconds / 60:.0f} minutes on {os.cpu_count()} CPU cores (the minutes count what "
-            f"it computed). MovieLens-100K as given, LightGCN, {args.seeds} seed(s); verdicts of {VERDICTS_SOURCE}, brought "
+            f"## What the embedder buys (`{cmd}`)\n\n"
+            f"{written_from(out['provenance'], seconds)} MovieLens-100K as given, LightGCN, "
+            f"{args.seeds} seed(s); verdicts of {VERDICTS_SOURCE}, brought "
             f"into every cell through `verdicts.file` (the same G'). {notes} `llmhni-dns` "
             "reads no text (a control). Differences are paired over the same seeds and test "
             "users, 95% bootstrap interval.\n" + grid + f"\n### {title}\n\n"
