@@ -25,9 +25,10 @@ no probe, no verdict rule fitted on them. So the assessment
    rates nothing new;
 5. reports per view: the label distribution, AUC on natural noise (noisy against clean) and
    on synthetic noise (never-seen against clean), 3-class and verdict kappa against the
-   labels (``audit/agreement.py``), the LLM's share (cross-fitted AUC of the LLM score, of
-   the non-LLM features, of both; folds grouped by user), the speed, and what judging enough
-   candidates for a coverage of the run's noise would take on this machine.
+   labels (``audit/agreement.py``), the threshold rule's verdict kappa on the scores, the
+   LLM's share (cross-fitted AUC of the LLM score, of the non-LLM features, of both; folds
+   grouped by user), the speed, and what judging enough candidates for a coverage of the
+   run's noise would take on this machine.
 
 A view's **score** is ``log P(High) - log(P(Medium) + P(Low))``
 (:func:`~llmhni_local.verdicts.rules.high_score`, the verdict rules' score, without

@@ -28,6 +28,8 @@ from llmhni_local.verdicts.rules import (
     high_score,
     logistic_cv,
     model_verdict,
+    tau_from_share,
+    threshold_cv,
 )
 
 if TYPE_CHECKING:
@@ -154,6 +156,37 @@ def agreement_figures(table) -> dict[str, Any]:
                                [model_verdict(a, b) for a, b in
                                 zip(lab["label_user"], lab["label_item"])], ("hard", "noisy"))
     return out
+
+
+def threshold_figures(table, settings: AssessSettings) -> dict[str, Any]:
+    """The verdict kappa of the threshold rule (``verdicts.rule = "threshold"``: a pair is
+    hard iff both views' scores reach their tau) on the labelled observed pairs judged in
+    both views, with its taus set the rule's two ways: ``share``, each view's tau at
+    ``settings.target_share`` of the sample's scores (``tau_from = "share"``, no labels
+    used); ``audits_cv``, the taus with the best kappa on the labels, cross-fitted on folds
+    grouped by user (``tau_from = "audits"``; :func:`~llmhni_local.verdicts.rules.threshold_cv`).
+    Unlike the argmax verdict kappa it reads a judge with one constant label, and a
+    likelihood reader, through their scores."""
+    lab = table[table["label"].notna() & table["judged_user"] & table["judged_item"]]
+    su, si = (lab[f"score_{v}"].to_numpy(np.float64) for v in VIEWS)
+    ok = np.isfinite(su) & np.isfinite(si)
+    su, si = su[ok], si[ok]
+    truth = [audit_verdict(t) for t in lab["label"].to_numpy()[ok]]
+    hard = np.array([t == "hard" for t in truth], dtype=bool)
+    out: dict[str, Any] = {"pairs": int(ok.sum()), "target_share": settings.target_share}
+    if not ok.any():
+        return {**out, "share": None, "audits_cv": None}
+    tu, _ = tau_from_share(su, settings.target_share)
+    ti, _ = tau_from_share(si, settings.target_share)
+    said = (su >= tu) & (si >= ti)
+    share = agreement(truth, ["hard" if h else "noisy" for h in said], ("hard", "noisy"))
+    share.update(tau_user=tu, tau_item=ti, realised_share_hard=float(said.mean()))
+    if hard.all() or not hard.any():
+        return {**out, "share": share, "audits_cv": None}
+    users = lab["user"].to_numpy(np.int64)[ok]
+    cv = threshold_cv(su, si, hard, users, folds=settings.folds, seed=settings.seed)
+    return {**out, "share": share, "audits_cv": {"kappa": cv, "folds": settings.folds,
+                                                  "grouped_by": "user"}}
 
 
 # ---------------------------------------------------------------------------- speed

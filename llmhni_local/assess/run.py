@@ -31,6 +31,7 @@ from llmhni_local.assess.figures import (
     non_llm_matrix,
     run_coverage,
     task_figures,
+    threshold_figures,
     view_table,
 )
 from llmhni_local.assess.plot import plot_assess
@@ -250,7 +251,8 @@ def compute_figures(inputs: Inputs, table, settings: AssessSettings, data: Inter
             "views": views,
             "both_views": {t: task_figures(table, t, [f"score_{v}" for v in VIEWS], non_llm,
                                            settings) for t in ("natural", "synthetic")},
-            "verdict": agree["verdict"], "speed": speed, "coverage_costs": costs}
+            "verdict": agree["verdict"], "verdict_threshold": threshold_figures(table, settings),
+            "speed": speed, "coverage_costs": costs}
 
 
 def record(inputs: Inputs, settings: AssessSettings, report: RateReport,

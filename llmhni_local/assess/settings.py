@@ -38,6 +38,9 @@ class AssessSettings:
         folds: folds of the cross-fitted AUCs, grouped by user. (default: ``5``)
         constant_share: a view whose most frequent label takes at least this share of its
             judgments is named constant first. (default: ``0.95``)
+        target_share: share of pairs each view calls High when the threshold rule's taus
+            are set by share (``verdicts.target_share``'s default; the command passes the
+            run's setting). (default: ``0.8``)
         coverages: coverages of the run's noise whose rating time is estimated.
             (default: ``(0.2, 0.5, 0.8)``)
     """
@@ -47,6 +50,7 @@ class AssessSettings:
     seed: int = 0
     folds: int = 5
     constant_share: float = CONSTANT_SHARE
+    target_share: float = VerdictSettings.target_share
     coverages: tuple[float, ...] = (0.2, 0.5, 0.8)
 
     def __post_init__(self) -> None:
@@ -61,6 +65,9 @@ class AssessSettings:
         if not 0.0 < self.constant_share <= 1.0:
             raise ConfigError(f"rater assess: constant_share must be in (0, 1], got "
                               f"{self.constant_share}")
+        if not 0.0 < self.target_share <= 1.0:
+            raise ConfigError(f"rater assess: target_share must be in (0, 1], got "
+                              f"{self.target_share}")
         if not all(0.0 < c <= 1.0 for c in self.coverages):
             raise ConfigError(f"rater assess: coverages must be in (0, 1], got "
                               f"{list(self.coverages)}")

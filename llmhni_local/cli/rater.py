@@ -52,7 +52,8 @@ def assess(
         flags = {**run_overrides(run), **{k: v for k, v in flags.items() if v is not None}}
     cfg = run_config(config, set_, flags)
     settings = AssessSettings(sample=sample, users=users, seed=seed,
-                              constant_share=cfg.verdicts.constant_share)
+                              constant_share=cfg.verdicts.constant_share,
+                              target_share=cfg.verdicts.target_share)
     rater = assessed_rater(run, cfg.rater, cfg.tune.kind)
     rate = default_rate(rater, dataclasses.replace(cfg.rate, max_failure_share=1.0),
                         prompts_dir=prompts, progress=not quiet)
@@ -101,6 +102,13 @@ def summary_lines(f: dict[str, Any]) -> list[str]:
     b = f["both_views"]
     lines.append(f"both views | | | | verdict kappa {_num(f['verdict']['kappa'])} | "
                  f"{_share(b['natural'])} | {_share(b['synthetic'])}")
+    t = f.get("verdict_threshold") or {}
+    if t.get("share"):
+        cv = t.get("audits_cv") or {}
+        lines.append(f"threshold rule on the scores ({t['pairs']} pairs): verdict kappa "
+                     f"{_num(t['share']['kappa'])} with taus at {t['target_share']:.0%} High "
+                     f"per view, {_num(cv.get('kappa'))} with taus chosen on the labels "
+                     f"(cross-fitted, folds by user)")
     costs = f["coverage_costs"]
     if costs.get("available"):
         for row in costs["targets"]:

@@ -18,6 +18,7 @@ from llmhni_local.assess.figures import (
     coverage_costs,
     judgment_scores,
     task_figures,
+    threshold_figures,
 )
 from llmhni_local.assess.plot import roc_points
 from llmhni_local.assess.run import assess_run
@@ -224,7 +225,12 @@ def test_a_varied_rater_is_not_constant(run, data, fake_rater):
 
     result = _assess(run, data, fake_rater)
     assert result.constant == []
-    assert not summary_lines(result.figures)[0].startswith(CONSTANT_TEXT)
+    lines = summary_lines(result.figures)
+    assert not lines[0].startswith(CONSTANT_TEXT)
+    t = result.figures["verdict_threshold"]
+    assert t["pairs"] > 0 and -1.0 <= t["share"]["kappa"] <= 1.0
+    assert any(line.startswith(f"threshold rule on the scores ({t['pairs']} pairs)")
+               for line in lines)
 
 
 @pytest.mark.parametrize("counts, expected", [
@@ -310,6 +316,43 @@ def test_cross_fitted_auc_hand_made():
                       users, folds=5, l2=1.0, seed=0)
     assert out["sep"]["auc"] == 1.0 and out["minus"]["auc"] == 1.0  # a fitted sign
     assert abs(out["noise"]["auc"] - 0.5) < 0.2
+
+
+def _threshold_table(score_user, score_item, labels, users):
+    n = len(labels)
+    return pd.DataFrame({"user": users, "item": range(n), "label": labels,
+                         "judged_user": True, "judged_item": True,
+                         "score_user": score_user, "score_item": score_item})
+
+
+def test_threshold_rule_kappa_hand_made():
+    users = np.repeat(np.arange(20), 5)
+    labels = np.tile(["High", "High", "High", "High", "Low"], 20)  # 80% High
+    sep = np.where(labels == "High", 1.0, -1.0)
+    out = threshold_figures(_threshold_table(sep, sep, labels, users), AssessSettings())
+    assert out["pairs"] == 100 and out["share"]["kappa"] == 1.0
+    assert out["share"]["realised_share_hard"] == 0.8
+    assert out["audits_cv"]["kappa"] == 1.0
+    # a noise item view: taus at 80% per view call some High pairs noisy; the taus chosen on
+    # the labels learn to ignore that view (its lowest tau in the training folds, which a
+    # held-out pair's score can still fall below)
+    noise = np.random.default_rng(0).normal(size=100)
+    out = threshold_figures(_threshold_table(sep, noise, labels, users), AssessSettings())
+    assert out["share"]["kappa"] < 0.8 < 0.9 < out["audits_cv"]["kappa"]
+
+
+def test_threshold_rule_kappa_of_a_constant_score_and_of_one_class():
+    users = np.repeat(np.arange(10), 4)
+    labels = np.tile(["High", "Medium", "High", "Low"], 10)
+    const = np.zeros(40)  # ties at tau all say High: every pair hard, kappa 0
+    out = threshold_figures(_threshold_table(const, const, labels, users), AssessSettings())
+    assert out["share"]["realised_share_hard"] == 1.0 and out["share"]["kappa"] == 0.0
+    one = threshold_figures(_threshold_table(const, const, np.full(40, "High"), users),
+                            AssessSettings())
+    assert one["audits_cv"] is None  # nothing to choose taus against
+    failed = _threshold_table(np.full(40, np.nan), const, labels, users)
+    assert threshold_figures(failed, AssessSettings()) == {
+        "pairs": 0, "target_share": 0.8, "share": None, "audits_cv": None}
 
 
 def test_cross_fitting_folds_are_grouped_by_user(monkeypatch):
