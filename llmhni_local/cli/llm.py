@@ -43,7 +43,8 @@ def profiles(
     check_can_summarize(cfg.profiles, cfg.rater)  # before loading data or starting anything
     with run_lock(run, "profiles"):
         prof = build_profiles(run, load_data(cfg.data), data_settings=cfg.data,
-                              settings=cfg.profiles, rater=cfg.rater, prompts_dir=prompts)
+                              settings=cfg.profiles, rater=cfg.rater, prompts_dir=prompts,
+                              progress=True)
     print(f"profiles: {len(prof.users)} users ({prof.info['user_source']}), {len(prof.items)} "
           f"items ({prof.info['item_source']}) -> {Path(run) / 'profiles'} "
           f"[sha256 {prof.hash[:12]}]")

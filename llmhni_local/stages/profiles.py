@@ -40,7 +40,7 @@ def check_can_summarize(profiles: "ProfileSettings", rater: "RaterSettings") -> 
 
 def build_profiles(run_dir: str | Path, data: "Interactions", *, data_settings: "DataSettings",
                    settings: "ProfileSettings", rater: "RaterSettings",
-                   prompts_dir: str | Path | None = None) -> "Profiles":
+                   prompts_dir: str | Path | None = None, progress: bool = False) -> "Profiles":
     """Build, optionally summarise (``settings.summarize``) and save the profiles of ``data``.
 
     The data settings are recorded in ``profiles/manifest.json`` (``data_settings``) so later
@@ -53,7 +53,7 @@ def build_profiles(run_dir: str | Path, data: "Interactions", *, data_settings: 
         backend = make_rating_backend(rater)
         try:
             prof = summarize_users(prof, backend.generate, settings, prompts_dir,
-                                   model_id=backend.model_id)
+                                   model_id=backend.model_id, progress=progress)
         finally:
             backend.close()
     if settings.shuffle_share > 0:
@@ -76,6 +76,7 @@ def profiles_data(run_dir: str | Path, fallback: "DataSettings") -> "Interaction
 def run_stage(run: Run) -> dict:
 
     profiles = build_profiles(run.dir, run.data, data_settings=run.cfg.data,
-                              settings=run.cfg.profiles, rater=run.cfg.rater)
+                              settings=run.cfg.profiles, rater=run.cfg.rater,
+                              progress=run.progress)
     return {"hash": profiles.hash, "users": len(profiles.users), "items": len(profiles.items),
             "summarized": bool(profiles.info.get("summarized"))}

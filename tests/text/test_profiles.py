@@ -139,6 +139,24 @@ def test_summarize_replaces_user_texts_and_rejects_empty_answers():
         summarize_users(p, lambda ps, n: ["a", "", "c"], ProfileSettings())
 
 
+def test_summarize_goes_in_chunks_in_order_and_shows_progress(monkeypatch, capsys):
+    from llmhni_local.text import profiles as profiles_mod
+
+    monkeypatch.setattr(profiles_mod, "SUMMARY_CHUNK", 2)
+    p = make_profiles(tiny())
+    calls = []
+
+    def generate(prompts, max_tokens):
+        calls.append(len(prompts))
+        return [f"s{sum(calls) - len(prompts) + k}" for k in range(len(prompts))]
+
+    s = summarize_users(p, generate, ProfileSettings(), progress=True)
+    assert calls == [2, 1] and s.users == ["s0", "s1", "s2"]
+    assert "summarising users" in capsys.readouterr().out
+    summarize_users(p, generate, ProfileSettings())  # progress off by default: silent
+    assert capsys.readouterr().out == ""
+
+
 def test_summarize_through_the_cli_with_tiny_llama(tmp_path, tiny_llama, monkeypatch):
     import typer
     from typer.testing import CliRunner
