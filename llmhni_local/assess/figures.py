@@ -147,9 +147,14 @@ def non_llm_matrix(table, candidates: np.ndarray, train: np.ndarray) -> np.ndarr
     return non_llm_features(table, candidates, train)[:, :3]
 
 
+def _labelled(table):
+    """The labelled (observed) pairs judged in both views: what the kappas are computed on."""
+    return table[table["label"].notna() & table["judged_user"] & table["judged_item"]]
+
+
 def agreement_figures(table) -> dict[str, Any]:
     """3-class kappa per view and verdict kappa against the labels of the observed pairs."""
-    lab = table[table["label"].notna() & table["judged_user"] & table["judged_item"]]
+    lab = _labelled(table)
     truth = lab["label"].tolist()
     out: dict[str, Any] = {v: agreement(truth, lab[f"label_{v}"].tolist()) for v in VIEWS}
     out["verdict"] = agreement([audit_verdict(t) for t in truth],
@@ -167,7 +172,7 @@ def threshold_figures(table, settings: AssessSettings) -> dict[str, Any]:
     grouped by user (``tau_from = "audits"``; :func:`~llmhni_local.verdicts.rules.threshold_cv`).
     Unlike the argmax verdict kappa it reads a judge with one constant label, and a
     likelihood reader, through their scores."""
-    lab = table[table["label"].notna() & table["judged_user"] & table["judged_item"]]
+    lab = _labelled(table)
     su, si = (lab[f"score_{v}"].to_numpy(np.float64) for v in VIEWS)
     ok = np.isfinite(su) & np.isfinite(si)
     su, si = su[ok], si[ok]

@@ -102,8 +102,8 @@ def summary_lines(f: dict[str, Any]) -> list[str]:
     b = f["both_views"]
     lines.append(f"both views | | | | verdict kappa {_num(f['verdict']['kappa'])} | "
                  f"{_share(b['natural'])} | {_share(b['synthetic'])}")
-    t = f.get("verdict_threshold") or {}
-    if t.get("share"):
+    t = f["verdict_threshold"]
+    if t["share"]:
         cv = t.get("audits_cv") or {}
         lines.append(f"threshold rule on the scores ({t['pairs']} pairs): verdict kappa "
                      f"{_num(t['share']['kappa'])} with taus at {t['target_share']:.0%} High "

@@ -155,6 +155,10 @@ def test_summarize_goes_in_chunks_in_order_and_shows_progress(monkeypatch, capsy
     assert "summarising users" in capsys.readouterr().out
     summarize_users(p, generate, ProfileSettings())  # progress off by default: silent
     assert capsys.readouterr().out == ""
+    # one answer short in the first call and one too many in the second: caught per call
+    uneven = iter([["a"], ["b", "c"]])
+    with pytest.raises(UserError, match="returned 1 answers for 2 prompts"):
+        summarize_users(p, lambda ps, n: next(uneven), ProfileSettings())
 
 
 def test_summarize_through_the_cli_with_tiny_llama(tmp_path, tiny_llama, monkeypatch):
