@@ -1,5 +1,6 @@
 """Stage ``profiles`` (method stage 1): text profiles of users and items from training
-interactions only, optionally summarised by the rater model (``profiles.summarize``).
+interactions only, optionally summarised by the rater model (``profiles.summarize``; a killed
+summarising resumes from ``RUN/profiles/summaries.partial.jsonl``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from llmhni_local.data.dataset import Interactions
 from llmhni_local.engine.settings import RaterSettings
 from llmhni_local.stages.context import Run
 from llmhni_local.text.profiles import (
+    PROFILES_DIR,
+    SUMMARIES_PARTIAL,
     Profiles,
     ProfileSettings,
     data_fingerprint,
@@ -49,16 +52,19 @@ def build_profiles(run_dir: str | Path, data: "Interactions", *, data_settings: 
     check_can_summarize(settings, rater)
     prof = make_profiles(data, settings, prompts_dir)
     prof.info["data_settings"] = dataclasses.asdict(data_settings)
+    partial = Path(run_dir) / PROFILES_DIR / SUMMARIES_PARTIAL
     if settings.summarize:
         backend = make_rating_backend(rater)
         try:
             prof = summarize_users(prof, backend.generate, settings, prompts_dir,
-                                   model_id=backend.model_id, progress=progress)
+                                   model_id=backend.model_id, progress=progress,
+                                   partial=partial)
         finally:
             backend.close()
     if settings.shuffle_share > 0:
         prof = shuffle_profiles(prof, settings.shuffle_share, settings.shuffle_seed)
     save_profiles(run_dir, prof)
+    partial.unlink(missing_ok=True)  # saved: a later summarising starts afresh
     return prof
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from llmhni_local.engine.prompts import Template
 
 PROFILES_DIR = "profiles"
+SUMMARIES_PARTIAL = "summaries.partial.jsonl"  # a summarising's answers so far (resumable)
 _GENRE_KEYS = ("genres", "categories", "category", "genre")
 _ITEM_FIELDS = ("title", "year", "genres", "description")
 _YEAR_IN_TITLE = re.compile(r"\(\d{4}\)\s*$")
@@ -262,7 +263,7 @@ SUMMARY_CHUNK = 64
 
 def summarize_users(profiles: Profiles, generate, settings: ProfileSettings,
                     prompts_dir: str | Path | None = None, model_id: str = "",
-                    progress: bool = False) -> Profiles:
+                    progress: bool = False, partial: str | Path | None = None) -> Profiles:
     """Rewrite every user profile with an LLM (RLMRec style).
 
     ``generate(list_of_chat_prompts, max_tokens) -> list[str]`` is the rater backend's free
@@ -270,17 +271,30 @@ def summarize_users(profiles: Profiles, generate, settings: ProfileSettings,
     how far it is (943 MovieLens users took 22 minutes with a 0.5B model on 2 cores); a call
     returning another number of answers than prompts, or an empty answer, is an error (never
     silently replaced by the input profile).
+
+    With ``partial`` (a file), each chunk's answers are appended to it as they come, under a
+    key of what produces them (model, template, input profiles, token limit), and a call with
+    the same key starts after the last stored chunk: a killed summarising resumes. A file with
+    another key is started over. The caller removes it once the profiles are saved.
     """
     tpl = load_template("summarize_user", prompts_dir)
     prompts = [tpl.messages({"user_profile": p}) for p in profiles.users]
-    texts: list[str] = []
+    key = sha256_text(json.dumps({"model": model_id, "template": tpl.hash,
+                                  "profiles": profiles.hash,
+                                  "summary_tokens": settings.summary_tokens}, sort_keys=True))
+    texts = _stored_summaries(partial, key, len(prompts)) if partial else []
+    if texts:  # rewritten clean, so a line the kill cut short is not appended to
+        _store_summaries(partial, key, texts, first=True)
     with progress_bar("summarising users", len(prompts), enabled=progress) as bar:
-        for start in range(0, len(prompts), SUMMARY_CHUNK):
+        bar.advance(len(texts))
+        for start in range(len(texts), len(prompts), SUMMARY_CHUNK):
             chunk = prompts[start:start + SUMMARY_CHUNK]
             answers = [str(t).strip() for t in generate(chunk, settings.summary_tokens)]
             if len(answers) != len(chunk):  # per call: a short and a long one must not cancel
                 raise UserError(f"summarize: the backend returned {len(answers)} answers for "
                                 f"{len(chunk)} prompts")
+            if partial:
+                _store_summaries(partial, key, answers, first=not texts)
             texts += answers
             bar.advance(len(chunk))
     empty = [u for u, t in enumerate(texts) if not t]
@@ -292,6 +306,38 @@ def summarize_users(profiles: Profiles, generate, settings: ProfileSettings,
                 templates={**profiles.info["templates"],
                            "summarize_user": {"version": tpl.version, "hash": tpl.hash}})
     return _with_hash(texts, profiles.items, profiles.item_names, profiles.liked, info)
+
+
+def _stored_summaries(path: str | Path, key: str, n: int) -> list[str]:
+    """The answers a killed summarising with the same ``key`` stored in ``path``, in order; a
+    line cut short by the kill, and everything after it, is dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    texts: list[str] = []
+    for k, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if k == 0:
+            if row.get("key") != key:
+                return []  # made by another model, template or input: start over
+            continue
+        texts += [str(t) for t in row.get("answers", [])]
+    return texts[:n]
+
+
+def _store_summaries(path: str | Path, key: str, answers: list[str], first: bool) -> None:
+    """Append ``answers`` to ``path``; ``first``: replace it (atomically) by the key line and
+    ``answers``."""
+    line = json.dumps({"answers": answers}, ensure_ascii=False) + "\n"
+    if first:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"key": key}) + "\n" + line, encoding="utf-8")
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
 
 
 def shuffle_profiles(profiles: Profiles, share: float, seed: int) -> Profiles:

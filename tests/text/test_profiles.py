@@ -161,6 +161,43 @@ def test_summarize_goes_in_chunks_in_order_and_shows_progress(monkeypatch, capsy
         summarize_users(p, lambda ps, n: next(uneven), ProfileSettings())
 
 
+def test_a_killed_summarising_resumes_after_its_last_stored_chunk(monkeypatch, tmp_path):
+    from llmhni_local.text import profiles as profiles_mod
+
+    monkeypatch.setattr(profiles_mod, "SUMMARY_CHUNK", 1)
+    p, partial = make_profiles(tiny()), tmp_path / "profiles" / "summaries.partial.jsonl"
+    asked = []
+
+    def dies_on_third(prompts, max_tokens):
+        if len(asked) == 2:
+            raise RuntimeError("killed")
+        asked.append(prompts[0][-1]["content"])
+        return [f"s{len(asked) - 1}"]
+
+    with pytest.raises(RuntimeError, match="killed"):
+        summarize_users(p, dies_on_third, ProfileSettings(), model_id="m", partial=partial)
+    assert len(asked) == 2 and partial.is_file()
+    with open(partial, "a", encoding="utf-8") as f:
+        f.write('{"answers": ["cut sh')  # a kill in the middle of a line
+    later = []
+
+    def generate(prompts, max_tokens):
+        later.append(prompts[0][-1]["content"])
+        return ["s2"]
+
+    s = summarize_users(p, generate, ProfileSettings(), model_id="m", partial=partial)
+    assert s.users == ["s0", "s1", "s2"]
+    assert len(later) == 1 and p.users[2] in later[0]  # only the third user was asked again
+    # another model's answers are never reused: it starts over
+    fresh = summarize_users(p, lambda ps, n: ["x"], ProfileSettings(), model_id="other",
+                            partial=partial)
+    assert fresh.users == ["x", "x", "x"]
+    # and another token limit is another key as well
+    again = summarize_users(p, lambda ps, n: ["y"], ProfileSettings(summary_tokens=7),
+                            model_id="other", partial=partial)
+    assert again.users == ["y", "y", "y"]
+
+
 def test_summarize_through_the_cli_with_tiny_llama(tmp_path, tiny_llama, monkeypatch):
     import typer
     from typer.testing import CliRunner
@@ -184,6 +221,7 @@ def test_summarize_through_the_cli_with_tiny_llama(tmp_path, tiny_llama, monkeyp
     assert summed.info["summarized"] and summed.info["summary_model"]
     assert summed.items == plain.items and summed.users != plain.users
     assert all(u.strip() for u in summed.users)
+    assert not (tmp_path / "sum" / "profiles" / "summaries.partial.jsonl").exists()  # saved
 
 
 def test_shuffled_profiles_break_the_link_and_keep_the_texts():
