@@ -20,7 +20,7 @@ head reads.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -91,7 +91,8 @@ def _hook_points(decoder: Any, layers: Sequence[int]) -> dict[int, Any]:
 
 
 def answer_states(model: Any, rows: Sequence[Sequence[int]], layers: Sequence[int],
-                  pad_id: int, batch_size: int = 16) -> np.ndarray:
+                  pad_id: int, batch_size: int = 16,
+                  advance: Callable[[int], None] | None = None) -> np.ndarray:
     """``(len(rows), len(layers), hidden)`` float32 states at each prompt's last token.
 
     Args:
@@ -100,6 +101,7 @@ def answer_states(model: Any, rows: Sequence[Sequence[int]], layers: Sequence[in
         layers: hidden-state indices to keep (see the module docstring).
         pad_id: the padding token id (masked out).
         batch_size: prompts per forward pass; batches hold prompts of similar length.
+        advance: called with each batch's size once its states are read (a progress bar).
     """
     import torch
 
@@ -134,6 +136,8 @@ def answer_states(model: Any, rows: Sequence[Sequence[int]], layers: Sequence[in
                     pass
                 for j, layer in enumerate(layers):
                     out[sel, j] = got[layer].cpu().numpy()
+                if advance is not None:
+                    advance(len(sel))
     finally:
         for handle in handles:
             handle.remove()

@@ -49,7 +49,8 @@ def finetune_rater(
             lora_only = {"--epochs": epochs, "--lr": lr, "--r": r, "--last-layers": last_layers,
                          "--val-share": val_share}
             _probe(run, out, config, set_, base=base, batch_size=batch_size, seed=seed,
-                   force=force, lora_only=[k for k, v in lora_only.items() if v is not None])
+                   force=force, progress=not quiet,
+                   lora_only=[k for k, v in lora_only.items() if v is not None])
             return
         settings = load_finetune_settings(config, {
             "finetune.base": base, "finetune.epochs": epochs, "finetune.lr": lr,
@@ -65,7 +66,7 @@ def finetune_rater(
 
 
 def _probe(run: Path, out: Path, config, sets, *, base, batch_size, seed, force: bool,
-           lora_only: list[str]) -> None:
+           progress: bool, lora_only: list[str]) -> None:
     from llmhni_local.cli.options import load
     from llmhni_local.core.errors import UserError
     from llmhni_local.tune.probe import ProbeConfig, probe_run
@@ -74,7 +75,7 @@ def _probe(run: Path, out: Path, config, sets, *, base, batch_size, seed, force:
         raise UserError(f"{', '.join(lora_only)}: LoRA settings; --kind probe does not take them")
     settings = load(ProbeConfig, config, sets, {"probe.base": base, "probe.seed": seed,
                                                 "probe.batch_size": batch_size}).probe
-    card = probe_run(run, out, settings, force=force)
+    card = probe_run(run, out, settings, force=force, progress=progress)
     views = "; ".join(f"{v} view layer {f['layer']}, kappa {_f(f['kappa'])}, AUC(Low) "
                       f"{_f(f['auc_low'])}" for v, f in card["cv"]["per_view"].items())
     print(f"finetune-rater: probe -> {out} ({card['labels']['n']} labels; {card['cv']['folds']}-"

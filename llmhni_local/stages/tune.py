@@ -21,7 +21,8 @@ from llmhni_local.tune.settings import TuneSettings
 
 
 def tune_run(run_dir: str | Path, data: "Interactions", settings: "TuneSettings", *,
-             base: str, max_liked: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+             base: str, max_liked: int, log: Callable[[str], None] = print,
+             progress: bool = False) -> dict[str, Any]:
     """``tune.kind = "probe"``: fit a probe on ``rater.model`` (``base``) into
     ``RUN/tune/probe/`` from ``settings.labels`` simulated audit labels of training pairs that
     are not candidates of the run (``audit simulate --pool train``), and describe it in
@@ -37,7 +38,7 @@ def tune_run(run_dir: str | Path, data: "Interactions", settings: "TuneSettings"
               "rows": int(len(labels))}
     card = fit_probe(load_profiles(run_dir), labels, run_dir / TUNE_PROBE_DIR,
                      ProbeSettings(base=base), max_liked=max_liked, label_sources=[source],
-                     run_dir=run_dir, force=True, log=log)
+                     run_dir=run_dir, force=True, log=log, progress=progress)
     summary = {
         "kind": "probe", "simulated": True, "labels": int(card["labels"]["n"]),
         "counts": card["labels"]["counts"], "users": int(card["labels"]["users"]),
@@ -61,4 +62,4 @@ def run_stage(run: Run) -> dict:
     run.log(f"[tune] {run.cfg.tune.kind} on {run.cfg.tune.labels} simulated audit labels "
             "(training pairs that are not candidates)")
     return tune_run(run.dir, run.data, run.cfg.tune, base=run.cfg.rater.model,
-                    max_liked=run.cfg.rate.max_liked, log=run.log)
+                    max_liked=run.cfg.rate.max_liked, log=run.log, progress=run.progress)

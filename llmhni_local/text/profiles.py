@@ -285,8 +285,8 @@ def summarize_users(profiles: Profiles, generate, settings: ProfileSettings,
     texts = _stored_summaries(partial, key, len(prompts)) if partial else []
     if texts:  # rewritten clean, so a line the kill cut short is not appended to
         _store_summaries(partial, key, texts, first=True)
-    with progress_bar("summarising users", len(prompts), enabled=progress) as bar:
-        bar.advance(len(texts))
+    with progress_bar("summarising users", len(prompts), enabled=progress,
+                      done=len(texts)) as bar:
         for start in range(len(texts), len(prompts), SUMMARY_CHUNK):
             chunk = prompts[start:start + SUMMARY_CHUNK]
             answers = [str(t).strip() for t in generate(chunk, settings.summary_tokens)]

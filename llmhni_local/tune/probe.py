@@ -44,6 +44,7 @@ from llmhni_local.backends.probe_states import (
 )
 from llmhni_local.core.errors import ConfigError, UserError
 from llmhni_local.core.io import publish_folder, write_json, write_text
+from llmhni_local.core.progress import progress_bar
 from llmhni_local.engine.api import LABELS
 from llmhni_local.engine.chat import encode_prompts, load_tokenizer, render_prompts
 from llmhni_local.engine.prompts import VIEW_TEMPLATES, load_templates
@@ -199,10 +200,13 @@ def prepare_inputs(profiles, labels, settings: ProbeSettings, max_liked: int,
 
 
 def compute_states(inputs: ProbeInputs, settings: ProbeSettings, dtype: str,
-                   memo: dict | None = None) -> tuple[dict[str, np.ndarray], list[int], int]:
+                   memo: dict | None = None, progress: bool = False,
+                   ) -> tuple[dict[str, np.ndarray], list[int], int]:
     """Per view ``(n, layers, hidden)`` states, the candidate layers and how many prompts'
     states came from ``memo`` (a dict a caller keeps across fits on nested label sets; keyed by
-    base model, dtype, layers and prompt ids, so it is never wrong)."""
+    base model, dtype, layers and prompt ids, so it is never wrong). ``progress``: a bar over
+    the prompts read (most of a fit's time: 2,000 prompts took 20 minutes with a 0.5B model on
+    2 cores)."""
     import torch
 
     if settings.threads:
@@ -213,17 +217,19 @@ def compute_states(inputs: ProbeInputs, settings: ProbeSettings, dtype: str,
     n_layers = _n_layers(inputs.spec.path)
     layers = candidate_layers(n_layers, settings.layer_step)
     key0 = (inputs.base_sha, dtype, tuple(layers))
-    out, reused = {}, 0
-    for view, rows in inputs.ids.items():
-        todo = [k for k, r in enumerate(rows) if (key0, tuple(r)) not in memo]
-        reused += len(rows) - len(todo)
-        if todo:
-            model = model if model is not None else load_base(str(inputs.spec.path), dtype)
-            got = answer_states(model, [rows[k] for k in todo], layers, pad_id,
-                                settings.batch_size)
-            for k, s in zip(todo, got):
-                memo[(key0, tuple(rows[k]))] = s
-        out[view] = np.stack([memo[(key0, tuple(r))] for r in rows])
+    todo = {view: [k for k, r in enumerate(rows) if (key0, tuple(r)) not in memo]
+            for view, rows in inputs.ids.items()}
+    reused = sum(len(rows) - len(todo[view]) for view, rows in inputs.ids.items())
+    out = {}
+    with progress_bar("probe states", sum(map(len, todo.values())), enabled=progress) as bar:
+        for view, rows in inputs.ids.items():
+            if todo[view]:
+                model = model if model is not None else load_base(str(inputs.spec.path), dtype)
+                got = answer_states(model, [rows[k] for k in todo[view]], layers, pad_id,
+                                    settings.batch_size, advance=bar.advance)
+                for k, s in zip(todo[view], got):
+                    memo[(key0, tuple(rows[k]))] = s
+            out[view] = np.stack([memo[(key0, tuple(r))] for r in rows])
     return out, layers, reused
 
 
@@ -265,10 +271,10 @@ def fit_probe(profiles, labels, out: str | Path, settings: ProbeSettings | None 
               prompts_dir: str | Path | None = None, max_liked: int = 10,
               label_sources: Sequence[dict] = (), run_dir: str | Path | None = None,
               force: bool = False, state_memo: dict | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print, progress: bool = False) -> dict[str, Any]:
     """Fit a probe on ``labels`` (DataFrame: user, item, label, optionally simulated) and
     write its folder to ``out``; returns the card. Every input check runs before the model
-    loads. ``state_memo``: see :func:`compute_states`."""
+    loads. ``state_memo`` and ``progress``: see :func:`compute_states`."""
     settings = settings or ProbeSettings()
     out = Path(out)
     if out.exists() and not force:
@@ -277,7 +283,7 @@ def fit_probe(profiles, labels, out: str | Path, settings: ProbeSettings | None 
     labels, y = check_labels(labels, settings.folds)
     inputs = prepare_inputs(profiles, labels, settings, max_liked, prompts_dir)
     dtype = state_dtype() if settings.dtype == "auto" else settings.dtype
-    states, layers, reused = compute_states(inputs, settings, dtype, state_memo)
+    states, layers, reused = compute_states(inputs, settings, dtype, state_memo, progress)
     t_states = time.perf_counter() - t0
     users = labels["user"].astype(np.int64).to_numpy()
     heads, cv = select_heads(states, y, users, layers, settings)

@@ -155,14 +155,16 @@ def test_bad_labels_are_one_line_errors(probe, tiny_llama):
     assert not (run.parent / "x").exists()
 
 
-def test_probe_run_records_its_training_pairs(probe, synth_data, tiny_llama, write_labels):
+def test_probe_run_records_its_training_pairs(probe, synth_data, tiny_llama, write_labels,
+                                              capsys):
     from llmhni_local.audit.importer import import_labels
     from llmhni_local.audit.records import AuditStore, trained_pairs
 
     run, _, _, labels = probe
     import_labels(run, write_labels(run / "genre.csv", labels.to_dict("records")))
     card = probe_run(run, run.parent / "adapters" / "from-run", settings(tiny_llama),
-                     log=lambda m: None)
+                     log=lambda m: None, progress=True)
+    assert f"probe states: {2 * len(labels)}/{2 * len(labels)}" in capsys.readouterr().out
     assert "+probe:from-run@" in card["adapter_id"]
     assert trained_pairs(run) == {(int(u), int(i)) for u, i in zip(labels["user"],
                                                                     labels["item"])}
@@ -225,6 +227,16 @@ def test_early_stopping_states_equal_the_full_pass(deep_tiny, layers):
     assert np.abs(got).sum(axis=-1).min() > 0  # every row written
     if len(set(layers)) > 1:  # different layers give different states
         assert not np.allclose(got[:, 0], got[:, 1], atol=1e-3)
+
+
+def test_the_pass_reports_each_batch_to_the_progress_bar(deep_tiny):
+    from llmhni_local.backends.probe_states import answer_states
+
+    model, ids, pad = deep_tiny
+    sizes = []
+    answer_states(model, ids, [2], pad, batch_size=3, advance=sizes.append)
+    assert sum(sizes) == len(ids) and max(sizes) <= 3
+    assert len(sizes) == -(-len(ids) // 3)
 
 
 def test_the_pass_stops_after_the_deepest_layer_asked_for(deep_tiny):
