@@ -127,12 +127,34 @@ def rate(
                                    "rater.adapter": adapter, "rater.lora_mode": lora_mode,
                                    "rate.batch_size": batch_size,
                                    "rate.engine": "ray" if ray else None})
+    note = unlike_the_run(run, cfg)
+    if note:
+        print(f"rate: note: {note}")
     with run_lock(run, "rate --ray" if cfg.rate.engine == "ray" else "rate"):
         report, mid, _ = rate_run(run, cfg.rater, cfg.rate, prompts_dir=prompts,
                                   progress=not quiet)
     speed = f", {report.rated / report.seconds:.1f} judgments/s" if report.seconds > 0 else ""
     print(f"rate: {report.rated} answers stored ({report.failures} not a label), "
           f"{report.skipped} already stored{speed}; model {mid}")
+
+
+def unlike_the_run(run: Path, cfg) -> str:
+    """'' or one line naming where this call's reader (``rate.mode``, ``rater.backend``,
+    ``rater.model``) differs from the one ``RUN/manifest.json`` records: ``rate`` reads its
+    settings from defaults, ``--config`` and ``--set``, not from the run, so a run set up with
+    a config file and stopped before rating (``run --until candidates``) is otherwise rated
+    with the defaults without a word."""
+    from llmhni_local.assess.sample import run_overrides
+
+    saved = run_overrides(run)
+    used = {"rate.mode": cfg.rate.mode, "rater.backend": cfg.rater.backend,
+            "rater.model": cfg.rater.model}
+    diff = [f"{k} = {used[k]!r} (the run's: {saved[k]!r})" for k in used
+            if k in saved and saved[k] != used[k]]
+    if not diff:
+        return ""
+    return (f"rating {run} otherwise than it was set up: {'; '.join(diff)}; pass its config "
+            "file (--config) or --set to rate as the run was set up")
 
 
 # ---------------------------------------------------------------------------- verdicts

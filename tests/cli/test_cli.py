@@ -87,3 +87,21 @@ def test_bad_set_is_one_line_error(tmp_path):
     r = run("train", "--out", str(tmp_path / "x"), "--set", "train.epochs")
     assert r.returncode == 2 and "table.key=value" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_rate_says_when_it_reads_otherwise_than_the_run_was_set_up(tmp_path):
+    from llmhni_local.cli.llm import unlike_the_run
+    from llmhni_local.cli.options import run_config
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert unlike_the_run(run_dir, run_config(None, None)) == ""  # no manifest: nothing to say
+    (run_dir / "manifest.json").write_text(json.dumps({"settings": {
+        "rate": {"mode": "likelihood"}, "rater": {"backend": "transformers", "model": "smollm2"}}}))
+    note = unlike_the_run(run_dir, run_config(None, ["rate.mode=judge", "rater.backend=vllm"]))
+    assert "rate.mode = 'judge' (the run's: 'likelihood')" in note
+    assert "rater.backend = 'vllm' (the run's: 'transformers')" in note
+    assert "rater.model" not in note  # the same model is not named
+    same = run_config(None, ["rate.mode=likelihood", "rater.backend=transformers",
+                             "rater.model=smollm2", "verdicts.rule=threshold"])
+    assert unlike_the_run(run_dir, same) == ""
