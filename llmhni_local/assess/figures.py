@@ -13,7 +13,7 @@ import numpy as np
 from llmhni_local.assess.settings import AssessSettings
 from llmhni_local.audit.agreement import agreement
 from llmhni_local.engine.api import LABELS
-from llmhni_local.eval.stats import auc
+from llmhni_local.eval.stats import auc, grouped_auc_interval
 from llmhni_local.judgments.store import VIEWS
 from llmhni_local.llmhni.candidates import (  # noqa: F401 (add_times, coverage_costs: assess.run)
     add_times,
@@ -116,7 +116,8 @@ def constant_view(counts: dict[str, int], scores: np.ndarray, share: float) -> d
 def task_figures(table, task: str, score_cols: list[str], non_llm: np.ndarray,
                  settings: AssessSettings) -> dict[str, Any]:
     """One task (``natural``: noisy against clean; ``synthetic``: never-seen against clean):
-    the AUC of each LLM score raw, and the cross-fitted AUCs of the LLM score(s) alone, of
+    the AUC of each LLM score raw (with a 95% bootstrap interval over the sample's users),
+    and the cross-fitted AUCs of the LLM score(s) alone, of
     the non-LLM features alone and of both: the stacked verdict rule's class-balanced logistic
     models (``l2`` = 1), out of fold on folds grouped by user
     (:func:`~llmhni_local.verdicts.rules.logistic_cv`)."""
@@ -131,6 +132,8 @@ def task_figures(table, task: str, score_cols: list[str], non_llm: np.ndarray,
                            "positives": int(y.sum()), "left_out_no_score": int((~ok).sum())}
     if len(score_cols) == 1:
         out["auc"] = auc(x_llm[:, 0], y)
+        # users, not pairs, are the sample's independent draws: resample them
+        out["auc_ci95"] = list(grouped_auc_interval(x_llm[:, 0], y, groups, seed=settings.seed))
     cv = logistic_cv(
         {"llm": x_llm, "non_llm": x_non, "stacked": np.column_stack([x_llm, x_non])}, y,
         groups, folds=settings.folds, l2=1.0, seed=settings.seed)

@@ -88,16 +88,16 @@ def summary_lines(f: dict[str, Any]) -> list[str]:
                  f"{_num(sp.get('judgments_per_s'), '.1f')} judgments/s "
                  f"(steady {_num(sp.get('judgments_per_s_steady'), '.1f')}/s, "
                  f"{sp.get('measured')})")
-    lines.append("view | High Medium Low failed | AUC natural | AUC synthetic | kappa | "
-                 "cross-fitted AUC natural llm / non-LLM / stacked | synthetic llm / non-LLM / "
-                 "stacked")
+    lines.append("view | High Medium Low failed | AUC natural [95% over users] | "
+                 "AUC synthetic [95%] | kappa | cross-fitted AUC natural llm / non-LLM / "
+                 "stacked | synthetic llm / non-LLM / stacked")
     for view in ("user", "item"):
         v = f["views"][view]
         lab, nat, syn = v["labels"], v["natural"], v["synthetic"]
         scored = f" (+{lab['scored']} scored, no label)" if lab.get("scored") else ""
         lines.append(f"{view} | {lab['High']} {lab['Medium']} {lab['Low']} {lab['failed']}"
                      f"{scored} | "
-                     f"{_num(nat.get('auc'))} | {_num(syn.get('auc'))} | "
+                     f"{_roc_cell(nat)} | {_roc_cell(syn)} | "
                      f"{_num(v['agreement']['kappa'])} | {_share(nat)} | {_share(syn)}")
     b = f["both_views"]
     lines.append(f"both views | | | | verdict kappa {_num(f['verdict']['kappa'])} | "
@@ -121,6 +121,14 @@ def summary_lines(f: dict[str, Any]) -> list[str]:
         lines.append(f"coverage costs: not available ({costs.get('why')})")
     lines.append(f"-> {f['folder']}/assess.json, {f['plot']}")
     return lines
+
+
+def _roc_cell(task: dict[str, Any]) -> str:
+    """The raw AUC and its interval over users: ``0.598 [0.541, 0.652]``."""
+    ci = task.get("auc_ci95")
+    if task.get("auc") is None or not ci or any(c is None or c != c for c in ci):
+        return _num(task.get("auc"))
+    return f"{task['auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def _num(x: Any, fmt: str = ".3f") -> str:

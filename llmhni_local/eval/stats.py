@@ -54,6 +54,60 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`auc` with each row counted ``weights`` times, for every row of a ``(B, n)``
+    weight matrix at once (a row weighted 2 counts as the row given twice; ties count half);
+    ``(B,)`` AUCs, NaN where a class has no weight. One sort, then O(B n).
+
+    >>> s, y = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])
+    >>> weighted_auc(s, y, np.ones((1, 4))).tolist()
+    [0.75]
+    >>> weighted_auc(s, y, np.array([[1.0, 0, 1, 1]])).tolist()  # without the 0.4 negative
+    [1.0]
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if not (scores.shape == positive.shape == weights.shape[1:]):
+        raise ValueError(f"weighted_auc: {scores.shape} scores, {positive.shape} class flags, "
+                         f"{weights.shape} weights")
+    order = np.argsort(scores, kind="stable")
+    sorted_scores, pos = scores[order], positive[order]
+    w = weights[:, order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])  # tie blocks
+    neg_w = np.add.reduceat(w * ~pos, starts, axis=1)
+    pos_w = np.add.reduceat(w * pos, starts, axis=1)
+    below = np.cumsum(neg_w, axis=1) - neg_w  # negative weight strictly below each block
+    total = pos_w.sum(axis=1) * neg_w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (pos_w * (below + 0.5 * neg_w)).sum(axis=1) / total, np.nan)
+
+
+def grouped_auc_interval(scores: np.ndarray, positive: np.ndarray, groups: np.ndarray, *,
+                         n_boot: int = 1000, level: float = 0.95,
+                         seed: int = 0) -> tuple[float, float]:
+    """A percentile bootstrap interval of :func:`auc` that resamples whole ``groups`` (users),
+    since one user's pairs are not independent draws: each resample draws as many groups as
+    there are, with replacement, and weights each row by how often its group was drawn.
+
+    >>> s = np.array([0.1, 0.2, 0.8, 0.9]); y = np.array([0, 0, 1, 1])
+    >>> grouped_auc_interval(s, y, np.array([0, 1, 0, 1]))  # separated in every resample
+    (1.0, 1.0)
+    """
+    _, group_of = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(group_of.max()) + 1 if len(group_of) else 0
+    if not n_groups:
+        return math.nan, math.nan
+    draws = bootstrap_indices(n_groups, n_boot, seed)
+    counts = np.zeros((n_boot, n_groups))
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    aucs = weighted_auc(scores, positive, counts[:, group_of])
+    aucs = aucs[np.isfinite(aucs)]
+    if not len(aucs):
+        return math.nan, math.nan
+    return percentile_interval(aucs, level)
+
+
 # ---------------------------------------------------------------------------- kappa
 def cohen_kappa(cm: np.ndarray, weights: Literal["linear"] | None = None) -> float | np.ndarray:
     r"""Cohen's kappa of a confusion matrix (rows: one rater, columns: the other), or of each

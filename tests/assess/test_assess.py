@@ -300,8 +300,10 @@ def test_task_auc_ranks_by_minus_the_score():
     fig = task_figures(table, "natural", ["score_user"], non_llm, AssessSettings(folds=2))
     assert fig["pairs"] == 5 and fig["positives"] == 2
     assert fig["auc"] == pytest.approx(5 / 6)
+    lo, hi = fig["auc_ci95"]  # users resampled: user 1 alone ranks its pairs the wrong way
+    assert lo < 5 / 6 <= hi <= 1.0
     syn = task_figures(table, "synthetic", ["score_user"], non_llm, AssessSettings(folds=2))
-    assert syn["auc"] == 1.0 and syn["pairs"] == 4
+    assert syn["auc"] == 1.0 and syn["pairs"] == 4 and syn["auc_ci95"] == [1.0, 1.0]
 
 
 def test_cross_fitted_auc_hand_made():

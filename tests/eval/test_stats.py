@@ -238,3 +238,34 @@ def test_percentile_interval_by_hand():
     assert percentile_interval(np.array([1.0, 2.0, np.inf]), 0.5, nearest_rank=True)[1] == np.inf
     with pytest.raises(ValueError, match="level"):
         percentile_interval(x, 1.0)
+
+
+def test_weighted_auc_counts_a_row_as_often_as_its_weight():
+    from llmhni_local.eval.stats import auc, weighted_auc
+
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 6, size=40).astype(float)  # many ties
+    y = rng.random(40) < 0.4
+    w = rng.integers(0, 4, size=(5, 40)).astype(float)
+    got = weighted_auc(s, y, w)
+    for b in range(5):
+        rows = np.repeat(np.arange(40), w[b].astype(int))
+        assert got[b] == pytest.approx(auc(s[rows], y[rows]))
+    assert weighted_auc(s, y, np.ones((1, 40)))[0] == pytest.approx(auc(s, y))
+    assert np.isnan(weighted_auc(s, y, (~y).astype(float)[None]))[0]  # no positive weight
+
+
+def test_grouped_auc_interval_holds_the_estimate_and_widens_for_clustered_users():
+    from llmhni_local.eval.stats import auc, grouped_auc_interval
+
+    rng = np.random.default_rng(1)
+    users = np.repeat(np.arange(40), 10)
+    y = rng.random(400) < 0.5
+    # how well the score separates the classes differs by user: the users, not the pairs, are
+    # the independent draws
+    s = y * np.repeat(rng.normal(0.3, 1.0, size=40), 10) + 0.3 * rng.normal(size=400)
+    lo, hi = grouped_auc_interval(s, y, users, seed=0)
+    assert lo < auc(s, y) < hi
+    lo_pairs, hi_pairs = grouped_auc_interval(s, y, np.arange(400), seed=0)
+    assert hi - lo > 1.5 * (hi_pairs - lo_pairs)
+    assert grouped_auc_interval(s, y, users, seed=0) == (lo, hi)  # seeded
