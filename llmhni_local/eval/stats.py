@@ -94,12 +94,11 @@ def grouped_auc_interval(scores: np.ndarray, positive: np.ndarray, groups: np.nd
     >>> grouped_auc_interval(s, y, np.array([0, 1, 0, 1]))  # separated in every resample
     (1.0, 1.0)
     """
-    _, group_of = np.unique(np.asarray(groups), return_inverse=True)
-    n_groups = int(group_of.max()) + 1 if len(group_of) else 0
-    if not n_groups:
+    names, group_of = np.unique(np.asarray(groups), return_inverse=True)
+    if not len(names):
         return math.nan, math.nan
-    draws = bootstrap_indices(n_groups, n_boot, seed)
-    counts = np.zeros((n_boot, n_groups))
+    draws = bootstrap_indices(len(names), n_boot, seed)
+    counts = np.zeros((n_boot, len(names)))
     np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
     aucs = weighted_auc(scores, positive, counts[:, group_of])
     aucs = aucs[np.isfinite(aucs)]
